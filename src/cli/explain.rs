@@ -1,0 +1,107 @@
+//! `fabric explain STAGE`.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use super::{Globals, Session, UsageError};
+use crate::diagnostic::{Diagnostic, did_you_mean};
+use crate::fingerprint::{ActionKey, Inputs};
+use crate::hash::Hasher;
+use crate::run::freshness;
+
+/// Arguments of `fabric explain`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The stage to explain.
+    stage: String,
+    /// Override a parameter: `-P seed=7`.
+    #[arg(short = 'P', value_name = "NAME=VALUE")]
+    param: Vec<String>,
+}
+
+pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
+    let session = Session::open(globals, &args.param)?;
+    let Some(stage) = session.workspace.stage(&args.stage) else {
+        let names = session.workspace.stages.iter().map(|s| s.name.as_str());
+        let mut diagnostic = Diagnostic::new(format!("no stage is called `{}`", args.stage));
+        if let Some(close) = did_you_mean(&args.stage, names) {
+            diagnostic = diagnostic.hint(format!("did you mean `{close}`?"));
+        }
+        return Err(UsageError::from(diagnostic).into());
+    };
+    let lock = session.lock()?;
+    let hasher = Hasher::new(&session.workspace.root, &session.cache);
+    let current = freshness::inputs(&session.registry, &hasher, stage)?;
+    let entry = lock.stage.get(&stage.name);
+    let reasons = freshness::dirty_reasons(&hasher, stage, entry, &current)?;
+    session.cache.save()?;
+
+    println!("stage `{}`", stage.name);
+    println!(
+        "  fingerprint  recorded {}",
+        entry.map_or("(never ran)".into(), |e| e.fingerprint.to_string())
+    );
+    println!("               current  {}", current.fingerprint());
+    println!();
+    let recorded = entry.map(|e| rows(&e.inputs)).unwrap_or_default();
+    let now = rows(&current);
+    let mut names: Vec<&String> = recorded.keys().chain(now.keys()).collect();
+    names.sort();
+    names.dedup();
+    let width = names.iter().map(|n| n.len()).max().unwrap_or(0);
+    println!("  {:<width$}  {:<40}  current", "component", "recorded");
+    for name in names {
+        let old = recorded.get(name).map_or("-", String::as_str);
+        let new = now.get(name).map_or("-", String::as_str);
+        let mark = if old == new { ' ' } else { '*' };
+        println!("{mark} {name:<width$}  {old:<40}  {new}");
+    }
+    println!();
+    if reasons.is_empty() {
+        println!("Up to date: every component matches Fabric.lock and the outs are as recorded.");
+    } else {
+        println!("Stale because:");
+        for reason in reasons {
+            println!("  - {reason}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The fingerprint components as named rows.
+fn rows(inputs: &Inputs) -> BTreeMap<String, String> {
+    let mut rows = BTreeMap::new();
+    match &inputs.action {
+        ActionKey::Cmd { cmd, wdir } => {
+            rows.insert("cmd".into(), cmd.clone());
+            rows.insert("wdir".into(), if wdir.is_empty() { ".".into() } else { wdir.clone() });
+        }
+        ActionKey::Step { step, version } => {
+            rows.insert("step".into(), format!("{step} v{version}"));
+        }
+    }
+    if !inputs.with.is_empty() {
+        rows.insert("with".into(), inputs.with.clone());
+    }
+    for (name, value) in &inputs.params {
+        rows.insert(format!("param {name}"), value.clone());
+    }
+    for (path, hash) in &inputs.deps {
+        rows.insert(format!("dep {path}"), short(hash));
+    }
+    for (name, value) in &inputs.env {
+        rows.insert(format!("env {name}"), value.clone());
+    }
+    rows.insert("outs".into(), inputs.outs.join(", "));
+    if !inputs.platform.is_empty() {
+        rows.insert("platform".into(), inputs.platform.clone());
+    }
+    for (name, value) in &inputs.facts {
+        rows.insert(format!("fact {name}"), value.clone());
+    }
+    rows
+}
+
+fn short(hash: &str) -> String {
+    hash.chars().take(16).collect()
+}

@@ -1,0 +1,29 @@
+//! `fabric gc`.
+
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use super::{Globals, Session};
+
+/// Arguments of `fabric gc`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Count what would be removed; remove nothing.
+    #[arg(long, short = 'n')]
+    dry_run: bool,
+    /// Keep run-cache entries written in the last N days (those in Fabric.lock are always kept).
+    #[arg(long, value_name = "N", default_value_t = 30)]
+    keep_days: u64,
+}
+
+pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
+    let session = Session::open(globals, &[])?;
+    let _guard = session.lock_workspace(true)?;
+    let lock = session.lock()?;
+    let pinned = lock.stage.values().map(|e| e.fingerprint).collect();
+    let keep_since = SystemTime::now() - Duration::from_secs(args.keep_days * 86_400);
+    let (runs, trees, objects) = session.store.gc(&pinned, keep_since, args.dry_run)?;
+    let verb = if args.dry_run { "would remove" } else { "removed" };
+    println!("{verb} {runs} run records, {trees} trees, {objects} objects");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,322 @@
+//! The command line: clap definitions, the shared [`Session`] (workspace,
+//! graph, store, lock), and the mapping of errors to exit codes.
+
+mod checkout;
+mod dag;
+mod explain;
+mod gc;
+mod init;
+mod metrics;
+mod run;
+mod status;
+
+use std::collections::BTreeSet;
+use std::fs::{File, TryLockError};
+use std::io::IsTerminal;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Mutex;
+
+use clap::{Parser, Subcommand};
+
+use crate::diagnostic::{Diagnostic, Diagnostics, did_you_mean};
+use crate::graph::StageGraph;
+use crate::lock::Lock;
+use crate::manifest::{self, Workspace};
+use crate::report::Reporter;
+use crate::run::Runner;
+use crate::run::executor::{Interrupts, LocalExecutor};
+use crate::stat_cache::StatCache;
+use crate::steps::Registry;
+use crate::store::{LocalStorage, Store};
+
+/// Prime Fabric: declare pipelines in TOML, run them incrementally, cache
+/// every output by the BLAKE3 hash of its inputs.
+#[derive(Debug, Parser)]
+#[command(name = "fabric", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// Run as if started in DIR.
+    #[arg(short = 'C', long = "directory", global = true, value_name = "DIR")]
+    directory: Option<PathBuf>,
+    /// Use this Fabric.toml (its directory is the workspace).
+    #[arg(long, global = true, value_name = "PATH")]
+    manifest: Option<PathBuf>,
+    /// Print only failures.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// Print reasons and up-to-date stages too.
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Bring stages up to date: run what changed, restore what is cached.
+    Run(run::Args),
+    /// List stale stages and why; `--check` exits 1 if any.
+    Status(status::Args),
+    /// Show a stage's fingerprint components, recorded vs current.
+    Explain(explain::Args),
+    /// Print the stage graph.
+    Dag(dag::Args),
+    /// Restore outs from the store as Fabric.lock records them.
+    Checkout(checkout::Args),
+    /// Show metrics outs as a table.
+    Metrics(metrics::Args),
+    /// Remove store content nothing refers to any more.
+    Gc(gc::Args),
+    /// Create a new workspace with an example pipeline.
+    Init(init::Args),
+    /// List the built-in steps.
+    Steps,
+}
+
+/// An error whose exit code is 2: bad usage or a bad manifest.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub Diagnostics);
+
+impl From<Diagnostic> for UsageError {
+    fn from(diagnostic: Diagnostic) -> Self {
+        UsageError(diagnostic.into())
+    }
+}
+
+/// Parses arguments, runs the command, prints errors, returns the exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            if let Some(usage) = error.downcast_ref::<UsageError>() {
+                eprintln!("{}", usage.0.render(color));
+                ExitCode::from(2)
+            } else {
+                eprintln!("error: {error:#}");
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let globals = Globals {
+        directory: cli.directory,
+        manifest: cli.manifest,
+        quiet: cli.quiet,
+        verbose: cli.verbose,
+    };
+    match cli.command {
+        Command::Run(args) => run::execute(&globals, args),
+        Command::Status(args) => status::execute(&globals, args),
+        Command::Explain(args) => explain::execute(&globals, args),
+        Command::Dag(args) => dag::execute(&globals, args),
+        Command::Checkout(args) => checkout::execute(&globals, args),
+        Command::Metrics(args) => metrics::execute(&globals, args),
+        Command::Gc(args) => gc::execute(&globals, args),
+        Command::Init(args) => init::execute(&globals, args),
+        Command::Steps => {
+            let registry = Registry::builtin();
+            for name in registry.names() {
+                let step = registry.get(name).expect("listed");
+                println!("{name:<20} v{}  {}", step.version(), step.summary());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Options every command shares.
+struct Globals {
+    directory: Option<PathBuf>,
+    manifest: Option<PathBuf>,
+    quiet: bool,
+    verbose: bool,
+}
+
+impl Globals {
+    /// The directory the command works from.
+    fn start_dir(&self) -> anyhow::Result<PathBuf> {
+        let cwd = std::env::current_dir()?;
+        Ok(match &self.directory {
+            Some(dir) => cwd.join(dir),
+            None => cwd,
+        })
+    }
+
+    /// The workspace root: `--manifest`'s directory, or the nearest
+    /// directory holding Fabric.toml at or above the start directory.
+    fn root(&self) -> anyhow::Result<PathBuf> {
+        let start = self.start_dir()?;
+        if let Some(manifest) = &self.manifest {
+            let path = start.join(manifest);
+            if !path.is_file() {
+                return Err(UsageError::from(Diagnostic::new(format!("{} does not exist", path.display()))).into());
+            }
+            return Ok(path.parent().map(PathBuf::from).unwrap_or(start));
+        }
+        manifest::find_root(&start).ok_or_else(|| {
+            UsageError::from(
+                Diagnostic::new(format!("no Fabric.toml in {} or any parent directory", start.display()))
+                    .hint("run `fabric init` to create a workspace, or pass -C DIR"),
+            )
+            .into()
+        })
+    }
+}
+
+/// A loaded workspace with everything commands need.
+struct Session {
+    workspace: Workspace,
+    graph: StageGraph,
+    registry: Registry,
+    store: Store,
+    cache: StatCache,
+}
+
+impl Session {
+    /// Loads manifests and the graph, applying `-P` overrides.
+    fn open(globals: &Globals, overrides: &[String]) -> anyhow::Result<Session> {
+        let root = globals.root()?;
+        let overrides = parse_overrides(overrides)?;
+        let registry = Registry::builtin();
+        let workspace = manifest::load(&root, &overrides, &registry).map_err(UsageError)?;
+        let graph = StageGraph::build(&workspace).map_err(UsageError)?;
+        let store = Store::new(Box::new(LocalStorage::new(&workspace.store)));
+        let cache = StatCache::load(&workspace.state_dir().join("state"));
+        Ok(Session {
+            workspace,
+            graph,
+            registry,
+            store,
+            cache,
+        })
+    }
+
+    /// Reads Fabric.lock (a damaged lock is a usage error).
+    fn lock(&self) -> anyhow::Result<Lock> {
+        Ok(Lock::read(&self.workspace.lock_path()).map_err(UsageError::from)?)
+    }
+
+    /// Resolves targets (pipeline or stage names; none = every stage) to
+    /// stage indices, plus what they need — or, with `downstream`, what needs them.
+    fn select(&self, targets: &[String], downstream: bool) -> anyhow::Result<BTreeSet<usize>> {
+        if targets.is_empty() {
+            return Ok((0..self.workspace.stages.len()).collect());
+        }
+        let mut picked = Vec::new();
+        for target in targets {
+            if let Some(pipeline) = self.workspace.pipelines.iter().find(|p| &p.name == target) {
+                picked.extend(pipeline.stages.iter().filter_map(|s| self.index(s)));
+            } else if let Some(index) = self.index(target) {
+                picked.push(index);
+            } else {
+                let names = self
+                    .workspace
+                    .stages
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .chain(self.workspace.pipelines.iter().map(|p| p.name.as_str()));
+                let mut diagnostic = Diagnostic::new(format!("no stage or pipeline is called `{target}`"));
+                diagnostic = match did_you_mean(target, names) {
+                    Some(close) => diagnostic.hint(format!("did you mean `{close}`?")),
+                    None => diagnostic.hint("`fabric dag` lists the stages"),
+                };
+                return Err(UsageError::from(diagnostic).into());
+            }
+        }
+        Ok(self.graph.closure(&picked, downstream))
+    }
+
+    /// A runner over this session with the lock as it is on disk.
+    fn runner<'a>(&'a self, reporter: &'a dyn Reporter, interrupts: &'a Interrupts) -> anyhow::Result<Runner<'a>> {
+        Ok(Runner {
+            workspace: &self.workspace,
+            graph: &self.graph,
+            registry: &self.registry,
+            store: &self.store,
+            cache: &self.cache,
+            executor: &LocalExecutor,
+            reporter,
+            interrupts,
+            lock: Mutex::new(self.lock()?),
+        })
+    }
+
+    /// Takes the workspace's run lock (`.fabric/run.lock`, an OS file lock that
+    /// is released when the process ends, however it ends).
+    fn lock_workspace(&self, wait: bool) -> anyhow::Result<File> {
+        let dir = self.workspace.state_dir();
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join("run.lock");
+        let mut file = File::options()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) if wait => {
+                eprintln!("waiting for another fabric run in this workspace to finish…");
+                file.lock()?;
+            }
+            Err(TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                let holder = holder.trim();
+                let who = if holder.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (pid {holder})")
+                };
+                anyhow::bail!(
+                    "another `fabric run` is using this workspace{who}; wait for it to finish, or pass --wait to queue behind it"
+                );
+            }
+            Err(TryLockError::Error(error)) => return Err(error.into()),
+        }
+        file.set_len(0)?;
+        write!(file, "{}", std::process::id())?;
+        Ok(file)
+    }
+
+    fn index(&self, stage: &str) -> Option<usize> {
+        self.workspace.stages.iter().position(|s| s.name == stage)
+    }
+}
+
+/// Splits `name=value` overrides.
+fn parse_overrides(overrides: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    overrides
+        .iter()
+        .map(|text| {
+            text.split_once('=')
+                .map(|(name, value)| (name.trim().to_string(), value.to_string()))
+                .ok_or_else(|| {
+                    UsageError::from(
+                        Diagnostic::new(format!("`-P {text}` is not `name=value`")).hint("write e.g. `-P seed=7`"),
+                    )
+                    .into()
+                })
+        })
+        .collect()
+}
+
+/// Chooses the reporter for this run.
+fn reporter(globals: &Globals, json: bool) -> Box<dyn crate::report::Reporter> {
+    use crate::report::{json::JsonReporter, plain::PlainReporter, terminal::TerminalReporter};
+    if json {
+        Box::new(JsonReporter)
+    } else if std::io::stderr().is_terminal() && !globals.quiet && std::env::var_os("CI").is_none() {
+        Box::new(TerminalReporter::new(globals.verbose))
+    } else {
+        Box::new(PlainReporter {
+            verbose: globals.verbose,
+            quiet: globals.quiet,
+        })
+    }
+}

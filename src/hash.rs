@@ -1,0 +1,339 @@
+//! Content hashing of files, directories and globs with BLAKE3.
+//!
+//! - A file hashes to BLAKE3 of its bytes; large files are memory-mapped and
+//!   hashed on all cores, and unchanged files come from the [`StatCache`].
+//! - A directory hashes as a Merkle tree: the canonical encoding of its
+//!   sorted entries — `(relative path, file hash, size, executable bit)` for
+//!   files, `(path, target)` for symlinks (never followed), `(path)` for empty
+//!   directories. Files are hashed in parallel across cores.
+//! - A glob hashes as the tree of the workspace files it matches.
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use globset::GlobMatcher;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::digest::{Digest, KeyEncoder};
+use crate::paths::RelPath;
+use crate::stat_cache::{Stamp, StatCache};
+
+/// Files at least this large are memory-mapped and hashed multi-threaded.
+const LARGE_FILE: u64 = 4 << 20;
+
+/// One entry of a directory tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum TreeEntry {
+    /// A regular file.
+    File {
+        path: String,
+        hash: Digest,
+        size: u64,
+        executable: bool,
+    },
+    /// A symbolic link, recorded by its target text.
+    Symlink { path: String, target: String },
+    /// A directory with nothing in it.
+    Empty { path: String },
+}
+
+impl TreeEntry {
+    /// The entry's path relative to the tree root.
+    pub fn path(&self) -> &str {
+        match self {
+            TreeEntry::File { path, .. } | TreeEntry::Symlink { path, .. } | TreeEntry::Empty { path } => path,
+        }
+    }
+}
+
+/// A directory's content: entries sorted by path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Tree {
+    /// Sorted entries.
+    pub entries: Vec<TreeEntry>,
+}
+
+impl Tree {
+    /// The Merkle hash over the canonical encoding of the entries.
+    pub fn digest(&self) -> Digest {
+        let mut key = KeyEncoder::new("fabric-tree-v1");
+        for entry in &self.entries {
+            match entry {
+                TreeEntry::File {
+                    path,
+                    hash,
+                    size,
+                    executable,
+                } => {
+                    key.text(b'f', path)
+                        .bytes(b'h', &hash.0)
+                        .bytes(b's', &size.to_le_bytes())
+                        .bytes(b'x', &[u8::from(*executable)]);
+                }
+                TreeEntry::Symlink { path, target } => {
+                    key.text(b'l', path).text(b't', target);
+                }
+                TreeEntry::Empty { path } => {
+                    key.text(b'e', path);
+                }
+            }
+        }
+        key.finish()
+    }
+
+    /// Total bytes of the files.
+    pub fn size(&self) -> u64 {
+        self.entries
+            .iter()
+            .map(|e| match e {
+                TreeEntry::File { size, .. } => *size,
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// Number of regular files.
+    pub fn files(&self) -> u64 {
+        self.entries
+            .iter()
+            .filter(|e| matches!(e, TreeEntry::File { .. }))
+            .count() as u64
+    }
+}
+
+/// What a path holds, hashed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    /// Nothing is there.
+    Missing,
+    /// A regular file.
+    File { hash: Digest, size: u64, executable: bool },
+    /// A directory (or the files a glob matched) and its tree hash.
+    Dir { tree: Tree, hash: Digest },
+}
+
+impl Content {
+    /// The hash that stands for this content in fingerprints and the lock.
+    pub fn digest(&self) -> Option<Digest> {
+        match self {
+            Content::Missing => None,
+            Content::File { hash, .. } | Content::Dir { hash, .. } => Some(*hash),
+        }
+    }
+}
+
+/// Hashes workspace paths, consulting and feeding the stat cache.
+pub struct Hasher<'a> {
+    root: &'a Path,
+    cache: &'a StatCache,
+}
+
+impl<'a> Hasher<'a> {
+    /// A hasher for paths under `root`.
+    pub fn new(root: &'a Path, cache: &'a StatCache) -> Hasher<'a> {
+        Hasher { root, cache }
+    }
+
+    /// Hashes a file or directory (a top-level symlink is followed).
+    pub fn hash(&self, path: &RelPath) -> io::Result<Content> {
+        let absolute = path.under(self.root);
+        let meta = match std::fs::metadata(&absolute) {
+            Ok(meta) => meta,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Content::Missing),
+            Err(error) => return Err(error),
+        };
+        if meta.is_dir() {
+            let tree = self.tree(&absolute, path.as_str())?;
+            let hash = tree.digest();
+            Ok(Content::Dir { tree, hash })
+        } else {
+            let hash = self.file(&absolute, path.as_str(), &meta)?;
+            Ok(Content::File {
+                hash,
+                size: meta.len(),
+                executable: meta.permissions().mode() & 0o111 != 0,
+            })
+        }
+    }
+
+    /// Hashes the workspace files matching `matcher` as one tree (a glob
+    /// matching nothing is an empty tree, not an error).
+    pub fn hash_glob(&self, matcher: &GlobMatcher) -> io::Result<Content> {
+        let mut found = Vec::new();
+        let walker = walkdir::WalkDir::new(self.root)
+            .sort_by_file_name()
+            .into_iter()
+            .filter_entry(|e| e.depth() != 1 || !is_ignored_root_entry(e.file_name()));
+        for entry in walker {
+            let entry = entry.map_err(io::Error::other)?;
+            if !entry.file_type().is_file() {
+                continue;
+            }
+            let relative = relative_string(entry.path(), self.root);
+            if matcher.is_match(&relative) {
+                found.push((entry.into_path(), relative));
+            }
+        }
+        let entries = self.hash_files(found)?;
+        let tree = Tree { entries };
+        let hash = tree.digest();
+        Ok(Content::Dir { tree, hash })
+    }
+
+    fn tree(&self, dir: &Path, key_prefix: &str) -> io::Result<Tree> {
+        let mut files = Vec::new();
+        let mut others = Vec::new();
+        for entry in walkdir::WalkDir::new(dir).min_depth(1).sort_by_file_name() {
+            let entry = entry.map_err(io::Error::other)?;
+            let relative = relative_string(entry.path(), dir);
+            let file_type = entry.file_type();
+            if file_type.is_symlink() {
+                let target = std::fs::read_link(entry.path())?;
+                others.push(TreeEntry::Symlink {
+                    path: relative,
+                    target: target.to_string_lossy().into_owned(),
+                });
+            } else if file_type.is_dir() {
+                if std::fs::read_dir(entry.path())?.next().is_none() {
+                    others.push(TreeEntry::Empty { path: relative });
+                }
+            } else if file_type.is_file() {
+                files.push((entry.into_path(), relative));
+            }
+        }
+        let prefixed: Vec<(PathBuf, String)> = files
+            .into_iter()
+            .map(|(path, relative)| (path, format!("{key_prefix}/{relative}")))
+            .collect();
+        let mut entries = self.hash_files(prefixed)?;
+        for entry in &mut entries {
+            if let TreeEntry::File { path, .. } = entry {
+                *path = path[key_prefix.len() + 1..].to_string();
+            }
+        }
+        entries.extend(others);
+        entries.sort_by(|a, b| a.path().cmp(b.path()));
+        Ok(Tree { entries })
+    }
+
+    /// Hashes files in parallel; `key` is each file's workspace-relative path.
+    fn hash_files(&self, files: Vec<(PathBuf, String)>) -> io::Result<Vec<TreeEntry>> {
+        files
+            .into_par_iter()
+            .map(|(path, key)| {
+                let meta = std::fs::metadata(&path)?;
+                let hash = self.file(&path, &key, &meta)?;
+                Ok(TreeEntry::File {
+                    path: key,
+                    hash,
+                    size: meta.len(),
+                    executable: meta.permissions().mode() & 0o111 != 0,
+                })
+            })
+            .collect()
+    }
+
+    fn file(&self, path: &Path, key: &str, meta: &std::fs::Metadata) -> io::Result<Digest> {
+        let stamp = Stamp::of(meta);
+        if let Some(digest) = self.cache.get(key, &stamp) {
+            return Ok(digest);
+        }
+        let hashed_at = SystemTime::now();
+        let digest = hash_file(path, meta.len())?;
+        // The file may have changed while we read it; only a stable stamp is cached.
+        if Stamp::of(&std::fs::metadata(path)?) == stamp {
+            self.cache.insert(key, stamp, digest, hashed_at);
+        }
+        Ok(digest)
+    }
+}
+
+/// BLAKE3 of a file's bytes, multi-threaded for large files.
+pub fn hash_file(path: &Path, size: u64) -> io::Result<Digest> {
+    if size >= LARGE_FILE {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update_mmap_rayon(path)?;
+        Ok(hasher.finalize().into())
+    } else {
+        Ok(Digest::of(&std::fs::read(path)?))
+    }
+}
+
+/// Top-level workspace entries that are never workspace content.
+pub fn is_ignored_root_entry(name: &std::ffi::OsStr) -> bool {
+    name == ".fabric" || name == ".git"
+}
+
+fn relative_string(path: &Path, base: &Path) -> String {
+    path.strip_prefix(base).unwrap_or(path).to_string_lossy().into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hash_dir(root: &Path, name: &str) -> Content {
+        let cache = StatCache::load(&root.join(".fabric/state"));
+        Hasher::new(root, &cache).hash(&RelPath::new(name).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn directory_hash_covers_names_content_mode_empty_dirs_and_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("d/sub")).unwrap();
+        std::fs::write(root.join("d/a.txt"), b"a").unwrap();
+        std::fs::write(root.join("d/sub/b.txt"), b"b").unwrap();
+        let base = hash_dir(root, "d").digest();
+        assert_eq!(hash_dir(root, "d").digest(), base, "hashing is deterministic");
+
+        std::fs::write(root.join("d/a.txt"), b"A").unwrap();
+        let edited = hash_dir(root, "d").digest();
+        assert_ne!(edited, base);
+        std::fs::write(root.join("d/a.txt"), b"a").unwrap();
+        assert_eq!(hash_dir(root, "d").digest(), base, "reverting restores the hash");
+
+        std::fs::set_permissions(root.join("d/a.txt"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_ne!(hash_dir(root, "d").digest(), base, "executable bit counts");
+        std::fs::set_permissions(root.join("d/a.txt"), std::fs::Permissions::from_mode(0o644)).unwrap();
+
+        std::fs::create_dir(root.join("d/empty")).unwrap();
+        let with_empty = hash_dir(root, "d").digest();
+        assert_ne!(with_empty, base, "empty directories count");
+        std::fs::remove_dir(root.join("d/empty")).unwrap();
+
+        std::os::unix::fs::symlink("a.txt", root.join("d/link")).unwrap();
+        let Content::Dir { tree, .. } = hash_dir(root, "d") else {
+            panic!("expected a directory")
+        };
+        assert!(tree.entries.contains(&TreeEntry::Symlink {
+            path: "link".into(),
+            target: "a.txt".into()
+        }));
+        assert_eq!(tree.files(), 2);
+    }
+
+    #[test]
+    fn renaming_a_file_changes_the_tree_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir(root.join("d")).unwrap();
+        std::fs::write(root.join("d/a"), b"x").unwrap();
+        let before = hash_dir(root, "d").digest();
+        std::fs::rename(root.join("d/a"), root.join("d/b")).unwrap();
+        assert_ne!(hash_dir(root, "d").digest(), before);
+    }
+
+    #[test]
+    fn large_files_hash_like_small_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes: Vec<u8> = (0..(LARGE_FILE as usize + 12345)).map(|i| (i % 251) as u8).collect();
+        let path = dir.path().join("big");
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(hash_file(&path, bytes.len() as u64).unwrap(), Digest::of(&bytes));
+    }
+}

@@ -1,0 +1,36 @@
+//! Prime Fabric: a make-like DAG runner for the Prime Brain training pipeline.
+//!
+//! How the pieces fit, from input to output:
+//!
+//! - [`manifest`] loads `Fabric.toml` and `pipelines/*.toml` (raw TOML with
+//!   spans → a validated [`manifest::Workspace`]); errors are
+//!   [`diagnostic::Diagnostic`]s with file, line, column and a hint.
+//! - [`graph`] builds and validates the stage DAG (petgraph).
+//! - [`hash`] hashes files and directories with BLAKE3, helped by the
+//!   [`stat_cache`]; [`fingerprint`] turns a stage's inputs into its cache key
+//!   and explains changes; [`digest`] holds the hash type and canonical encoder.
+//! - [`lock`] reads and writes `Fabric.lock`; [`store`] is the
+//!   content-addressed store and run cache, behind a `Storage` trait.
+//! - [`run`] plans and schedules stages; commands go through an `Executor`
+//!   ([`run::executor`]), built-in steps through the [`steps`] registry.
+//! - [`report`] turns run events into terminal bars, plain lines or JSON.
+//! - [`cli`] is the command line; the only place that prints results and
+//!   chooses exit codes (0 ok, 1 failure, 2 usage or manifest error).
+
+pub mod atomic;
+pub mod cli;
+pub mod diagnostic;
+pub mod digest;
+pub mod fingerprint;
+pub mod graph;
+pub mod hash;
+pub mod lock;
+pub mod manifest;
+pub mod paths;
+pub mod report;
+pub mod run;
+pub mod stat_cache;
+pub mod steps;
+pub mod store;
+
+pub use cli::main;

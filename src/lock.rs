@@ -1,0 +1,193 @@
+//! `Fabric.lock`: what each stage last succeeded with.
+//!
+//! TOML with one `[stage.NAME]` table per stage, keys in a fixed order and no
+//! timestamps, so diffs are small and reviewable. It is rewritten atomically
+//! after each successful stage; an entry is removed before its stage reruns,
+//! so an interrupted run never leaves a stage looking up to date.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::diagnostic::{Diagnostic, Location};
+use crate::digest::Digest;
+use crate::fingerprint::Inputs;
+use crate::hash::Content;
+
+/// The lock format version.
+pub const VERSION: u32 = 1;
+
+/// The whole lock file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lock {
+    /// Format version.
+    pub version: u32,
+    /// Stage name → entry.
+    #[serde(default)]
+    pub stage: BTreeMap<String, LockEntry>,
+}
+
+impl Default for Lock {
+    fn default() -> Lock {
+        Lock {
+            version: VERSION,
+            stage: BTreeMap::new(),
+        }
+    }
+}
+
+/// One stage's last successful run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LockEntry {
+    /// The stage fingerprint.
+    pub fingerprint: Digest,
+    /// The inputs it was computed from.
+    #[serde(flatten)]
+    pub inputs: Inputs,
+    /// Out path → what it held.
+    #[serde(default, rename = "out")]
+    pub outs: BTreeMap<String, OutRecord>,
+}
+
+/// Whether an out is a file or a directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutKind {
+    /// A regular file.
+    File,
+    /// A directory (its hash is the tree hash).
+    Dir,
+}
+
+/// What an out held after its stage succeeded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutRecord {
+    /// File or directory.
+    pub kind: OutKind,
+    /// Content hash (tree hash for directories).
+    pub hash: Digest,
+    /// Bytes.
+    pub size: u64,
+    /// Number of files (1 for a file).
+    pub files: u64,
+    /// The executable bit, for files.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub executable: bool,
+}
+
+impl OutRecord {
+    /// The record of hashed content; `None` when the out is missing.
+    pub fn of(content: &Content) -> Option<OutRecord> {
+        match content {
+            Content::Missing => None,
+            Content::File { hash, size, executable } => Some(OutRecord {
+                kind: OutKind::File,
+                hash: *hash,
+                size: *size,
+                files: 1,
+                executable: *executable,
+            }),
+            Content::Dir { tree, hash } => Some(OutRecord {
+                kind: OutKind::Dir,
+                hash: *hash,
+                size: tree.size(),
+                files: tree.files(),
+                executable: false,
+            }),
+        }
+    }
+}
+
+impl Lock {
+    /// Reads the lock; a missing file is an empty lock, a damaged one is a
+    /// diagnostic pointing at the damage.
+    pub fn read(path: &Path) -> Result<Lock, Diagnostic> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Lock::default()),
+            Err(error) => return Err(Diagnostic::new(format!("cannot read {}: {error}", path.display()))),
+        };
+        let file = path.file_name().map(Into::into).unwrap_or_default();
+        let lock: Lock = toml::from_str(&text).map_err(|error| {
+            Diagnostic::new(format!("Fabric.lock is damaged: {}", error.message().trim()))
+                .at(
+                    Location {
+                        file,
+                        source: text.as_str().into(),
+                        span: error.span().unwrap_or(0..0),
+                    },
+                    "here",
+                )
+                .hint("resolve merge conflicts, or delete Fabric.lock and run `fabric run` to rebuild it")
+        })?;
+        if lock.version != VERSION {
+            return Err(Diagnostic::new(format!(
+                "Fabric.lock has format version {}, this fabric reads version {VERSION}",
+                lock.version
+            ))
+            .hint("use the fabric version that wrote it, or delete Fabric.lock and rerun"));
+        }
+        Ok(lock)
+    }
+
+    /// Writes the lock atomically.
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let text = toml::to_string(self).map_err(std::io::Error::other)?;
+        crate::atomic::write(path, |file| {
+            file.write_all(b"# Written by fabric. Commit it; do not edit by hand.\n")?;
+            file.write_all(text.as_bytes())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fingerprint::{ActionKey, Inputs};
+
+    #[test]
+    fn round_trips_and_reports_damage_with_a_location() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("Fabric.lock");
+        let inputs = Inputs {
+            action: ActionKey::Cmd {
+                cmd: "make".into(),
+                wdir: String::new(),
+            },
+            with: String::new(),
+            params: BTreeMap::from([("seed".into(), "1".into())]),
+            deps: BTreeMap::from([("src".into(), Digest::of(b"s").to_string())]),
+            env: BTreeMap::new(),
+            outs: vec!["out".into()],
+            platform: "linux-x86_64".into(),
+            facts: BTreeMap::new(),
+        };
+        let mut lock = Lock::default();
+        lock.stage.insert(
+            "build".into(),
+            LockEntry {
+                fingerprint: inputs.fingerprint(),
+                inputs,
+                outs: BTreeMap::from([(
+                    "out".into(),
+                    OutRecord {
+                        kind: OutKind::File,
+                        hash: Digest::of(b"o"),
+                        size: 1,
+                        files: 1,
+                        executable: false,
+                    },
+                )]),
+            },
+        );
+        lock.write(&path).unwrap();
+        assert_eq!(Lock::read(&path).unwrap(), lock);
+
+        std::fs::write(&path, "version = 1\n<<<<<<< HEAD\n").unwrap();
+        let error = Lock::read(&path).unwrap_err();
+        assert_eq!(error.location.unwrap().line_column().0, 2);
+    }
+}

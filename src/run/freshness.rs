@@ -1,0 +1,110 @@
+//! Is a stage up to date? Computes a stage's current [`Inputs`] from the
+//! workspace and compares them (and its outs) with the lock.
+
+use std::collections::BTreeMap;
+use std::io;
+
+use crate::digest::Digest;
+use crate::fingerprint::{ActionKey, DirtyReason, Inputs, MISSING, canonical_json, platform};
+use crate::hash::{Content, Hasher};
+use crate::lock::LockEntry;
+use crate::manifest::{Action, Dep, Stage};
+use crate::steps::Registry;
+
+/// The current inputs of `stage`, hashing its deps.
+pub fn inputs(registry: &Registry, hasher: &Hasher, stage: &Stage) -> io::Result<Inputs> {
+    let (action, with, platform, facts) = match &stage.action {
+        Action::Cmd(cmd) => (
+            ActionKey::Cmd {
+                cmd: cmd.clone(),
+                wdir: stage.wdir.as_ref().map(|w| w.to_string()).unwrap_or_default(),
+            },
+            String::new(),
+            platform(),
+            BTreeMap::new(),
+        ),
+        Action::Step { name, with } => {
+            let step = registry
+                .get(name)
+                .ok_or_else(|| io::Error::other(format!("unknown step `{name}`")))?;
+            (
+                ActionKey::Step {
+                    step: name.clone(),
+                    version: step.version(),
+                },
+                canonical_json(with),
+                String::new(),
+                step.facts(),
+            )
+        }
+    };
+    let mut deps = BTreeMap::new();
+    for dep in &stage.deps {
+        let content = match &dep.value {
+            Dep::Path(path) => hasher.hash(path)?,
+            Dep::Glob { matcher, .. } => hasher.hash_glob(matcher)?,
+        };
+        let value = content.digest().map_or_else(|| MISSING.to_string(), |d| d.to_string());
+        deps.insert(dep.value.key().to_string(), value);
+    }
+    let env = stage
+        .env
+        .iter()
+        .map(|name| {
+            let value = std::env::var_os(name)
+                .map_or_else(|| "unset".to_string(), |v| Digest::of(v.as_encoded_bytes()).short());
+            (name.clone(), value)
+        })
+        .collect();
+    Ok(Inputs {
+        action,
+        with,
+        params: stage
+            .params
+            .iter()
+            .map(|(name, value)| (name.clone(), canonical_json(value)))
+            .collect(),
+        deps,
+        env,
+        outs: stage.out_paths().map(|p| p.to_string()).collect(),
+        platform,
+        facts,
+    })
+}
+
+/// Why the stage differs from its lock entry: changed inputs first, then outs
+/// that were edited or deleted since they were recorded. Empty means up to date.
+pub fn dirty_reasons(
+    hasher: &Hasher,
+    stage: &Stage,
+    entry: Option<&LockEntry>,
+    inputs: &Inputs,
+) -> io::Result<Vec<DirtyReason>> {
+    let Some(entry) = entry else {
+        return Ok(vec![DirtyReason::NeverRan]);
+    };
+    let mut reasons = crate::fingerprint::diff(&entry.inputs, inputs);
+    if reasons.is_empty() && entry.fingerprint != inputs.fingerprint() {
+        // Same components but another encoding: a fabric upgrade.
+        reasons.push(DirtyReason::FactChanged {
+            name: "fingerprint format".into(),
+            old: Some(entry.fingerprint.short()),
+            new: Some(inputs.fingerprint().short()),
+        });
+    }
+    if !reasons.is_empty() {
+        return Ok(reasons);
+    }
+    for out in stage.out_paths() {
+        let recorded = entry.outs.get(out.as_str());
+        match hasher.hash(out)? {
+            Content::Missing => reasons.push(DirtyReason::OutMissing { path: out.to_string() }),
+            content => {
+                if recorded.map(|r| r.hash) != content.digest() {
+                    reasons.push(DirtyReason::OutModified { path: out.to_string() });
+                }
+            }
+        }
+    }
+    Ok(reasons)
+}

@@ -1,0 +1,187 @@
+//! The stat cache (`.fabric/state`): file identity and timestamps → content
+//! hash, so unchanged files are not read again.
+//!
+//! An entry is trusted only when device, inode, size, mtime and ctime all
+//! match. The racy-timestamp problem (a file rewritten within the timestamp
+//! granularity right after it was hashed keeps its mtime) is avoided the way
+//! git does it in spirit: a file whose mtime is within [`RACY_WINDOW`] of the
+//! moment it was hashed is not cached, so it is hashed again next time.
+//!
+//! The file is a small binary format (magic, then fixed-width records) read
+//! and written whole; it is rewritten atomically and only when it changed.
+
+use std::collections::HashMap;
+use std::fs::Metadata;
+use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::digest::Digest;
+
+/// Files modified this recently when hashed are not cached.
+pub const RACY_WINDOW: Duration = Duration::from_secs(2);
+
+const MAGIC: &[u8; 12] = b"FABRICSTATE1";
+
+/// What identifies one version of a file on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl Stamp {
+    /// The stamp of a file's metadata.
+    pub fn of(meta: &Metadata) -> Stamp {
+        Stamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+            ctime_ns: meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128,
+        }
+    }
+
+    fn is_racy(&self, hashed_at_ns: i128) -> bool {
+        let newest = self.mtime_ns.max(self.ctime_ns);
+        newest + RACY_WINDOW.as_nanos() as i128 > hashed_at_ns
+    }
+}
+
+/// The cache, shared by hashing threads.
+pub struct StatCache {
+    path: PathBuf,
+    entries: RwLock<HashMap<String, (Stamp, Digest)>>,
+    dirty: AtomicBool,
+}
+
+impl StatCache {
+    /// Loads the cache at `path`; a missing or unreadable cache is empty
+    /// (it is only an accelerator).
+    pub fn load(path: &Path) -> StatCache {
+        let entries = std::fs::read(path)
+            .ok()
+            .and_then(|bytes| decode(&bytes))
+            .unwrap_or_default();
+        StatCache {
+            path: path.to_path_buf(),
+            entries: RwLock::new(entries),
+            dirty: AtomicBool::new(false),
+        }
+    }
+
+    /// The cached hash for `key` when its stamp still matches.
+    pub fn get(&self, key: &str, stamp: &Stamp) -> Option<Digest> {
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(key)
+            .filter(|(cached, _)| cached == stamp)
+            .map(|(_, digest)| *digest)
+    }
+
+    /// Records a hash computed at `hashed_at` (taken before reading the file),
+    /// unless the file is too fresh to be trusted later.
+    pub fn insert(&self, key: &str, stamp: Stamp, digest: Digest, hashed_at: SystemTime) {
+        let hashed_at_ns = hashed_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128);
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        if stamp.is_racy(hashed_at_ns) {
+            if entries.remove(key).is_some() {
+                self.dirty.store(true, Ordering::Relaxed);
+            }
+            return;
+        }
+        if entries.get(key) != Some(&(stamp, digest)) {
+            entries.insert(key.to_string(), (stamp, digest));
+            self.dirty.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Writes the cache back if it changed.
+    pub fn save(&self) -> io::Result<()> {
+        if !self.dirty.swap(false, Ordering::Relaxed) {
+            return Ok(());
+        }
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        let mut bytes = Vec::with_capacity(MAGIC.len() + entries.len() * 100);
+        bytes.extend_from_slice(MAGIC);
+        for (key, (stamp, digest)) in entries.iter() {
+            bytes.extend_from_slice(&(key.len() as u32).to_le_bytes());
+            bytes.extend_from_slice(key.as_bytes());
+            for value in [stamp.dev, stamp.ino, stamp.size] {
+                bytes.extend_from_slice(&value.to_le_bytes());
+            }
+            for value in [stamp.mtime_ns, stamp.ctime_ns] {
+                bytes.extend_from_slice(&value.to_le_bytes());
+            }
+            bytes.extend_from_slice(&digest.0);
+        }
+        crate::atomic::write(&self.path, |file| file.write_all(&bytes))
+    }
+}
+
+fn decode(bytes: &[u8]) -> Option<HashMap<String, (Stamp, Digest)>> {
+    let mut rest = bytes.strip_prefix(MAGIC.as_slice())?;
+    let mut entries = HashMap::new();
+    fn take<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        let (head, tail) = rest.split_at_checked(n)?;
+        *rest = tail;
+        Some(head)
+    }
+    while !rest.is_empty() {
+        let len = u32::from_le_bytes(take(&mut rest, 4)?.try_into().ok()?) as usize;
+        let key = std::str::from_utf8(take(&mut rest, len)?).ok()?.to_string();
+        let u = |rest: &mut &[u8]| Some(u64::from_le_bytes(take(rest, 8)?.try_into().ok()?));
+        let i = |rest: &mut &[u8]| Some(i128::from_le_bytes(take(rest, 16)?.try_into().ok()?));
+        let stamp = Stamp {
+            dev: u(&mut rest)?,
+            ino: u(&mut rest)?,
+            size: u(&mut rest)?,
+            mtime_ns: i(&mut rest)?,
+            ctime_ns: i(&mut rest)?,
+        };
+        let digest = Digest(take(&mut rest, 32)?.try_into().ok()?);
+        entries.insert(key, (stamp, digest));
+    }
+    Some(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_files_are_not_cached_and_old_ones_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"x").unwrap();
+        let stamp = Stamp::of(&std::fs::metadata(&file).unwrap());
+        let digest = Digest::of(b"x");
+        let cache = StatCache::load(&dir.path().join("state"));
+        cache.insert("f", stamp, digest, SystemTime::now());
+        assert_eq!(cache.get("f", &stamp), None, "a file modified just now is racy");
+
+        let later = SystemTime::now() + Duration::from_secs(10);
+        cache.insert("f", stamp, digest, later);
+        assert_eq!(cache.get("f", &stamp), Some(digest));
+        cache.save().unwrap();
+        let reloaded = StatCache::load(&dir.path().join("state"));
+        assert_eq!(reloaded.get("f", &stamp), Some(digest));
+        let mut changed = stamp;
+        changed.size += 1;
+        assert_eq!(reloaded.get("f", &changed), None);
+    }
+
+    #[test]
+    fn a_corrupt_state_file_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("state"), b"FABRICSTATE1\x05\x00").unwrap();
+        let cache = StatCache::load(&dir.path().join("state"));
+        assert!(cache.entries.read().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,70 @@
+//! Built-in steps: the [`Step`] trait and the [`Registry`] of steps a stage
+//! can name with `step = "..."`.
+//!
+//! A step is a function of its `with` arguments and its deps. It writes its
+//! outs to the paths the runner hands it (temporary paths, renamed into place
+//! after success), never shells out, and declares a version that enters the
+//! fingerprint: bump it whenever the step's output for the same inputs changes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value as Json;
+
+/// What a step sees when it runs.
+pub struct StepContext<'a> {
+    /// The workspace root.
+    pub root: &'a Path,
+    /// The resolved `with` arguments.
+    pub with: &'a Json,
+    /// Absolute paths of the stage's deps, in declaration order.
+    pub deps: Vec<PathBuf>,
+    /// Where to write each declared out, in declaration order.
+    pub outs: Vec<PathBuf>,
+}
+
+/// A built-in step.
+pub trait Step: Send + Sync {
+    /// The name stages use (`prime.sanitize`).
+    fn name(&self) -> &'static str;
+    /// The implementation version; part of every fingerprint using the step.
+    fn version(&self) -> u32;
+    /// One line for `fabric steps`.
+    fn summary(&self) -> &'static str;
+    /// Checks the `with` arguments when the manifest loads.
+    fn check(&self, with: &Json) -> Result<(), String>;
+    /// Facts besides the inputs that change the output (e.g. a runtime version).
+    fn facts(&self) -> BTreeMap<String, String> {
+        BTreeMap::new()
+    }
+    /// Produces the outs.
+    fn run(&self, context: &StepContext) -> anyhow::Result<()>;
+}
+
+/// The built-in steps by name.
+#[derive(Default)]
+pub struct Registry {
+    steps: BTreeMap<&'static str, Box<dyn Step>>,
+}
+
+impl Registry {
+    /// Every step that ships with `fabric`.
+    pub fn builtin() -> Registry {
+        Registry::default()
+    }
+
+    /// Adds a step (replacing one with the same name).
+    pub fn register(&mut self, step: Box<dyn Step>) {
+        self.steps.insert(step.name(), step);
+    }
+
+    /// The step called `name`.
+    pub fn get(&self, name: &str) -> Option<&dyn Step> {
+        self.steps.get(name).map(Box::as_ref)
+    }
+
+    /// Step names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.steps.keys().copied()
+    }
+}

@@ -1,0 +1,402 @@
+//! The content-addressed store (`.fabric/store` by default).
+//!
+//! - `objects/ab/cdef…`: file contents by BLAKE3 hash;
+//! - `trees/<hash>.json`: directory manifests ([`Tree`]) by tree hash;
+//! - `runs/<fingerprint>.json`: the run cache, fingerprint → out records.
+//!
+//! [`Storage`] is the seam for other backends (a shared object store later);
+//! [`LocalStorage`] keeps everything in a directory. [`Store`] adds the
+//! operations the runner needs: save outs after a stage, look up a run,
+//! restore outs — verifying every restored byte against its hash, so a
+//! corrupted object is detected and never restored.
+//!
+//! Restoring copies (`std::fs::copy`, which uses `copy_file_range` and so
+//! reflinks on file systems that support it); the workspace never shares
+//! inodes with the store, so editing an out cannot damage the cache.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::hash::{Content, Tree, TreeEntry, hash_file};
+use crate::lock::{OutKind, OutRecord};
+use crate::paths::RelPath;
+
+/// The kinds of small records kept beside objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKind {
+    /// Directory manifests.
+    Tree,
+    /// Run-cache entries.
+    Run,
+}
+
+impl RecordKind {
+    fn dir(self) -> &'static str {
+        match self {
+            RecordKind::Tree => "trees",
+            RecordKind::Run => "runs",
+        }
+    }
+}
+
+/// Where store content lives.
+pub trait Storage: Send + Sync {
+    /// True when the object is present.
+    fn has_object(&self, hash: &Digest) -> bool;
+    /// Copies the file at `source` in as object `hash` (idempotent).
+    fn put_object(&self, hash: &Digest, source: &Path) -> io::Result<()>;
+    /// Copies object `hash` to `destination`.
+    fn get_object(&self, hash: &Digest, destination: &Path) -> io::Result<()>;
+    /// Deletes an object.
+    fn remove_object(&self, hash: &Digest) -> io::Result<()>;
+    /// Every object hash.
+    fn list_objects(&self) -> io::Result<Vec<Digest>>;
+    /// Stores a record (idempotent: the same key always has the same bytes
+    /// for trees; run records are replaced).
+    fn put_record(&self, kind: RecordKind, key: &Digest, bytes: &[u8]) -> io::Result<()>;
+    /// Reads a record.
+    fn get_record(&self, kind: RecordKind, key: &Digest) -> io::Result<Option<Vec<u8>>>;
+    /// Every record key of a kind, with its last-write time.
+    fn list_records(&self, kind: RecordKind) -> io::Result<Vec<(Digest, SystemTime)>>;
+    /// Deletes a record.
+    fn remove_record(&self, kind: RecordKind, key: &Digest) -> io::Result<()>;
+}
+
+/// A store in a local directory.
+pub struct LocalStorage {
+    dir: PathBuf,
+}
+
+impl LocalStorage {
+    /// A store rooted at `dir` (created on first write).
+    pub fn new(dir: &Path) -> LocalStorage {
+        LocalStorage { dir: dir.to_path_buf() }
+    }
+
+    fn object_path(&self, hash: &Digest) -> PathBuf {
+        let hex = hash.to_string();
+        self.dir.join("objects").join(&hex[..2]).join(&hex[2..])
+    }
+
+    fn record_path(&self, kind: RecordKind, key: &Digest) -> PathBuf {
+        self.dir.join(kind.dir()).join(format!("{key}.json"))
+    }
+}
+
+impl Storage for LocalStorage {
+    fn has_object(&self, hash: &Digest) -> bool {
+        self.object_path(hash).is_file()
+    }
+
+    fn put_object(&self, hash: &Digest, source: &Path) -> io::Result<()> {
+        let target = self.object_path(hash);
+        if target.is_file() {
+            return Ok(());
+        }
+        let parent = target.parent().expect("object paths have a parent");
+        std::fs::create_dir_all(parent)?;
+        let temp = tempfile::Builder::new().prefix(".incoming-").tempfile_in(parent)?;
+        std::fs::copy(source, temp.path())?;
+        temp.as_file().sync_all()?;
+        temp.persist(&target).map_err(|e| e.error)?;
+        Ok(())
+    }
+
+    fn get_object(&self, hash: &Digest, destination: &Path) -> io::Result<()> {
+        std::fs::copy(self.object_path(hash), destination).map(|_| ())
+    }
+
+    fn remove_object(&self, hash: &Digest) -> io::Result<()> {
+        std::fs::remove_file(self.object_path(hash))
+    }
+
+    fn list_objects(&self) -> io::Result<Vec<Digest>> {
+        let mut found = Vec::new();
+        let objects = self.dir.join("objects");
+        if !objects.is_dir() {
+            return Ok(found);
+        }
+        for entry in walkdir::WalkDir::new(&objects).min_depth(2).max_depth(2) {
+            let entry = entry.map_err(io::Error::other)?;
+            let prefix = entry.path().parent().and_then(|p| p.file_name()).unwrap_or_default();
+            let name = format!("{}{}", prefix.to_string_lossy(), entry.file_name().to_string_lossy());
+            if let Ok(hash) = name.parse() {
+                found.push(hash);
+            }
+        }
+        Ok(found)
+    }
+
+    fn put_record(&self, kind: RecordKind, key: &Digest, bytes: &[u8]) -> io::Result<()> {
+        crate::atomic::write(&self.record_path(kind, key), |file| io::Write::write_all(file, bytes))
+    }
+
+    fn get_record(&self, kind: RecordKind, key: &Digest) -> io::Result<Option<Vec<u8>>> {
+        match std::fs::read(self.record_path(kind, key)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    fn list_records(&self, kind: RecordKind) -> io::Result<Vec<(Digest, SystemTime)>> {
+        let dir = self.dir.join(kind.dir());
+        let mut found = Vec::new();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(found),
+            Err(error) => return Err(error),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(hash) = name.strip_suffix(".json").and_then(|h| h.parse().ok()) {
+                found.push((hash, entry.metadata()?.modified()?));
+            }
+        }
+        Ok(found)
+    }
+
+    fn remove_record(&self, kind: RecordKind, key: &Digest) -> io::Result<()> {
+        std::fs::remove_file(self.record_path(kind, key))
+    }
+}
+
+/// A run-cache entry: the outs a fingerprint produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Out path → record.
+    pub outs: BTreeMap<String, OutRecord>,
+}
+
+/// Why outs could not be restored.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// Something the record needs is not in the store.
+    #[error("`{0}` is not in the store")]
+    Absent(String),
+    /// Stored content does not match its hash (the bad object is removed).
+    #[error("store object for `{path}` is corrupt (expected {expected}, found {found}); it was removed")]
+    Corrupt {
+        path: String,
+        expected: Digest,
+        found: Digest,
+    },
+    /// The file system failed.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// The store operations the runner uses.
+pub struct Store {
+    storage: Box<dyn Storage>,
+}
+
+impl Store {
+    /// A store over `storage`.
+    pub fn new(storage: Box<dyn Storage>) -> Store {
+        Store { storage }
+    }
+
+    /// The backend.
+    pub fn storage(&self) -> &dyn Storage {
+        self.storage.as_ref()
+    }
+
+    /// Saves an out's content (objects and tree) and returns its record.
+    pub fn save(&self, root: &Path, path: &RelPath, content: &Content) -> io::Result<Option<OutRecord>> {
+        let absolute = path.under(root);
+        match content {
+            Content::Missing => {}
+            Content::File { hash, .. } => self.storage.put_object(hash, &absolute)?,
+            Content::Dir { tree, hash } => {
+                for entry in &tree.entries {
+                    if let TreeEntry::File { path, hash, .. } = entry {
+                        self.storage.put_object(hash, &absolute.join(path))?;
+                    }
+                }
+                let bytes = serde_json::to_vec(tree).map_err(io::Error::other)?;
+                self.storage.put_record(RecordKind::Tree, hash, &bytes)?;
+            }
+        }
+        Ok(OutRecord::of(content))
+    }
+
+    /// Records that `fingerprint` produced `outs`.
+    pub fn record_run(&self, fingerprint: &Digest, outs: &BTreeMap<String, OutRecord>) -> io::Result<()> {
+        let bytes = serde_json::to_vec_pretty(&RunRecord { outs: outs.clone() }).map_err(io::Error::other)?;
+        self.storage.put_record(RecordKind::Run, fingerprint, &bytes)
+    }
+
+    /// The run-cache entry for `fingerprint`, if every object it needs is present.
+    pub fn lookup_run(&self, fingerprint: &Digest) -> Option<RunRecord> {
+        let bytes = self.storage.get_record(RecordKind::Run, fingerprint).ok()??;
+        let record: RunRecord = serde_json::from_slice(&bytes).ok()?;
+        record.outs.values().all(|out| self.is_complete(out)).then_some(record)
+    }
+
+    /// A directory manifest.
+    pub fn tree(&self, hash: &Digest) -> Option<Tree> {
+        let bytes = self.storage.get_record(RecordKind::Tree, hash).ok()??;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    fn is_complete(&self, out: &OutRecord) -> bool {
+        match out.kind {
+            OutKind::File => self.storage.has_object(&out.hash),
+            OutKind::Dir => self.tree(&out.hash).is_some_and(|tree| {
+                tree.entries.iter().all(|entry| match entry {
+                    TreeEntry::File { hash, .. } => self.storage.has_object(hash),
+                    _ => true,
+                })
+            }),
+        }
+    }
+
+    /// Restores one out into the workspace, verifying every file's hash. The
+    /// content is assembled beside the target and renamed over it, so a
+    /// failed restore leaves nothing half-written behind.
+    pub fn restore(&self, root: &Path, path: &RelPath, record: &OutRecord) -> Result<(), RestoreError> {
+        let target = path.under(root);
+        let parent = target.parent().expect("workspace paths have a parent");
+        std::fs::create_dir_all(parent)?;
+        let staging = tempfile::Builder::new().prefix(".fabric-restore-").tempdir_in(parent)?;
+        let built = staging.path().join("out");
+        match record.kind {
+            OutKind::File => {
+                self.fetch_verified(&record.hash, &built, path.as_str(), record.executable)?;
+            }
+            OutKind::Dir => {
+                let tree = self
+                    .tree(&record.hash)
+                    .ok_or_else(|| RestoreError::Absent(path.to_string()))?;
+                std::fs::create_dir(&built)?;
+                for entry in &tree.entries {
+                    let destination = built.join(entry.path());
+                    if let Some(dir) = destination.parent() {
+                        std::fs::create_dir_all(dir)?;
+                    }
+                    match entry {
+                        TreeEntry::File {
+                            path: inner,
+                            hash,
+                            executable,
+                            ..
+                        } => self.fetch_verified(hash, &destination, &format!("{path}/{inner}"), *executable)?,
+                        TreeEntry::Symlink { target, .. } => std::os::unix::fs::symlink(target, &destination)?,
+                        TreeEntry::Empty { .. } => std::fs::create_dir_all(&destination)?,
+                    }
+                }
+            }
+        }
+        remove_path(&target)?;
+        std::fs::rename(&built, &target)?;
+        Ok(())
+    }
+
+    fn fetch_verified(
+        &self,
+        hash: &Digest,
+        destination: &Path,
+        shown: &str,
+        executable: bool,
+    ) -> Result<(), RestoreError> {
+        if !self.storage.has_object(hash) {
+            return Err(RestoreError::Absent(shown.to_string()));
+        }
+        self.storage.get_object(hash, destination)?;
+        let size = std::fs::metadata(destination)?.len();
+        let found = hash_file(destination, size)?;
+        if found != *hash {
+            self.storage.remove_object(hash)?;
+            return Err(RestoreError::Corrupt {
+                path: shown.to_string(),
+                expected: *hash,
+                found,
+            });
+        }
+        let mode = if executable { 0o755 } else { 0o644 };
+        std::fs::set_permissions(destination, std::fs::Permissions::from_mode(mode))?;
+        Ok(())
+    }
+
+    /// Deletes run records older than `keep_since` whose fingerprint is not in
+    /// `pinned`, then every tree and object nothing left refers to. Returns
+    /// (runs, trees, objects) removed; with `dry_run`, only counts.
+    pub fn gc(
+        &self,
+        pinned: &BTreeSet<Digest>,
+        keep_since: SystemTime,
+        dry_run: bool,
+    ) -> io::Result<(usize, usize, usize)> {
+        let mut live_outs = Vec::new();
+        let mut removed_runs = 0;
+        for (fingerprint, written) in self.storage.list_records(RecordKind::Run)? {
+            let keep = pinned.contains(&fingerprint) || written >= keep_since;
+            if keep {
+                if let Some(bytes) = self.storage.get_record(RecordKind::Run, &fingerprint)?
+                    && let Ok(record) = serde_json::from_slice::<RunRecord>(&bytes)
+                {
+                    live_outs.extend(record.outs.into_values());
+                }
+            } else {
+                removed_runs += 1;
+                if !dry_run {
+                    self.storage.remove_record(RecordKind::Run, &fingerprint)?;
+                }
+            }
+        }
+        let mut live_trees = BTreeSet::new();
+        let mut live_objects = BTreeSet::new();
+        for out in live_outs {
+            match out.kind {
+                OutKind::File => {
+                    live_objects.insert(out.hash);
+                }
+                OutKind::Dir => {
+                    live_trees.insert(out.hash);
+                    for entry in self.tree(&out.hash).map(|t| t.entries).unwrap_or_default() {
+                        if let TreeEntry::File { hash, .. } = entry {
+                            live_objects.insert(hash);
+                        }
+                    }
+                }
+            }
+        }
+        let mut removed_trees = 0;
+        for (tree, _) in self.storage.list_records(RecordKind::Tree)? {
+            if !live_trees.contains(&tree) {
+                removed_trees += 1;
+                if !dry_run {
+                    self.storage.remove_record(RecordKind::Tree, &tree)?;
+                }
+            }
+        }
+        let mut removed_objects = 0;
+        for object in self.storage.list_objects()? {
+            if !live_objects.contains(&object) {
+                removed_objects += 1;
+                if !dry_run {
+                    self.storage.remove_object(&object)?;
+                }
+            }
+        }
+        Ok((removed_runs, removed_trees, removed_objects))
+    }
+}
+
+/// Removes a file, symlink or directory tree; absent is fine.
+pub fn remove_path(path: &Path) -> io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(error),
+    }
+}
