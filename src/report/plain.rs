@@ -27,15 +27,15 @@ impl Reporter for PlainReporter {
                 error,
                 reasons,
             } => match outcome {
-                Outcome::Failed => writeln!(err, "failed  {stage}: {}", error.unwrap_or_default()),
+                Outcome::Failed => writeln!(err, "failed {stage}: {}", error.unwrap_or_default()),
                 Outcome::UpToDate if !self.verbose => Ok(()),
                 Outcome::Restored if !self.quiet => {
                     writeln!(err, "restored {stage} from the cache: {}", reasons.join("; "))
                 }
                 _ if self.quiet => Ok(()),
-                Outcome::Ran if self.verbose => writeln!(err, "ran     {stage} ({:.2}s)", elapsed.as_secs_f64()),
-                Outcome::Ran => writeln!(err, "ran     {stage}"),
-                other => writeln!(err, "{:<8}{stage}", other.label()),
+                Outcome::Ran if self.verbose => writeln!(err, "ran {stage} ({:.2}s)", elapsed.as_secs_f64()),
+                Outcome::Ran => writeln!(err, "ran {stage}"),
+                other => writeln!(err, "{} {stage}", other.label()),
             },
             Event::Warning { stage, message } => writeln!(err, "warning: {stage}: {message}"),
             Event::RunFinished { summary } if !self.quiet || summary.failed > 0 => writeln!(err, "{}", summary.line()),

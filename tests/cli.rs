@@ -1,0 +1,830 @@
+//! End-to-end tests: the real `fabric` binary in temporary workspaces.
+//!
+//! Stage commands append a line to a counter file outside the workspace, so
+//! tests can assert exactly how many times each stage executed.
+#![allow(unsafe_code)] // signals sent to child processes
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+struct Workspace {
+    dir: tempfile::TempDir,
+    counters: tempfile::TempDir,
+}
+
+struct Outcome {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Outcome {
+    fn from(output: Output) -> Outcome {
+        Outcome {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+impl Workspace {
+    fn new() -> Workspace {
+        Workspace {
+            dir: tempfile::tempdir().unwrap(),
+            counters: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn path(&self, relative: &str) -> PathBuf {
+        self.root().join(relative)
+    }
+
+    fn write(&self, relative: &str, text: &str) -> &Workspace {
+        let path = self.path(relative);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+        self
+    }
+
+    fn read(&self, relative: &str) -> String {
+        std::fs::read_to_string(self.path(relative)).unwrap_or_else(|e| panic!("{relative}: {e}"))
+    }
+
+    /// A shell snippet that counts one execution of `name`.
+    fn tick(&self, name: &str) -> String {
+        format!("echo x >> {}/{name}", self.counters.path().display())
+    }
+
+    fn count(&self, name: &str) -> usize {
+        std::fs::read_to_string(self.counters.path().join(name))
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fabric"));
+        command
+            .args(args)
+            .current_dir(self.root())
+            .env("CI", "true")
+            .env_remove("NO_COLOR");
+        command
+    }
+
+    fn fabric(&self, args: &[&str]) -> Outcome {
+        Outcome::from(self.command(args).output().unwrap())
+    }
+
+    fn ok(&self, args: &[&str]) -> Outcome {
+        let outcome = self.fabric(args);
+        assert_eq!(
+            outcome.code, 0,
+            "fabric {args:?} failed\nstdout:\n{}\nstderr:\n{}",
+            outcome.stdout, outcome.stderr
+        );
+        outcome
+    }
+
+    /// A three-stage chain a → b → c plus an independent stage d.
+    fn chain(&self) -> &Workspace {
+        self.write(
+            "Fabric.toml",
+            "[workspace]\nname = \"t\"\ninclude = [\"pipelines/*.toml\"]\n\n[params]\nfactor = 2\n",
+        );
+        self.write("data/in.txt", "1\n2\n3\n");
+        self.write("data/other.txt", "x\n");
+        self.write(
+            "pipelines/chain.toml",
+            &format!(
+                r#"[pipeline]
+name = "chain"
+
+[stage.a]
+cmd = "{} && sort -r data/in.txt > build/a.txt"
+deps = ["data/in.txt"]
+outs = ["build/a.txt"]
+
+[stage.b]
+cmd = "{} && awk '{{print $1 * ${{params.factor}}}}' build/a.txt > build/b.txt"
+deps = ["build/a.txt"]
+outs = ["build/b.txt"]
+
+[stage.c]
+cmd = "{} && mkdir -p build/c && cp build/b.txt build/c/copy.txt && echo '{{\"lines\": 3}}' > build/c.json"
+deps = ["${{stage.b.outs[0]}}"]
+outs = ["build/c"]
+metrics = ["build/c.json"]
+
+[stage.d]
+cmd = "{} && cp data/other.txt build/d.txt"
+deps = ["data/other.txt"]
+outs = ["build/d.txt"]
+"#,
+                self.tick("a"),
+                self.tick("b"),
+                self.tick("c"),
+                self.tick("d")
+            ),
+        )
+    }
+
+    fn counts(&self) -> [usize; 4] {
+        [self.count("a"), self.count("b"), self.count("c"), self.count("d")]
+    }
+}
+
+#[test]
+fn first_run_runs_everything_and_a_rerun_runs_nothing() {
+    let ws = Workspace::new();
+    ws.chain();
+    ws.ok(&["run"]);
+    assert_eq!(ws.counts(), [1, 1, 1, 1]);
+    assert_eq!(ws.read("build/b.txt"), "6\n4\n2\n");
+    let rerun = ws.ok(&["run"]);
+    assert_eq!(ws.counts(), [1, 1, 1, 1], "a no-op run executes nothing");
+    assert!(
+        rerun.stderr.contains("0 ran, 0 restored, 4 up to date"),
+        "{}",
+        rerun.stderr
+    );
+}
+
+#[test]
+fn editing_a_dep_runs_exactly_the_stages_downstream_and_reverting_restores() {
+    let ws = Workspace::new();
+    ws.chain();
+    ws.ok(&["run"]);
+    ws.write("data/in.txt", "1\n2\n4\n");
+    ws.ok(&["run"]);
+    assert_eq!(ws.counts(), [2, 2, 2, 1]);
+    assert_eq!(ws.read("build/b.txt"), "8\n4\n2\n");
+
+    ws.write("data/in.txt", "1\n2\n3\n");
+    let reverted = ws.ok(&["run"]);
+    assert_eq!(
+        ws.counts(),
+        [2, 2, 2, 1],
+        "reverting restores from the cache without running"
+    );
+    assert_eq!(ws.read("build/b.txt"), "6\n4\n2\n");
+    assert_eq!(ws.read("build/c/copy.txt"), "6\n4\n2\n");
+    assert!(
+        reverted.stderr.contains("0 ran, 3 restored, 1 up to date"),
+        "{}",
+        reverted.stderr
+    );
+}
+
+#[test]
+fn an_edit_that_leaves_an_out_unchanged_stops_there() {
+    let ws = Workspace::new();
+    ws.chain();
+    ws.ok(&["run"]);
+    // Same lines, other order: `a` sorts them, so its out is identical.
+    ws.write("data/in.txt", "3\n1\n2\n");
+    ws.ok(&["run"]);
+    assert_eq!(ws.counts(), [2, 1, 1, 1]);
+}
+
+#[test]
+fn deleting_or_editing_an_out_by_hand_brings_it_back_from_the_store() {
+    let ws = Workspace::new();
+    ws.chain();
+    ws.ok(&["run"]);
+    std::fs::remove_dir_all(ws.path("build/c")).unwrap();
+    let status = ws.fabric(&["status", "--check"]);
+    assert_eq!(status.code, 1);
+    assert!(status.stdout.contains("out `build/c` is missing"), "{}", status.stdout);
+    ws.write("build/b.txt", "tampered\n");
+    let status = ws.fabric(&["status", "--check"]);
+    assert!(
+        status
+            .stdout
+            .contains("out `build/b.txt` was modified since it was recorded"),
+        "{}",
+        status.stdout
+    );
+    ws.ok(&["run"]);
+    assert_eq!(ws.counts(), [1, 1, 1, 1], "outs are restored, not recomputed");
+    assert_eq!(ws.read("build/b.txt"), "6\n4\n2\n");
+    assert_eq!(ws.read("build/c/copy.txt"), "6\n4\n2\n");
+    assert_eq!(ws.fabric(&["status", "--check"]).code, 0);
+}
+
+#[test]
+fn params_overrides_change_fingerprints_and_reverting_them_restores() {
+    let ws = Workspace::new();
+    ws.chain();
+    ws.ok(&["run"]);
+    ws.ok(&["run", "-P", "factor=10"]);
+    assert_eq!(ws.counts(), [1, 2, 2, 1], "only stages using the param (and below) run");
+    assert_eq!(ws.read("build/b.txt"), "30\n20\n10\n");
+    ws.ok(&["run"]);
+    assert_eq!(ws.counts(), [1, 2, 2, 1]);
+    assert_eq!(ws.read("build/b.txt"), "6\n4\n2\n");
+
+    let unknown = ws.fabric(&["run", "-P", "factr=3"]);
+    assert_eq!(unknown.code, 2);
+    assert!(
+        unknown.stderr.contains("unknown parameter `factr`"),
+        "{}",
+        unknown.stderr
+    );
+    assert!(unknown.stderr.contains("did you mean `factor`?"), "{}", unknown.stderr);
+}
+
+#[test]
+fn comments_and_key_order_do_not_change_fingerprints() {
+    let ws = Workspace::new();
+    ws.chain();
+    ws.ok(&["run"]);
+    let original = ws.read("pipelines/chain.toml");
+    let reordered = original.replace(
+        "[stage.d]\ncmd =",
+        "# a comment about d\n[stage.d]\n# outs first now\nouts = [\"build/d.txt\"]\ncmd =",
+    );
+    let reordered = reordered.replacen("outs = [\"build/d.txt\"]\n\"#", "\"#", 1);
+    let reordered = {
+        // drop the second (original) outs line of stage d
+        let mut parts: Vec<&str> = reordered.rsplitn(2, "outs = [\"build/d.txt\"]\n").collect();
+        parts.reverse();
+        parts.concat()
+    };
+    assert_ne!(reordered, original);
+    ws.write("pipelines/chain.toml", &reordered);
+    ws.ok(&["run"]);
+    assert_eq!(ws.counts(), [1, 1, 1, 1]);
+}
+
+#[test]
+fn declared_env_enters_the_fingerprint_and_undeclared_env_does_not() {
+    let ws = Workspace::new();
+    ws.write(
+        "Fabric.toml",
+        &format!(
+            "[stage.e]\ncmd = \"{} && echo \\\"$THEME\\\" > e.txt\"\nouts = [\"e.txt\"]\nenv = [\"THEME\"]\n",
+            ws.tick("e")
+        ),
+    );
+    let run = |theme: &str, other: &str| {
+        let output = ws
+            .command(&["run"])
+            .env("THEME", theme)
+            .env("UNRELATED", other)
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+    };
+    run("dark", "1");
+    run("dark", "2");
+    assert_eq!(ws.count("e"), 1);
+    run("light", "2");
+    assert_eq!(ws.count("e"), 2);
+    assert_eq!(ws.read("e.txt"), "light\n");
+    let explain = Outcome::from(ws.command(&["explain", "e"]).env("THEME", "blue").output().unwrap());
+    assert!(
+        explain.stdout.contains("environment variable `THEME` changed"),
+        "{}",
+        explain.stdout
+    );
+}
+
+#[test]
+fn a_failed_stage_is_not_recorded_and_its_downstream_does_not_run() {
+    let ws = Workspace::new();
+    ws.chain();
+    let pipeline = ws.read("pipelines/chain.toml").replace("sort -r data/in.txt", "false");
+    ws.write("pipelines/chain.toml", &pipeline);
+    let failed = ws.fabric(&["run", "-j", "1", "--keep-going"]);
+    assert_eq!(failed.code, 1);
+    assert_eq!(ws.counts(), [1, 0, 0, 1], "b and c skipped, independent d finished");
+    assert!(
+        failed.stderr.contains("failed a: command exited with status 1"),
+        "{}",
+        failed.stderr
+    );
+    assert!(failed.stderr.contains("1 failed (a)"), "{}", failed.stderr);
+    let lock = ws.read("Fabric.lock");
+    assert!(!lock.contains("[stage.a]"), "a failed stage is not recorded:\n{lock}");
+    assert!(lock.contains("[stage.d]"));
+}
+
+#[test]
+fn without_keep_going_a_failure_cancels_stages_not_yet_started() {
+    let ws = Workspace::new();
+    ws.chain();
+    let pipeline = ws.read("pipelines/chain.toml").replace("sort -r data/in.txt", "false");
+    ws.write("pipelines/chain.toml", &pipeline);
+    let failed = ws.fabric(&["run", "-j", "1"]);
+    assert_eq!(failed.code, 1);
+    assert_eq!(ws.counts(), [1, 0, 0, 0]);
+    assert!(failed.stderr.contains("cancelled d"), "{}", failed.stderr);
+}
+
+#[test]
+fn a_missing_declared_out_fails_the_stage_naming_it() {
+    let ws = Workspace::new();
+    ws.write(
+        "Fabric.toml",
+        "[stage.s]\ncmd = \"touch one\"\nouts = [\"one\", \"two\"]\n",
+    );
+    let failed = ws.fabric(&["run"]);
+    assert_eq!(failed.code, 1);
+    assert!(
+        failed.stderr.contains("declared out `two` was not created"),
+        "{}",
+        failed.stderr
+    );
+}
+
+#[test]
+fn independent_stages_run_in_parallel() {
+    let ws = Workspace::new();
+    // Each stage announces itself, then waits (bounded) for the other: with
+    // one job at a time the first would give up and fail.
+    let stage = |me: &str, other: &str| {
+        format!(
+            "[stage.{me}]\ncmd = \"touch {me}.started; i=0; while [ ! -e {other}.started ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; test -e {other}.started && touch {me}.out\"\nouts = [\"{me}.out\"]\n"
+        )
+    };
+    ws.write("Fabric.toml", &format!("{}\n{}", stage("p", "q"), stage("q", "p")));
+    ws.ok(&["run", "-j", "2"]);
+    assert!(ws.path("p.out").exists() && ws.path("q.out").exists());
+}
+
+#[test]
+fn a_second_run_on_the_same_workspace_fails_clearly_or_waits() {
+    let ws = Workspace::new();
+    let gate = ws.counters.path().join("gate");
+    ws.write(
+        "Fabric.toml",
+        &format!(
+            "[stage.slow]\ncmd = \"touch started; while [ ! -e {} ]; do sleep 0.02; done; touch slow.out\"\nouts = [\"slow.out\"]\nalways_run = true\n",
+            gate.display()
+        ),
+    );
+    let mut first = ws.command(&["run"]).spawn().unwrap();
+    while !ws.path("started").exists() {
+        std::thread::yield_now();
+        assert!(first.try_wait().unwrap().is_none(), "first run ended early");
+    }
+    let second = ws.fabric(&["run"]);
+    assert_eq!(second.code, 1);
+    assert!(
+        second.stderr.contains("another `fabric run` is using this workspace"),
+        "{}",
+        second.stderr
+    );
+    let waiting = ws.command(&["run", "--wait"]).spawn().unwrap();
+    std::fs::write(&gate, "").unwrap();
+    assert!(first.wait().unwrap().success());
+    assert!(waiting.wait_with_output().unwrap().status.success());
+}
+
+#[test]
+fn sigterm_ends_running_commands_and_leaves_the_lock_consistent() {
+    let ws = Workspace::new();
+    ws.write(
+        "Fabric.toml",
+        "[stage.quick]\ncmd = \"echo q > quick.out\"\nouts = [\"quick.out\"]\n\n[stage.sleepy]\ncmd = \"echo $$ > sleepy.pid; sleep 300; touch sleepy.out\"\nouts = [\"sleepy.out\"]\nafter = [\"quick\"]\n",
+    );
+    let mut run = ws.command(&["run", "-j", "1"]).spawn().unwrap();
+    while !ws.path("sleepy.pid").exists() || ws.read("sleepy.pid").trim().is_empty() {
+        std::thread::yield_now();
+    }
+    let shell: i32 = ws.read("sleepy.pid").trim().parse().unwrap();
+    // SAFETY: sending a signal to a child process.
+    unsafe { libc::kill(run.id() as i32, libc::SIGTERM) };
+    let status = run.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    // Every process of the command's group ends (zombies left to a
+    // non-reaping init do not count).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !live_members_of_group(shell).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stage's process group survived SIGTERM"
+        );
+        std::thread::yield_now();
+    }
+    let lock = ws.read("Fabric.lock");
+    assert!(
+        lock.contains("[stage.quick]") && !lock.contains("[stage.sleepy]"),
+        "{lock}"
+    );
+    assert_eq!(ws.fabric(&["status", "--check"]).code, 1);
+}
+
+/// Pids of processes in process group `group` that are not zombies.
+fn live_members_of_group(group: i32) -> Vec<i32> {
+    let mut live = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // Fields after the parenthesised command name: state ppid pgrp ...
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = after.split(' ').collect();
+        if fields[0] != "Z" && fields[2].parse::<i32>() == Ok(group) {
+            live.push(pid);
+        }
+    }
+    live
+}
+
+#[test]
+fn dry_run_explains_the_plan_without_doing_anything() {
+    let ws = Workspace::new();
+    ws.chain();
+    ws.ok(&["run"]);
+    ws.write("data/in.txt", "9\n");
+    let plan = ws.ok(&["run", "--dry-run"]);
+    assert_eq!(ws.counts(), [1, 1, 1, 1]);
+    let lines: Vec<&str> = plan.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("run         a: dep `data/in.txt` changed"),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        lines.contains(&"run         b: upstream stage `a` will run first"),
+        "{}",
+        plan.stdout
+    );
+    assert!(lines.contains(&"up to date  d"), "{}", plan.stdout);
+    ws.write("data/in.txt", "1\n2\n3\n");
+    let restore = ws.ok(&["run", "--dry-run", "--force=d"]);
+    assert!(restore.stdout.contains("up to date  a"), "{}", restore.stdout);
+    assert!(
+        restore.stdout.contains("run         d: it was forced with --force"),
+        "{}",
+        restore.stdout
+    );
+}
+
+#[test]
+fn force_runs_up_to_date_stages() {
+    let ws = Workspace::new();
+    ws.chain();
+    ws.ok(&["run"]);
+    ws.ok(&["run", "--force=b"]);
+    assert_eq!(
+        ws.counts(),
+        [1, 2, 1, 1],
+        "b reran; its outs were identical so c stayed up to date"
+    );
+    ws.ok(&["run", "--force", "c"]);
+    assert_eq!(
+        ws.counts(),
+        [2, 3, 2, 1],
+        "--force with a target forces it and what it needs"
+    );
+}
+
+#[test]
+fn targets_select_a_stage_with_its_upstream_or_its_downstream() {
+    let ws = Workspace::new();
+    ws.chain();
+    ws.ok(&["run", "b"]);
+    assert_eq!(ws.counts(), [1, 1, 0, 0]);
+    ws.write("data/in.txt", "5\n");
+    ws.ok(&["run", "--downstream", "b"]);
+    assert_eq!(ws.counts(), [1, 1, 1, 0], "a is not selected; b is up to date, c runs");
+    ws.ok(&["run", "chain"]);
+    assert_eq!(ws.counts(), [2, 2, 2, 1]);
+    let unknown = ws.fabric(&["run", "chian"]);
+    assert_eq!(unknown.code, 2);
+    assert!(unknown.stderr.contains("did you mean `chain`?"), "{}", unknown.stderr);
+}
+
+#[test]
+fn explain_names_each_changed_component_old_and_new() {
+    let ws = Workspace::new();
+    ws.chain();
+    ws.ok(&["run"]);
+    let explain = ws.ok(&["explain", "b", "-P", "factor=3"]);
+    assert!(explain.stdout.contains("* param factor"), "{}", explain.stdout);
+    assert!(
+        explain.stdout.contains("param `factor` changed from 2 to 3"),
+        "{}",
+        explain.stdout
+    );
+    let fresh = ws.ok(&["explain", "d"]);
+    assert!(fresh.stdout.contains("Up to date"), "{}", fresh.stdout);
+}
+
+#[test]
+fn status_json_and_run_json_are_machine_readable() {
+    let ws = Workspace::new();
+    ws.chain();
+    let run = ws.ok(&["run", "--json", "-j", "1"]);
+    let events: Vec<serde_json::Value> = run.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(events[0]["event"], "run_started");
+    assert_eq!(events[0]["stages"], 4);
+    let finished: Vec<&serde_json::Value> = events.iter().filter(|e| e["event"] == "stage_finished").collect();
+    assert_eq!(finished.len(), 4);
+    assert!(finished.iter().all(|e| e["outcome"] == "ran"));
+    assert_eq!(events.last().unwrap()["summary"]["ran"], 4);
+
+    ws.write("data/other.txt", "changed\n");
+    let status = ws.ok(&["status", "--json"]);
+    let entries: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    let d = entries.as_array().unwrap().iter().find(|e| e["stage"] == "d").unwrap();
+    assert_eq!(d["state"], "stale");
+}
+
+#[test]
+fn dag_prints_ascii_dot_and_mermaid() {
+    let ws = Workspace::new();
+    ws.chain();
+    let ascii = ws.ok(&["dag"]);
+    assert_eq!(ascii.stdout, "a [cmd]\nb [cmd] <- a\nc [cmd] <- b\nd [cmd]\n");
+    let dot = ws.ok(&["dag", "--format", "dot"]);
+    assert!(
+        dot.stdout.contains("\"a\" -> \"b\";") && dot.stdout.contains("\"b\" -> \"c\";"),
+        "{}",
+        dot.stdout
+    );
+    let mermaid = ws.ok(&["dag", "--format", "mermaid"]);
+    assert!(mermaid.stdout.starts_with("flowchart LR\n") && mermaid.stdout.contains("  b --> c\n"));
+}
+
+#[test]
+fn checkout_restores_outs_as_the_lock_records_them() {
+    let ws = Workspace::new();
+    ws.chain();
+    ws.ok(&["run"]);
+    std::fs::remove_file(ws.path("build/b.txt")).unwrap();
+    std::fs::remove_dir_all(ws.path("build/c")).unwrap();
+    ws.ok(&["checkout"]);
+    assert_eq!(ws.read("build/b.txt"), "6\n4\n2\n");
+    assert_eq!(ws.read("build/c/copy.txt"), "6\n4\n2\n");
+    assert_eq!(ws.counts(), [1, 1, 1, 1]);
+}
+
+#[test]
+fn metrics_shows_metrics_outs() {
+    let ws = Workspace::new();
+    ws.chain();
+    ws.ok(&["run"]);
+    let metrics = ws.ok(&["metrics"]);
+    assert!(metrics.stdout.contains("build/c.json  lines   3"), "{}", metrics.stdout);
+}
+
+#[test]
+fn a_corrupted_store_object_is_detected_and_the_stage_reruns() {
+    let ws = Workspace::new();
+    ws.chain();
+    ws.ok(&["run"]);
+    ws.write("data/other.txt", "y\n");
+    ws.ok(&["run"]);
+    // Corrupt the stored copy of d's first output, then revert the input.
+    let objects = ws.path(".fabric/store/objects");
+    let original = blake3::hash(b"x\n").to_hex().to_string();
+    let object = objects.join(&original[..2]).join(&original[2..]);
+    std::fs::write(&object, b"garbage").unwrap();
+    ws.write("data/other.txt", "x\n");
+    let run = ws.ok(&["run"]);
+    assert!(run.stderr.contains("is corrupt"), "{}", run.stderr);
+    assert_eq!(ws.count("d"), 3, "the stage re-ran instead of restoring garbage");
+    assert_eq!(ws.read("build/d.txt"), "x\n");
+}
+
+#[test]
+fn gc_removes_what_nothing_refers_to() {
+    let ws = Workspace::new();
+    ws.chain();
+    ws.ok(&["run"]);
+    ws.write("data/other.txt", "y\n");
+    ws.ok(&["run"]);
+    let dry = ws.ok(&["gc", "--dry-run", "--keep-days", "0"]);
+    assert_eq!(dry.stdout, "would remove 1 run records, 0 trees, 1 objects\n");
+    ws.ok(&["gc", "--keep-days", "0"]);
+    ws.write("data/other.txt", "x\n");
+    ws.ok(&["run"]);
+    assert_eq!(ws.count("d"), 3, "the collected result had to be recomputed");
+    assert_eq!(ws.count("a"), 1);
+}
+
+#[test]
+fn moving_the_workspace_keeps_every_cache_hit() {
+    let ws = Workspace::new();
+    ws.chain();
+    ws.ok(&["run"]);
+    let moved = tempfile::tempdir().unwrap();
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", ws.root().display()))
+        .arg(moved.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = Command::new(env!("CARGO_BIN_EXE_fabric"))
+        .args(["status", "--check"])
+        .current_dir(moved.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
+}
+
+#[test]
+fn init_creates_a_workspace_that_runs() {
+    let ws = Workspace::new();
+    ws.ok(&["init"]);
+    ws.ok(&["run"]);
+    assert!(ws.read("build/counts.txt").contains("fabric"));
+    assert!(ws.read("build/metrics.json").contains("distinct"));
+    assert_eq!(ws.fabric(&["init"]).code, 2);
+}
+
+#[test]
+fn the_workspace_is_found_from_a_subdirectory() {
+    let ws = Workspace::new();
+    ws.chain();
+    std::fs::create_dir_all(ws.path("data/deep")).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_fabric"))
+        .args(["dag"])
+        .current_dir(ws.path("data/deep"))
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let outside = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_fabric"))
+        .args(["run"])
+        .current_dir(outside.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("fabric init"));
+}
+
+/// Loads `Fabric.toml` text and returns the error output (asserting exit 2).
+fn manifest_error(fabric_toml: &str, pipeline: Option<&str>) -> String {
+    let ws = Workspace::new();
+    ws.write("Fabric.toml", fabric_toml);
+    if let Some(pipeline) = pipeline {
+        ws.write("pipelines/p.toml", pipeline);
+    }
+    ws.write("data/in.txt", "x");
+    let outcome = ws.fabric(&["run"]);
+    assert_eq!(outcome.code, 2, "stderr:\n{}", outcome.stderr);
+    assert!(!outcome.stderr.contains("panicked"), "{}", outcome.stderr);
+    outcome.stderr
+}
+
+#[test]
+fn manifest_errors_point_at_file_line_and_column_with_a_hint() {
+    let unknown_key = manifest_error(
+        "[workspace]\ninclude = [\"pipelines/*.toml\"]\n",
+        Some("[pipeline]\nname = \"p\"\n\n[stage.x]\ncmd = \"true\"\ndpes = [\"data/in.txt\"]\n"),
+    );
+    assert!(unknown_key.contains("unknown field `dpes`"), "{unknown_key}");
+    assert!(unknown_key.contains("pipelines/p.toml:6:1"), "{unknown_key}");
+    assert!(unknown_key.contains("did you mean `deps`?"), "{unknown_key}");
+
+    let syntax = manifest_error("[stage.x]\ncmd = \"true\nouts = []\n", None);
+    assert!(syntax.contains("Fabric.toml:2:"), "{syntax}");
+
+    let wrong_type = manifest_error("[stage.x]\ncmd = \"true\"\nouts = \"a.txt\"\n", None);
+    assert!(wrong_type.contains("invalid type"), "{wrong_type}");
+    assert!(wrong_type.contains("Fabric.toml:3:8"), "{wrong_type}");
+
+    let unknown_step = manifest_error("[stage.x]\nstep = \"prime.sanitise\"\n", None);
+    assert!(unknown_step.contains("unknown step `prime.sanitise`"), "{unknown_step}");
+    assert!(unknown_step.contains("Fabric.toml:2:8"), "{unknown_step}");
+
+    let both = manifest_error("[stage.x]\ncmd = \"true\"\nstep = \"x\"\n", None);
+    assert!(both.contains("has both `cmd` and `step`"), "{both}");
+
+    let bad_param = manifest_error("[params]\nseed = 1\n\n[stage.x]\ncmd = \"echo ${params.sede}\"\n", None);
+    assert!(bad_param.contains("unknown parameter `sede`"), "{bad_param}");
+    assert!(bad_param.contains("Fabric.toml:5:13"), "{bad_param}");
+    assert!(bad_param.contains("did you mean `seed`?"), "{bad_param}");
+
+    let bad_reference = manifest_error("[stage.x]\ncmd = \"echo ${HOME}\"\n", None);
+    assert!(bad_reference.contains("is not a reference"), "{bad_reference}");
+    assert!(bad_reference.contains("$${"), "{bad_reference}");
+
+    let bad_out_index = manifest_error(
+        "[stage.x]\ncmd = \"touch a\"\nouts = [\"a\"]\n\n[stage.y]\ncmd = \"cat ${stage.x.outs[3]}\"\n",
+        None,
+    );
+    assert!(
+        bad_out_index.contains("stage `x` has 1 outs; there is no outs[3]"),
+        "{bad_out_index}"
+    );
+}
+
+#[test]
+fn graph_errors_name_the_stages_involved() {
+    let cycle = manifest_error(
+        "[stage.a]\ncmd = \"cp c a\"\ndeps = [\"c\"]\nouts = [\"a\"]\n\n[stage.b]\ncmd = \"cp a b\"\ndeps = [\"a\"]\nouts = [\"b\"]\n\n[stage.c]\ncmd = \"cp b c\"\ndeps = [\"b\"]\nouts = [\"c\"]\n",
+        None,
+    );
+    assert!(
+        cycle.contains("dependency cycle between stages `a`, `b`, `c`: a → b → c → a"),
+        "{cycle}"
+    );
+
+    let duplicate = manifest_error(
+        "[stage.a]\ncmd = \"touch o\"\nouts = [\"o\"]\n\n[stage.b]\ncmd = \"touch o\"\nouts = [\"o\"]\n",
+        None,
+    );
+    assert!(
+        duplicate.contains("out `o` is claimed by stages `a` and `b`"),
+        "{duplicate}"
+    );
+    assert!(duplicate.contains("Fabric.toml:7:9"), "{duplicate}");
+
+    let nested = manifest_error(
+        "[stage.a]\ncmd = \"mkdir d\"\nouts = [\"d\"]\n\n[stage.b]\ncmd = \"touch d/x\"\nouts = [\"d/x\"]\n",
+        None,
+    );
+    assert!(
+        nested.contains("out `d/x` of stage `b` is nested inside out `d` of stage `a`"),
+        "{nested}"
+    );
+
+    let missing = manifest_error("[stage.a]\ncmd = \"true\"\ndeps = [\"nope.txt\"]\n", None);
+    assert!(
+        missing.contains("dep `nope.txt` of stage `a` does not exist and no stage produces it"),
+        "{missing}"
+    );
+    assert!(missing.contains("Fabric.toml:3:9"), "{missing}");
+
+    let escape = manifest_error("[stage.a]\ncmd = \"true\"\nouts = [\"../x\"]\n", None);
+    assert!(escape.contains("out `../x` leaves the workspace"), "{escape}");
+    let absolute = manifest_error("[stage.a]\ncmd = \"true\"\ndeps = [\"/etc/passwd\"]\n", None);
+    assert!(absolute.contains("is absolute"), "{absolute}");
+
+    let self_dep = manifest_error("[stage.a]\ncmd = \"true\"\ndeps = [\"o\"]\nouts = [\"o\"]\n", None);
+    assert!(self_dep.contains("stage `a` depends on its own out"), "{self_dep}");
+
+    let after = manifest_error(
+        "[stage.a]\ncmd = \"true\"\nafter = [\"bb\"]\n\n[stage.b]\ncmd = \"true\"\n",
+        None,
+    );
+    assert!(after.contains("`after` names unknown stage `bb`"), "{after}");
+}
+
+#[test]
+fn outs_escaping_through_a_symlink_are_rejected() {
+    let ws = Workspace::new();
+    let outside = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(outside.path(), ws.path("link")).unwrap();
+    ws.write(
+        "Fabric.toml",
+        "[stage.a]\ncmd = \"touch link/x\"\nouts = [\"link/x\"]\n",
+    );
+    let outcome = ws.fabric(&["run"]);
+    assert_eq!(outcome.code, 2);
+    assert!(
+        outcome.stderr.contains("leads outside the workspace through a symlink"),
+        "{}",
+        outcome.stderr
+    );
+}
+
+#[test]
+fn glob_deps_track_matching_files() {
+    let ws = Workspace::new();
+    ws.write("data/a.csv", "1\n")
+        .write("data/b.csv", "2\n")
+        .write("data/notes.txt", "n\n");
+    ws.write(
+        "Fabric.toml",
+        &format!(
+            "[stage.g]\ncmd = \"{} && cat data/*.csv > all.csv\"\ndeps = [\"data/*.csv\"]\nouts = [\"all.csv\"]\n",
+            ws.tick("g")
+        ),
+    );
+    ws.ok(&["run"]);
+    ws.write("data/notes.txt", "changed\n");
+    ws.ok(&["run"]);
+    assert_eq!(ws.count("g"), 1, "a file outside the glob does not matter");
+    ws.write("data/c.csv", "3\n");
+    ws.ok(&["run"]);
+    assert_eq!(ws.count("g"), 2, "a new matching file does");
+    assert_eq!(ws.read("all.csv"), "1\n2\n3\n");
+}
+
+#[test]
+fn a_damaged_lock_is_reported_not_overwritten() {
+    let ws = Workspace::new();
+    ws.chain();
+    ws.ok(&["run"]);
+    let damaged = format!("{}\n<<<<<<< HEAD\n", ws.read("Fabric.lock"));
+    ws.write("Fabric.lock", &damaged);
+    let outcome = ws.fabric(&["run"]);
+    assert_eq!(outcome.code, 2);
+    assert!(outcome.stderr.contains("Fabric.lock is damaged"), "{}", outcome.stderr);
+    assert_eq!(ws.read("Fabric.lock"), damaged);
+}
