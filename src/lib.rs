@@ -13,6 +13,8 @@
 //!   content-addressed store and run cache, behind a `Storage` trait.
 //! - [`run`] plans and schedules stages; commands go through an `Executor`
 //!   ([`run::executor`]), built-in steps through the [`steps`] registry.
+//! - [`prime`] is the Prime Brain data domain (schema, simulate, sanitize,
+//!   dataset) behind the `prime.*` steps.
 //! - [`report`] turns run events into terminal bars, plain lines or JSON.
 //! - [`cli`] is the command line; the only place that prints results and
 //!   chooses exit codes (0 ok, 1 failure, 2 usage or manifest error).
@@ -27,6 +29,7 @@ pub mod hash;
 pub mod lock;
 pub mod manifest;
 pub mod paths;
+pub mod prime;
 pub mod report;
 pub mod run;
 pub mod stat_cache;

@@ -7,6 +7,7 @@ mod explain;
 mod gc;
 mod init;
 mod metrics;
+mod prime;
 mod run;
 mod status;
 
@@ -72,6 +73,14 @@ enum Command {
     Init(init::Args),
     /// List the built-in steps.
     Steps,
+    /// Generate simulated Studio sessions (raw snapshots).
+    Simulate(prime::SimulateArgs),
+    /// Validate, normalize and redact raw snapshots.
+    Sanitize(prime::SanitizeArgs),
+    /// Build windowed training examples and the dataset card.
+    Dataset(prime::DatasetArgs),
+    /// Print the JSON Schema of snapshot v1.
+    Schema,
 }
 
 /// An error whose exit code is 2: bad usage or a bad manifest.
@@ -119,6 +128,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Metrics(args) => metrics::execute(&globals, args),
         Command::Gc(args) => gc::execute(&globals, args),
         Command::Init(args) => init::execute(&globals, args),
+        Command::Simulate(args) => prime::simulate(args),
+        Command::Sanitize(args) => prime::sanitize(args),
+        Command::Dataset(args) => prime::dataset(args),
+        Command::Schema => prime::print_schema(),
         Command::Steps => {
             let registry = Registry::builtin();
             for name in registry.names() {

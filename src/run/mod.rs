@@ -449,6 +449,7 @@ impl Runner<'_> {
                     with,
                     deps: stage.deps.iter().map(|d| root.join(d.value.key())).collect(),
                     outs: outs.clone(),
+                    declared: stage.out_paths().map(|p| p.to_string()).collect(),
                 };
                 if let Err(error) = step.run(&context) {
                     return Ok(StageResult::failed(reasons, format!("step `{name}` failed: {error:#}")));

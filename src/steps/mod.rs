@@ -6,6 +6,8 @@
 //! after success), never shells out, and declares a version that enters the
 //! fingerprint: bump it whenever the step's output for the same inputs changes.
 
+pub mod prime;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -21,6 +23,8 @@ pub struct StepContext<'a> {
     pub deps: Vec<PathBuf>,
     /// Where to write each declared out, in declaration order.
     pub outs: Vec<PathBuf>,
+    /// The declared out paths (workspace-relative), for steps that record names.
+    pub declared: Vec<String>,
 }
 
 /// A built-in step.
@@ -50,7 +54,11 @@ pub struct Registry {
 impl Registry {
     /// Every step that ships with `fabric`.
     pub fn builtin() -> Registry {
-        Registry::default()
+        let mut registry = Registry::default();
+        registry.register(Box::new(prime::Simulate));
+        registry.register(Box::new(prime::Sanitize));
+        registry.register(Box::new(prime::Dataset));
+        registry
     }
 
     /// Adds a step (replacing one with the same name).

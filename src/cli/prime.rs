@@ -1,0 +1,161 @@
+//! The Prime Brain data steps as direct commands, with the brief's flags:
+//! `fabric simulate`, `fabric sanitize`, `fabric dataset`, `fabric schema`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use crate::prime::dataset::{self, DatasetOptions, DatasetPaths};
+use crate::prime::simulate::{self, SimulateOptions};
+use crate::prime::{sanitize, schema};
+use crate::store::remove_path;
+
+/// Arguments of `fabric simulate`.
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    /// Where to write raw snapshots (one JSONL file per session).
+    #[arg(long, value_name = "DIR")]
+    output_dir: PathBuf,
+    /// Random seed.
+    #[arg(long, default_value_t = SimulateOptions::default().seed)]
+    seed: u64,
+    /// Simulated users, each with a hidden style.
+    #[arg(long, default_value_t = SimulateOptions::default().users)]
+    users: usize,
+    /// Sessions per user.
+    #[arg(long, default_value_t = SimulateOptions::default().sessions_per_user)]
+    sessions_per_user: usize,
+    /// Snapshots per session (one every 4 s).
+    #[arg(long, default_value_t = SimulateOptions::default().snapshots_per_session)]
+    snapshots_per_session: usize,
+    /// Share of records made bad on purpose (0–1).
+    #[arg(long, default_value_t = SimulateOptions::default().bad_fraction)]
+    bad_fraction: f64,
+}
+
+/// Arguments of `fabric sanitize`.
+#[derive(Debug, clap::Args)]
+pub struct SanitizeArgs {
+    /// Raw snapshots (`*.json`, `*.jsonl`).
+    #[arg(long, value_name = "DIR")]
+    input_dir: PathBuf,
+    /// Where to write one JSONL file per session (replaced as a whole).
+    #[arg(long, value_name = "DIR")]
+    output_dir: PathBuf,
+    /// Snapshot schema version.
+    #[arg(long, default_value = schema::SCHEMA_VERSION)]
+    schema: String,
+    /// Where to write the report.
+    #[arg(long, value_name = "FILE", default_value = "reports/sanitize.json")]
+    report: PathBuf,
+}
+
+/// Arguments of `fabric dataset`.
+#[derive(Debug, clap::Args)]
+pub struct DatasetArgs {
+    /// Sanitized sessions.
+    #[arg(long, value_name = "DIR")]
+    input_dir: PathBuf,
+    /// The train split; the test split and the card are written beside it.
+    #[arg(long, value_name = "FILE")]
+    output_file: PathBuf,
+    /// Snapshots per window.
+    #[arg(long, default_value_t = DatasetOptions::default().window_size)]
+    window_size: usize,
+    /// Replay train examples under every mode with doctrine labels.
+    #[arg(long)]
+    augment_mode: bool,
+    /// Share of sessions held out for testing.
+    #[arg(long, default_value_t = DatasetOptions::default().test_fraction)]
+    test_fraction: f64,
+    /// Seed of the split.
+    #[arg(long, default_value_t = DatasetOptions::default().seed)]
+    seed: u64,
+}
+
+pub fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&args.bad_fraction),
+        "--bad-fraction must be within 0–1"
+    );
+    let options = SimulateOptions {
+        seed: args.seed,
+        users: args.users,
+        sessions_per_user: args.sessions_per_user,
+        snapshots_per_session: args.snapshots_per_session,
+        bad_fraction: args.bad_fraction,
+    };
+    let summary = replace_dir(&args.output_dir, |dir| Ok(simulate::simulate(&options, dir)?))?;
+    eprintln!(
+        "wrote {} records ({} deliberately bad) in {} sessions to {}",
+        summary.records,
+        summary.bad,
+        summary.sessions,
+        args.output_dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn sanitize(args: SanitizeArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.schema == schema::SCHEMA_VERSION,
+        "unknown schema `{}`; this fabric knows `{}`",
+        args.schema,
+        schema::SCHEMA_VERSION
+    );
+    let report = replace_dir(&args.output_dir, |dir| Ok(sanitize::sanitize(&args.input_dir, dir)?))?;
+    if let Some(parent) = args.report.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&args.report, serde_json::to_string_pretty(&report)? + "\n")?;
+    eprintln!(
+        "kept {} of {} records in {} sessions; report: {}",
+        report.records_out,
+        report.records_in,
+        report.sessions,
+        args.report.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn dataset(args: DatasetArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        (0.0..1.0).contains(&args.test_fraction),
+        "--test-fraction must be within 0–1"
+    );
+    if let Some(parent) = args.output_file.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    let options = DatasetOptions {
+        window_size: args.window_size,
+        test_fraction: args.test_fraction,
+        seed: args.seed,
+        augment_mode: args.augment_mode,
+    };
+    let card = dataset::build(&args.input_dir, &options, &DatasetPaths::beside(&args.output_file))?;
+    eprintln!(
+        "{} train and {} test examples; dataset hash {}",
+        card.examples["train"], card.examples["test"], card.dataset_hash
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn print_schema() -> anyhow::Result<ExitCode> {
+    println!("{}", schema::json_schema());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Builds a directory beside `target` and swaps it in only when `build`
+/// succeeds, so a failure never leaves a half-written result.
+fn replace_dir<T>(target: &Path, build: impl FnOnce(&Path) -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let parent = target
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)?;
+    let staging = tempfile::Builder::new().prefix(".fabric-staging-").tempdir_in(parent)?;
+    let built = staging.path().join("out");
+    let result = build(&built)?;
+    remove_path(target)?;
+    std::fs::rename(&built, target)?;
+    Ok(result)
+}

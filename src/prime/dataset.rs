@@ -1,0 +1,532 @@
+//! `prime.dataset`: sanitized sessions → sliding-window training examples.
+//!
+//! Per session (ordered by `capturedAt`, then `sequence`), every run of
+//! `window_size` consecutive snapshots followed by one more makes an example
+//! (stride 1). The example holds the window's fixed-length feature vector
+//! ([`feature_layout`] names each position) and its targets:
+//!
+//! - `command`: what the user did right after the window — the first command
+//!   new in the next snapshot's `issuedCommands`, else a Bloom suggestion
+//!   accepted after the window, else `none`;
+//! - `seedLabel`: what the current Prime Brain rules say ([`super::labels`]);
+//! - `nextMode`, and the `guidance` channel and intensity the doctrine asks for.
+//!
+//! Sessions are split into train and test by a seeded hash of their id (a
+//! session is never on both sides). `augment` replays each train example
+//! under every other mode with the labels the doctrine demands there. The
+//! card records counts, class histograms, the layout, source hashes, params
+//! and the dataset hash (BLAKE3 over both files' bytes).
+//!
+//! Memory holds one session at a time.
+
+use std::collections::BTreeMap;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::labels::{allowed, critical_health, seed_label};
+use super::schema::*;
+use super::vocabulary::COMMANDS;
+use crate::digest::{Digest, KeyEncoder};
+
+/// Dataset parameters.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DatasetOptions {
+    /// Snapshots per window.
+    pub window_size: usize,
+    /// Share of sessions held out for testing.
+    pub test_fraction: f64,
+    /// Seed of the split.
+    pub seed: u64,
+    /// Replay train examples under every mode.
+    pub augment_mode: bool,
+}
+
+impl Default for DatasetOptions {
+    fn default() -> Self {
+        DatasetOptions {
+            window_size: 10,
+            test_fraction: 0.25,
+            seed: 57,
+            augment_mode: false,
+        }
+    }
+}
+
+/// A command target: a type (or `none`) and an optional archetype.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandTarget {
+    /// Command type or `none`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Track archetype.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+impl CommandTarget {
+    fn none() -> CommandTarget {
+        CommandTarget {
+            kind: super::vocabulary::NONE.into(),
+            target: None,
+        }
+    }
+
+    fn of(command: &DawCommand) -> CommandTarget {
+        CommandTarget {
+            kind: command.kind.clone(),
+            target: command.target.clone(),
+        }
+    }
+}
+
+/// The rule-based label of an example.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SeedTarget {
+    /// Ideal response text.
+    pub response: String,
+    /// Command JSON (type `none` when silent).
+    pub command: CommandTarget,
+}
+
+/// Guidance target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GuidanceTarget {
+    /// ALS channel.
+    pub channel: AlsChannel,
+    /// Intensity.
+    pub intensity: Intensity,
+}
+
+/// What the Flow impact simulation needs to know about the moment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Moment {
+    /// Transport playing.
+    pub playing: bool,
+    /// ALS energy, 0–1.
+    pub energy: f64,
+    /// Seconds since the session started.
+    pub seconds: f64,
+}
+
+/// One training example.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Example {
+    /// Session id.
+    pub session_id: String,
+    /// `snapshotId` of the window's last snapshot.
+    pub window_end: String,
+    /// Mode at the end of the window.
+    pub mode: Mode,
+    /// A critical health flag is up.
+    pub critical: bool,
+    /// Feature vector ([`feature_layout`]).
+    pub features: Vec<f32>,
+    /// Ground truth: what the user did next.
+    pub command: CommandTarget,
+    /// What the current rules say.
+    pub seed_label: SeedTarget,
+    /// Mode of the next snapshot.
+    pub next_mode: Mode,
+    /// Guidance channel and intensity.
+    pub guidance: GuidanceTarget,
+    /// Transport and energy at the window's end.
+    pub moment: Moment,
+    /// Made by `--augment-mode`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub augmented: bool,
+}
+
+/// The dataset card.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DatasetCard {
+    /// Snapshot schema version.
+    pub schema: String,
+    /// BLAKE3 over the train and test files.
+    pub dataset_hash: String,
+    /// Parameters used.
+    pub params: DatasetOptions,
+    /// Examples per split.
+    pub examples: BTreeMap<String, usize>,
+    /// Sessions per split.
+    pub sessions: BTreeMap<String, usize>,
+    /// Class histograms: target → class → count (train and test together).
+    pub classes: BTreeMap<String, BTreeMap<String, usize>>,
+    /// Name of each feature position.
+    pub feature_layout: Vec<String>,
+    /// Input files and their BLAKE3 hashes.
+    pub sources: BTreeMap<String, String>,
+    /// File names of the splits.
+    pub files: BTreeMap<String, String>,
+}
+
+/// Where the dataset goes.
+pub struct DatasetPaths {
+    /// Train examples.
+    pub train: PathBuf,
+    /// Test examples.
+    pub test: PathBuf,
+    /// The card.
+    pub card: PathBuf,
+    /// Names of the train and test files recorded in the card.
+    pub names: (String, String),
+}
+
+impl DatasetPaths {
+    /// The conventional paths for an output file `F`: the test split beside
+    /// it as `F-stem-test.ext`, the card as `F-stem.card.json`.
+    pub fn beside(output: &Path) -> DatasetPaths {
+        let stem = output
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let ext = output
+            .extension()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or("jsonl".into());
+        let test = output.with_file_name(format!("{stem}-test.{ext}"));
+        DatasetPaths {
+            names: (file_name(output), file_name(&test)),
+            card: output.with_file_name(format!("{stem}.card.json")),
+            train: output.to_path_buf(),
+            test,
+        }
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Names of the feature positions, in order.
+pub fn feature_layout() -> Vec<String> {
+    let mut names = Vec::new();
+    names.extend(Mode::ALL.iter().map(|m| format!("mode.{}", m.name())));
+    names.extend(AlsChannel::ALL.iter().map(|c| format!("als.{}.last", c.name())));
+    names.extend(AlsChannel::ALL.iter().map(|c| format!("als.{}.mean", c.name())));
+    names.extend(
+        [
+            "health.cpuLoad.last",
+            "health.cpuLoad.max",
+            "health.dropouts.last",
+            "health.dropouts.window",
+            "health.latency",
+            "health.bufferSize",
+            "harmonic.consonance",
+            "harmonic.tension",
+            "harmonic.velocityEnergy",
+            "transport.playing",
+            "transport.cycle",
+            "transport.tempo",
+        ]
+        .map(String::from),
+    );
+    for category in FlagCategory::ALL {
+        for severity in Severity::ALL {
+            names.push(format!("flags.{category:?}.{severity:?}").to_lowercase());
+        }
+    }
+    names.extend(COMMANDS.iter().map(|c| format!("recent.{}", c.kind)));
+    names.extend(BloomOutcome::ALL.iter().map(|o| format!("bloom.{o:?}").to_lowercase()));
+    names
+}
+
+/// The feature vector of a window (the last snapshot plus window aggregates).
+pub fn features(window: &[Snapshot]) -> Vec<f32> {
+    let last = window.last().expect("windows are non-empty");
+    let mut v: Vec<f64> = Vec::with_capacity(64);
+    v.extend(Mode::ALL.iter().map(|m| f64::from(u8::from(*m == last.mode))));
+    let als = |s: &Snapshot, c: AlsChannel| {
+        s.als_channels
+            .iter()
+            .find(|r| r.channel == c)
+            .map_or(0.0, |r| r.normalized)
+    };
+    v.extend(AlsChannel::ALL.iter().map(|c| als(last, *c)));
+    v.extend(
+        AlsChannel::ALL
+            .iter()
+            .map(|c| window.iter().map(|s| als(s, *c)).sum::<f64>() / window.len() as f64),
+    );
+    let m = &last.audio_metrics;
+    v.push(m.cpu_load);
+    v.push(window.iter().map(|s| s.audio_metrics.cpu_load).fold(0.0, f64::max));
+    v.push(f64::from(u8::from(m.dropouts > 0)));
+    v.push((1.0 + window.iter().map(|s| s.audio_metrics.dropouts as f64).sum::<f64>()).ln() / 3.0);
+    v.push((m.latency_ms / 50.0).min(2.0));
+    v.push((f64::from(m.buffer_size).log2() - 5.0) / 8.0);
+    let h = &last.harmonic_state;
+    v.extend([h.consonance, h.tension, h.velocity_energy]);
+    let t = &last.transport;
+    v.extend([
+        f64::from(u8::from(t.is_playing)),
+        f64::from(u8::from(t.cycle.enabled)),
+        t.tempo / 200.0,
+    ]);
+    for category in FlagCategory::ALL {
+        for severity in Severity::ALL {
+            let count = last
+                .ai_analysis_flags
+                .iter()
+                .filter(|f| f.category == category && f.severity == severity)
+                .count();
+            v.push((count as f64).min(3.0) / 3.0);
+        }
+    }
+    let actions = last
+        .user_memory_summary
+        .as_ref()
+        .map(|m| m.recent_actions.as_slice())
+        .unwrap_or(&[]);
+    for command in COMMANDS {
+        let count = actions.iter().filter(|a| *a == command.kind).count();
+        v.push(count as f64 / actions.len().max(1) as f64);
+    }
+    for outcome in BloomOutcome::ALL {
+        let count = last.bloom_trace.iter().filter(|b| b.outcome == outcome).count();
+        v.push(count as f64 / last.bloom_trace.len().max(1) as f64);
+    }
+    v.into_iter()
+        .map(|x| ((x * 10_000.0).round() / 10_000.0) as f32)
+        .collect()
+}
+
+/// Commands in `next` that were not in `current` (the lists keep the most
+/// recent 20, so `next` is `current` minus some oldest ones plus new ones).
+fn new_commands<'a>(current: &[DawCommand], next: &'a [DawCommand]) -> &'a [DawCommand] {
+    for dropped in 0..=current.len() {
+        let kept = &current[dropped..];
+        if next.len() >= kept.len() && next[..kept.len()] == *kept {
+            return &next[kept.len()..];
+        }
+    }
+    next
+}
+
+/// The ground-truth command after a window ending at `last`, seen in `next`.
+fn ground_truth(last: &Snapshot, next: &Snapshot) -> CommandTarget {
+    let empty = Vec::new();
+    let fresh = new_commands(
+        last.issued_commands.as_ref().unwrap_or(&empty),
+        next.issued_commands.as_ref().unwrap_or(&empty),
+    );
+    if let Some(command) = fresh.first() {
+        return CommandTarget::of(command);
+    }
+    let since = chrono::DateTime::parse_from_rfc3339(&last.captured_at).ok();
+    next.bloom_trace
+        .iter()
+        .filter(|b| b.outcome == BloomOutcome::Accepted)
+        .filter(|b| chrono::DateTime::parse_from_rfc3339(&b.at).ok() > since)
+        .find(|b| super::vocabulary::command(&b.action).is_some())
+        .map_or_else(CommandTarget::none, |b| CommandTarget {
+            kind: b.action.clone(),
+            target: None,
+        })
+}
+
+fn example(window: &[Snapshot], next: &Snapshot) -> Example {
+    let last = window.last().expect("windows are non-empty");
+    let label = seed_label(last);
+    let command = ground_truth(last, next);
+    let critical = critical_health(last);
+    let intensity = guidance_intensity(last.mode, critical, &command);
+    let start = chrono::DateTime::parse_from_rfc3339(&window[0].captured_at).ok();
+    let end = chrono::DateTime::parse_from_rfc3339(&last.captured_at).ok();
+    let seconds = match (start, end) {
+        (Some(a), Some(b)) => (b - a).num_milliseconds() as f64 / 1000.0,
+        _ => 0.0,
+    };
+    Example {
+        session_id: last.session_id.clone(),
+        window_end: last.snapshot_id.clone(),
+        mode: last.mode,
+        critical,
+        features: features(window),
+        seed_label: SeedTarget {
+            response: label.response,
+            command: label
+                .command
+                .as_ref()
+                .map_or_else(CommandTarget::none, CommandTarget::of),
+        },
+        command,
+        next_mode: next.mode,
+        guidance: GuidanceTarget {
+            channel: label.channel,
+            intensity,
+        },
+        moment: Moment {
+            playing: last.transport.is_playing,
+            energy: last
+                .als_channels
+                .iter()
+                .find(|r| r.channel == AlsChannel::Energy)
+                .map_or(0.0, |r| r.normalized),
+            seconds,
+        },
+        augmented: false,
+    }
+}
+
+/// The intensity the doctrine asks for.
+fn guidance_intensity(mode: Mode, critical: bool, command: &CommandTarget) -> Intensity {
+    if critical {
+        Intensity::Call
+    } else if mode == Mode::Passive || command.kind == super::vocabulary::NONE {
+        Intensity::Whisper
+    } else {
+        Intensity::Nudge
+    }
+}
+
+/// The same context under another mode, labelled as the doctrine demands.
+fn replay(example: &Example, mode: Mode) -> Example {
+    let mut copy = example.clone();
+    copy.mode = mode;
+    for (slot, m) in copy.features.iter_mut().zip(Mode::ALL) {
+        *slot = f32::from(u8::from(m == mode));
+    }
+    let permitted = |c: &CommandTarget| c.kind == super::vocabulary::NONE || allowed(mode, &c.kind, example.critical);
+    if !permitted(&copy.command) {
+        copy.command = CommandTarget::none();
+    }
+    if !permitted(&copy.seed_label.command) {
+        copy.seed_label.command = CommandTarget::none();
+    }
+    copy.guidance.intensity = guidance_intensity(mode, example.critical, &copy.command);
+    copy.augmented = true;
+    copy
+}
+
+/// True when the session belongs to the test split.
+fn is_test(session: &str, options: &DatasetOptions) -> bool {
+    let mut key = KeyEncoder::new("fabric-split-v1");
+    key.bytes(b's', &options.seed.to_le_bytes()).text(b'i', session);
+    let bits = u64::from_le_bytes(key.finish().0[..8].try_into().expect("8 bytes"));
+    (bits as f64 / u64::MAX as f64) < options.test_fraction
+}
+
+/// Builds the dataset from the per-session JSONL files under `input`.
+pub fn build(input: &Path, options: &DatasetOptions, paths: &DatasetPaths) -> anyhow::Result<DatasetCard> {
+    anyhow::ensure!(options.window_size >= 1, "window size must be at least 1");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(input)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    files.sort();
+    anyhow::ensure!(
+        !files.is_empty(),
+        "no sanitized *.jsonl session files in {}",
+        input.display()
+    );
+
+    let mut train = BufWriter::new(std::fs::File::create(&paths.train)?);
+    let mut test = BufWriter::new(std::fs::File::create(&paths.test)?);
+    let mut examples: BTreeMap<String, usize> =
+        BTreeMap::from([("train".into(), 0), ("test".into(), 0), ("augmented".into(), 0)]);
+    let mut sessions: BTreeMap<String, usize> = BTreeMap::from([("train".into(), 0), ("test".into(), 0)]);
+    let mut classes: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
+    let mut sources = BTreeMap::new();
+    for file in &files {
+        let bytes = std::fs::read(file)?;
+        sources.insert(file_name(file), Digest::of(&bytes).to_string());
+        let text = String::from_utf8(bytes)?;
+        let mut snapshots: Vec<Snapshot> = text
+            .lines()
+            .enumerate()
+            .map(|(n, line)| {
+                serde_json::from_str(line).map_err(|e| {
+                    anyhow::anyhow!(
+                        "{}:{}: not a sanitized snapshot ({e}); run sanitize first",
+                        file.display(),
+                        n + 1
+                    )
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        snapshots.sort_by_key(|s| {
+            let time = chrono::DateTime::parse_from_rfc3339(&s.captured_at)
+                .map(|t| t.timestamp_nanos_opt().unwrap_or(i64::MAX))
+                .unwrap_or(i64::MAX);
+            (time, s.sequence.unwrap_or(0))
+        });
+        let Some(session) = snapshots.first().map(|s| s.session_id.clone()) else {
+            continue;
+        };
+        let held_out = is_test(&session, options);
+        let split = if held_out { "test" } else { "train" };
+        *sessions.entry(split.into()).or_insert(0) += 1;
+        if snapshots.len() <= options.window_size {
+            continue;
+        }
+        for start in 0..snapshots.len() - options.window_size {
+            let window = &snapshots[start..start + options.window_size];
+            let next = &snapshots[start + options.window_size];
+            let example = example(window, next);
+            let mut batch = vec![example.clone()];
+            if options.augment_mode && !held_out {
+                batch.extend(
+                    Mode::ALL
+                        .iter()
+                        .filter(|m| **m != example.mode)
+                        .map(|m| replay(&example, *m)),
+                );
+            }
+            for item in batch {
+                *classes
+                    .entry("command".into())
+                    .or_default()
+                    .entry(item.command.kind.clone())
+                    .or_insert(0) += 1;
+                *classes
+                    .entry("nextMode".into())
+                    .or_default()
+                    .entry(item.next_mode.name().into())
+                    .or_insert(0) += 1;
+                *classes
+                    .entry("guidanceIntensity".into())
+                    .or_default()
+                    .entry(item.guidance.intensity.name().into())
+                    .or_insert(0) += 1;
+                if item.augmented {
+                    *examples.entry("augmented".into()).or_insert(0) += 1;
+                }
+                *examples.entry(split.into()).or_insert(0) += 1;
+                let line = serde_json::to_string(&item)?;
+                writeln!(if held_out { &mut test } else { &mut train }, "{line}")?;
+            }
+        }
+    }
+    train.flush()?;
+    test.flush()?;
+    drop((train, test));
+    let mut key = KeyEncoder::new("fabric-dataset-v1");
+    key.bytes(b't', &std::fs::read(&paths.train)?)
+        .bytes(b'T', &std::fs::read(&paths.test)?);
+    let card = DatasetCard {
+        schema: SCHEMA_VERSION.into(),
+        dataset_hash: key.finish().to_string(),
+        params: options.clone(),
+        examples,
+        sessions,
+        classes,
+        feature_layout: feature_layout(),
+        sources,
+        files: BTreeMap::from([
+            ("train".into(), paths.names.0.clone()),
+            ("test".into(), paths.names.1.clone()),
+        ]),
+    };
+    std::fs::write(&paths.card, serde_json::to_string_pretty(&card)? + "\n")?;
+    Ok(card)
+}

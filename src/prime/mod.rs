@@ -1,0 +1,12 @@
+//! The Prime Brain data domain: the snapshot schema, the command vocabulary,
+//! the current rules as a labeler, simulated sessions, sanitizing, and
+//! dataset building. The built-in steps in [`crate::steps::prime`] and the
+//! `fabric simulate|sanitize|dataset|schema` commands call into here.
+
+pub mod dataset;
+pub mod labels;
+pub mod redact;
+pub mod sanitize;
+pub mod schema;
+pub mod simulate;
+pub mod vocabulary;

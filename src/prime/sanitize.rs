@@ -1,0 +1,416 @@
+//! `prime.sanitize`: raw snapshots in, clean per-session JSONL out.
+//!
+//! 1. Every `*.json` (one record) and `*.jsonl` (one per line) file under the
+//!    input directory is read in name order, in chunks parsed in parallel.
+//! 2. Each record is parsed into the v1 types (unknown fields fall away),
+//!    validated, normalized (clamped, rounded, arrays cut to their limits
+//!    keeping the most recent, command targets mapped to archetypes) and
+//!    redacted ([`super::redact`]). Invalid records are dropped with a reason.
+//! 3. Records are deduplicated by `snapshotId` (the first in file and line
+//!    order wins) and appended to a partial file per session, so memory
+//!    stays bounded by the chunk size, not the input size.
+//! 4. Each session file is sorted by `capturedAt`, then `sequence`, then
+//!    `snapshotId`, scanned a second time for personal data (any finding
+//!    fails the step: nothing dirty is ever published), and written.
+//!
+//! The same input gives byte-identical output, whatever the thread count.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::redact::{self, Kind};
+use super::schema::*;
+use super::vocabulary;
+
+/// Records parsed together in parallel.
+const CHUNK: usize = 4096;
+/// At most this many session files open at once.
+const OPEN_FILES: usize = 256;
+
+/// What sanitize did, written to `reports/sanitize.json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SanitizeReport {
+    /// Schema version applied.
+    pub schema: String,
+    /// Input files read.
+    pub files: usize,
+    /// Records read.
+    pub records_in: usize,
+    /// Records written.
+    pub records_out: usize,
+    /// Sessions written (one file each).
+    pub sessions: usize,
+    /// Dropped records by reason.
+    pub dropped: BTreeMap<String, usize>,
+    /// Redactions by kind of personal data.
+    pub redactions: BTreeMap<String, usize>,
+    /// Normalizations by kind.
+    pub normalized: BTreeMap<String, usize>,
+}
+
+/// Why sanitize failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SanitizeError {
+    /// The file system failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file involved.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The output scan found personal data; nothing was published.
+    #[error(
+        "personal data ({kind}) survived redaction in session `{session}`, field {field}; nothing was written. Report this input to the Fabric maintainers"
+    )]
+    Leak {
+        /// The session.
+        session: String,
+        /// The field.
+        field: String,
+        /// The kind of data.
+        kind: &'static str,
+    },
+    /// The input directory holds no snapshot files.
+    #[error("no *.json or *.jsonl files under {0}")]
+    NoInput(PathBuf),
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> SanitizeError + '_ {
+    move |source| SanitizeError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// One record after cleaning.
+struct Clean {
+    snapshot: Snapshot,
+    redactions: BTreeMap<Kind, usize>,
+    normalized: BTreeMap<&'static str, usize>,
+}
+
+/// Sanitizes every snapshot under `input` into `output` (created; must not
+/// hold earlier results) and returns the report.
+pub fn sanitize(input: &Path, output: &Path) -> Result<SanitizeReport, SanitizeError> {
+    let files = input_files(input)?;
+    if files.is_empty() {
+        return Err(SanitizeError::NoInput(input.to_path_buf()));
+    }
+    let partial = output.join(".partial");
+    std::fs::create_dir_all(&partial).map_err(io_error(&partial))?;
+    let mut report = SanitizeReport {
+        schema: SCHEMA_VERSION.into(),
+        files: files.len(),
+        ..SanitizeReport::default()
+    };
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut writers: HashMap<String, BufWriter<File>> = HashMap::new();
+    let mut sessions: HashSet<String> = HashSet::new();
+
+    for file in &files {
+        let single = file.extension().is_some_and(|e| e == "json");
+        let reader = BufReader::new(File::open(file).map_err(io_error(file))?);
+        let mut chunk: Vec<String> = Vec::with_capacity(CHUNK);
+        let mut lines = reader.lines();
+        loop {
+            chunk.clear();
+            if single {
+                let text = std::fs::read_to_string(file).map_err(io_error(file))?;
+                chunk.push(text);
+            } else {
+                for line in lines.by_ref() {
+                    let line = line.map_err(io_error(file))?;
+                    if !line.trim().is_empty() {
+                        chunk.push(line);
+                    }
+                    if chunk.len() == CHUNK {
+                        break;
+                    }
+                }
+            }
+            if chunk.is_empty() {
+                break;
+            }
+            let cleaned: Vec<Result<Clean, String>> = chunk.par_iter().map(|text| clean(text)).collect();
+            for result in cleaned {
+                report.records_in += 1;
+                let record = match result {
+                    Ok(record) => record,
+                    Err(reason) => {
+                        *report.dropped.entry(reason).or_insert(0) += 1;
+                        continue;
+                    }
+                };
+                if !seen.insert(record.snapshot.snapshot_id.clone()) {
+                    *report.dropped.entry("duplicate".into()).or_insert(0) += 1;
+                    continue;
+                }
+                for (kind, count) in &record.redactions {
+                    *report.redactions.entry(kind.name().into()).or_insert(0) += count;
+                }
+                for (kind, count) in &record.normalized {
+                    *report.normalized.entry((*kind).into()).or_insert(0) += count;
+                }
+                let session = record.snapshot.session_id.clone();
+                if !writers.contains_key(&session) {
+                    if writers.len() >= OPEN_FILES {
+                        for (_, mut writer) in writers.drain() {
+                            writer.flush().map_err(io_error(&partial))?;
+                        }
+                    }
+                    let path = partial.join(format!("{session}.jsonl"));
+                    let handle = File::options()
+                        .create(true)
+                        .append(true)
+                        .open(&path)
+                        .map_err(io_error(&path))?;
+                    writers.insert(session.clone(), BufWriter::new(handle));
+                }
+                let writer = writers.get_mut(&session).expect("inserted above");
+                let line = serde_json::to_string(&record.snapshot).expect("snapshots serialize");
+                writeln!(writer, "{line}").map_err(io_error(&partial))?;
+                sessions.insert(session);
+                report.records_out += 1;
+            }
+            if single {
+                break;
+            }
+        }
+    }
+    for (_, mut writer) in writers.drain() {
+        writer.flush().map_err(io_error(&partial))?;
+    }
+
+    let mut sessions: Vec<String> = sessions.into_iter().collect();
+    sessions.sort();
+    sessions
+        .par_iter()
+        .map(|session| finish_session(&partial, output, session))
+        .collect::<Result<Vec<()>, SanitizeError>>()?;
+    std::fs::remove_dir_all(&partial).map_err(io_error(&partial))?;
+    report.sessions = sessions.len();
+    Ok(report)
+}
+
+/// Sorts one session's records, verifies them and writes the final file.
+fn finish_session(partial: &Path, output: &Path, session: &str) -> Result<(), SanitizeError> {
+    let source = partial.join(format!("{session}.jsonl"));
+    let text = std::fs::read_to_string(&source).map_err(io_error(&source))?;
+    let mut records: Vec<(i64, u64, String, String)> = text
+        .lines()
+        .map(|line| {
+            let snapshot: Snapshot = serde_json::from_str(line).expect("we wrote this line");
+            let time = chrono::DateTime::parse_from_rfc3339(&snapshot.captured_at)
+                .map(|t| t.timestamp_nanos_opt().unwrap_or(i64::MAX))
+                .unwrap_or(i64::MAX);
+            if let Some((field, kind)) = leak(&snapshot) {
+                return Err(SanitizeError::Leak {
+                    session: session.to_string(),
+                    field,
+                    kind,
+                });
+            }
+            Ok((
+                time,
+                snapshot.sequence.unwrap_or(0),
+                snapshot.snapshot_id,
+                line.to_string(),
+            ))
+        })
+        .collect::<Result<_, _>>()?;
+    records.sort();
+    let target = output.join(format!("{session}.jsonl"));
+    let mut writer = BufWriter::new(File::create(&target).map_err(io_error(&target))?);
+    for (_, _, _, line) in records {
+        writeln!(writer, "{line}").map_err(io_error(&target))?;
+    }
+    writer.flush().map_err(io_error(&target))
+}
+
+/// Input files under `dir`, sorted by path.
+fn input_files(dir: &Path) -> Result<Vec<PathBuf>, SanitizeError> {
+    let mut files = Vec::new();
+    for entry in walkdir::WalkDir::new(dir).sort_by_file_name() {
+        let entry = entry.map_err(|e| SanitizeError::Io {
+            path: dir.to_path_buf(),
+            source: e.into(),
+        })?;
+        let is_snapshot = entry.path().extension().is_some_and(|e| e == "json" || e == "jsonl");
+        if entry.file_type().is_file() && is_snapshot {
+            files.push(entry.into_path());
+        }
+    }
+    Ok(files)
+}
+
+/// Parses, validates, normalizes and redacts one record, or names why it is dropped.
+fn clean(text: &str) -> Result<Clean, String> {
+    let mut snapshot: Snapshot = serde_json::from_str(text).map_err(|error| drop_reason(&error))?;
+    snapshot
+        .validate()
+        .map_err(|violation| format!("invalid:{}", violation.field))?;
+    let mut normalized = BTreeMap::new();
+    normalize(&mut snapshot, &mut normalized);
+    let mut redactions = BTreeMap::new();
+    for_each_text(&mut snapshot, |_, text| {
+        let (clean, counts) = redact::redact(text);
+        *text = clean;
+        for (kind, count) in counts {
+            *redactions.entry(kind).or_insert(0) += count;
+        }
+    });
+    Ok(Clean {
+        snapshot,
+        redactions,
+        normalized,
+    })
+}
+
+fn drop_reason(error: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    match error.classify() {
+        Category::Syntax | Category::Eof | Category::Io => "invalid_json".into(),
+        Category::Data => {
+            let message = error.to_string();
+            if let Some(rest) = message.strip_prefix("missing field `") {
+                format!("missing_field:{}", rest.split('`').next().unwrap_or(""))
+            } else if message.starts_with("invalid type") {
+                "wrong_type".into()
+            } else {
+                "invalid_value".into()
+            }
+        }
+    }
+}
+
+fn round(value: &mut f64) {
+    *value = (*value * 10_000.0).round() / 10_000.0;
+}
+
+fn truncate<T>(items: &mut Vec<T>, limit: usize, what: &'static str, normalized: &mut BTreeMap<&'static str, usize>) {
+    if items.len() > limit {
+        items.drain(..items.len() - limit);
+        *normalized.entry(what).or_insert(0) += 1;
+    }
+}
+
+fn normalize(s: &mut Snapshot, normalized: &mut BTreeMap<&'static str, usize>) {
+    for reading in &mut s.als_channels {
+        if !(0.0..=1.0).contains(&reading.normalized) {
+            reading.normalized = reading.normalized.clamp(0.0, 1.0);
+            *normalized.entry("clamped:alsChannels.normalized").or_insert(0) += 1;
+        }
+        round(&mut reading.value);
+        round(&mut reading.normalized);
+    }
+    let t = &mut s.transport;
+    for value in [
+        &mut t.tempo,
+        &mut t.playhead_beats,
+        &mut t.cycle.start_beats,
+        &mut t.cycle.end_beats,
+    ] {
+        round(value);
+    }
+    round(&mut s.audio_metrics.latency_ms);
+    round(&mut s.audio_metrics.cpu_load);
+    let h = &mut s.harmonic_state;
+    for value in [&mut h.consonance, &mut h.tension, &mut h.velocity_energy] {
+        round(value);
+    }
+    if let Some(memory) = &mut s.user_memory_summary {
+        truncate(
+            &mut memory.recent_actions,
+            MAX_RECENT_ACTIONS,
+            "truncated:recentActions",
+            normalized,
+        );
+    }
+    truncate(&mut s.bloom_trace, MAX_BLOOM_TRACE, "truncated:bloomTrace", normalized);
+    truncate(
+        &mut s.conversation_turns,
+        MAX_CONVERSATION_TURNS,
+        "truncated:conversationTurns",
+        normalized,
+    );
+    if let Some(commands) = &mut s.issued_commands {
+        truncate(commands, MAX_ISSUED_COMMANDS, "truncated:issuedCommands", normalized);
+        let before = commands.len();
+        commands.retain(|c| vocabulary::command(&c.kind).is_some());
+        if commands.len() < before {
+            *normalized.entry("dropped:unknownCommand").or_insert(0) += before - commands.len();
+        }
+        for command in commands.iter_mut() {
+            if let Some(target) = &command.target
+                && !vocabulary::is_archetype(target)
+            {
+                command.target = vocabulary::archetype_of(target).map(str::to_string);
+                *normalized.entry("mapped:targetToArchetype").or_insert(0) += 1;
+            }
+        }
+    }
+}
+
+/// Calls `visit` with every free-text field (by JSON path) of a snapshot.
+fn for_each_text(s: &mut Snapshot, mut visit: impl FnMut(&'static str, &mut String)) {
+    visit("harmonicState.scale", &mut s.harmonic_state.scale);
+    for flag in &mut s.ai_analysis_flags {
+        visit("aiAnalysisFlags.message", &mut flag.message);
+    }
+    if let Some(memory) = &mut s.user_memory_summary {
+        for action in &mut memory.recent_actions {
+            visit("userMemorySummary.recentActions", action);
+        }
+        let preferences = std::mem::take(&mut memory.preferences);
+        for (mut key, mut value) in preferences {
+            visit("userMemorySummary.preferences", &mut key);
+            visit("userMemorySummary.preferences", &mut value);
+            memory.preferences.insert(key, value);
+        }
+    }
+    for event in &mut s.bloom_trace {
+        visit("bloomTrace.action", &mut event.action);
+    }
+    for command in s.issued_commands.iter_mut().flatten() {
+        for value in command.args.iter_mut().flat_map(|a| a.values_mut()) {
+            if let serde_json::Value::String(text) = value {
+                visit("issuedCommands.args", text);
+            }
+        }
+    }
+    for turn in &mut s.conversation_turns {
+        visit("conversationTurns.text", &mut turn.text);
+    }
+    if let Some(guidance) = &mut s.guidance {
+        visit("guidance.text", &mut guidance.text);
+    }
+}
+
+/// The first personal data left in a snapshot: field and kind.
+pub fn leak(snapshot: &Snapshot) -> Option<(String, &'static str)> {
+    let mut copy = snapshot.clone();
+    let mut found = None;
+    for_each_text(&mut copy, |field, text| {
+        if found.is_none()
+            && let Some(finding) = redact::findings(text).first()
+        {
+            found = Some((field.to_string(), finding.kind.name()));
+        }
+    });
+    if found.is_none()
+        && let Some(commands) = &snapshot.issued_commands
+        && let Some(target) = commands
+            .iter()
+            .filter_map(|c| c.target.as_deref())
+            .find(|t| !vocabulary::is_archetype(t))
+    {
+        found = Some((format!("issuedCommands.target ({target})"), "person"));
+    }
+    found
+}

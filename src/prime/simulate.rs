@@ -1,0 +1,444 @@
+//! Simulated Studio sessions: the embedded default data and the "simulated
+//! sessions" of the brief. Seeded and deterministic.
+//!
+//! Each simulated user has a hidden style the data should let a model learn:
+//! how they free CPU (freeze a track or raise the buffer), how they answer a
+//! muddy mix (EQ cut on the bass or a level balance), whether they loop
+//! sections. Sessions change mode over time, play and stop, have CPU spikes
+//! and dropouts, drift harmonically, and record Bloom suggestions with their
+//! outcomes and the commands the user issued. A share of records is made bad
+//! the way a real export stream is (personal data, out-of-range values,
+//! oversize arrays, missing fields, duplicates, truncated JSON).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use rand::seq::IndexedRandom;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::labels::seed_label;
+use super::schema::*;
+
+/// What to simulate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimulateOptions {
+    /// Random seed.
+    pub seed: u64,
+    /// Number of users (each has one hidden style).
+    pub users: usize,
+    /// Sessions per user.
+    pub sessions_per_user: usize,
+    /// Snapshots per session.
+    pub snapshots_per_session: usize,
+    /// Share of records made bad, 0–1.
+    pub bad_fraction: f64,
+}
+
+impl Default for SimulateOptions {
+    fn default() -> Self {
+        SimulateOptions {
+            seed: 57,
+            users: 12,
+            sessions_per_user: 4,
+            snapshots_per_session: 90,
+            bad_fraction: 0.04,
+        }
+    }
+}
+
+/// Counts of what was written.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct SimulateSummary {
+    /// Session files written.
+    pub sessions: usize,
+    /// Records written (bad ones included).
+    pub records: usize,
+    /// Records made bad on purpose.
+    pub bad: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Style {
+    freezes: bool,
+    eq_cuts: bool,
+    loops: bool,
+    talkative: bool,
+}
+
+const PEOPLE: [&str; 8] = ["Maya", "John", "Priya", "Carlos", "Ahmed", "Sofia", "Kenji", "Amara"];
+const TRACKS: [(&str, &str); 8] = [
+    ("vox take 3", "vocals"),
+    ("guitar DI", "guitar"),
+    ("bass comp", "bass"),
+    ("drum bus", "drums"),
+    ("keys", "keys"),
+    ("synth lead", "synth"),
+    ("fx riser", "fx"),
+    ("piano", "keys"),
+];
+
+/// Writes one `<session>.jsonl` file per session into `dir`.
+pub fn simulate(options: &SimulateOptions, dir: &Path) -> std::io::Result<SimulateSummary> {
+    std::fs::create_dir_all(dir)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
+    let mut summary = SimulateSummary::default();
+    for user in 0..options.users {
+        let style = Style {
+            freezes: rng.random_bool(0.5),
+            eq_cuts: rng.random_bool(0.5),
+            loops: rng.random_bool(0.4),
+            talkative: rng.random_bool(0.5),
+        };
+        for session in 0..options.sessions_per_user {
+            let id = format!("u{user:02}-s{session:02}");
+            let records = simulate_session(&mut rng, &id, style, options, user * 1000 + session);
+            let mut file = std::io::BufWriter::new(std::fs::File::create(dir.join(format!("{id}.jsonl")))?);
+            let mut previous: Option<String> = None;
+            for snapshot in records {
+                let mut line = serde_json::to_string(&snapshot).map_err(std::io::Error::other)?;
+                if rng.random_bool(options.bad_fraction) {
+                    line = spoil(&mut rng, &snapshot, previous.as_deref());
+                    summary.bad += 1;
+                }
+                writeln!(file, "{line}")?;
+                previous = Some(line);
+                summary.records += 1;
+            }
+            file.flush()?;
+            summary.sessions += 1;
+        }
+    }
+    Ok(summary)
+}
+
+fn uuid_v4(rng: &mut ChaCha8Rng) -> String {
+    let bytes: [u8; 16] = rng.random();
+    uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
+}
+
+fn round(value: f64) -> f64 {
+    (value * 10_000.0).round() / 10_000.0
+}
+
+fn simulate_session(
+    rng: &mut ChaCha8Rng,
+    session_id: &str,
+    style: Style,
+    options: &SimulateOptions,
+    index: usize,
+) -> Vec<Snapshot> {
+    let start = chrono::DateTime::from_timestamp(1_790_000_000 + index as i64 * 7_200, 0).expect("valid time");
+    let tempo = [84.0, 92.0, 100.0, 120.0, 128.0, 140.0]
+        .choose(rng)
+        .copied()
+        .unwrap_or(120.0);
+    let key = ["C", "D", "Eb", "E", "F", "F#", "G", "A", "Bb", "B"]
+        .choose(rng)
+        .copied()
+        .unwrap_or("C");
+    let scale = ["major", "minor", "dorian"].choose(rng).copied().unwrap_or("major");
+    let mut mode = Mode::Active;
+    let mut playing = false;
+    let mut playhead = 0.0;
+    let mut cpu: f64 = rng.random_range(0.2..0.45);
+    let mut buffer: u32 = [128, 256].choose(rng).copied().unwrap_or(256);
+    let mut tension: f64 = rng.random_range(0.2..0.5);
+    let mut mud_left: u32 = 0;
+    let mut spike_left: u32 = 0;
+    let mut commands: Vec<DawCommand> = Vec::new();
+    let mut recent: Vec<String> = Vec::new();
+    let mut bloom: Vec<BloomEvent> = Vec::new();
+    let mut turns: Vec<Turn> = Vec::new();
+    let mut pending: Option<(DawCommand, usize)> = None;
+    let mut snapshots = Vec::with_capacity(options.snapshots_per_session);
+
+    for step in 0..options.snapshots_per_session {
+        let at = start + chrono::Duration::seconds(4 * step as i64);
+        let at_text = at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        // Mode drifts slowly.
+        if rng.random_bool(0.06) {
+            mode = *Mode::ALL.choose(rng).expect("non-empty");
+        }
+        // Transport.
+        if rng.random_bool(0.08) {
+            playing = !playing;
+            let kind = if playing { "transport.play" } else { "transport.stop" };
+            issue(&mut commands, &mut recent, kind, None);
+        }
+        if playing {
+            playhead += tempo / 60.0 * 4.0;
+        }
+        // Health incidents.
+        if spike_left == 0 && rng.random_bool(0.05) {
+            spike_left = rng.random_range(2..5);
+        }
+        let target_cpu = if spike_left > 0 { 0.93 } else { 0.35 };
+        cpu = (cpu + (target_cpu - cpu) * 0.6 + rng.random_range(-0.04..0.04)).clamp(0.05, 1.0);
+        let dropouts = if cpu > 0.9 { rng.random_range(1..4) } else { 0 };
+        // Mix problems.
+        if mud_left == 0 && rng.random_bool(0.04) {
+            mud_left = rng.random_range(2..5);
+        }
+        tension = (tension + rng.random_range(-0.05..0.05)).clamp(0.0, 1.0);
+
+        let mut flags = Vec::new();
+        if spike_left > 0 {
+            let severity = if dropouts > 2 {
+                Severity::Critical
+            } else {
+                Severity::High
+            };
+            flags.push(AnalysisFlag {
+                category: FlagCategory::Performance,
+                severity,
+                message: "The engine is running hot".into(),
+            });
+        }
+        if mud_left > 0 {
+            flags.push(AnalysisFlag {
+                category: FlagCategory::Mix,
+                severity: Severity::Medium,
+                message: "The low end feels crowded".into(),
+            });
+        }
+        if tension > 0.75 {
+            flags.push(AnalysisFlag {
+                category: FlagCategory::Tonal,
+                severity: Severity::Low,
+                message: "Tension is building".into(),
+            });
+        }
+
+        // The user's own reaction, one snapshot after the cue.
+        if let Some((command, due)) = pending.take() {
+            if due == step {
+                let suggestion_matches = bloom.last().is_some_and(|b| b.action == command.kind);
+                if let Some(last) = bloom.last_mut()
+                    && last.outcome == BloomOutcome::Ignored
+                {
+                    last.outcome = if suggestion_matches {
+                        BloomOutcome::Accepted
+                    } else {
+                        BloomOutcome::Dismissed
+                    };
+                }
+                if command.kind == "engine.setBufferSize" {
+                    buffer = (buffer * 2).min(2048);
+                }
+                if command.kind == "track.freeze" {
+                    cpu *= 0.7;
+                }
+                if command.kind.starts_with("mix.") {
+                    mud_left = 0;
+                }
+                if command.kind == "engine.setBufferSize" || command.kind == "track.freeze" {
+                    spike_left = 0;
+                }
+                issue(&mut commands, &mut recent, &command.kind, command.target.as_deref());
+            } else {
+                pending = Some((command, due));
+            }
+        } else if spike_left > 0 && rng.random_bool(0.7) {
+            let command = if style.freezes {
+                DawCommand {
+                    kind: "track.freeze".into(),
+                    target: Some(["synth", "keys", "fx"].choose(rng).expect("non-empty").to_string()),
+                    args: None,
+                }
+            } else {
+                DawCommand {
+                    kind: "engine.setBufferSize".into(),
+                    target: None,
+                    args: Some(BTreeMap::from([("size".into(), serde_json::json!(buffer * 2))])),
+                }
+            };
+            pending = Some((command, step + 1));
+        } else if mud_left > 0 && rng.random_bool(0.6) {
+            let command = if style.eq_cuts {
+                DawCommand {
+                    kind: "mix.eqCut".into(),
+                    target: Some("bass".into()),
+                    args: None,
+                }
+            } else {
+                DawCommand {
+                    kind: "mix.balanceLevels".into(),
+                    target: None,
+                    args: None,
+                }
+            };
+            pending = Some((command, step + 1));
+        } else if style.loops && playing && rng.random_bool(0.05) {
+            pending = Some((
+                DawCommand {
+                    kind: "arrange.loopSection".into(),
+                    target: None,
+                    args: None,
+                },
+                step + 1,
+            ));
+        } else if rng.random_bool(0.02) {
+            let kind = ["mix.addReverb", "mix.compress", "track.solo", "track.mute"]
+                .choose(rng)
+                .expect("non-empty");
+            let target = ["vocals", "drums", "guitar", "keys"].choose(rng).expect("non-empty");
+            pending = Some((
+                DawCommand {
+                    kind: (*kind).into(),
+                    target: Some((*target).into()),
+                    args: None,
+                },
+                step + 1,
+            ));
+        }
+        spike_left = spike_left.saturating_sub(1);
+        mud_left = mud_left.saturating_sub(1);
+
+        let mut snapshot = Snapshot {
+            snapshot_id: uuid_v4(rng),
+            session_id: session_id.to_string(),
+            captured_at: at_text.clone(),
+            sequence: Some(step as u64),
+            mode,
+            transport: Transport {
+                is_playing: playing,
+                tempo,
+                playhead_beats: round(playhead),
+                time_signature: "4/4".into(),
+                cycle: Cycle {
+                    enabled: style.loops && playing,
+                    start_beats: 0.0,
+                    end_beats: 16.0,
+                },
+            },
+            als_channels: AlsChannel::ALL
+                .iter()
+                .map(|&channel| {
+                    let normalized = match channel {
+                        AlsChannel::Temperature => 0.5 + if mud_left > 0 { 0.3 } else { 0.0 },
+                        AlsChannel::Energy => (if playing { 0.7 } else { 0.3 }) + tension * 0.2,
+                        AlsChannel::Pulse => (tempo - 60.0) / 120.0,
+                        AlsChannel::Pressure => cpu,
+                    };
+                    let normalized = round((normalized + rng.random_range(-0.03..0.03)).clamp(0.0, 1.0));
+                    AlsReading {
+                        channel,
+                        value: round(normalized * 100.0),
+                        normalized,
+                    }
+                })
+                .collect(),
+            audio_metrics: AudioMetrics {
+                latency_ms: round(buffer as f64 / 48.0 * 2.0),
+                cpu_load: round(cpu),
+                dropouts,
+                buffer_size: buffer,
+                sample_rate: 48_000,
+            },
+            harmonic_state: HarmonicState {
+                key: key.into(),
+                scale: scale.into(),
+                consonance: round(1.0 - tension * 0.6),
+                tension: round(tension),
+                velocity_energy: round((if playing { 0.6 } else { 0.2 }) + rng.random_range(0.0..0.2)),
+            },
+            ai_analysis_flags: flags,
+            user_memory_summary: Some(UserMemory {
+                recent_actions: tail(&recent, MAX_RECENT_ACTIONS),
+                preferences: BTreeMap::from([("meter".into(), "calm".into())]),
+            }),
+            bloom_trace: tail(&bloom, MAX_BLOOM_TRACE),
+            issued_commands: Some(tail(&commands, MAX_ISSUED_COMMANDS)),
+            conversation_turns: tail(&turns, MAX_CONVERSATION_TURNS),
+            guidance: None,
+        };
+        // Prime Brain's current logic reacts; its suggestion goes out through Bloom.
+        let label = seed_label(&snapshot);
+        snapshot.guidance = Some(Guidance {
+            channel: label.channel,
+            intensity: label.intensity,
+            text: label.response.clone(),
+        });
+        if let Some(command) = &label.command {
+            bloom.push(BloomEvent {
+                action: command.kind.clone(),
+                source: BloomSource::Bloom,
+                outcome: BloomOutcome::Ignored,
+                at: at_text.clone(),
+            });
+        }
+        if style.talkative && rng.random_bool(0.08) {
+            let person = PEOPLE.choose(rng).expect("non-empty");
+            let (track, _) = TRACKS.choose(rng).expect("non-empty");
+            turns.push(Turn {
+                role: Role::User,
+                text: format!("{person} {track} needs more space"),
+            });
+            turns.push(Turn {
+                role: Role::Prime,
+                text: label.response.clone(),
+            });
+        }
+        snapshots.push(snapshot);
+    }
+    snapshots
+}
+
+fn issue(commands: &mut Vec<DawCommand>, recent: &mut Vec<String>, kind: &str, target: Option<&str>) {
+    commands.push(DawCommand {
+        kind: kind.to_string(),
+        target: target.map(str::to_string),
+        args: None,
+    });
+    recent.push(kind.to_string());
+}
+
+fn tail<T: Clone>(items: &[T], limit: usize) -> Vec<T> {
+    items[items.len().saturating_sub(limit)..].to_vec()
+}
+
+/// Turns a good record into one of the bad kinds a real stream carries.
+fn spoil(rng: &mut ChaCha8Rng, snapshot: &Snapshot, previous: Option<&str>) -> String {
+    let mut value = serde_json::to_value(snapshot).expect("a snapshot serializes");
+    match rng.random_range(0..8) {
+        0 => {
+            let person = PEOPLE.choose(rng).expect("non-empty");
+            value["conversationTurns"] = serde_json::json!([
+                {"role": "user", "text": format!("{person} here, mail me at {}@example.com or call +44 20 7946 0958", person.to_lowercase())},
+                {"role": "user", "text": format!("stems are in /home/{}/Music/final_mix.wav", person.to_lowercase())}
+            ]);
+        }
+        1 => {
+            let person = PEOPLE.choose(rng).expect("non-empty");
+            value["issuedCommands"] =
+                serde_json::json!([{"type": "track.mute", "target": format!("{person} vox take 3")}]);
+            value["aiAnalysisFlags"] = serde_json::json!([{"category": "mix", "severity": "low", "message": format!("{person} vox take 3 is clipping")}]);
+        }
+        2 => value["audioMetrics"]["cpuLoad"] = serde_json::json!(3.5),
+        3 => value["transport"]["tempo"] = serde_json::json!(1000),
+        4 => {
+            let many: Vec<serde_json::Value> = (0..30)
+                .map(|i| serde_json::json!({"role": "prime", "text": format!("turn {i}")}))
+                .collect();
+            value["conversationTurns"] = serde_json::Value::Array(many);
+            value["smuggled"] = serde_json::json!({"email": "leak@example.com"});
+        }
+        5 => {
+            if let Some(object) = value.as_object_mut() {
+                object.remove("harmonicState");
+            }
+        }
+        6 => {
+            if let Some(previous) = previous {
+                return previous.to_string();
+            }
+        }
+        _ => {
+            let text = value.to_string();
+            return text[..text.len() / 2].to_string();
+        }
+    }
+    value.to_string()
+}

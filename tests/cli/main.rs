@@ -1,0 +1,142 @@
+//! End-to-end tests: the real `fabric` binary in temporary workspaces.
+//!
+//! Stage commands append a line to a counter file outside the workspace, so
+//! tests can assert exactly how many times each stage executed.
+#![allow(unsafe_code)] // signals sent to child processes
+
+mod prime;
+mod runner;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+struct Workspace {
+    dir: tempfile::TempDir,
+    counters: tempfile::TempDir,
+}
+
+struct Outcome {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Outcome {
+    fn from(output: Output) -> Outcome {
+        Outcome {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+impl Workspace {
+    fn new() -> Workspace {
+        Workspace {
+            dir: tempfile::tempdir().unwrap(),
+            counters: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn path(&self, relative: &str) -> PathBuf {
+        self.root().join(relative)
+    }
+
+    fn write(&self, relative: &str, text: &str) -> &Workspace {
+        let path = self.path(relative);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+        self
+    }
+
+    fn read(&self, relative: &str) -> String {
+        std::fs::read_to_string(self.path(relative)).unwrap_or_else(|e| panic!("{relative}: {e}"))
+    }
+
+    /// A shell snippet that counts one execution of `name`.
+    fn tick(&self, name: &str) -> String {
+        format!("echo x >> {}/{name}", self.counters.path().display())
+    }
+
+    fn count(&self, name: &str) -> usize {
+        std::fs::read_to_string(self.counters.path().join(name))
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fabric"));
+        command
+            .args(args)
+            .current_dir(self.root())
+            .env("CI", "true")
+            .env_remove("NO_COLOR");
+        command
+    }
+
+    fn fabric(&self, args: &[&str]) -> Outcome {
+        Outcome::from(self.command(args).output().unwrap())
+    }
+
+    fn ok(&self, args: &[&str]) -> Outcome {
+        let outcome = self.fabric(args);
+        assert_eq!(
+            outcome.code, 0,
+            "fabric {args:?} failed\nstdout:\n{}\nstderr:\n{}",
+            outcome.stdout, outcome.stderr
+        );
+        outcome
+    }
+
+    /// A three-stage chain a → b → c plus an independent stage d.
+    fn chain(&self) -> &Workspace {
+        self.write(
+            "Fabric.toml",
+            "[workspace]\nname = \"t\"\ninclude = [\"pipelines/*.toml\"]\n\n[params]\nfactor = 2\n",
+        );
+        self.write("data/in.txt", "1\n2\n3\n");
+        self.write("data/other.txt", "x\n");
+        self.write(
+            "pipelines/chain.toml",
+            &format!(
+                r#"[pipeline]
+name = "chain"
+
+[stage.a]
+cmd = "{} && sort -r data/in.txt > build/a.txt"
+deps = ["data/in.txt"]
+outs = ["build/a.txt"]
+
+[stage.b]
+cmd = "{} && awk '{{print $1 * ${{params.factor}}}}' build/a.txt > build/b.txt"
+deps = ["build/a.txt"]
+outs = ["build/b.txt"]
+
+[stage.c]
+cmd = "{} && mkdir -p build/c && cp build/b.txt build/c/copy.txt && echo '{{\"lines\": 3}}' > build/c.json"
+deps = ["${{stage.b.outs[0]}}"]
+outs = ["build/c"]
+metrics = ["build/c.json"]
+
+[stage.d]
+cmd = "{} && cp data/other.txt build/d.txt"
+deps = ["data/other.txt"]
+outs = ["build/d.txt"]
+"#,
+                self.tick("a"),
+                self.tick("b"),
+                self.tick("c"),
+                self.tick("d")
+            ),
+        )
+    }
+
+    fn counts(&self) -> [usize; 4] {
+        [self.count("a"), self.count("b"), self.count("c"), self.count("d")]
+    }
+}
