@@ -5,7 +5,7 @@
 //! macOS, home-relative, Windows drive and UNC), file names with media or
 //! document extensions, phone numbers (7–15 digits in phone shapes), and
 //! person names (capitalized words outside a vocabulary of ordinary words).
-//! A name next to a track word becomes the track's archetype ("Maya vox
+//! A name followed by a track word becomes the track's archetype ("Maya vox
 //! take 3" → "the vocals track take 3"); other names become "someone".
 //!
 //! The same [`findings`] function verifies sanitize's output: redacted text
@@ -89,13 +89,13 @@ static WINDOWS_PATH: LazyLock<Regex> = LazyLock::new(|| {
 });
 static FILE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r"(?i)\b(?:[\w-]+[ _]){0,3}[\w-]+\.(?:wav|mp3|aiff?|flac|ogg|m4a|aac|mid|midi|als|alp|logicx|ptx|ptf|flp|rpp|cpr|band|sesx|zip|rar|7z|txt|pdf|docx?|xlsx?|json|png|jpe?g|gif|mov|mp4|nki|fxp|sfz)\b",
+        r"(?i)\b[\w-]+\.(?:wav|mp3|aiff?|flac|ogg|m4a|aac|mid|midi|als|alp|logicx|ptx|ptf|flp|rpp|cpr|band|sesx|zip|rar|7z|txt|pdf|docx?|xlsx?|json|png|jpe?g|gif|mov|mp4|nki|fxp|sfz)\b",
     )
     .expect("valid regex")
 });
 static PHONE_CANDIDATE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?:\+|\(|\b)\d[\d\s().-]{5,}\d\b").expect("valid regex"));
-static WORD: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\b[A-Z][a-z]+(?:'s)?\b").expect("valid regex"));
+static WORD: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\b\p{Lu}\p{Ll}+(?:'s)?\b").expect("valid regex"));
 
 /// Capitalized words that are not names: sentence starters and Studio terms.
 const ORDINARY: &[&str] = &[
@@ -448,13 +448,12 @@ pub fn redact(text: &str) -> (String, BTreeMap<Kind, usize>) {
     (out, counts)
 }
 
-/// A track word within the three words after a name: its archetype and the
-/// end of that word.
+/// A track word right after a name: its archetype and the end of that word.
 fn track_after(text: &str, from: usize) -> Option<(&'static str, usize)> {
     let rest = &text[from..];
     let mut offset = 0;
     for (n, word) in rest.split_inclusive(char::is_whitespace).enumerate() {
-        if n >= 4 {
+        if n >= 2 {
             break;
         }
         let trimmed = word.trim().trim_matches(|c: char| !c.is_alphanumeric());

@@ -1,1 +1,501 @@
+//! The Prime Brain data steps: simulate, sanitize, dataset, schema.
 
+use serde_json::{Value, json};
+
+use super::Workspace;
+
+/// A valid v1 snapshot.
+fn snapshot(id: u32, session: &str, second: u32) -> Value {
+    json!({
+        "snapshotId": format!("00000000-0000-4000-8000-{id:012}"),
+        "sessionId": session,
+        "capturedAt": format!("2026-11-24T10:00:{second:02}Z"),
+        "sequence": second,
+        "mode": "active",
+        "transport": {"isPlaying": true, "tempo": 120.0, "playheadBeats": 8.0, "timeSignature": "4/4",
+                      "cycle": {"enabled": false, "startBeats": 0.0, "endBeats": 16.0}},
+        "alsChannels": [{"channel": "energy", "value": 70.0, "normalized": 0.7},
+                        {"channel": "pressure", "value": 40.0, "normalized": 0.4}],
+        "audioMetrics": {"latencyMs": 10.0, "cpuLoad": 0.4, "dropouts": 0, "bufferSize": 256, "sampleRate": 48000},
+        "harmonicState": {"key": "C", "scale": "major", "consonance": 0.8, "tension": 0.3, "velocityEnergy": 0.5},
+        "aiAnalysisFlags": [],
+        "bloomTrace": [],
+        "issuedCommands": [],
+        "conversationTurns": []
+    })
+}
+
+fn write_jsonl(ws: &Workspace, path: &str, records: &[Value]) {
+    let text: String = records.iter().map(|r| format!("{r}\n")).collect();
+    ws.write(path, &text);
+}
+
+fn sanitized(ws: &Workspace) -> Vec<Value> {
+    let mut files: Vec<_> = std::fs::read_dir(ws.path("clean"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn report(ws: &Workspace) -> Value {
+    serde_json::from_str(&ws.read("reports/sanitize.json")).unwrap()
+}
+
+fn sanitize(ws: &Workspace) {
+    ws.ok(&["sanitize", "--input-dir", "raw", "--output-dir", "clean"]);
+}
+
+#[test]
+fn the_personal_data_corpus_leaks_nothing() {
+    let corpus: Vec<Value> = serde_json::from_str(include_str!("../fixtures/pii-corpus.json")).unwrap();
+    assert!(corpus.len() >= 40);
+    let ws = Workspace::new();
+    let mut records = Vec::new();
+    for (n, case) in corpus.iter().enumerate() {
+        let text = case["text"].as_str().unwrap();
+        let mut record = snapshot(n as u32, "pii", (n % 60) as u32);
+        match case["field"].as_str().unwrap() {
+            "conversation" => record["conversationTurns"] = json!([{"role": "user", "text": text}]),
+            "flag_message" => {
+                record["aiAnalysisFlags"] = json!([{"category": "mix", "severity": "low", "message": text}])
+            }
+            "guidance" => record["guidance"] = json!({"channel": "energy", "intensity": "whisper", "text": text}),
+            "recent_action" => record["userMemorySummary"] = json!({"recentActions": [text]}),
+            "preference_value" => {
+                record["userMemorySummary"] = json!({"recentActions": [], "preferences": {"note": text}})
+            }
+            "bloom_action" => {
+                record["bloomTrace"] =
+                    json!([{"action": text, "source": "bloom", "outcome": "ignored", "at": "2026-11-24T10:00:00Z"}])
+            }
+            "command_target" => record["issuedCommands"] = json!([{"type": "track.mute", "target": text}]),
+            other => panic!("unknown field {other}"),
+        }
+        records.push(record);
+    }
+    write_jsonl(&ws, "raw/pii.jsonl", &records);
+    sanitize(&ws);
+    assert_eq!(
+        report(&ws)["records_out"],
+        corpus.len(),
+        "no case is dropped, each is cleaned"
+    );
+    let output = std::fs::read_to_string(ws.path("clean/pii.jsonl")).unwrap();
+    let mut leaks = Vec::new();
+    for case in &corpus {
+        for secret in case["secrets"].as_array().unwrap() {
+            let secret = secret.as_str().unwrap();
+            if output.contains(secret) {
+                leaks.push(format!("{}: {secret}", case["id"]));
+            }
+        }
+    }
+    assert!(leaks.is_empty(), "{} leaks:\n{}", leaks.len(), leaks.join("\n"));
+    // Targets become archetypes.
+    for record in sanitized(&ws) {
+        for command in record["issuedCommands"].as_array().unwrap() {
+            if let Some(target) = command.get("target") {
+                let archetypes = [
+                    "drums", "bass", "keys", "vocals", "guitar", "synth", "fx", "bus", "master",
+                ];
+                assert!(archetypes.contains(&target.as_str().unwrap()), "{target}");
+            }
+        }
+    }
+}
+
+#[test]
+fn unknown_fields_are_dropped_and_arrays_keep_the_most_recent() {
+    let ws = Workspace::new();
+    let mut record = snapshot(1, "s1", 0);
+    record["smuggled"] = json!("leak@example.com");
+    record["transport"]["secret"] = json!("hidden");
+    record["conversationTurns"] = Value::Array(
+        (0..30)
+            .map(|i| json!({"role": "prime", "text": format!("turn {i}")}))
+            .collect(),
+    );
+    record["bloomTrace"] = Value::Array(
+        (0..30)
+            .map(|i| json!({"action": format!("a{i}"), "source": "als", "outcome": "ignored", "at": "2026-11-24T10:00:00Z"}))
+            .collect(),
+    );
+    record["alsChannels"][0]["normalized"] = json!(1.7);
+    record["audioMetrics"]["cpuLoad"] = json!(0.123456789);
+    write_jsonl(&ws, "raw/a.jsonl", &[record]);
+    sanitize(&ws);
+    let out = &sanitized(&ws)[0];
+    let text = out.to_string();
+    assert!(
+        !text.contains("smuggled") && !text.contains("leak@") && !text.contains("hidden"),
+        "{text}"
+    );
+    let turns = out["conversationTurns"].as_array().unwrap();
+    assert_eq!(turns.len(), 10);
+    assert_eq!(turns[0]["text"], "turn 20");
+    assert_eq!(turns[9]["text"], "turn 29");
+    assert_eq!(out["bloomTrace"].as_array().unwrap().len(), 24);
+    assert_eq!(out["bloomTrace"][0]["action"], "a6");
+    assert_eq!(out["alsChannels"][0]["normalized"], 1.0);
+    assert_eq!(out["audioMetrics"]["cpuLoad"], 0.1235);
+    let report = report(&ws);
+    assert_eq!(report["normalized"]["truncated:conversationTurns"], 1);
+    assert_eq!(report["normalized"]["clamped:alsChannels.normalized"], 1);
+}
+
+#[test]
+fn every_drop_reason_is_counted_and_duplicates_are_removed() {
+    let ws = Workspace::new();
+    let good = snapshot(1, "s1", 0);
+    let mut missing = snapshot(2, "s1", 1);
+    missing.as_object_mut().unwrap().remove("harmonicState");
+    let mut wrong_type = snapshot(3, "s1", 2);
+    wrong_type["transport"]["tempo"] = json!("fast");
+    let mut out_of_range = snapshot(4, "s1", 3);
+    out_of_range["audioMetrics"]["cpuLoad"] = json!(3.5);
+    let mut bad_enum = snapshot(5, "s1", 4);
+    bad_enum["mode"] = json!("frantic");
+    let mut bad_id = snapshot(6, "s1", 5);
+    bad_id["snapshotId"] = json!("not-a-uuid");
+    let mut escaping = snapshot(7, "../../etc", 6);
+    escaping["sessionId"] = json!("../../etc");
+    let mut text: String = [
+        &good,
+        &missing,
+        &wrong_type,
+        &out_of_range,
+        &bad_enum,
+        &bad_id,
+        &escaping,
+        &good,
+    ]
+    .iter()
+    .map(|r| format!("{r}\n"))
+    .collect();
+    let truncated = snapshot(8, "s1", 7).to_string();
+    text.push_str(&truncated[..truncated.len() / 2]);
+    text.push('\n');
+    ws.write("raw/a.jsonl", &text);
+    ws.write("raw/b.json", &snapshot(9, "s2", 0).to_string());
+    sanitize(&ws);
+    let report = report(&ws);
+    assert_eq!(report["records_in"], 10);
+    assert_eq!(report["records_out"], 2);
+    let dropped = &report["dropped"];
+    assert_eq!(dropped["missing_field:harmonicState"], 1);
+    assert_eq!(dropped["wrong_type"], 1);
+    assert_eq!(dropped["invalid:audioMetrics.cpuLoad"], 1);
+    assert_eq!(dropped["invalid_value"], 1);
+    assert_eq!(dropped["invalid:snapshotId"], 1);
+    assert_eq!(dropped["invalid:sessionId"], 1);
+    assert_eq!(dropped["duplicate"], 1);
+    assert_eq!(dropped["invalid_json"], 1);
+    let mut names: Vec<String> = std::fs::read_dir(ws.path("clean"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["s1.jsonl", "s2.jsonl"]);
+}
+
+#[test]
+fn sanitize_and_dataset_are_deterministic_whatever_the_thread_count() {
+    let ws = Workspace::new();
+    ws.ok(&[
+        "simulate",
+        "--output-dir",
+        "raw",
+        "--users",
+        "3",
+        "--sessions-per-user",
+        "2",
+        "--snapshots-per-session",
+        "40",
+    ]);
+    let run = |threads: &str, out: &str| {
+        let output = ws
+            .command(&[
+                "sanitize",
+                "--input-dir",
+                "raw",
+                "--output-dir",
+                out,
+                "--report",
+                &format!("{out}.json"),
+            ])
+            .env("RAYON_NUM_THREADS", threads)
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        let output = ws
+            .command(&[
+                "dataset",
+                "--input-dir",
+                out,
+                "--output-file",
+                &format!("{out}-data/d.jsonl"),
+                "--augment-mode",
+            ])
+            .env("RAYON_NUM_THREADS", threads)
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+    };
+    run("1", "one");
+    run("2", "two");
+    for file in std::fs::read_dir(ws.path("one")).unwrap() {
+        let name = file.unwrap().file_name().to_string_lossy().into_owned();
+        assert_eq!(
+            ws.read(&format!("one/{name}")),
+            ws.read(&format!("two/{name}")),
+            "{name}"
+        );
+    }
+    assert_eq!(ws.read("one.json"), ws.read("two.json"));
+    for file in ["d.jsonl", "d-test.jsonl", "d.card.json"] {
+        assert_eq!(
+            ws.read(&format!("one-data/{file}")),
+            ws.read(&format!("two-data/{file}")),
+            "{file}"
+        );
+    }
+    // And simulate itself is seeded.
+    ws.ok(&[
+        "simulate",
+        "--output-dir",
+        "raw2",
+        "--users",
+        "3",
+        "--sessions-per-user",
+        "2",
+        "--snapshots-per-session",
+        "40",
+    ]);
+    assert_eq!(ws.read("raw/u01-s01.jsonl"), ws.read("raw2/u01-s01.jsonl"));
+}
+
+#[test]
+fn a_hand_computed_session_pins_windows_features_targets_and_split() {
+    let ws = Workspace::new();
+    // Four snapshots, window 2 → two examples. Written out of order on purpose.
+    let mut s: Vec<Value> = (0..4).map(|i| snapshot(i + 1, "hand", i * 4)).collect();
+    s[1]["audioMetrics"]["cpuLoad"] = json!(0.9);
+    s[1]["mode"] = json!("passive");
+    s[2]["issuedCommands"] = json!([{"type": "engine.setBufferSize", "args": {"size": 512}}]);
+    s[2]["mode"] = json!("optimizing");
+    s[3]["issuedCommands"] = json!([{"type": "engine.setBufferSize", "args": {"size": 512}}]);
+    s[3]["bloomTrace"] =
+        json!([{"action": "mix.eqCut", "source": "bloom", "outcome": "accepted", "at": "2026-11-24T10:00:10Z"}]);
+    write_jsonl(
+        &ws,
+        "raw/hand.jsonl",
+        &[s[3].clone(), s[0].clone(), s[2].clone(), s[1].clone()],
+    );
+    sanitize(&ws);
+    ws.ok(&[
+        "dataset",
+        "--input-dir",
+        "clean",
+        "--output-file",
+        "d/train.jsonl",
+        "--window-size",
+        "2",
+        "--test-fraction",
+        "0",
+    ]);
+    let examples: Vec<Value> = ws
+        .read("d/train.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(examples.len(), 2);
+    assert_eq!(ws.read("d/train-test.jsonl"), "", "test fraction 0 holds nothing out");
+
+    let first = &examples[0];
+    assert_eq!(first["windowEnd"], "00000000-0000-4000-8000-000000000002");
+    assert_eq!(first["mode"], "passive");
+    assert_eq!(
+        first["command"],
+        json!({"type": "engine.setBufferSize"}),
+        "new in the next snapshot"
+    );
+    assert_eq!(first["nextMode"], "optimizing");
+    // Seed label: strained engine, but passive mode forbids acting: whisper, no command.
+    assert_eq!(first["seedLabel"]["command"], json!({"type": "none"}));
+    assert_eq!(
+        first["guidance"],
+        json!({"channel": "pressure", "intensity": "whisper"})
+    );
+    let features = first["features"].as_array().unwrap();
+    let layout: Value = serde_json::from_str(&ws.read("d/train.card.json")).unwrap();
+    let layout = layout["featureLayout"].as_array().unwrap();
+    assert_eq!(features.len(), layout.len());
+    let at = |name: &str| {
+        features[layout.iter().position(|n| n == name).unwrap()]
+            .as_f64()
+            .unwrap()
+    };
+    assert_eq!(at("mode.passive"), 1.0);
+    assert_eq!(at("mode.active"), 0.0);
+    assert!((at("health.cpuLoad.last") - 0.9).abs() < 1e-6);
+    assert!((at("health.cpuLoad.max") - 0.9).abs() < 1e-6);
+    assert!((at("als.energy.mean") - 0.7).abs() < 1e-6);
+    assert_eq!(at("transport.playing"), 1.0);
+    assert!((at("transport.tempo") - 0.6).abs() < 1e-6);
+
+    let second = &examples[1];
+    assert_eq!(second["windowEnd"], "00000000-0000-4000-8000-000000000003");
+    assert_eq!(
+        second["command"],
+        json!({"type": "mix.eqCut"}),
+        "an accepted Bloom suggestion after the window"
+    );
+    let card: Value = serde_json::from_str(&ws.read("d/train.card.json")).unwrap();
+    assert_eq!(card["examples"]["train"], 2);
+    assert_eq!(card["sessions"], json!({"test": 0, "train": 1}));
+    assert_eq!(
+        card["classes"]["command"],
+        json!({"engine.setBufferSize": 1, "mix.eqCut": 1})
+    );
+    assert_eq!(card["dataset_hash"], Value::Null);
+    assert_eq!(card["datasetHash"].as_str().unwrap().len(), 64);
+}
+
+#[test]
+fn the_split_keeps_each_session_on_one_side_and_augmentation_obeys_the_doctrine() {
+    let ws = Workspace::new();
+    ws.ok(&[
+        "simulate",
+        "--output-dir",
+        "raw",
+        "--users",
+        "4",
+        "--sessions-per-user",
+        "3",
+        "--snapshots-per-session",
+        "30",
+    ]);
+    sanitize(&ws);
+    ws.ok(&[
+        "dataset",
+        "--input-dir",
+        "clean",
+        "--output-file",
+        "d/x.jsonl",
+        "--augment-mode",
+    ]);
+    let read = |f: &str| -> Vec<Value> { ws.read(f).lines().map(|l| serde_json::from_str(l).unwrap()).collect() };
+    let train = read("d/x.jsonl");
+    let test = read("d/x-test.jsonl");
+    assert!(!train.is_empty() && !test.is_empty());
+    let sessions = |v: &[Value]| -> std::collections::BTreeSet<String> {
+        v.iter().map(|e| e["sessionId"].as_str().unwrap().to_string()).collect()
+    };
+    assert!(sessions(&train).is_disjoint(&sessions(&test)));
+    assert!(
+        test.iter().all(|e| e.get("augmented").is_none()),
+        "only train is augmented"
+    );
+    let intrusive = [
+        "transport.play",
+        "transport.stop",
+        "transport.toggleCycle",
+        "transport.setTempo",
+        "track.mute",
+        "track.solo",
+        "arrange.loopSection",
+        "arrange.duplicateSection",
+    ];
+    for example in train.iter().filter(|e| e["augmented"] == true) {
+        let kind = example["command"]["type"].as_str().unwrap();
+        match example["mode"].as_str().unwrap() {
+            "passive" if example["critical"] == false => assert_eq!(kind, "none"),
+            "passive" | "learning" => assert!(!intrusive.contains(&kind), "{example}"),
+            _ => {}
+        }
+    }
+    assert!(train.iter().any(|e| e["augmented"] == true && e["mode"] == "passive"));
+}
+
+#[test]
+fn the_default_pipeline_runs_on_built_in_data_and_reruns_incrementally() {
+    let ws = Workspace::new();
+    let root = env!("CARGO_MANIFEST_DIR");
+    ws.write(
+        "Fabric.toml",
+        &std::fs::read_to_string(format!("{root}/Fabric.toml")).unwrap(),
+    );
+    ws.write(
+        "pipelines/prime-brain.toml",
+        &std::fs::read_to_string(format!("{root}/pipelines/prime-brain.toml")).unwrap(),
+    );
+    let first = ws.ok(&["run"]);
+    assert!(first.stderr.contains("ran dataset"), "{}", first.stderr);
+    let card: Value = serde_json::from_str(&ws.read("datasets/prime-brain-v1.card.json")).unwrap();
+    assert!(card["examples"]["train"].as_u64().unwrap() > 1000);
+    let report: Value = serde_json::from_str(&ws.read("reports/sanitize.json")).unwrap();
+    assert!(
+        report["dropped"]["invalid_json"].as_u64().unwrap() > 0,
+        "the simulated stream has bad records"
+    );
+    let rerun = ws.ok(&["run"]);
+    assert!(
+        rerun.stderr.contains("0 ran, 0 restored, 3 up to date"),
+        "{}",
+        rerun.stderr
+    );
+    let changed = ws.ok(&["run", "-P", "window_size=8"]);
+    assert!(
+        changed.stderr.contains("1 ran, 0 restored, 2 up to date"),
+        "{}",
+        changed.stderr
+    );
+}
+
+#[test]
+fn schema_prints_the_json_schema_of_the_snapshot_types() {
+    let ws = Workspace::new();
+    let out = ws.ok(&["schema"]);
+    let schema: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(schema["title"], "Snapshot");
+    let required: Vec<&str> = schema["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(required.contains(&"snapshotId") && required.contains(&"bloomTrace"));
+    assert!(!required.contains(&"guidance"));
+    assert!(schema["$defs"]["Mode"].to_string().contains("optimizing"));
+}
+
+#[test]
+fn step_arguments_are_checked_when_the_manifest_loads() {
+    let ws = Workspace::new();
+    ws.write(
+        "Fabric.toml",
+        "[stage.d]\nstep = \"prime.dataset\"\ndeps = [\"in\"]\nouts = [\"a\", \"b\", \"c\"]\n[stage.d.with]\nwindow = 3\n",
+    );
+    ws.write("in/x.jsonl", "");
+    let outcome = ws.fabric(&["run"]);
+    assert_eq!(outcome.code, 2);
+    assert!(
+        outcome
+            .stderr
+            .contains("invalid arguments for step `prime.dataset`: unknown field `window`"),
+        "{}",
+        outcome.stderr
+    );
+    assert!(outcome.stderr.contains("Fabric.toml:5:"), "{}", outcome.stderr);
+}
