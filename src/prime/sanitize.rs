@@ -249,6 +249,12 @@ fn input_files(dir: &Path) -> Result<Vec<PathBuf>, SanitizeError> {
     Ok(files)
 }
 
+/// Sanitizes one raw record: the clean snapshot, or why it is dropped. The
+/// result always passes [`Snapshot::validate`] and [`leak`] finds nothing.
+pub fn clean_record(text: &str) -> Result<Snapshot, String> {
+    clean(text).map(|clean| clean.snapshot)
+}
+
 /// Parses, validates, normalizes and redacts one record, or names why it is dropped.
 fn clean(text: &str) -> Result<Clean, String> {
     let mut snapshot: Snapshot = serde_json::from_str(text).map_err(|error| drop_reason(&error))?;
@@ -413,4 +419,72 @@ pub fn leak(snapshot: &Snapshot) -> Option<(String, &'static str)> {
         found = Some((format!("issuedCommands.target ({target})"), "person"));
     }
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            "[A-Za-z0-9 .,:/@+()'_-]{0,60}",
+            prop::sample::select(vec![
+                "Maya vox take 3".to_string(),
+                "mail a.b@c.io or +1 (555) 123-4567".to_string(),
+                "C:\\Users\\Zoë\\mix.wav at 10.0.0.1".to_string(),
+            ]),
+        ]
+    }
+
+    prop_compose! {
+        fn raw_snapshot()(
+            id in any::<u128>(),
+            session in "[A-Za-z0-9_-]{0,70}",
+            mode in prop::sample::select(vec!["passive", "active", "learning", "optimizing", "loud"]),
+            tempo in -10.0f64..500.0,
+            cpu in -0.5f64..1.5,
+            buffer in prop::sample::select(vec![16u32, 32, 100, 256, 8192, 16384]),
+            normalized in -2.0f64..3.0,
+            texts in prop::collection::vec(text(), 7),
+            turns in 0usize..15,
+            target in text(),
+        ) -> serde_json::Value {
+            let id = uuid::Builder::from_random_bytes(id.to_le_bytes()).into_uuid().to_string();
+            serde_json::json!({
+                "snapshotId": id, "sessionId": session, "capturedAt": "2026-11-24T10:00:00+01:00",
+                "mode": mode,
+                "transport": {"isPlaying": true, "tempo": tempo, "playheadBeats": 1.0, "timeSignature": "4/4",
+                              "cycle": {"enabled": false, "startBeats": 0.0, "endBeats": 4.0}},
+                "alsChannels": [{"channel": "energy", "value": 1.0, "normalized": normalized}],
+                "audioMetrics": {"latencyMs": 3.0, "cpuLoad": cpu, "dropouts": 0, "bufferSize": buffer, "sampleRate": 48000},
+                "harmonicState": {"key": "F#", "scale": texts[0], "consonance": 0.5, "tension": 0.5, "velocityEnergy": 0.5},
+                "aiAnalysisFlags": [{"category": "mix", "severity": "high", "message": texts[1]}],
+                "userMemorySummary": {"recentActions": [texts[2]], "preferences": {texts[3].clone(): texts[4]}},
+                "bloomTrace": [{"action": texts[5], "source": "als", "outcome": "accepted", "at": "2026-11-24T10:00:00Z"}],
+                "issuedCommands": [{"type": "track.mute", "target": target, "args": {"note": texts[6]}}],
+                "conversationTurns": (0..turns).map(|i| serde_json::json!({"role": "user", "text": texts[i % 7]})).collect::<Vec<_>>(),
+                "guidance": {"channel": "pulse", "intensity": "nudge", "text": texts[1]}
+            })
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn sanitize_never_panics_and_its_output_revalidates(record in raw_snapshot(), cut in 0usize..2000) {
+            let text = record.to_string();
+            // Whole records and truncated ones.
+            let _ = clean_record(&text[..text.floor_char_boundary(cut.min(text.len()))]);
+            if let Ok(snapshot) = clean_record(&text) {
+                prop_assert!(snapshot.validate().is_ok());
+                prop_assert_eq!(leak(&snapshot), None);
+                prop_assert!(snapshot.conversation_turns.len() <= MAX_CONVERSATION_TURNS);
+                prop_assert!(snapshot.als_channels.iter().all(|r| (0.0..=1.0).contains(&r.normalized)));
+                let again = clean_record(&serde_json::to_string(&snapshot).unwrap());
+                prop_assert_eq!(again, Ok(snapshot), "sanitizing is idempotent");
+            }
+        }
+    }
 }
