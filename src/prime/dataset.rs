@@ -511,8 +511,7 @@ pub fn build(input: &Path, options: &DatasetOptions, paths: &DatasetPaths) -> an
     test.flush()?;
     drop((train, test));
     let mut key = KeyEncoder::new("fabric-dataset-v1");
-    key.bytes(b't', &std::fs::read(&paths.train)?)
-        .bytes(b'T', &std::fs::read(&paths.test)?);
+    key.file(b't', &paths.train)?.file(b'T', &paths.test)?;
     let card = DatasetCard {
         schema: SCHEMA_VERSION.into(),
         dataset_hash: key.finish().to_string(),

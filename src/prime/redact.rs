@@ -448,6 +448,50 @@ pub fn redact(text: &str) -> (String, BTreeMap<Kind, usize>) {
     (out, counts)
 }
 
+/// The result of [`redact_verified`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redacted {
+    /// The redacted text.
+    pub text: String,
+    /// Redactions by kind.
+    pub counts: Vec<(Kind, usize)>,
+    /// The first kind of personal data still found in `text` by a second
+    /// scan (`None` when clean).
+    pub residue: Option<Kind>,
+}
+
+/// Distinct texts remembered per thread before the memo is cleared.
+const MEMO_LIMIT: usize = 65_536;
+
+thread_local! {
+    static MEMO: std::cell::RefCell<std::collections::HashMap<String, std::rc::Rc<Redacted>>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// Redacts `text` and scans the result again. Snapshots repeat most of their
+/// text (conversation windows, Bloom actions), so results are memoized per
+/// thread; the memo is bounded.
+pub fn redact_verified(text: &str) -> std::rc::Rc<Redacted> {
+    if let Some(hit) = MEMO.with(|memo| memo.borrow().get(text).cloned()) {
+        return hit;
+    }
+    let (clean, counts) = redact(text);
+    let residue = findings(&clean).first().map(|f| f.kind);
+    let result = std::rc::Rc::new(Redacted {
+        text: clean,
+        counts: counts.into_iter().collect(),
+        residue,
+    });
+    MEMO.with(|memo| {
+        let mut memo = memo.borrow_mut();
+        if memo.len() >= MEMO_LIMIT {
+            memo.clear();
+        }
+        memo.insert(text.to_string(), result.clone());
+    });
+    result
+}
+
 /// A track word right after a name: its archetype and the end of that word.
 fn track_after(text: &str, from: usize) -> Option<(&'static str, usize)> {
     let rest = &text[from..];

@@ -9,9 +9,10 @@
 //! 3. Records are deduplicated by `snapshotId` (the first in file and line
 //!    order wins) and appended to a partial file per session, so memory
 //!    stays bounded by the chunk size, not the input size.
+//!    Every redacted text is scanned a second time ([`redact::redact_verified`]):
+//!    any finding fails the step, and nothing dirty is ever published.
 //! 4. Each session file is sorted by `capturedAt`, then `sequence`, then
-//!    `snapshotId`, scanned a second time for personal data (any finding
-//!    fails the step: nothing dirty is ever published), and written.
+//!    `snapshotId` (a fixed-width key prefixed to each partial line) and written.
 //!
 //! The same input gives byte-identical output, whatever the thread count.
 
@@ -93,6 +94,144 @@ struct Clean {
     snapshot: Snapshot,
     redactions: BTreeMap<Kind, usize>,
     normalized: BTreeMap<&'static str, usize>,
+    /// Personal data the second scan still found: field and kind.
+    leak: Option<(String, &'static str)>,
+}
+
+/// What the sequential collector needs of a cleaned record.
+struct Cleaned {
+    id: String,
+    session: String,
+    /// The output line behind a fixed-width sort key (capture time, sequence,
+    /// id), so a session file sorts as plain text.
+    keyed_line: String,
+    redactions: BTreeMap<Kind, usize>,
+    normalized: BTreeMap<&'static str, usize>,
+    leak: Option<(String, &'static str)>,
+}
+
+impl From<Clean> for Cleaned {
+    fn from(clean: Clean) -> Cleaned {
+        let s = clean.snapshot;
+        let time = chrono::DateTime::parse_from_rfc3339(&s.captured_at)
+            .map(|t| t.timestamp_nanos_opt().unwrap_or(i64::MAX))
+            .unwrap_or(i64::MAX);
+        // Shift to unsigned so the hex digits sort in time order.
+        let time = (time as i128 - i64::MIN as i128) as u64;
+        let line = serde_json::to_string(&s).expect("snapshots serialize");
+        Cleaned {
+            keyed_line: format!("{time:016x}{:016x}{}\t{line}", s.sequence.unwrap_or(0), s.snapshot_id),
+            id: s.snapshot_id,
+            session: s.session_id,
+            redactions: clean.redactions,
+            normalized: clean.normalized,
+            leak: clean.leak,
+        }
+    }
+}
+
+/// The sequential half: deduplicates in input order, counts, and appends
+/// each record to its session's partial file.
+struct Collector {
+    partial: PathBuf,
+    report: SanitizeReport,
+    redactions: BTreeMap<&'static str, usize>,
+    normalized: BTreeMap<&'static str, usize>,
+    seen: HashSet<String>,
+    writers: HashMap<String, BufWriter<File>>,
+    sessions: HashSet<String>,
+}
+
+impl Collector {
+    fn take(&mut self, results: Vec<Result<Cleaned, String>>) -> Result<(), SanitizeError> {
+        for result in results {
+            self.report.records_in += 1;
+            let record = match result {
+                Ok(record) => record,
+                Err(reason) => {
+                    *self.report.dropped.entry(reason).or_insert(0) += 1;
+                    continue;
+                }
+            };
+            if !self.seen.insert(record.id) {
+                *self.report.dropped.entry("duplicate".into()).or_insert(0) += 1;
+                continue;
+            }
+            if let Some((field, kind)) = record.leak {
+                return Err(SanitizeError::Leak {
+                    session: record.session,
+                    field,
+                    kind,
+                });
+            }
+            for (kind, count) in record.redactions {
+                *self.redactions.entry(kind.name()).or_insert(0) += count;
+            }
+            for (kind, count) in record.normalized {
+                *self.normalized.entry(kind).or_insert(0) += count;
+            }
+            if !self.writers.contains_key(&record.session) {
+                if self.writers.len() >= OPEN_FILES {
+                    for (_, mut writer) in self.writers.drain() {
+                        writer.flush().map_err(io_error(&self.partial))?;
+                    }
+                }
+                let path = self.partial.join(format!("{}.jsonl", record.session));
+                let handle = File::options()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .map_err(io_error(&path))?;
+                self.writers.insert(record.session.clone(), BufWriter::new(handle));
+            }
+            let writer = self.writers.get_mut(&record.session).expect("inserted above");
+            writeln!(writer, "{}", record.keyed_line).map_err(io_error(&self.partial))?;
+            self.sessions.insert(record.session);
+            self.report.records_out += 1;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<(SanitizeReport, Vec<String>), SanitizeError> {
+        for (_, mut writer) in self.writers.drain() {
+            writer.flush().map_err(io_error(&self.partial))?;
+        }
+        let mut report = self.report;
+        report.redactions = self.redactions.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        report.normalized = self.normalized.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        let mut sessions: Vec<String> = self.sessions.into_iter().collect();
+        sessions.sort();
+        report.sessions = sessions.len();
+        Ok((report, sessions))
+    }
+}
+
+/// Reads raw records in chunks, in file and line order, and hands each chunk to `consume`.
+fn read_chunks(
+    files: &[PathBuf],
+    mut consume: impl FnMut(Vec<String>) -> Result<(), SanitizeError>,
+) -> Result<(), SanitizeError> {
+    for file in files {
+        if file.extension().is_some_and(|e| e == "json") {
+            consume(vec![std::fs::read_to_string(file).map_err(io_error(file))?])?;
+            continue;
+        }
+        let reader = BufReader::new(File::open(file).map_err(io_error(file))?);
+        let mut chunk = Vec::with_capacity(CHUNK);
+        for line in reader.lines() {
+            let line = line.map_err(io_error(file))?;
+            if !line.trim().is_empty() {
+                chunk.push(line);
+            }
+            if chunk.len() == CHUNK {
+                consume(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))?;
+            }
+        }
+        if !chunk.is_empty() {
+            consume(chunk)?;
+        }
+    }
+    Ok(())
 }
 
 /// Sanitizes every snapshot under `input` into `output` (created; must not
@@ -104,131 +243,66 @@ pub fn sanitize(input: &Path, output: &Path) -> Result<SanitizeReport, SanitizeE
     }
     let partial = output.join(".partial");
     std::fs::create_dir_all(&partial).map_err(io_error(&partial))?;
-    let mut report = SanitizeReport {
-        schema: SCHEMA_VERSION.into(),
-        files: files.len(),
-        ..SanitizeReport::default()
+    let collector = Collector {
+        partial: partial.clone(),
+        report: SanitizeReport {
+            schema: SCHEMA_VERSION.into(),
+            files: files.len(),
+            ..SanitizeReport::default()
+        },
+        redactions: BTreeMap::new(),
+        normalized: BTreeMap::new(),
+        seen: HashSet::new(),
+        writers: HashMap::new(),
+        sessions: HashSet::new(),
     };
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut writers: HashMap<String, BufWriter<File>> = HashMap::new();
-    let mut sessions: HashSet<String> = HashSet::new();
-
-    for file in &files {
-        let single = file.extension().is_some_and(|e| e == "json");
-        let reader = BufReader::new(File::open(file).map_err(io_error(file))?);
-        let mut chunk: Vec<String> = Vec::with_capacity(CHUNK);
-        let mut lines = reader.lines();
-        loop {
-            chunk.clear();
-            if single {
-                let text = std::fs::read_to_string(file).map_err(io_error(file))?;
-                chunk.push(text);
-            } else {
-                for line in lines.by_ref() {
-                    let line = line.map_err(io_error(file))?;
-                    if !line.trim().is_empty() {
-                        chunk.push(line);
-                    }
-                    if chunk.len() == CHUNK {
-                        break;
-                    }
-                }
+    // Cleaning runs on the rayon pool while the collector thread writes the
+    // previous chunks; a bounded channel keeps memory to a few chunks.
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<Result<Cleaned, String>>>(2);
+    let (read, collected) = std::thread::scope(|scope| {
+        let collector_thread = scope.spawn(move || {
+            let mut collector = collector;
+            for results in receiver {
+                collector.take(results)?;
             }
-            if chunk.is_empty() {
-                break;
-            }
-            let cleaned: Vec<Result<Clean, String>> = chunk.par_iter().map(|text| clean(text)).collect();
-            for result in cleaned {
-                report.records_in += 1;
-                let record = match result {
-                    Ok(record) => record,
-                    Err(reason) => {
-                        *report.dropped.entry(reason).or_insert(0) += 1;
-                        continue;
-                    }
-                };
-                if !seen.insert(record.snapshot.snapshot_id.clone()) {
-                    *report.dropped.entry("duplicate".into()).or_insert(0) += 1;
-                    continue;
-                }
-                for (kind, count) in &record.redactions {
-                    *report.redactions.entry(kind.name().into()).or_insert(0) += count;
-                }
-                for (kind, count) in &record.normalized {
-                    *report.normalized.entry((*kind).into()).or_insert(0) += count;
-                }
-                let session = record.snapshot.session_id.clone();
-                if !writers.contains_key(&session) {
-                    if writers.len() >= OPEN_FILES {
-                        for (_, mut writer) in writers.drain() {
-                            writer.flush().map_err(io_error(&partial))?;
-                        }
-                    }
-                    let path = partial.join(format!("{session}.jsonl"));
-                    let handle = File::options()
-                        .create(true)
-                        .append(true)
-                        .open(&path)
-                        .map_err(io_error(&path))?;
-                    writers.insert(session.clone(), BufWriter::new(handle));
-                }
-                let writer = writers.get_mut(&session).expect("inserted above");
-                let line = serde_json::to_string(&record.snapshot).expect("snapshots serialize");
-                writeln!(writer, "{line}").map_err(io_error(&partial))?;
-                sessions.insert(session);
-                report.records_out += 1;
-            }
-            if single {
-                break;
-            }
+            collector.finish()
+        });
+        let read = read_chunks(&files, |chunk| {
+            let results = chunk.par_iter().map(|text| clean(text).map(Cleaned::from)).collect();
+            // A closed channel means the collector failed; its error is reported below.
+            let _ = sender.send(results);
+            Ok(())
+        });
+        drop(sender);
+        (read, collector_thread.join().expect("the collector does not panic"))
+    });
+    let outcome = read.and(collected);
+    let (report, sessions) = match outcome {
+        Ok(done) => done,
+        Err(error) => {
+            let _ = std::fs::remove_dir_all(&partial);
+            return Err(error);
         }
-    }
-    for (_, mut writer) in writers.drain() {
-        writer.flush().map_err(io_error(&partial))?;
-    }
-
-    let mut sessions: Vec<String> = sessions.into_iter().collect();
-    sessions.sort();
+    };
     sessions
         .par_iter()
         .map(|session| finish_session(&partial, output, session))
         .collect::<Result<Vec<()>, SanitizeError>>()?;
     std::fs::remove_dir_all(&partial).map_err(io_error(&partial))?;
-    report.sessions = sessions.len();
     Ok(report)
 }
 
-/// Sorts one session's records, verifies them and writes the final file.
+/// Sorts one session's records by their key prefix and writes the final file.
 fn finish_session(partial: &Path, output: &Path, session: &str) -> Result<(), SanitizeError> {
     let source = partial.join(format!("{session}.jsonl"));
     let text = std::fs::read_to_string(&source).map_err(io_error(&source))?;
-    let mut records: Vec<(i64, u64, String, String)> = text
-        .lines()
-        .map(|line| {
-            let snapshot: Snapshot = serde_json::from_str(line).expect("we wrote this line");
-            let time = chrono::DateTime::parse_from_rfc3339(&snapshot.captured_at)
-                .map(|t| t.timestamp_nanos_opt().unwrap_or(i64::MAX))
-                .unwrap_or(i64::MAX);
-            if let Some((field, kind)) = leak(&snapshot) {
-                return Err(SanitizeError::Leak {
-                    session: session.to_string(),
-                    field,
-                    kind,
-                });
-            }
-            Ok((
-                time,
-                snapshot.sequence.unwrap_or(0),
-                snapshot.snapshot_id,
-                line.to_string(),
-            ))
-        })
-        .collect::<Result<_, _>>()?;
-    records.sort();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort_unstable();
     let target = output.join(format!("{session}.jsonl"));
     let mut writer = BufWriter::new(File::create(&target).map_err(io_error(&target))?);
-    for (_, _, _, line) in records {
-        writeln!(writer, "{line}").map_err(io_error(&target))?;
+    for line in lines {
+        let (_, record) = line.split_once('\t').expect("keyed lines have a tab");
+        writeln!(writer, "{record}").map_err(io_error(&target))?;
     }
     writer.flush().map_err(io_error(&target))
 }
@@ -264,17 +338,27 @@ fn clean(text: &str) -> Result<Clean, String> {
     let mut normalized = BTreeMap::new();
     normalize(&mut snapshot, &mut normalized);
     let mut redactions = BTreeMap::new();
-    for_each_text(&mut snapshot, |_, text| {
-        let (clean, counts) = redact::redact(text);
-        *text = clean;
-        for (kind, count) in counts {
-            *redactions.entry(kind).or_insert(0) += count;
+    let mut leak = None;
+    for_each_text(&mut snapshot, |field, text| {
+        let redacted = redact::redact_verified(text);
+        *text = redacted.text.clone();
+        for (kind, count) in &redacted.counts {
+            *redactions.entry(*kind).or_insert(0) += count;
+        }
+        if leak.is_none()
+            && let Some(kind) = redacted.residue
+        {
+            leak = Some((field.to_string(), kind.name()));
         }
     });
+    if leak.is_none() {
+        leak = target_leak(&snapshot);
+    }
     Ok(Clean {
         snapshot,
         redactions,
         normalized,
+        leak,
     })
 }
 
@@ -409,16 +493,17 @@ pub fn leak(snapshot: &Snapshot) -> Option<(String, &'static str)> {
             found = Some((field.to_string(), finding.kind.name()));
         }
     });
-    if found.is_none()
-        && let Some(commands) = &snapshot.issued_commands
-        && let Some(target) = commands
-            .iter()
-            .filter_map(|c| c.target.as_deref())
-            .find(|t| !vocabulary::is_archetype(t))
-    {
-        found = Some((format!("issuedCommands.target ({target})"), "person"));
-    }
-    found
+    found.or_else(|| target_leak(snapshot))
+}
+
+/// A command target that is not an archetype (a track name could hold a name).
+fn target_leak(snapshot: &Snapshot) -> Option<(String, &'static str)> {
+    let commands = snapshot.issued_commands.as_ref()?;
+    let target = commands
+        .iter()
+        .filter_map(|c| c.target.as_deref())
+        .find(|t| !vocabulary::is_archetype(t))?;
+    Some((format!("issuedCommands.target ({target})"), "person"))
 }
 
 #[cfg(test)]

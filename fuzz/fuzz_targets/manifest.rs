@@ -1,0 +1,16 @@
+//! Any text as a Fabric.toml: loading must end in a workspace or diagnostics,
+//! never a panic.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use prime_fabric::manifest;
+use prime_fabric::steps::Registry;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let dir = tempfile::tempdir().expect("a temp dir");
+    std::fs::write(dir.path().join("Fabric.toml"), text).expect("writable");
+    if let Err(diagnostics) = manifest::load(dir.path(), &[], &Registry::builtin()) {
+        let _ = diagnostics.render(false);
+    }
+});
