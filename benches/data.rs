@@ -37,6 +37,8 @@ fn fabric() -> PathBuf {
 /// Runs a command and returns (wall time, the child's own peak RSS in MiB).
 fn measure(command: &mut Command) -> (Duration, f64) {
     let start = Instant::now();
+    // Reaped by wait4 below, which also reports the peak RSS.
+    #[allow(clippy::zombie_processes)]
     let child = command.spawn().expect("runs");
     let mut status = 0;
     // SAFETY: wait4 fills the status and the rusage struct we pass, for our own child.
