@@ -694,3 +694,31 @@ fn a_damaged_lock_is_reported_not_overwritten() {
     assert!(outcome.stderr.contains("Fabric.lock is damaged"), "{}", outcome.stderr);
     assert_eq!(ws.read("Fabric.lock"), damaged);
 }
+
+#[test]
+fn on_a_terminal_progress_bars_and_a_summary_table_are_drawn() {
+    let ws = Workspace::new();
+    ws.chain();
+    // `script` gives the run a pseudo-terminal.
+    let output = Command::new("script")
+        .args([
+            "-qec",
+            &format!("{} run -j 1", env!("CARGO_BIN_EXE_fabric")),
+            "/dev/null",
+        ])
+        .current_dir(ws.root())
+        .env_remove("CI")
+        .env("TERM", "xterm")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let screen = String::from_utf8_lossy(&output.stdout);
+    assert!(screen.contains("stages"), "the overall bar: {screen}");
+    assert!(screen.contains("✓ a ran in"), "{screen}");
+    assert!(
+        screen.contains("stage                          result        time"),
+        "{screen}"
+    );
+    assert!(screen.contains("4 ran, 0 restored, 0 up to date"), "{screen}");
+    assert_eq!(ws.counts(), [1, 1, 1, 1]);
+}
