@@ -29,6 +29,7 @@ pub mod hash;
 pub mod lock;
 pub mod manifest;
 pub mod paths;
+pub mod onnx;
 pub mod prime;
 pub mod report;
 pub mod run;

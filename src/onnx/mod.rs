@@ -1,0 +1,13 @@
+//! ONNX: graphs built in Rust, run in ONNX Runtime through `ort`.
+//!
+//! - [`proto`]: the ONNX protobuf subset (prost);
+//! - [`builder`]: a graph builder;
+//! - [`mlp`]: the Prime Brain policy model's inference and train-step graphs;
+//! - [`runtime`]: finding and loading the ONNX Runtime library, sessions;
+//! - [`tensors`]: values in and out of ONNX Runtime.
+
+pub mod builder;
+pub mod mlp;
+pub mod proto;
+pub mod runtime;
+pub mod tensors;
