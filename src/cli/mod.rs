@@ -7,6 +7,7 @@ mod explain;
 mod gc;
 mod init;
 mod metrics;
+mod onnx;
 mod prime;
 mod run;
 mod status;
@@ -81,6 +82,10 @@ enum Command {
     Dataset(prime::DatasetArgs),
     /// Print the JSON Schema of snapshot v1.
     Schema,
+    /// Train the Prime Brain policy model in ONNX Runtime.
+    Train(onnx::TrainArgs),
+    /// Evaluate a model (or external predictions) against the doctrine.
+    Evaluate(onnx::EvaluateArgs),
 }
 
 /// An error whose exit code is 2: bad usage or a bad manifest.
@@ -96,6 +101,7 @@ impl From<Diagnostic> for UsageError {
 
 /// Parses arguments, runs the command, prints errors, returns the exit code.
 pub fn main() -> ExitCode {
+    restore_sigpipe();
     let cli = Cli::parse();
     let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     match dispatch(cli) {
@@ -109,6 +115,16 @@ pub fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         }
+    }
+}
+
+/// Rust ignores SIGPIPE, which turns `fabric dag | head` into a write error;
+/// like other Unix tools, end quietly instead.
+#[allow(unsafe_code)]
+fn restore_sigpipe() {
+    // SAFETY: setting a signal's disposition to the default has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
@@ -132,6 +148,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sanitize(args) => prime::sanitize(args),
         Command::Dataset(args) => prime::dataset(args),
         Command::Schema => prime::print_schema(),
+        Command::Train(args) => onnx::train(args),
+        Command::Evaluate(args) => onnx::evaluate(args),
         Command::Steps => {
             let registry = Registry::builtin();
             for name in registry.names() {

@@ -93,7 +93,9 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
     let summary = std::thread::scope(|scope| {
         let interrupts = &interrupts;
         scope.spawn(move || {
-            if signals.forever().next().is_some() {
+            // Keep listening until the handle closes: the iterator owns the
+            // wake-up pipe that `close` writes to.
+            for _ in signals.forever() {
                 interrupts.interrupt();
             }
         });

@@ -171,7 +171,10 @@ fn doctrine_mask(b: &mut GraphBuilder, features: &str) -> String {
     let ends = b.int64s(&[position("mode.passive") + 4]);
     let axes = b.int64s(&[1]);
     let mode = b.op("Slice", &[features, &starts, &ends, &axes], vec![]);
-    let flag_positions = b.int64s(&[position("flags.performance.critical"), position("flags.health.critical")]);
+    let flag_positions = b.int64s(&[
+        position("flags.performance.critical"),
+        position("flags.health.critical"),
+    ]);
     let flags = b.op("Gather", &[features, &flag_positions], vec![int("axis", 1)]);
     let flag_sum = b.reduce_sum(&flags, &[1], true);
     let zero = b.scalar(0.0);
@@ -238,9 +241,17 @@ pub fn inference_graph(arch: &Architecture, params: &[Param], metadata: Vec<(Str
     let forward = forward(&mut b, arch, &features, &|name| format!("param.{name}"));
     let mask = doctrine_mask(&mut b, &features);
     for (index, (head, logits)) in heads().iter().zip(&forward.logits).enumerate() {
-        let logits = if index == 0 { masked(&mut b, logits, &mask) } else { logits.clone() };
+        let logits = if index == 0 {
+            masked(&mut b, logits, &mask)
+        } else {
+            logits.clone()
+        };
         let probs = b.op("Softmax", &[&logits], vec![int("axis", 1)]);
-        b.output(&format!("{}_probs", head.name), &probs, &[N, Dim::Fixed(head.classes.len())]);
+        b.output(
+            &format!("{}_probs", head.name),
+            &probs,
+            &[N, Dim::Fixed(head.classes.len())],
+        );
     }
     b.finish("prime_brain_policy", metadata)
 }
@@ -395,7 +406,11 @@ mod tests {
         }
         for (param, data) in params.iter().zip(values) {
             for prefix in ["param", "adam.m", "adam.v"] {
-                let data = if prefix == "param" { data.clone() } else { vec![0.0; data.len()] };
+                let data = if prefix == "param" {
+                    data.clone()
+                } else {
+                    vec![0.0; data.len()]
+                };
                 inputs.push((
                     Cow::Owned(format!("{prefix}.{}", param.name)),
                     f64_value(&param.dims, data).unwrap().into(),
@@ -406,7 +421,13 @@ mod tests {
         let loss = outputs["loss"].try_extract_scalar::<f64>().unwrap();
         let grads = params
             .iter()
-            .map(|p| outputs[format!("grad.{}", p.name).as_str()].try_extract_tensor::<f64>().unwrap().1.to_vec())
+            .map(|p| {
+                outputs[format!("grad.{}", p.name).as_str()]
+                    .try_extract_tensor::<f64>()
+                    .unwrap()
+                    .1
+                    .to_vec()
+            })
             .collect();
         (loss, grads)
     }
@@ -423,7 +444,8 @@ mod tests {
             ..StepSettings::default()
         };
         let model = train_step_graph(&arch, &params, &settings, data_type::DOUBLE);
-        let mut session = runtime::session(Some(Path::new(env!("CARGO_MANIFEST_DIR"))), &model.encode_to_vec(), 1).unwrap();
+        let mut session =
+            runtime::session(Some(Path::new(env!("CARGO_MANIFEST_DIR"))), &model.encode_to_vec(), 1).unwrap();
 
         let mut rng = ChaCha8Rng::seed_from_u64(9);
         let n = 5;
@@ -439,7 +461,11 @@ mod tests {
             let mut y = vec![0.0; n * classes];
             for row in 0..n {
                 // `none` (class 0) is always allowed, so masked classes never carry a label.
-                let class = if head.name == "command" { 0 } else { rng.random_range(0..classes) };
+                let class = if head.name == "command" {
+                    0
+                } else {
+                    rng.random_range(0..classes)
+                };
                 y[row * classes + class] = 1.0;
             }
             batch.push((format!("y.{}", head.name), vec![n, classes], y));
@@ -448,7 +474,10 @@ mod tests {
         batch.push(("lr".into(), vec![], vec![0.01]));
         batch.push(("adam.t".into(), vec![], vec![0.0]));
 
-        let values: Vec<Vec<f64>> = params.iter().map(|p| p.values.iter().map(|v| f64::from(*v)).collect()).collect();
+        let values: Vec<Vec<f64>> = params
+            .iter()
+            .map(|p| p.values.iter().map(|v| f64::from(*v)).collect())
+            .collect();
         let (_, grads) = loss_and_gradients(&mut session, &batch, &params, &values);
         let epsilon = 1e-6;
         for (index, param) in params.iter().enumerate() {

@@ -4,10 +4,16 @@
 //! - [`builder`]: a graph builder;
 //! - [`mlp`]: the Prime Brain policy model's inference and train-step graphs;
 //! - [`runtime`]: finding and loading the ONNX Runtime library, sessions;
-//! - [`tensors`]: values in and out of ONNX Runtime.
+//! - [`tensors`]: values in and out of ONNX Runtime;
+//! - [`train`]: the `onnx.train` node; [`eval`]: the `onnx.eval` node, with
+//!   its [`report`] and [`charts`].
 
 pub mod builder;
+pub mod charts;
+pub mod eval;
 pub mod mlp;
 pub mod proto;
+pub mod report;
 pub mod runtime;
 pub mod tensors;
+pub mod train;

@@ -55,7 +55,11 @@ fn python_package_dir(python: &str) -> Option<PathBuf> {
 pub fn find_library(workspace: Option<&Path>) -> Result<PathBuf, String> {
     if let Some(value) = std::env::var_os("ORT_DYLIB_PATH") {
         let path = PathBuf::from(&value);
-        let found = if path.is_dir() { library_in(&path) } else { Some(path.clone()).filter(|p| p.is_file()) };
+        let found = if path.is_dir() {
+            library_in(&path)
+        } else {
+            Some(path.clone()).filter(|p| p.is_file())
+        };
         return found.ok_or_else(|| {
             format!(
                 "ORT_DYLIB_PATH is set to {} but no libonnxruntime.so is there; fix or unset it",
@@ -104,7 +108,12 @@ pub fn find_library(workspace: Option<&Path>) -> Result<PathBuf, String> {
 pub fn library_version(library: &Path) -> String {
     library
         .file_name()
-        .map(|n| n.to_string_lossy().trim_start_matches("libonnxruntime.so").trim_start_matches('.').to_string())
+        .map(|n| {
+            n.to_string_lossy()
+                .trim_start_matches("libonnxruntime.so")
+                .trim_start_matches('.')
+                .to_string()
+        })
         .filter(|v| !v.is_empty())
         .unwrap_or_else(|| "unknown".into())
 }

@@ -235,6 +235,7 @@ pub fn feature_layout() -> Vec<String> {
         }
     }
     names.extend(COMMANDS.iter().map(|c| format!("recent.{}", c.kind)));
+    names.extend(COMMANDS.iter().map(|c| format!("history.{}", c.kind)));
     names.extend(BloomOutcome::ALL.iter().map(|o| format!("bloom.{o:?}").to_lowercase()));
     names
 }
@@ -289,6 +290,11 @@ pub fn features(window: &[Snapshot]) -> Vec<f32> {
     for command in COMMANDS {
         let count = actions.iter().filter(|a| *a == command.kind).count();
         v.push(count as f64 / actions.len().max(1) as f64);
+    }
+    let history = last.issued_commands.as_deref().unwrap_or(&[]);
+    for command in COMMANDS {
+        let count = history.iter().filter(|c| c.kind == command.kind).count();
+        v.push(count as f64 / history.len().max(1) as f64);
     }
     for outcome in BloomOutcome::ALL {
         let count = last.bloom_trace.iter().filter(|b| b.outcome == outcome).count();

@@ -162,7 +162,7 @@ fn simulate_session(
             mode = *Mode::ALL.choose(rng).expect("non-empty");
         }
         // Transport.
-        if rng.random_bool(0.08) {
+        if rng.random_bool(0.04) {
             playing = !playing;
             let kind = if playing { "transport.play" } else { "transport.stop" };
             issue(&mut commands, &mut recent, kind, None);
@@ -240,7 +240,7 @@ fn simulate_session(
             } else {
                 pending = Some((command, due));
             }
-        } else if spike_left > 0 && rng.random_bool(0.7) {
+        } else if spike_left > 0 && rng.random_bool(0.85) {
             let command = if style.freezes {
                 DawCommand {
                     kind: "track.freeze".into(),
@@ -255,7 +255,7 @@ fn simulate_session(
                 }
             };
             pending = Some((command, step + 1));
-        } else if mud_left > 0 && rng.random_bool(0.6) {
+        } else if mud_left > 0 && rng.random_bool(0.8) {
             let command = if style.eq_cuts {
                 DawCommand {
                     kind: "mix.eqCut".into(),

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
+use std::path::Path;
 
 use crate::digest::Digest;
 use crate::fingerprint::{ActionKey, DirtyReason, Inputs, MISSING, canonical_json, platform};
@@ -12,7 +13,7 @@ use crate::manifest::{Action, Dep, Stage};
 use crate::steps::Registry;
 
 /// The current inputs of `stage`, hashing its deps.
-pub fn inputs(registry: &Registry, hasher: &Hasher, stage: &Stage) -> io::Result<Inputs> {
+pub fn inputs(root: &Path, registry: &Registry, hasher: &Hasher, stage: &Stage) -> io::Result<Inputs> {
     let (action, with, platform, facts) = match &stage.action {
         Action::Cmd(cmd) => (
             ActionKey::Cmd {
@@ -34,7 +35,7 @@ pub fn inputs(registry: &Registry, hasher: &Hasher, stage: &Stage) -> io::Result
                 },
                 canonical_json(with),
                 String::new(),
-                step.facts(),
+                step.facts(root),
             )
         }
     };

@@ -141,7 +141,7 @@ impl Runner<'_> {
                 });
                 continue;
             }
-            let inputs = freshness::inputs(self.registry, &hasher, stage)?;
+            let inputs = freshness::inputs(&self.workspace.root, self.registry, &hasher, stage)?;
             let mut reasons = Vec::new();
             for upstream in self.graph.upstream(index) {
                 if matches!(decisions.get(&upstream), Some(Decision::Run | Decision::Restore)) {
@@ -335,7 +335,7 @@ impl Runner<'_> {
                 )
             });
         }
-        let inputs = freshness::inputs(self.registry, &hasher, stage)?;
+        let inputs = freshness::inputs(&self.workspace.root, self.registry, &hasher, stage)?;
         let fingerprint = inputs.fingerprint();
         let forced = force.covers(&stage.name) || stage.always_run;
         let reasons = if force.covers(&stage.name) {

@@ -6,6 +6,7 @@
 //! after success), never shells out, and declares a version that enters the
 //! fingerprint: bump it whenever the step's output for the same inputs changes.
 
+pub mod onnx;
 pub mod prime;
 
 use std::collections::BTreeMap;
@@ -37,8 +38,10 @@ pub trait Step: Send + Sync {
     fn summary(&self) -> &'static str;
     /// Checks the `with` arguments when the manifest loads.
     fn check(&self, with: &Json) -> Result<(), String>;
-    /// Facts besides the inputs that change the output (e.g. a runtime version).
-    fn facts(&self) -> BTreeMap<String, String> {
+    /// Facts besides the inputs that change the output (e.g. a runtime
+    /// version), for a workspace at `root`.
+    fn facts(&self, root: &Path) -> BTreeMap<String, String> {
+        let _ = root;
         BTreeMap::new()
     }
     /// Produces the outs.
@@ -58,6 +61,8 @@ impl Registry {
         registry.register(Box::new(prime::Simulate));
         registry.register(Box::new(prime::Sanitize));
         registry.register(Box::new(prime::Dataset));
+        registry.register(Box::new(onnx::Train));
+        registry.register(Box::new(onnx::Eval));
         registry
     }
 

@@ -63,7 +63,7 @@ impl Step for Simulate {
         "prime.simulate"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn summary(&self) -> &'static str {
         "simulated Studio sessions as raw snapshots; with: seed, users, sessions_per_user, snapshots_per_session, bad_fraction"
@@ -164,7 +164,7 @@ impl Step for Dataset {
         "prime.dataset"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn summary(&self) -> &'static str {
         "sanitized sessions (dep 1) → train JSONL, test JSONL, card (outs 1–3); with: window_size, test_fraction, seed, augment_mode"

@@ -4,11 +4,17 @@
 //! tests can assert exactly how many times each stage executed.
 #![allow(unsafe_code)] // signals sent to child processes
 
+mod onnx;
 mod prime;
 mod runner;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+/// Where `scripts/setup` (run by `scripts/test`) installed ONNX Runtime.
+fn ort_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(".fabric/python/onnxruntime/capi")
+}
 
 struct Workspace {
     dir: tempfile::TempDir,
@@ -75,7 +81,8 @@ impl Workspace {
             .args(args)
             .current_dir(self.root())
             .env("CI", "true")
-            .env_remove("NO_COLOR");
+            .env_remove("NO_COLOR")
+            .env("ORT_DYLIB_PATH", ort_dir());
         command
     }
 

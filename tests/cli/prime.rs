@@ -441,7 +441,11 @@ fn the_default_pipeline_runs_on_built_in_data_and_reruns_incrementally() {
         &std::fs::read_to_string(format!("{root}/pipelines/prime-brain.toml")).unwrap(),
     );
     let first = ws.ok(&["run"]);
-    assert!(first.stderr.contains("ran dataset"), "{}", first.stderr);
+    assert!(
+        first.stderr.contains("ran dataset") && first.stderr.contains("ran evaluate"),
+        "{}",
+        first.stderr
+    );
     let card: Value = serde_json::from_str(&ws.read("datasets/prime-brain-v1.card.json")).unwrap();
     assert!(card["examples"]["train"].as_u64().unwrap() > 1000);
     let report: Value = serde_json::from_str(&ws.read("reports/sanitize.json")).unwrap();
@@ -449,15 +453,32 @@ fn the_default_pipeline_runs_on_built_in_data_and_reruns_incrementally() {
         report["dropped"]["invalid_json"].as_u64().unwrap() > 0,
         "the simulated stream has bad records"
     );
+    let metrics: Value = serde_json::from_str(&ws.read("reports/metrics.json")).unwrap();
+    let model = metrics["model"]["command_accuracy"].as_f64().unwrap();
+    assert!(
+        model > metrics["seed_rules"]["command_accuracy"].as_f64().unwrap(),
+        "{metrics}"
+    );
+    assert!(
+        model > metrics["majority"]["command_accuracy"].as_f64().unwrap(),
+        "{metrics}"
+    );
+    assert_eq!(metrics["model"]["mode_compliance"], 1.0);
+    assert_eq!(metrics["model"]["tone_audit"], 1.0);
+    assert!(
+        ws.read("reports/eval-v1.md")
+            .contains("![confusion matrix](charts/confusion.svg)")
+    );
+    assert!(ws.read("reports/charts/loss.svg").starts_with("<svg"));
     let rerun = ws.ok(&["run"]);
     assert!(
-        rerun.stderr.contains("0 ran, 0 restored, 3 up to date"),
+        rerun.stderr.contains("0 ran, 0 restored, 5 up to date"),
         "{}",
         rerun.stderr
     );
-    let changed = ws.ok(&["run", "-P", "window_size=8"]);
+    let changed = ws.ok(&["run", "-P", "epochs=2", "train"]);
     assert!(
-        changed.stderr.contains("1 ran, 0 restored, 2 up to date"),
+        changed.stderr.contains("1 ran, 0 restored, 3 up to date"),
         "{}",
         changed.stderr
     );

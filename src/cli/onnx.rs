@@ -1,0 +1,151 @@
+//! `fabric train` and `fabric evaluate`, with the brief's flags.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::manifest::find_root;
+use crate::onnx::eval::{self, Candidate, EvalOutputs, Gates};
+use crate::onnx::train::{self, BUILTIN, TrainOptions, TrainOutputs};
+
+/// Arguments of `fabric train`.
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    /// The train split (JSONL from `fabric dataset`).
+    #[arg(long, value_name = "FILE")]
+    dataset: PathBuf,
+    /// Where to write model.onnx, training-log.json and model-card.json.
+    #[arg(long, value_name = "DIR")]
+    output_dir: PathBuf,
+    /// `prime-mlp` (built-in) or a released model.onnx to warm-start from.
+    #[arg(long, default_value = BUILTIN)]
+    base_model: String,
+    /// Passes over the training set.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Adam learning rate.
+    #[arg(long)]
+    learning_rate: Option<f64>,
+    /// Examples per step.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Hidden layer widths, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    hidden: Option<Vec<usize>>,
+    /// Seed of the initial weights and shuffling.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// ONNX Runtime intra-op threads.
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
+    let defaults = TrainOptions::default();
+    let options = TrainOptions {
+        base_model: args.base_model,
+        hidden: args.hidden.unwrap_or(defaults.hidden),
+        epochs: args.epochs.unwrap_or(defaults.epochs),
+        batch_size: args.batch_size.unwrap_or(defaults.batch_size),
+        learning_rate: args.learning_rate.unwrap_or(defaults.learning_rate),
+        seed: args.seed.unwrap_or(defaults.seed),
+        threads: args.threads.unwrap_or(defaults.threads),
+        mode_weights: defaults.mode_weights,
+    };
+    options.check().map_err(anyhow::Error::msg)?;
+    std::fs::create_dir_all(&args.output_dir)?;
+    let outputs = TrainOutputs {
+        model: args.output_dir.join("model.onnx"),
+        log: args.output_dir.join("training-log.json"),
+        card: args.output_dir.join("model-card.json"),
+    };
+    let workspace = find_root(&std::env::current_dir()?);
+    let log = train::train(workspace.as_deref(), &args.dataset, &options, &outputs)?;
+    let last = log.epochs.last().map_or(f64::NAN, |e| e.loss);
+    eprintln!(
+        "trained {} epochs on {} examples ({:.0} examples/s); final loss {last:.4}; wrote {}",
+        log.epochs.len(),
+        log.examples,
+        log.examples_per_second,
+        outputs.model.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Arguments of `fabric evaluate`.
+#[derive(Debug, clap::Args)]
+pub struct EvaluateArgs {
+    /// The directory holding model.onnx (and training-log.json for the loss chart).
+    #[arg(long, value_name = "DIR", required_unless_present = "predictions")]
+    model_dir: Option<PathBuf>,
+    /// Score these predictions instead of a model: JSONL, one
+    /// `{"response": "...", "command": {"type": "...", "target": "..."}}` per test example.
+    #[arg(long, value_name = "FILE", conflicts_with = "model_dir")]
+    predictions: Option<PathBuf>,
+    /// The test split.
+    #[arg(long, value_name = "FILE")]
+    test_dataset: PathBuf,
+    /// The Markdown report; metrics.json and charts/ are written beside it.
+    #[arg(long, value_name = "FILE")]
+    output_report: PathBuf,
+    /// Fail (exit 1) unless top-1 command accuracy reaches this.
+    #[arg(long, default_value_t = 0.0)]
+    min_command_accuracy: f64,
+    /// Fail unless the model beats the seed rules and the majority baseline.
+    #[arg(long)]
+    beat_baselines: bool,
+}
+
+pub fn evaluate(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
+    let dir = args
+        .output_report
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), PathBuf::from);
+    std::fs::create_dir_all(&dir)?;
+    let outputs = EvalOutputs {
+        metrics: dir.join("metrics.json"),
+        report: args.output_report.clone(),
+        charts: dir.join("charts"),
+        charts_link: "charts".into(),
+    };
+    let (candidate, log) = match (&args.model_dir, &args.predictions) {
+        (_, Some(predictions)) => (Candidate::Predictions(predictions.clone()), None),
+        (Some(model_dir), None) => {
+            let log = model_dir.join("training-log.json");
+            (
+                Candidate::Model(model_dir.join("model.onnx")),
+                log.exists().then_some(log),
+            )
+        }
+        (None, None) => anyhow::bail!("pass --model-dir or --predictions"),
+    };
+    let gates = Gates {
+        min_command_accuracy: args.min_command_accuracy,
+        beat_baselines: args.beat_baselines,
+        ..Gates::default()
+    };
+    let workspace = find_root(&std::env::current_dir()?);
+    let (metrics, failed) = eval::evaluate(
+        workspace.as_deref(),
+        &candidate,
+        &args.test_dataset,
+        log.as_deref(),
+        &gates,
+        &outputs,
+    )?;
+    eprintln!(
+        "command accuracy {:.1}% (seed rules {:.1}%, majority {:.1}%), mode compliance {:.1}%, tone audit {:.1}%; report: {}",
+        metrics.model.command_accuracy * 100.0,
+        metrics.seed_rules.command_accuracy * 100.0,
+        metrics.majority.command_accuracy * 100.0,
+        metrics.model.mode_compliance * 100.0,
+        metrics.model.tone_audit * 100.0,
+        args.output_report.display()
+    );
+    if failed.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("regression gates failed: {}", failed.join(", "));
+        Ok(ExitCode::from(1))
+    }
+}
