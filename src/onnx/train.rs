@@ -158,11 +158,14 @@ pub struct EpochLog {
     pub epoch: usize,
     /// Mean weighted loss over the epoch's steps.
     pub loss: f64,
-    /// Wall-clock seconds.
+    /// Wall-clock seconds (printed, never written: outs must be reproducible).
+    #[serde(skip)]
     pub seconds: f64,
 }
 
-/// `training-log.json`.
+/// `training-log.json`. It holds no wall-clock times, so that the same inputs
+/// give byte-identical outs (`fabric verify --reproduce` compares them);
+/// times go to the terminal.
 #[derive(Debug, Clone, Serialize)]
 pub struct TrainingLog {
     /// Per epoch.
@@ -173,7 +176,8 @@ pub struct TrainingLog {
     pub batch_size: usize,
     /// Training examples.
     pub examples: usize,
-    /// Examples per second over the whole run.
+    /// Examples per second over the whole run (printed, never written).
+    #[serde(skip)]
     pub examples_per_second: f64,
 }
 
