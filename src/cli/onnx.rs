@@ -37,6 +37,9 @@ pub struct TrainArgs {
     /// ONNX Runtime intra-op threads.
     #[arg(long)]
     threads: Option<usize>,
+    /// Also write the train-step graph here (for other runtimes and benchmarks).
+    #[arg(long, value_name = "FILE")]
+    save_train_graph: Option<PathBuf>,
 }
 
 pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
@@ -59,6 +62,9 @@ pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         card: args.output_dir.join("model-card.json"),
     };
     let workspace = find_root(&std::env::current_dir()?);
+    if let Some(path) = &args.save_train_graph {
+        std::fs::write(path, train::train_step_model(&options)?)?;
+    }
     let log = train::train(workspace.as_deref(), &args.dataset, &options, &outputs)?;
     let last = log.epochs.last().map_or(f64::NAN, |e| e.loss);
     eprintln!(

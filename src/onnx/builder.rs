@@ -100,10 +100,15 @@ impl GraphBuilder {
         self.graph.output.push(value_info(name, self.elem, dims));
     }
 
+    /// A fresh value name.
+    pub fn fresh(&mut self, hint: &str) -> String {
+        self.counter += 1;
+        format!("{hint}_{}", self.counter)
+    }
+
     /// Adds a node writing a fresh value; returns its name.
     pub fn op(&mut self, op: &str, inputs: &[&str], attributes: Vec<AttributeProto>) -> String {
-        self.counter += 1;
-        let output = format!("{}_{}", op.to_lowercase(), self.counter);
+        let output = self.fresh(&op.to_lowercase());
         self.named(op, inputs, attributes, &output);
         output
     }
@@ -113,6 +118,17 @@ impl GraphBuilder {
         self.graph.node.push(NodeProto {
             input: inputs.iter().map(|s| s.to_string()).collect(),
             output: vec![output.into()],
+            name: format!("n{}", self.graph.node.len()),
+            op_type: op.into(),
+            attribute: attributes,
+        });
+    }
+
+    /// Adds a node with several named outputs (`Split`).
+    pub fn multi(&mut self, op: &str, inputs: &[&str], attributes: Vec<AttributeProto>, outputs: &[String]) {
+        self.graph.node.push(NodeProto {
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: outputs.to_vec(),
             name: format!("n{}", self.graph.node.len()),
             op_type: op.into(),
             attribute: attributes,

@@ -13,8 +13,9 @@
 //!
 //! Naming convention of train-step graphs (what `onnx.train` relies on):
 //! every input `param.NAME` has an output `param.NAME.out` and an initializer
-//! holding its initial value; `adam.m.NAME` / `adam.v.NAME` likewise with
-//! `.out`; `adam.t` → `adam.t.out` (a float step count); batch inputs
+//! holding its initial value; the Adam moments `adam.m` and `adam.v` are
+//! flat vectors over all parameters in input order (→ `adam.m.out`,
+//! `adam.v.out`); `adam.t` → `adam.t.out` (a float step count); batch inputs
 //! `features` and `y.HEAD` (one-hot), `weight [N]` and the scalar `lr`;
 //! output `loss`.
 
@@ -203,6 +204,8 @@ struct Forward {
     inputs: Vec<String>,
     pre: Vec<String>,
     top: String,
+    /// All heads' weights, concatenated along the class axis.
+    head_weights: String,
     logits: Vec<String>,
 }
 
@@ -217,17 +220,38 @@ fn forward(b: &mut GraphBuilder, arch: &Architecture, features: &str, param: &dy
         h = b.op("Relu", &[&z], vec![]);
         pre.push(z);
     }
-    let mut logits = Vec::new();
-    for head in heads() {
-        let product = b.matmul(&h, &param(&format!("{}.W", head.name)));
-        logits.push(b.add(&product, &param(&format!("{}.b", head.name))));
-    }
+    // All heads in one product: concatenated weights, then split logits.
+    let heads = heads();
+    let weights: Vec<String> = heads.iter().map(|head| param(&format!("{}.W", head.name))).collect();
+    let biases: Vec<String> = heads.iter().map(|head| param(&format!("{}.b", head.name))).collect();
+    let weights: Vec<&str> = weights.iter().map(String::as_str).collect();
+    let biases: Vec<&str> = biases.iter().map(String::as_str).collect();
+    let head_weights = b.op("Concat", &weights, vec![int("axis", 1)]);
+    let head_biases = b.op("Concat", &biases, vec![int("axis", 0)]);
+    let product = b.matmul(&h, &head_weights);
+    let all_logits = b.add(&product, &head_biases);
+    let logits = split(
+        b,
+        &all_logits,
+        &heads.iter().map(|h| h.classes.len()).collect::<Vec<_>>(),
+        1,
+    );
     Forward {
         inputs,
         pre,
         top: h,
+        head_weights,
         logits,
     }
+}
+
+/// Splits `value` along `axis` into pieces of `sizes`.
+fn split(b: &mut GraphBuilder, value: &str, sizes: &[usize], axis: i64) -> Vec<String> {
+    let sizes_i64: Vec<i64> = sizes.iter().map(|s| *s as i64).collect();
+    let sizes_name = b.int64s(&sizes_i64);
+    let pieces: Vec<String> = (0..sizes.len()).map(|_| b.fresh("split")).collect();
+    b.multi("Split", &[value, &sizes_name], vec![int("axis", axis)], &pieces);
+    pieces
 }
 
 /// The inference graph with `params` baked in as initializers.
@@ -256,6 +280,11 @@ pub fn inference_graph(arch: &Architecture, params: &[Param], metadata: Vec<(Str
     b.finish("prime_brain_policy", metadata)
 }
 
+/// The number of scalars in all parameters (the length of the Adam moments).
+pub fn parameter_count(params: &[Param]) -> usize {
+    params.iter().map(|p| p.values.len()).sum()
+}
+
 /// The train-step graph in element type `elem`, with `initial` values as the
 /// param inputs' initializers.
 pub fn train_step_graph(arch: &Architecture, initial: &[Param], settings: &StepSettings, elem: i32) -> ModelProto {
@@ -274,9 +303,10 @@ pub fn train_step_graph(arch: &Architecture, initial: &[Param], settings: &StepS
         b.input(&format!("param.{}", param.name), &dims);
         let values: Vec<f64> = param.values.iter().map(|v| f64::from(*v)).collect();
         b.initializer(&format!("param.{}", param.name), &param.dims, &values);
-        b.input(&format!("adam.m.{}", param.name), &dims);
-        b.input(&format!("adam.v.{}", param.name), &dims);
     }
+    let total = parameter_count(initial);
+    b.input("adam.m", &[Dim::Fixed(total)]);
+    b.input("adam.v", &[Dim::Fixed(total)]);
 
     let forward = forward(&mut b, arch, &features, &|name| format!("param.{name}"));
     let mask = doctrine_mask(&mut b, &features);
@@ -285,44 +315,57 @@ pub fn train_step_graph(arch: &Architecture, initial: &[Param], settings: &StepS
     let weight_column = b.op("Unsqueeze", &[&weight, &axis1], vec![]);
     let scale = b.div(&weight_column, &weight_sum);
 
-    let mut loss: Option<String> = None;
     let mut grads: Vec<(String, String)> = Vec::new();
-    let mut d_top: Option<String> = None;
-    for (index, head) in heads.iter().enumerate() {
-        let logits = if index == 0 {
-            masked(&mut b, &forward.logits[index], &mask)
-        } else {
-            forward.logits[index].clone()
-        };
-        let log_probs = b.op("LogSoftmax", &[&logits], vec![int("axis", 1)]);
-        let probs = b.op("Softmax", &[&logits], vec![int("axis", 1)]);
-        let picked = b.mul(&labels[index], &log_probs);
-        let per_example = b.reduce_sum(&picked, &[1], false);
-        let weighted = b.mul(&per_example, &weight);
-        let total = b.reduce_sum(&weighted, &[0], false);
-        let mean = b.div(&total, &weight_sum);
-        let alpha = b.scalar(-settings.head_weights[index]);
-        let head_loss = b.mul(&mean, &alpha);
-        loss = Some(match loss {
-            None => head_loss,
-            Some(sum) => b.add(&sum, &head_loss),
-        });
-        // d loss / d logits = alpha · (P − Y) · w / Σw
-        let error = b.sub(&probs, &labels[index]);
-        let scaled = b.mul(&error, &scale);
-        let alpha = b.scalar(settings.head_weights[index]);
-        let d_logits = b.mul(&scaled, &alpha);
-        let top_t = b.transpose(&forward.top);
-        grads.push((format!("{}.W", head.name), b.matmul(&top_t, &d_logits)));
-        grads.push((format!("{}.b", head.name), b.reduce_sum(&d_logits, &[0], false)));
-        let w_t = b.transpose(&format!("param.{}.W", head.name));
-        let back = b.matmul(&d_logits, &w_t);
-        d_top = Some(match d_top {
-            None => back,
-            Some(sum) => b.add(&sum, &back),
-        });
+    let top_t = b.transpose(&forward.top);
+    // Weighted cross-entropy over all heads at once: per-head log-softmax,
+    // then one concatenated tensor with each class scaled by its head weight.
+    let log_probs: Vec<String> = forward
+        .logits
+        .iter()
+        .enumerate()
+        .map(|(index, logits)| {
+            let logits = if index == 0 {
+                masked(&mut b, logits, &mask)
+            } else {
+                logits.clone()
+            };
+            b.op("LogSoftmax", &[&logits], vec![int("axis", 1)])
+        })
+        .collect();
+    let log_probs: Vec<&str> = log_probs.iter().map(String::as_str).collect();
+    let log_probs = b.op("Concat", &log_probs, vec![int("axis", 1)]);
+    let probs = b.op("Exp", &[&log_probs], vec![]);
+    let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+    let labels = b.op("Concat", &labels, vec![int("axis", 1)]);
+    let class_weights: Vec<f64> = heads
+        .iter()
+        .zip(&settings.head_weights)
+        .flat_map(|(head, weight)| std::iter::repeat_n(*weight, head.classes.len()))
+        .collect();
+    let class_weights = b.constant(&[1, class_weights.len()], &class_weights);
+    let picked = b.mul(&labels, &log_probs);
+    let weighted_classes = b.mul(&picked, &class_weights);
+    let per_example = b.reduce_sum(&weighted_classes, &[1], false);
+    let weighted = b.mul(&per_example, &weight);
+    let total = b.reduce_sum(&weighted, &[0], false);
+    let mean = b.div(&total, &weight_sum);
+    let loss = b.op("Neg", &[&mean], vec![]);
+    // d loss / d logits = head weight · (P − Y) · w / Σw
+    let error = b.sub(&probs, &labels);
+    let scaled = b.mul(&error, &scale);
+    let d_logits = b.mul(&scaled, &class_weights);
+    let d_head_weights = b.matmul(&top_t, &d_logits);
+    let d_head_biases = b.reduce_sum(&d_logits, &[0], false);
+    let sizes: Vec<usize> = heads.iter().map(|h| h.classes.len()).collect();
+    let d_weights = split(&mut b, &d_head_weights, &sizes, 1);
+    let d_biases = split(&mut b, &d_head_biases, &sizes, 0);
+    for ((head, d_w), d_b) in heads.iter().zip(d_weights).zip(d_biases) {
+        grads.push((format!("{}.W", head.name), d_w));
+        grads.push((format!("{}.b", head.name), d_b));
     }
-    let mut d_h = d_top.expect("at least one head");
+    let head_weights_t = b.transpose(&forward.head_weights);
+    let d_top = b.matmul(&d_logits, &head_weights_t);
+    let mut d_h = d_top;
     let zero = b.scalar(0.0);
     for k in (0..arch.hidden.len()).rev() {
         let positive = b.op("Greater", &[&forward.pre[k], &zero], vec![]);
@@ -335,7 +378,7 @@ pub fn train_step_graph(arch: &Architecture, initial: &[Param], settings: &StepS
             d_h = b.matmul(&d_z, &w_t);
         }
     }
-    b.output("loss", &loss.expect("at least one head"), &[]);
+    b.output("loss", &loss, &[]);
 
     // Adam.
     let one = b.scalar(1.0);
@@ -349,28 +392,50 @@ pub fn train_step_graph(arch: &Architecture, initial: &[Param], settings: &StepS
     let power2 = b.op("Pow", &[&beta2, &next_t], vec![]);
     let correction1 = b.sub(&one, &power1);
     let correction2 = b.sub(&one, &power2);
-    for param in initial {
+    // One Adam update over all parameters flattened into a single vector:
+    // a handful of element-wise ops instead of a dozen per parameter.
+    let flat_shape = b.int64s(&[-1]);
+    let flat_grads: Vec<String> = initial
+        .iter()
+        .map(|param| {
+            let grad = &grads
+                .iter()
+                .find(|(n, _)| *n == param.name)
+                .expect("a gradient per param")
+                .1;
+            b.op("Reshape", &[grad, &flat_shape], vec![])
+        })
+        .collect();
+    let refs: Vec<&str> = flat_grads.iter().map(String::as_str).collect();
+    let grad = b.op("Concat", &refs, vec![int("axis", 0)]);
+    let m_old = b.mul("adam.m", &beta1);
+    let g_part = b.mul(&grad, &keep1);
+    let m = b.add(&m_old, &g_part);
+    let v_old = b.mul("adam.v", &beta2);
+    let g2 = b.mul(&grad, &grad);
+    let g2_part = b.mul(&g2, &keep2);
+    let v = b.add(&v_old, &g2_part);
+    let m_hat = b.div(&m, &correction1);
+    let v_hat = b.div(&v, &correction2);
+    let root = b.op("Sqrt", &[&v_hat], vec![]);
+    let denominator = b.add(&root, &epsilon);
+    let direction = b.div(&m_hat, &denominator);
+    let step = b.mul(&direction, &lr);
+    let total = parameter_count(initial);
+    b.output("adam.m.out", &m, &[Dim::Fixed(total)]);
+    b.output("adam.v.out", &v, &[Dim::Fixed(total)]);
+    let sizes: Vec<usize> = initial.iter().map(|p| p.values.len()).collect();
+    let pieces = split(&mut b, &step, &sizes, 0);
+    for (param, piece) in initial.iter().zip(&pieces) {
         let name = &param.name;
         let dims: Vec<Dim> = param.dims.iter().map(|d| Dim::Fixed(*d)).collect();
-        let grad = &grads.iter().find(|(n, _)| n == name).expect("a gradient per param").1;
-        let m_old = b.mul(&format!("adam.m.{name}"), &beta1);
-        let g_part = b.mul(grad, &keep1);
-        let m = b.add(&m_old, &g_part);
-        let v_old = b.mul(&format!("adam.v.{name}"), &beta2);
-        let g2 = b.mul(grad, grad);
-        let g2_part = b.mul(&g2, &keep2);
-        let v = b.add(&v_old, &g2_part);
-        let m_hat = b.div(&m, &correction1);
-        let v_hat = b.div(&v, &correction2);
-        let root = b.op("Sqrt", &[&v_hat], vec![]);
-        let denominator = b.add(&root, &epsilon);
-        let direction = b.div(&m_hat, &denominator);
-        let step = b.mul(&direction, &lr);
-        let updated = b.sub(&format!("param.{name}"), &step);
+        let shape: Vec<i64> = param.dims.iter().map(|d| *d as i64).collect();
+        let shape = b.int64s(&shape);
+        let shaped = b.op("Reshape", &[piece, &shape], vec![]);
+        let updated = b.sub(&format!("param.{name}"), &shaped);
         b.output(&format!("param.{name}.out"), &updated, &dims);
-        b.output(&format!("adam.m.{name}.out"), &m, &dims);
-        b.output(&format!("adam.v.{name}.out"), &v, &dims);
         if settings.expose_gradients {
+            let grad = &grads.iter().find(|(n, _)| n == name).expect("a gradient per param").1;
             b.output(&format!("grad.{name}"), grad, &dims);
         }
     }
@@ -405,17 +470,17 @@ mod tests {
             inputs.push((Cow::Owned(name.clone()), f64_value(dims, data.clone()).unwrap().into()));
         }
         for (param, data) in params.iter().zip(values) {
-            for prefix in ["param", "adam.m", "adam.v"] {
-                let data = if prefix == "param" {
-                    data.clone()
-                } else {
-                    vec![0.0; data.len()]
-                };
-                inputs.push((
-                    Cow::Owned(format!("{prefix}.{}", param.name)),
-                    f64_value(&param.dims, data).unwrap().into(),
-                ));
-            }
+            inputs.push((
+                Cow::Owned(format!("param.{}", param.name)),
+                f64_value(&param.dims, data.clone()).unwrap().into(),
+            ));
+        }
+        let total = parameter_count(params);
+        for moment in ["adam.m", "adam.v"] {
+            inputs.push((
+                Cow::Borrowed(moment),
+                f64_value(&[total], vec![0.0; total]).unwrap().into(),
+            ));
         }
         let outputs = session.run(inputs).unwrap();
         let loss = outputs["loss"].try_extract_scalar::<f64>().unwrap();

@@ -256,6 +256,18 @@ fn starting_params(options: &TrainOptions, arch: &Architecture) -> anyhow::Resul
     }
 }
 
+/// The encoded train-step graph training would run (initial parameters as
+/// initializers).
+pub fn train_step_model(options: &TrainOptions) -> anyhow::Result<Vec<u8>> {
+    options.check().map_err(anyhow::Error::msg)?;
+    let arch = Architecture {
+        features: feature_layout().len(),
+        hidden: options.hidden.clone(),
+    };
+    let initial = starting_params(options, &arch)?;
+    Ok(train_step_graph(&arch, &initial, &StepSettings::default(), data_type::FLOAT).encode_to_vec())
+}
+
 /// Trains on `dataset` and writes the model, the log and the card.
 pub fn train(
     workspace: Option<&Path>,
@@ -293,12 +305,10 @@ pub fn train(
             format!("param.{}", param.name),
             f32_value(&param.dims, param.values.clone())?,
         );
-        for prefix in ["adam.m", "adam.v"] {
-            state.insert(
-                format!("{prefix}.{}", param.name),
-                f32_value(&param.dims, vec![0.0; param.values.len()])?,
-            );
-        }
+    }
+    let total = super::mlp::parameter_count(&initial);
+    for moment in ["adam.m", "adam.v"] {
+        state.insert(moment.into(), f32_value(&[total], vec![0.0; total])?);
     }
     state.insert("adam.t".into(), f32_value(&[], vec![0.0])?);
     let lr = f32_value(&[], vec![options.learning_rate as f32])?;

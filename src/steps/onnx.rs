@@ -34,7 +34,7 @@ impl Step for Train {
         "onnx.train"
     }
     fn version(&self) -> u32 {
-        2
+        3
     }
     fn summary(&self) -> &'static str {
         "train split (dep 1) → model.onnx, training-log.json, model card (outs 1–3); with: base_model, hidden, epochs, batch_size, learning_rate, seed, threads, mode_weights"
