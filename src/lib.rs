@@ -15,6 +15,8 @@
 //!   ([`run::executor`]), built-in steps through the [`steps`] registry.
 //! - [`prime`] is the Prime Brain data domain (schema, simulate, sanitize,
 //!   dataset) behind the `prime.*` steps.
+//! - [`release`] publishes immutable releases and the changelog; [`verify`]
+//!   checks releases, changelog and lock for CI.
 //! - [`report`] turns run events into terminal bars, plain lines or JSON.
 //! - [`cli`] is the command line; the only place that prints results and
 //!   chooses exit codes (0 ok, 1 failure, 2 usage or manifest error).
@@ -31,10 +33,12 @@ pub mod manifest;
 pub mod onnx;
 pub mod paths;
 pub mod prime;
+pub mod release;
 pub mod report;
 pub mod run;
 pub mod stat_cache;
 pub mod steps;
 pub mod store;
+pub mod verify;
 
 pub use cli::main;

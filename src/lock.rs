@@ -143,6 +143,38 @@ impl Lock {
     }
 }
 
+/// Three-way merge, stage by stage: a stage changed on one side takes that
+/// side; changed identically on both, either; changed differently on both, it
+/// is dropped (it will simply run or be restored again) and named as a
+/// conflict.
+pub fn merge(base: &Lock, ours: &Lock, theirs: &Lock) -> (Lock, Vec<String>) {
+    let mut merged = Lock::default();
+    let mut conflicts = Vec::new();
+    let names: std::collections::BTreeSet<&String> = base
+        .stage
+        .keys()
+        .chain(ours.stage.keys())
+        .chain(theirs.stage.keys())
+        .collect();
+    for name in names {
+        let (b, o, t) = (base.stage.get(name), ours.stage.get(name), theirs.stage.get(name));
+        let pick = if o == t {
+            o
+        } else if o == b {
+            t
+        } else if t == b {
+            o
+        } else {
+            conflicts.push(name.clone());
+            None
+        };
+        if let Some(entry) = pick {
+            merged.stage.insert(name.clone(), entry.clone());
+        }
+    }
+    (merged, conflicts)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,11 +6,13 @@ mod dag;
 mod explain;
 mod gc;
 mod init;
+mod lock;
 mod metrics;
 mod onnx;
 mod prime;
 mod run;
 mod status;
+mod verify;
 
 use std::collections::BTreeSet;
 use std::fs::{File, TryLockError};
@@ -86,6 +88,10 @@ enum Command {
     Train(onnx::TrainArgs),
     /// Evaluate a model (or external predictions) against the doctrine.
     Evaluate(onnx::EvaluateArgs),
+    /// Check releases, the changelog and the lock (for CI).
+    Verify(verify::Args),
+    /// Fabric.lock tools: `fabric lock merge` is a git merge driver.
+    Lock(lock::Args),
 }
 
 /// An error whose exit code is 2: bad usage or a bad manifest.
@@ -150,6 +156,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Schema => prime::print_schema(),
         Command::Train(args) => onnx::train(args),
         Command::Evaluate(args) => onnx::evaluate(args),
+        Command::Verify(args) => verify::execute(&globals, args),
+        Command::Lock(args) => lock::execute(args),
         Command::Steps => {
             let registry = Registry::builtin();
             for name in registry.names() {

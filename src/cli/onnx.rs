@@ -90,7 +90,7 @@ pub struct EvaluateArgs {
     /// The test split.
     #[arg(long, value_name = "FILE")]
     test_dataset: PathBuf,
-    /// The Markdown report; metrics.json and charts/ are written beside it.
+    /// The Markdown report; metrics.json, loss.svg and confusion.svg are written beside it.
     #[arg(long, value_name = "FILE")]
     output_report: PathBuf,
     /// Fail (exit 1) unless top-1 command accuracy reaches this.
@@ -111,8 +111,9 @@ pub fn evaluate(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
     let outputs = EvalOutputs {
         metrics: dir.join("metrics.json"),
         report: args.output_report.clone(),
-        charts: dir.join("charts"),
-        charts_link: "charts".into(),
+        loss_chart: dir.join("loss.svg"),
+        confusion_chart: dir.join("confusion.svg"),
+        chart_links: ("loss.svg".into(), "confusion.svg".into()),
     };
     let (candidate, log) = match (&args.model_dir, &args.predictions) {
         (_, Some(predictions)) => (Candidate::Predictions(predictions.clone()), None),

@@ -137,6 +137,8 @@ pub struct Workspace {
     pub stages: Vec<Stage>,
     /// Pipelines, sorted by name.
     pub pipelines: Vec<Pipeline>,
+    /// The manifest files loaded (`Fabric.toml` first), workspace-relative.
+    pub sources: Vec<PathBuf>,
 }
 
 impl Workspace {
@@ -235,6 +237,7 @@ impl Loader<'_> {
         root_params.extend(overrides.clone());
         let root_params = Arc::new(root_params);
         let mut known_params: BTreeSet<String> = workspace_params.keys().cloned().collect();
+        let mut sources = vec![PathBuf::from(MANIFEST)];
         let mut root_stages = Vec::new();
         for (stage, raw) in file.stage {
             root_stages.push(stage.clone());
@@ -255,6 +258,7 @@ impl Loader<'_> {
         }
 
         for path in self.expand_includes(&includes, &source) {
+            sources.push(path.clone());
             let Some((pipeline_source, pipeline_file)) = self.parse::<RawPipelineFile>(&path) else {
                 continue;
             };
@@ -315,6 +319,7 @@ impl Loader<'_> {
             jobs,
             stages,
             pipelines,
+            sources,
         })
     }
 

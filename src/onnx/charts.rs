@@ -9,6 +9,12 @@ fn escape(text: &str) -> String {
 
 /// A line chart of `values` (x = 1…n).
 pub fn line_chart(title: &str, values: &[f64]) -> String {
+    if values.is_empty() {
+        return format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"480\" height=\"60\" font-family=\"sans-serif\" font-size=\"13\">\n<text x=\"10\" y=\"30\">{}: no training log given</text>\n</svg>\n",
+            escape(title)
+        );
+    }
     let (width, height, margin) = (480.0, 260.0, 40.0);
     let max = values.iter().copied().fold(f64::MIN, f64::max);
     let min = values.iter().copied().fold(f64::MAX, f64::min).min(max - 1e-9);

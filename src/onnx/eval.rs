@@ -453,10 +453,12 @@ pub struct EvalOutputs {
     pub metrics: PathBuf,
     /// The Markdown report.
     pub report: PathBuf,
-    /// A directory for the SVG charts (linked from the report by file name).
-    pub charts: PathBuf,
-    /// How the report links to the charts directory.
-    pub charts_link: String,
+    /// The loss-curve chart (SVG).
+    pub loss_chart: PathBuf,
+    /// The confusion-matrix chart (SVG).
+    pub confusion_chart: PathBuf,
+    /// How the report links to the two charts.
+    pub chart_links: (String, String),
 }
 
 /// Evaluates and writes everything; returns the metrics and the names of failed gates.
@@ -520,7 +522,6 @@ pub fn evaluate(
         confusion,
     };
     std::fs::write(&outputs.metrics, serde_json::to_string_pretty(&metrics)? + "\n")?;
-    std::fs::create_dir_all(&outputs.charts)?;
     let losses: Vec<f64> = match training_log {
         Some(path) => {
             let log: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
@@ -531,25 +532,17 @@ pub fn evaluate(
         }
         None => Vec::new(),
     };
-    if !losses.is_empty() {
-        std::fs::write(
-            outputs.charts.join("loss.svg"),
-            super::charts::line_chart("Training loss per epoch", &losses),
-        )?;
-    }
     std::fs::write(
-        outputs.charts.join("confusion.svg"),
+        &outputs.loss_chart,
+        super::charts::line_chart("Training loss per epoch", &losses),
+    )?;
+    std::fs::write(
+        &outputs.confusion_chart,
         super::charts::confusion_matrix(&metrics.confusion),
     )?;
     std::fs::write(
         &outputs.report,
-        super::report::markdown(
-            &metrics,
-            candidate_name,
-            &failed,
-            !losses.is_empty(),
-            &outputs.charts_link,
-        ),
+        super::report::markdown(&metrics, candidate_name, &failed, &outputs.chart_links),
     )?;
     Ok((metrics, failed))
 }

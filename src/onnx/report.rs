@@ -12,7 +12,7 @@ fn percent(value: f64) -> String {
 type Row = (&'static str, fn(&Scores) -> String);
 
 /// The report: headline table, per-mode compliance, gates, charts.
-pub fn markdown(metrics: &Metrics, candidate: &str, failed: &[String], has_loss: bool, charts: &str) -> String {
+pub fn markdown(metrics: &Metrics, candidate: &str, failed: &[String], charts: &(String, String)) -> String {
     let rows: [Row; 10] = [
         ("command accuracy (top-1)", |s| percent(s.command_accuracy)),
         ("command accuracy (top-3)", |s| percent(s.command_top3)),
@@ -77,9 +77,7 @@ pub fn markdown(metrics: &Metrics, candidate: &str, failed: &[String], has_loss:
         let _ = writeln!(out, "\nThis model must not be released: {} failed.", failed.join(", "));
     }
     let _ = writeln!(out, "\n## Charts\n");
-    if has_loss {
-        let _ = writeln!(out, "![training loss]({charts}/loss.svg)\n");
-    }
-    let _ = writeln!(out, "![confusion matrix]({charts}/confusion.svg)");
+    let _ = writeln!(out, "![training loss]({})\n", charts.0);
+    let _ = writeln!(out, "![confusion matrix]({})", charts.1);
     out
 }

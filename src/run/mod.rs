@@ -450,6 +450,7 @@ impl Runner<'_> {
                     deps: stage.deps.iter().map(|d| root.join(d.value.key())).collect(),
                     outs: outs.clone(),
                     declared: stage.out_paths().map(|p| p.to_string()).collect(),
+                    upstream: self.upstream_entries(stage),
                 };
                 if let Err(error) = step.run(&context) {
                     return Ok(StageResult::failed(reasons, format!("step `{name}` failed: {error:#}")));
@@ -490,6 +491,23 @@ impl Runner<'_> {
             reasons,
             error: None,
         })
+    }
+
+    /// The lock entries of every stage upstream of `stage` (transitively).
+    fn upstream_entries(&self, stage: &Stage) -> BTreeMap<String, LockEntry> {
+        let Some(index) = self.workspace.stages.iter().position(|s| s.name == stage.name) else {
+            return BTreeMap::new();
+        };
+        let lock = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        self.graph
+            .closure(&[index], false)
+            .into_iter()
+            .filter(|i| *i != index)
+            .filter_map(|i| {
+                let name = &self.workspace.stages[i].name;
+                lock.stage.get(name).map(|entry| (name.clone(), entry.clone()))
+            })
+            .collect()
     }
 
     /// Sets or clears a stage's lock entry and rewrites the lock atomically.

@@ -8,6 +8,7 @@
 
 pub mod onnx;
 pub mod prime;
+pub mod release;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,6 +27,9 @@ pub struct StepContext<'a> {
     pub outs: Vec<PathBuf>,
     /// The declared out paths (workspace-relative), for steps that record names.
     pub declared: Vec<String>,
+    /// Lock entries of the stages upstream of this one, by name (for steps
+    /// that record provenance, like releases).
+    pub upstream: BTreeMap<String, crate::lock::LockEntry>,
 }
 
 /// A built-in step.
@@ -63,6 +67,7 @@ impl Registry {
         registry.register(Box::new(prime::Dataset));
         registry.register(Box::new(onnx::Train));
         registry.register(Box::new(onnx::Eval));
+        registry.register(Box::new(release::Release));
         registry
     }
 

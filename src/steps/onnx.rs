@@ -80,8 +80,9 @@ fn relative_link(from: &Path, target: &Path) -> String {
 }
 
 /// Evaluates the model: deps are `model.onnx`, the test split and optionally
-/// the training log; outs are the report, a charts directory and
-/// `metrics.json` (declare it under `metrics` so `fabric metrics` shows it).
+/// the training log; outs are the report, the loss chart, the confusion
+/// chart (SVG) and `metrics.json` (declare it under `metrics` so `fabric
+/// metrics` shows it).
 pub struct Eval;
 
 impl Step for Eval {
@@ -89,10 +90,10 @@ impl Step for Eval {
         "onnx.eval"
     }
     fn version(&self) -> u32 {
-        2
+        3
     }
     fn summary(&self) -> &'static str {
-        "model.onnx, test split, [training log] (deps) → report.md, charts dir, metrics.json (outs); with: min_command_accuracy, min_mode_compliance, min_tone_audit, max_interventions_per_minute, beat_baselines"
+        "model.onnx, test split, [training log] (deps) → report.md, loss.svg, confusion.svg, metrics.json (outs); with: min_command_accuracy, min_mode_compliance, min_tone_audit, max_interventions_per_minute, beat_baselines"
     }
     fn check(&self, with: &Json) -> Result<(), String> {
         parse::<EvalWith>(with).map(|_| ())
@@ -102,8 +103,8 @@ impl Step for Eval {
     }
     fn run(&self, context: &StepContext) -> anyhow::Result<()> {
         anyhow::ensure!(
-            context.outs.len() == 3,
-            "declare 3 outs: the report, a charts directory, metrics.json"
+            context.outs.len() == 4,
+            "declare 4 outs: the report, the loss chart, the confusion chart, metrics.json"
         );
         anyhow::ensure!(
             context.deps.len() >= 2,
@@ -113,9 +114,13 @@ impl Step for Eval {
         let report_dir = Path::new(&context.declared[0]).parent().unwrap_or(Path::new(""));
         let outputs = EvalOutputs {
             report: context.outs[0].clone(),
-            charts: context.outs[1].clone(),
-            metrics: context.outs[2].clone(),
-            charts_link: relative_link(report_dir, Path::new(&context.declared[1])),
+            loss_chart: context.outs[1].clone(),
+            confusion_chart: context.outs[2].clone(),
+            metrics: context.outs[3].clone(),
+            chart_links: (
+                relative_link(report_dir, Path::new(&context.declared[1])),
+                relative_link(report_dir, Path::new(&context.declared[2])),
+            ),
         };
         let (_, failed) = eval::evaluate(
             Some(context.root),

@@ -6,6 +6,7 @@
 
 mod onnx;
 mod prime;
+mod release;
 mod runner;
 
 use std::path::{Path, PathBuf};

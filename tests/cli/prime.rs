@@ -440,6 +440,7 @@ fn the_default_pipeline_runs_on_built_in_data_and_reruns_incrementally() {
         "pipelines/prime-brain.toml",
         &std::fs::read_to_string(format!("{root}/pipelines/prime-brain.toml")).unwrap(),
     );
+    ws.write("changes/next.md", "### What\nv1\n### Why\ntest\n### How\nrun\n");
     let first = ws.ok(&["run"]);
     assert!(
         first.stderr.contains("ran dataset") && first.stderr.contains("ran evaluate"),
@@ -467,12 +468,19 @@ fn the_default_pipeline_runs_on_built_in_data_and_reruns_incrementally() {
     assert_eq!(metrics["model"]["tone_audit"], 1.0);
     assert!(
         ws.read("reports/eval-v1.md")
-            .contains("![confusion matrix](charts/confusion.svg)")
+            .contains("![confusion matrix](eval-v1-confusion.svg)")
     );
-    assert!(ws.read("reports/charts/loss.svg").starts_with("<svg"));
+    assert!(ws.read("reports/eval-v1-loss.svg").starts_with("<svg"));
+    // The release stage published v1, byte-identical to the one the repository ships.
+    let published = std::fs::read(ws.path("artifacts/prime-brain/v1/model.onnx")).unwrap();
+    let shipped = std::fs::read(format!("{root}/artifacts/prime-brain/v1/model.onnx")).unwrap();
+    assert!(
+        published == shipped,
+        "the default pipeline reproduces the shipped model"
+    );
     let rerun = ws.ok(&["run"]);
     assert!(
-        rerun.stderr.contains("0 ran, 0 restored, 5 up to date"),
+        rerun.stderr.contains("0 ran, 0 restored, 6 up to date"),
         "{}",
         rerun.stderr
     );

@@ -1,0 +1,245 @@
+//! `fabric verify`.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Mutex;
+
+use super::{Globals, Session, UsageError};
+use crate::diagnostic::Diagnostic;
+use crate::graph::StageGraph;
+use crate::hash::Hasher;
+use crate::lock::Lock;
+use crate::manifest;
+use crate::report::plain::PlainReporter;
+use crate::run::executor::{Interrupts, LocalExecutor};
+use crate::run::{Decision, Force, Runner};
+use crate::stat_cache::StatCache;
+use crate::store::{LocalStorage, Store};
+use crate::verify::{self, Failure};
+
+/// Arguments of `fabric verify`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Also check that each out Fabric.lock records is in the workspace or the store.
+    #[arg(long)]
+    outs: bool,
+    /// Also fail if any stage is stale (`fabric status --check`).
+    #[arg(long)]
+    fresh: bool,
+    /// Re-run these stages in a scratch copy, ignoring every cache, and
+    /// require byte-identical outs.
+    #[arg(long, value_name = "STAGE", num_args = 1..)]
+    reproduce: Vec<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
+    let session = Session::open(globals, &[])?;
+    let root = session.workspace.root.clone();
+    let mut failures: Vec<Failure> = Vec::new();
+    let (release_count, release_failures) = verify::releases(&root);
+    failures.extend(release_failures);
+    failures.extend(verify::changelog(&root));
+    let lock = match Lock::read(&session.workspace.lock_path()) {
+        Ok(lock) => Some(lock),
+        Err(diagnostic) => {
+            failures.push(Failure {
+                check: "lock",
+                subject: "Fabric.lock".into(),
+                message: diagnostic.to_string(),
+            });
+            None
+        }
+    };
+    if let Some(lock) = &lock {
+        let hasher = Hasher::new(&root, &session.cache);
+        if args.outs {
+            failures.extend(verify::lock_outs(lock, &session.store, &hasher));
+        }
+        if args.fresh {
+            let reporter = PlainReporter {
+                verbose: false,
+                quiet: true,
+            };
+            let interrupts = Interrupts::default();
+            let runner = session.runner(&reporter, &interrupts)?;
+            let all = (0..session.workspace.stages.len()).collect();
+            for planned in runner.plan(&all, &Force::Nothing)? {
+                if matches!(planned.decision, Decision::Run | Decision::Restore) {
+                    let reasons: Vec<String> = planned.reasons.iter().map(ToString::to_string).collect();
+                    failures.push(Failure {
+                        check: "fresh",
+                        subject: session.workspace.stages[planned.stage].name.clone(),
+                        message: format!("stale: {}", reasons.join("; ")),
+                    });
+                }
+            }
+        }
+    }
+    for name in &args.reproduce {
+        if session.workspace.stage(name).is_none() {
+            return Err(UsageError::from(Diagnostic::new(format!("--reproduce {name}: no such stage"))).into());
+        }
+    }
+    if !args.reproduce.is_empty() {
+        failures.extend(reproduce(&session, &args.reproduce)?);
+    }
+    session.cache.save()?;
+
+    if args.json {
+        let result = serde_json::json!({"ok": failures.is_empty(), "releases": release_count, "failures": failures});
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        for f in &failures {
+            println!("FAIL {}: {}: {}", f.check, f.subject, f.message);
+        }
+        if failures.is_empty() {
+            println!(
+                "verify: all checks passed ({release_count} release{}, changelog, lock{}{}{})",
+                if release_count == 1 { "" } else { "s" },
+                if args.outs { ", outs" } else { "" },
+                if args.fresh { ", fresh" } else { "" },
+                if args.reproduce.is_empty() {
+                    String::new()
+                } else {
+                    format!(", reproduced {}", args.reproduce.join(" "))
+                }
+            );
+        } else {
+            println!(
+                "verify: {} check{} failed",
+                failures.len(),
+                if failures.len() == 1 { "" } else { "s" }
+            );
+        }
+    }
+    Ok(if failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Copies what the workspace's stages read (manifests, the lock, every dep)
+/// into a scratch directory, re-runs `stages` there with an empty store, and
+/// compares their outs with the workspace's.
+fn reproduce(session: &Session, stages: &[String]) -> anyhow::Result<Vec<Failure>> {
+    let root = &session.workspace.root;
+    let scratch = tempfile::Builder::new().prefix("fabric-reproduce-").tempdir()?;
+    copy_inputs(&session.workspace, scratch.path())?;
+    // ONNX Runtime is found relative to the real workspace, once per process.
+    let _ = crate::onnx::runtime::environment(Some(root));
+    let registry = crate::steps::Registry::builtin();
+    let workspace = manifest::load(scratch.path(), &[], &registry).map_err(UsageError)?;
+    let graph = StageGraph::build(&workspace).map_err(UsageError)?;
+    let store = Store::new(Box::new(LocalStorage::new(&scratch.path().join(".fabric/empty-store"))));
+    let cache = StatCache::load(&scratch.path().join(".fabric/state"));
+    let reporter = PlainReporter {
+        verbose: false,
+        quiet: true,
+    };
+    let interrupts = Interrupts::default();
+    let runner = Runner {
+        workspace: &workspace,
+        graph: &graph,
+        registry: &registry,
+        store: &store,
+        cache: &cache,
+        executor: &LocalExecutor,
+        reporter: &reporter,
+        interrupts: &interrupts,
+        lock: Mutex::new(Lock::read(&workspace.lock_path()).unwrap_or_default()),
+    };
+    let selection: BTreeSet<usize> = stages
+        .iter()
+        .filter_map(|name| workspace.stages.iter().position(|s| &s.name == name))
+        .collect();
+    let summary = runner.run(&selection, &Force::Stages(stages.iter().cloned().collect()), 1, true);
+    let mut failures = Vec::new();
+    for name in &summary.failures {
+        failures.push(Failure {
+            check: "reproduce",
+            subject: name.clone(),
+            message: "the stage failed in the scratch copy (see the output above)".into(),
+        });
+    }
+    let original = Hasher::new(root, &session.cache);
+    let copy = Hasher::new(scratch.path(), &cache);
+    for name in stages {
+        let stage = session.workspace.stage(name).expect("checked by the caller");
+        for out in stage.out_paths() {
+            let ours = original.hash(out)?;
+            let theirs = copy.hash(out)?;
+            let differing = verify::differing_files(&ours, &theirs);
+            if !differing.is_empty() {
+                let files: Vec<String> = differing
+                    .iter()
+                    .map(|f| {
+                        if f.is_empty() {
+                            out.to_string()
+                        } else {
+                            format!("{out}/{f}")
+                        }
+                    })
+                    .collect();
+                failures.push(Failure {
+                    check: "reproduce",
+                    subject: name.clone(),
+                    message: format!("not byte-identical when re-run: {}", files.join(", ")),
+                });
+            }
+        }
+    }
+    Ok(failures)
+}
+
+/// Copies the manifests, the lock and every stage's deps into `to`.
+fn copy_inputs(workspace: &crate::manifest::Workspace, to: &Path) -> anyhow::Result<()> {
+    let root = &workspace.root;
+    let mut paths: BTreeSet<std::path::PathBuf> = workspace.sources.iter().cloned().collect();
+    paths.insert("Fabric.lock".into());
+    for stage in &workspace.stages {
+        for dep in &stage.deps {
+            match &dep.value {
+                crate::manifest::Dep::Path(path) => {
+                    paths.insert(path.as_str().into());
+                }
+                crate::manifest::Dep::Glob { matcher, .. } => {
+                    for entry in walkdir::WalkDir::new(root).into_iter().filter_map(Result::ok) {
+                        if let Ok(relative) = entry.path().strip_prefix(root)
+                            && entry.file_type().is_file()
+                            && matcher.is_match(relative)
+                        {
+                            paths.insert(relative.to_path_buf());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for path in paths {
+        let source = root.join(&path);
+        if !source.exists() {
+            continue;
+        }
+        for entry in walkdir::WalkDir::new(&source) {
+            let entry = entry?;
+            let target = to.join(entry.path().strip_prefix(root)?);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            let kind = entry.file_type();
+            if kind.is_dir() {
+                std::fs::create_dir_all(&target)?;
+            } else if kind.is_symlink() {
+                std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, &target)?;
+            } else {
+                std::fs::copy(entry.path(), &target)?;
+            }
+        }
+    }
+    Ok(())
+}

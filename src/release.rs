@@ -1,0 +1,380 @@
+//! Releases: immutable, hash-verified versions under `artifacts/NAME/VERSION/`,
+//! and `artifacts/CHANGELOG.md`.
+//!
+//! A release directory holds the shipped files, `NOTE.md` (the human-written
+//! what/why/how) and `MANIFEST.toml`: each file's BLAKE3 hash and size, the
+//! dataset hashes, the evaluation scores, the fingerprints of the stages that
+//! produced them, their params, and the fabric version. No timestamps: the
+//! same inputs publish the same bytes.
+//!
+//! Publishing a version that exists is a no-op when the content is the same
+//! and an error when it differs: releases are immutable. The changelog is a
+//! pure function of the manifests and notes (newest first, by the sequence
+//! number each manifest carries), so it is regenerated, never hand-appended,
+//! and `fabric verify` can check every entry against its manifest.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::hash::hash_file;
+use crate::lock::LockEntry;
+
+/// The directory holding every release.
+pub const ARTIFACTS: &str = "artifacts";
+/// The generated changelog, inside [`ARTIFACTS`].
+pub const CHANGELOG: &str = "CHANGELOG.md";
+/// The manifest file of a release.
+pub const MANIFEST: &str = "MANIFEST.toml";
+/// The note file of a release.
+pub const NOTE: &str = "NOTE.md";
+
+/// A shipped file's record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRecord {
+    /// BLAKE3 of the content.
+    pub hash: Digest,
+    /// Bytes.
+    pub size: u64,
+}
+
+/// `MANIFEST.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Release name (`prime-brain`).
+    pub name: String,
+    /// Version (`v1`).
+    pub version: String,
+    /// Order of publication across all releases (changelog order).
+    pub sequence: u64,
+    /// The fabric version that published it.
+    pub fabric_version: String,
+    /// Shipped files by name.
+    pub files: BTreeMap<String, FileRecord>,
+    /// Dataset hashes, by the card file they come from.
+    #[serde(default)]
+    pub datasets: BTreeMap<String, String>,
+    /// Headline evaluation scores of the model.
+    #[serde(default)]
+    pub scores: BTreeMap<String, f64>,
+    /// Fingerprints of the stages that produced the files.
+    #[serde(default)]
+    pub stages: BTreeMap<String, Digest>,
+    /// Params those stages used (canonical JSON values).
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+}
+
+impl Manifest {
+    /// The content identity: everything but the sequence number.
+    fn same_content(&self, other: &Manifest) -> bool {
+        self.name == other.name
+            && self.files == other.files
+            && self.datasets == other.datasets
+            && self.scores == other.scores
+            && self.stages == other.stages
+    }
+
+    /// Reads a manifest.
+    pub fn read(path: &Path) -> anyhow::Result<Manifest> {
+        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message().trim()))
+    }
+}
+
+/// What to publish.
+pub struct Publication<'a> {
+    /// The workspace root.
+    pub root: &'a Path,
+    /// Release name.
+    pub name: &'a str,
+    /// Version.
+    pub version: &'a str,
+    /// Files to ship (their file names become the names in the release).
+    pub files: &'a [PathBuf],
+    /// The note fragment, consumed on a new release.
+    pub note: &'a Path,
+    /// Lock entries of the producing stages.
+    pub upstream: &'a BTreeMap<String, LockEntry>,
+}
+
+/// What publishing did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Receipt {
+    /// Release name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// BLAKE3 of `MANIFEST.toml`.
+    pub manifest: Digest,
+    /// False when the identical release already existed.
+    pub new: bool,
+}
+
+/// True for `v1`, `v1.2`, `v1.2.3` or a name of letters, digits, `.`, `_`, `-`.
+pub fn valid_version(version: &str) -> bool {
+    !version.is_empty()
+        && version.len() <= 64
+        && !version.starts_with('.')
+        && version
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// The scores a release headlines, taken from an evaluation `metrics.json`.
+pub const SCORES: [&str; 5] = [
+    "command_accuracy",
+    "command_top3",
+    "mode_compliance",
+    "tone_audit",
+    "interventions_per_minute",
+];
+
+/// Builds the manifest of the files without writing anything.
+fn manifest(publication: &Publication, sequence: u64) -> anyhow::Result<Manifest> {
+    let mut files = BTreeMap::new();
+    let mut datasets = BTreeMap::new();
+    let mut scores = BTreeMap::new();
+    for path in publication.files {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| anyhow::anyhow!("{} has no file name", path.display()))?;
+        anyhow::ensure!(
+            path.is_file(),
+            "release file {} is missing or not a file",
+            path.display()
+        );
+        anyhow::ensure!(
+            !files.contains_key(&name) && name != MANIFEST && name != NOTE,
+            "two release files are called `{name}` (or it clashes with {MANIFEST}/{NOTE})"
+        );
+        let size = std::fs::metadata(path)?.len();
+        files.insert(
+            name.clone(),
+            FileRecord {
+                hash: hash_file(path, size)?,
+                size,
+            },
+        );
+        if name.ends_with(".json")
+            && let Ok(value) = serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(path)?)
+        {
+            if let Some(hash) = value.get("datasetHash").and_then(|v| v.as_str())
+                && value.get("featureLayout").is_some()
+            {
+                datasets.insert(name.clone(), hash.to_string());
+            }
+            if let Some(model) = value.get("model").filter(|_| value.get("seed_rules").is_some()) {
+                for score in SCORES {
+                    if let Some(number) = model.get(score).and_then(|v| v.as_f64()) {
+                        scores.insert(score.to_string(), number);
+                    }
+                }
+            }
+        }
+    }
+    let mut params = BTreeMap::new();
+    for entry in publication.upstream.values() {
+        params.extend(entry.inputs.params.clone());
+    }
+    Ok(Manifest {
+        name: publication.name.to_string(),
+        version: publication.version.to_string(),
+        sequence,
+        fabric_version: env!("CARGO_PKG_VERSION").to_string(),
+        files,
+        datasets,
+        scores,
+        stages: publication
+            .upstream
+            .iter()
+            .map(|(name, entry)| (name.clone(), entry.fingerprint))
+            .collect(),
+        params,
+    })
+}
+
+/// Every release under `artifacts/`: (directory, manifest), newest first.
+pub fn releases(root: &Path) -> anyhow::Result<Vec<(PathBuf, Manifest)>> {
+    let mut found = Vec::new();
+    let artifacts = root.join(ARTIFACTS);
+    let Ok(names) = std::fs::read_dir(&artifacts) else {
+        return Ok(found);
+    };
+    for name in names.flatten().filter(|e| e.path().is_dir()) {
+        for version in std::fs::read_dir(name.path())?.flatten() {
+            let manifest = version.path().join(MANIFEST);
+            if manifest.is_file() {
+                found.push((version.path(), Manifest::read(&manifest)?));
+            }
+        }
+    }
+    found.sort_by(|a, b| b.1.sequence.cmp(&a.1.sequence).then(a.0.cmp(&b.0)));
+    Ok(found)
+}
+
+/// Checks that a note says what, why and how.
+pub fn check_note(text: &str) -> Result<(), String> {
+    let lower = text.to_lowercase();
+    let missing: Vec<&str> = ["what", "why", "how"]
+        .into_iter()
+        .filter(|word| {
+            !lower
+                .lines()
+                .any(|l| l.trim_start_matches(['#', ' ', '*', '-']).starts_with(word))
+        })
+        .collect();
+    if text.trim().is_empty() {
+        Err("the note is empty".into())
+    } else if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the note has no {} section (start a line with it)",
+            missing.join(", ")
+        ))
+    }
+}
+
+/// Publishes a release (or confirms the identical one exists) and regenerates the changelog.
+pub fn publish(publication: &Publication) -> anyhow::Result<Receipt> {
+    anyhow::ensure!(
+        valid_version(publication.version),
+        "`{}` is not a release version; use v1, v1.1, … or a name of letters, digits, `.`, `_`, `-`",
+        publication.version
+    );
+    anyhow::ensure!(
+        crate::manifest::interpolate::is_name(publication.name),
+        "`{}` is not a release name",
+        publication.name
+    );
+    let root = publication.root;
+    let dir = root.join(ARTIFACTS).join(publication.name).join(publication.version);
+    let existing = releases(root)?;
+    if dir.join(MANIFEST).is_file() {
+        let recorded = Manifest::read(&dir.join(MANIFEST))?;
+        let current = manifest(publication, recorded.sequence)?;
+        if !recorded.same_content(&current) {
+            let differing: Vec<&String> = current
+                .files
+                .iter()
+                .filter(|(name, record)| recorded.files.get(*name) != Some(record))
+                .map(|(name, _)| name)
+                .collect();
+            anyhow::bail!(
+                "release {}/{} already exists with different content ({}); releases are immutable: publish a new version",
+                publication.name,
+                publication.version,
+                if differing.is_empty() {
+                    "provenance".to_string()
+                } else {
+                    differing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                }
+            );
+        }
+        write_changelog(root)?;
+        return Ok(Receipt {
+            name: publication.name.into(),
+            version: publication.version.into(),
+            manifest: Digest::of(&std::fs::read(dir.join(MANIFEST))?),
+            new: false,
+        });
+    }
+    let note = std::fs::read_to_string(publication.note).map_err(|_| {
+        anyhow::anyhow!(
+            "a release needs a note: write what changed, why and how in {} (it is consumed on release)",
+            publication.note.display()
+        )
+    })?;
+    check_note(&note).map_err(|problem| anyhow::anyhow!("{}: {problem}", publication.note.display()))?;
+    let sequence = existing.iter().map(|(_, m)| m.sequence).max().unwrap_or(0) + 1;
+    let manifest = manifest(publication, sequence)?;
+
+    let parent = dir.parent().expect("a release dir has a parent");
+    std::fs::create_dir_all(parent)?;
+    let staging = tempfile::Builder::new().prefix(".release-").tempdir_in(parent)?;
+    for path in publication.files {
+        let name = path.file_name().expect("checked in manifest()");
+        std::fs::copy(path, staging.path().join(name))?;
+    }
+    std::fs::write(staging.path().join(NOTE), note.trim_end().to_string() + "\n")?;
+    let text = toml::to_string(&manifest)?;
+    std::fs::write(staging.path().join(MANIFEST), &text)?;
+    for entry in std::fs::read_dir(staging.path())? {
+        std::fs::File::open(entry?.path())?.sync_all()?;
+    }
+    std::fs::rename(staging.keep(), &dir)?;
+    write_changelog(root)?;
+    std::fs::remove_file(publication.note)?;
+    Ok(Receipt {
+        name: publication.name.into(),
+        version: publication.version.into(),
+        manifest: Digest::of(text.as_bytes()),
+        new: true,
+    })
+}
+
+fn percent(value: f64) -> String {
+    format!("{:.1}%", value * 100.0)
+}
+
+/// The changelog entry of one release.
+pub fn entry(dir: &Path, manifest: &Manifest, note: &str, root: &Path) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "## {} {}\n", manifest.name, manifest.version);
+    let relative = dir.strip_prefix(root).unwrap_or(dir).display().to_string();
+    let manifest_hash = std::fs::read(dir.join(MANIFEST))
+        .map(|b| Digest::of(&b).to_string())
+        .unwrap_or_default();
+    let _ = writeln!(out, "- manifest: `{relative}/{MANIFEST}` blake3 `{manifest_hash}`");
+    for (name, record) in manifest.files.iter().filter(|(n, _)| n.ends_with(".onnx")) {
+        let _ = writeln!(out, "- model: `{name}` blake3 `{}`", record.hash);
+    }
+    for (card, hash) in &manifest.datasets {
+        let _ = writeln!(out, "- dataset: `{card}` hash `{hash}`");
+    }
+    if !manifest.scores.is_empty() {
+        let shown: Vec<String> = manifest
+            .scores
+            .iter()
+            .map(|(name, value)| {
+                let value = if name == "interventions_per_minute" {
+                    format!("{value:.2}")
+                } else {
+                    percent(*value)
+                };
+                format!("{} {value}", name.replace('_', " "))
+            })
+            .collect();
+        let _ = writeln!(out, "- scores: {}", shown.join(", "));
+    }
+    let _ = writeln!(out, "\n{}\n", note.trim_end());
+    out
+}
+
+/// The whole changelog, newest release first.
+pub fn changelog(root: &Path) -> anyhow::Result<String> {
+    let mut out = String::from(
+        "# Changelog\n\nOne entry per release, newest first, generated by `fabric.release` from each release's \
+MANIFEST.toml and NOTE.md. `fabric verify` checks that they agree.\n\n",
+    );
+    for (dir, manifest) in releases(root)? {
+        let note = std::fs::read_to_string(dir.join(NOTE)).unwrap_or_default();
+        out.push_str(&entry(&dir, &manifest, &note, root));
+    }
+    Ok(out)
+}
+
+fn write_changelog(root: &Path) -> anyhow::Result<()> {
+    let text = changelog(root)?;
+    crate::atomic::write(&root.join(ARTIFACTS).join(CHANGELOG), |file| {
+        file.write_all(text.as_bytes())
+    })?;
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! `fabric.release`: publishes the stage's deps as an immutable release.
+
+use serde::Deserialize;
+use serde_json::Value as Json;
+
+use super::{Step, StepContext};
+use crate::paths::RelPath;
+use crate::release::{self, Publication};
+
+/// `with` of `fabric.release`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReleaseWith {
+    /// Release name: `artifacts/NAME/`.
+    name: String,
+    /// Version: `artifacts/NAME/VERSION/`.
+    version: String,
+    /// The what/why/how note fragment, consumed on a new release.
+    #[serde(default = "default_note")]
+    note: String,
+}
+
+fn default_note() -> String {
+    "changes/next.md".into()
+}
+
+fn parse(with: &Json) -> Result<ReleaseWith, String> {
+    let parsed: ReleaseWith = serde_json::from_value(with.clone()).map_err(|e| e.to_string())?;
+    if !release::valid_version(&parsed.version) {
+        return Err(format!("`{}` is not a release version (v1, v1.1, …)", parsed.version));
+    }
+    if !crate::manifest::interpolate::is_name(&parsed.name) {
+        return Err(format!("`{}` is not a release name", parsed.name));
+    }
+    RelPath::new(&parsed.note).map_err(|e| format!("note: {e}"))?;
+    Ok(parsed)
+}
+
+/// Publishes every dep as a file of the release; the one out is a receipt.
+pub struct Release;
+
+impl Step for Release {
+    fn name(&self) -> &'static str {
+        "fabric.release"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn summary(&self) -> &'static str {
+        "deps (files to ship) → artifacts/NAME/VERSION/ with MANIFEST.toml and NOTE.md, artifacts/CHANGELOG.md; out: a receipt; with: name, version, note"
+    }
+    fn check(&self, with: &Json) -> Result<(), String> {
+        parse(with).map(|_| ())
+    }
+    fn run(&self, context: &StepContext) -> anyhow::Result<()> {
+        anyhow::ensure!(context.outs.len() == 1, "declare one out: the release receipt (JSON)");
+        anyhow::ensure!(!context.deps.is_empty(), "declare the files to ship as deps");
+        let with = parse(context.with).map_err(anyhow::Error::msg)?;
+        let note = RelPath::new(&with.note).map_err(anyhow::Error::msg)?;
+        let receipt = release::publish(&Publication {
+            root: context.root,
+            name: &with.name,
+            version: &with.version,
+            files: &context.deps,
+            note: &note.under(context.root),
+            upstream: &context.upstream,
+        })?;
+        std::fs::write(&context.outs[0], serde_json::to_string_pretty(&receipt)? + "\n")?;
+        Ok(())
+    }
+}
