@@ -32,14 +32,25 @@ impl StageGraph {
         let mut producers: BTreeMap<&RelPath, (usize, &Location)> = BTreeMap::new();
         for (index, stage) in workspace.stages.iter().enumerate() {
             for out in &stage.outs {
-                if let Some((other, _)) = producers.get(&out.value) {
+                if let Some((other, first)) = producers.get(&out.value) {
+                    // Point at whichever claim comes later in the files.
+                    let key = |at: &Location| (at.file.clone(), at.span.start);
+                    let (later, earlier) = if key(&out.at) >= key(first) {
+                        (&out.at, *first)
+                    } else {
+                        (*first, &out.at)
+                    };
+                    let (line, column) = earlier.line_column();
                     errors.push(
                         Diagnostic::new(format!(
                             "out `{}` is claimed by stages `{}` and `{}`",
                             out.value, workspace.stages[*other].name, stage.name
                         ))
-                        .at(out.at.clone(), "claimed again here")
-                        .hint("each path has exactly one producing stage; rename one of the outs"),
+                        .at(later.clone(), "claimed again here")
+                        .hint(format!(
+                            "each path has exactly one producing stage; the first claim is at {}:{line}:{column}",
+                            earlier.file.display()
+                        )),
                     );
                 } else {
                     producers.insert(&out.value, (index, &out.at));
@@ -150,7 +161,7 @@ impl StageGraph {
                 names.join(" → "),
                 names[0]
             ))
-            .hint("a stage cannot depend, directly or indirectly, on its own outputs; remove one of these deps");
+            .hint("a stage cannot depend, directly or indirectly, on its own outputs; remove one of the deps or `after` entries on this cycle");
             if let Some(at) = closing {
                 diagnostic = diagnostic.at(at, "this dependency closes the cycle");
             }

@@ -82,6 +82,7 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
     }
 
     let _guard = session.lock_workspace(args.wait)?;
+    forget_undeclared_stages(&session)?;
     let jobs = args
         .jobs
         .filter(|j| *j > 0)
@@ -110,4 +111,25 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Drops lock entries of stages no longer declared, so the lock describes
+/// the workspace as it is (their cached outs stay in the store until `gc`).
+fn forget_undeclared_stages(session: &Session) -> anyhow::Result<()> {
+    let mut lock = session.lock()?;
+    let gone: Vec<String> = lock
+        .stage
+        .keys()
+        .filter(|name| session.workspace.stage(name).is_none())
+        .cloned()
+        .collect();
+    if gone.is_empty() {
+        return Ok(());
+    }
+    for name in &gone {
+        lock.stage.remove(name);
+        eprintln!("forgot stage {name}: it is no longer declared");
+    }
+    lock.write(&session.workspace.lock_path())?;
+    Ok(())
 }

@@ -704,9 +704,9 @@ impl Loader<'_> {
         let mut ok = true;
         if let Some(table) = &raw.with {
             for (key, value) in table.get_ref() {
-                match self.interpolate_value(resolver, value, table.span(), source, used_params) {
+                match self.interpolate_value(resolver, value.get_ref(), value.span(), source, used_params) {
                     Some(value) => {
-                        with.insert(key.clone(), value);
+                        with.insert(key.get_ref().clone(), value);
                     }
                     None => ok = false,
                 }
@@ -717,11 +717,23 @@ impl Loader<'_> {
         }
         let with = Json::Object(with);
         if let Err(problem) = implementation.check(&with) {
-            let span = raw.with.as_ref().map_or(step.span(), |w| w.span());
+            // Point at the offending key when the problem names one.
+            let keys: Vec<&Spanned<String>> = raw
+                .with
+                .as_ref()
+                .map(|w| w.get_ref().keys().collect())
+                .unwrap_or_default();
+            let named = keys.iter().find(|k| problem.contains(&format!("`{}`", k.get_ref())));
+            let span = named.map_or_else(|| raw.with.as_ref().map_or(step.span(), |w| w.span()), |k| k.span());
+            let hint =
+                unknown_field_hint(&problem).unwrap_or_else(|| format!("`fabric steps` lists what `{name}` takes"));
             self.errors.push(
                 Diagnostic::new(format!("invalid arguments for step `{name}`: {problem}"))
-                    .at(source.at(span), "these arguments")
-                    .hint(format!("`fabric steps` lists what `{name}` takes")),
+                    .at(
+                        source.at(span),
+                        if named.is_some() { "this key" } else { "these arguments" },
+                    )
+                    .hint(hint),
             );
             return None;
         }

@@ -53,7 +53,7 @@ pub struct RawPipeline {
 pub struct RawStage {
     pub cmd: Option<Spanned<String>>,
     pub step: Option<Spanned<String>>,
-    pub with: Option<Spanned<toml::Table>>,
+    pub with: Option<Spanned<BTreeMap<Spanned<String>, Spanned<toml::Value>>>>,
     #[serde(default)]
     pub deps: Vec<Spanned<String>>,
     #[serde(default)]

@@ -60,7 +60,8 @@ pub fn confusion_matrix(counts: &BTreeMap<String, BTreeMap<String, usize>>) -> S
         .collect();
     let cell = 28.0;
     let label = 170.0;
-    let size = label + cell * classes.len() as f64 + 10.0;
+    // Room on the right for the last rotated column label.
+    let size = label + cell * classes.len() as f64 + 60.0;
     let max = counts
         .values()
         .flat_map(|r| r.values())

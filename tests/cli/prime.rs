@@ -526,5 +526,5 @@ fn step_arguments_are_checked_when_the_manifest_loads() {
         "{}",
         outcome.stderr
     );
-    assert!(outcome.stderr.contains("Fabric.toml:5:"), "{}", outcome.stderr);
+    assert!(outcome.stderr.contains("Fabric.toml:6:1"), "{}", outcome.stderr);
 }

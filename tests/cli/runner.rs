@@ -722,3 +722,45 @@ fn on_a_terminal_progress_bars_and_a_summary_table_are_drawn() {
     assert!(screen.contains("4 ran, 0 restored, 0 up to date"), "{screen}");
     assert_eq!(ws.counts(), [1, 1, 1, 1]);
 }
+
+#[test]
+fn step_argument_errors_point_at_the_key_or_value() {
+    let ws = Workspace::new();
+    ws.write("in/x.jsonl", "");
+    let manifest = "[params]\nwindow_size = 4\n\n[stage.d]\nstep = \"prime.dataset\"\ndeps = [\"in\"]\nouts = [\"a\", \"b\", \"c\"]\n[stage.d.with]\nseed = 3\naugment_mod = true\n";
+    ws.write("Fabric.toml", manifest);
+    let typo = ws.fabric(&["run"]);
+    assert_eq!(typo.code, 2);
+    assert!(typo.stderr.contains("Fabric.toml:10:1"), "{}", typo.stderr);
+    assert!(typo.stderr.contains("did you mean `augment_mode`?"), "{}", typo.stderr);
+
+    ws.write(
+        "Fabric.toml",
+        &manifest.replace("augment_mod = true", "window_size = \"${params.window_sise}\""),
+    );
+    let reference = ws.fabric(&["run"]);
+    assert!(
+        reference.stderr.contains("unknown parameter `window_sise`"),
+        "{}",
+        reference.stderr
+    );
+    assert!(reference.stderr.contains("Fabric.toml:10:16"), "{}", reference.stderr);
+}
+
+#[test]
+fn stages_removed_from_the_manifest_are_forgotten_by_the_lock() {
+    let ws = Workspace::new();
+    ws.chain();
+    ws.ok(&["run"]);
+    let pipeline = ws.read("pipelines/chain.toml");
+    let without_d = &pipeline[..pipeline.find("[stage.d]").unwrap()];
+    ws.write("pipelines/chain.toml", without_d);
+    let run = ws.ok(&["run"]);
+    assert!(
+        run.stderr.contains("forgot stage d: it is no longer declared"),
+        "{}",
+        run.stderr
+    );
+    assert!(!ws.read("Fabric.lock").contains("[stage.d]"));
+    assert_eq!(ws.counts(), [1, 1, 1, 1]);
+}
