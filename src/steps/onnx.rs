@@ -90,7 +90,7 @@ impl Step for Eval {
         "onnx.eval"
     }
     fn version(&self) -> u32 {
-        3
+        4
     }
     fn summary(&self) -> &'static str {
         "model.onnx, test split, [training log] (deps) → report.md, loss.svg, confusion.svg, metrics.json (outs); with: min_command_accuracy, min_mode_compliance, min_tone_audit, max_interventions_per_minute, beat_baselines"

@@ -471,12 +471,39 @@ fn the_default_pipeline_runs_on_built_in_data_and_reruns_incrementally() {
             .contains("![confusion matrix](eval-v1-confusion.svg)")
     );
     assert!(ws.read("reports/eval-v1-loss.svg").starts_with("<svg"));
-    // The release stage published v1, byte-identical to the one the repository ships.
-    let published = std::fs::read(ws.path("artifacts/prime-brain/v1/model.onnx")).unwrap();
-    let shipped = std::fs::read(format!("{root}/artifacts/prime-brain/v1/model.onnx")).unwrap();
-    assert!(
-        published == shipped,
-        "the default pipeline reproduces the shipped model"
+    // The release stage published the version the pipeline names, byte for
+    // byte the one the repository ships: a change to any released output
+    // needs a new release (and this test says so).
+    let version = ws.read("reports/release.json");
+    let version: Value = serde_json::from_str(&version).unwrap();
+    let version = version["version"].as_str().unwrap();
+    let shipped_dir = format!("{root}/artifacts/prime-brain/{version}");
+    for entry in std::fs::read_dir(&shipped_dir).expect("the repository ships the current release") {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if name == "NOTE.md" || name == "MANIFEST.toml" {
+            continue;
+        }
+        let ours = std::fs::read(ws.path(&format!("artifacts/prime-brain/{version}/{name}"))).unwrap();
+        let shipped = std::fs::read(format!("{shipped_dir}/{name}")).unwrap();
+        assert!(
+            ours == shipped,
+            "{name} differs from the shipped release {version}: cut a new release"
+        );
+    }
+    // The manifests agree on everything but the sequence number (this fresh
+    // workspace has only one release).
+    let manifest = |path: String| -> toml::Table {
+        let mut table: toml::Table = toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        table.remove("sequence");
+        table
+    };
+    assert_eq!(
+        manifest(
+            ws.path(&format!("artifacts/prime-brain/{version}/MANIFEST.toml"))
+                .display()
+                .to_string()
+        ),
+        manifest(format!("{shipped_dir}/MANIFEST.toml"))
     );
     let rerun = ws.ok(&["run"]);
     assert!(
