@@ -295,5 +295,11 @@ fn the_repository_itself_verifies() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}");
-    assert!(stdout.contains("1 release"), "{stdout}");
+    let releases = std::fs::read_dir(format!("{}/artifacts/prime-brain", env!("CARGO_MANIFEST_DIR")))
+        .unwrap()
+        .count();
+    assert!(
+        stdout.contains(&format!("({releases} releases, changelog, lock)")),
+        "{stdout}"
+    );
 }
