@@ -17,6 +17,7 @@
 //!   dataset) behind the `prime.*` steps.
 //! - [`release`] publishes immutable releases and the changelog; [`verify`]
 //!   checks releases, changelog and lock for CI.
+//! - [`ingest`] is the HTTP endpoint (`fabric serve`) the Studio posts snapshots to.
 //! - [`report`] turns run events into terminal bars, plain lines or JSON.
 //! - [`cli`] is the command line; the only place that prints results and
 //!   chooses exit codes (0 ok, 1 failure, 2 usage or manifest error).
@@ -28,6 +29,7 @@ pub mod digest;
 pub mod fingerprint;
 pub mod graph;
 pub mod hash;
+pub mod ingest;
 pub mod lock;
 pub mod manifest;
 pub mod onnx;

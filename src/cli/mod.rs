@@ -11,6 +11,7 @@ mod metrics;
 mod onnx;
 mod prime;
 mod run;
+mod serve;
 mod status;
 mod verify;
 
@@ -92,6 +93,8 @@ enum Command {
     Verify(verify::Args),
     /// Fabric.lock tools: `fabric lock merge` is a git merge driver.
     Lock(lock::Args),
+    /// Receive Studio snapshots over HTTP into snapshots/raw/.
+    Serve(serve::Args),
 }
 
 /// An error whose exit code is 2: bad usage or a bad manifest.
@@ -158,6 +161,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Evaluate(args) => onnx::evaluate(args),
         Command::Verify(args) => verify::execute(&globals, args),
         Command::Lock(args) => lock::execute(args),
+        Command::Serve(args) => serve::execute(&globals, args),
         Command::Steps => {
             let registry = Registry::builtin();
             for name in registry.names() {

@@ -1,0 +1,411 @@
+//! `fabric serve`: the real server on 127.0.0.1 with a free port, spoken to
+//! over plain HTTP/1.1.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Stdio};
+
+use serde_json::{Value, json};
+
+use super::Workspace;
+
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Server {
+    fn start(ws: &Workspace, extra: &[&str]) -> Server {
+        let mut args = vec!["serve", "--bind", "127.0.0.1:0", "--origin", "http://127.0.0.1:9"];
+        args.extend_from_slice(extra);
+        let mut child = ws
+            .command(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .strip_prefix("listening on http://127.0.0.1:")
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
+        Server { child, port }
+    }
+
+    fn signal(&mut self, signal: i32) -> std::process::ExitStatus {
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 request; returns the status, lower-cased headers and body.
+fn http(
+    port: u16,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, BTreeMap<String, String>, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut request = format!(
+        "{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let _ = stream.write_all(body);
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, v)| (k.to_lowercase(), v.to_string()))
+        .collect();
+    (status, headers, body.to_string())
+}
+
+const EXPORTER: &[(&str, &str)] = &[
+    ("Content-Type", "application/json"),
+    ("X-Prime-Fabric-Channel", "prime-brain"),
+];
+
+fn post(port: u16, record: &Value) -> (u16, String) {
+    let (status, _, body) = http(port, "POST", "/v1/snapshots", EXPORTER, record.to_string().as_bytes());
+    (status, body)
+}
+
+fn stored_lines(ws: &Workspace) -> Vec<String> {
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir(ws.path("snapshots/raw")).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        assert!(text.is_empty() || text.ends_with('\n'), "no torn record");
+        lines.extend(text.lines().map(str::to_string));
+    }
+    lines
+}
+
+#[test]
+fn every_status_path_of_the_contract() {
+    let ws = Workspace::new();
+    let server = Server::start(&ws, &["--max-body", "1000"]);
+    let port = server.port;
+    let record = json!({"snapshotId": "id-1", "sessionId": "s1", "mode": "active"});
+
+    let (status, body) = post(port, &record);
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["status"], "stored");
+    let (status, body) = post(port, &record);
+    assert_eq!(
+        (status, serde_json::from_str::<Value>(&body).unwrap()["status"].clone()),
+        (200, json!("duplicate"))
+    );
+    assert_eq!(stored_lines(&ws).len(), 1, "a retry is not stored twice");
+
+    let plain = record.to_string();
+    let (status, _, body) = http(
+        port,
+        "POST",
+        "/v1/snapshots",
+        &[("Content-Type", "application/json")],
+        plain.as_bytes(),
+    );
+    assert_eq!(status, 400);
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["reason"], "channel");
+    let (status, _, _) = http(
+        port,
+        "POST",
+        "/v1/snapshots",
+        &[("X-Prime-Fabric-Channel", "other")],
+        plain.as_bytes(),
+    );
+    assert_eq!(status, 403);
+
+    // sendBeacon: text/plain, channel in the query.
+    let beacon = json!({"snapshotId": "id-2", "sessionId": "s1"}).to_string();
+    let (status, _, _) = http(
+        port,
+        "POST",
+        "/v1/snapshots?channel=prime-brain",
+        &[("Content-Type", "text/plain;charset=UTF-8")],
+        beacon.as_bytes(),
+    );
+    assert_eq!(status, 201);
+
+    let (status, _, body) = http(port, "POST", "/v1/snapshots", EXPORTER, b"{\"snapshotId\": ");
+    assert_eq!(status, 400);
+    assert!(body.contains("invalid JSON"), "{body}");
+    let (status, _, body) = post_raw(port, &json!({"sessionId": "s1"}));
+    assert_eq!(status, 422, "{body}");
+    let (status, _, _) = post_raw(port, &json!({"snapshotId": 7, "sessionId": "s1"}));
+    assert_eq!(status, 422);
+
+    let big = json!({"snapshotId": "id-3", "sessionId": "s1", "pad": "x".repeat(2000)});
+    let (status, _, _) = post_raw(port, &big);
+    assert_eq!(status, 413);
+
+    // CORS: the configured origin gets a preflight answer, others are refused.
+    let (status, headers, _) = http(
+        port,
+        "OPTIONS",
+        "/v1/snapshots",
+        &[
+            ("Origin", "http://127.0.0.1:9"),
+            ("Access-Control-Request-Method", "POST"),
+        ],
+        b"",
+    );
+    assert_eq!(status, 204);
+    assert_eq!(headers["access-control-allow-origin"], "http://127.0.0.1:9");
+    assert!(headers["access-control-allow-headers"].contains("x-prime-fabric-channel"));
+    let (status, _, _) = http(
+        port,
+        "OPTIONS",
+        "/v1/snapshots",
+        &[("Origin", "http://evil.localhost")],
+        b"",
+    );
+    assert_eq!(status, 403);
+    let mut cross = EXPORTER.to_vec();
+    cross.push(("Origin", "http://evil.localhost"));
+    let (status, _, _) = http(
+        port,
+        "POST",
+        "/v1/snapshots",
+        &cross,
+        json!({"snapshotId": "id-9", "sessionId": "s"}).to_string().as_bytes(),
+    );
+    assert_eq!(status, 403);
+
+    let (status, _, body) = http(port, "GET", "/healthz", &[], b"");
+    assert_eq!((status, body.trim()), (200, "ok"));
+    let (_, _, metrics) = http(port, "GET", "/metrics", &[], b"");
+    assert!(metrics.contains("fabric_ingest_accepted_total 2"), "{metrics}");
+    assert!(metrics.contains("fabric_ingest_duplicates_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("fabric_ingest_refused_total{reason=\"size\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("fabric_ingest_refused_total{reason=\"ids\"} 2"),
+        "{metrics}"
+    );
+}
+
+fn post_raw(port: u16, record: &Value) -> (u16, BTreeMap<String, String>, String) {
+    http(port, "POST", "/v1/snapshots", EXPORTER, record.to_string().as_bytes())
+}
+
+#[test]
+fn session_ids_never_name_files_outside_the_directory() {
+    let ws = Workspace::new();
+    let server = Server::start(&ws, &[]);
+    for (n, session) in ["../../escape", "/etc/passwd", "a/b", "..", "x".repeat(200).as_str()]
+        .iter()
+        .enumerate()
+    {
+        let (status, body) = post(
+            server.port,
+            &json!({"snapshotId": format!("t{n}"), "sessionId": session}),
+        );
+        assert_eq!(status, 201, "{body}");
+    }
+    assert!(!ws.path("escape.jsonl").exists() && !ws.path("snapshots/escape.jsonl").exists());
+    let names: Vec<String> = std::fs::read_dir(ws.path("snapshots/raw"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 5);
+    assert!(
+        names.iter().all(|n| n.starts_with("session-") && n.ends_with(".jsonl")),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn tokens_are_required_when_configured_and_off_loopback() {
+    let ws = Workspace::new();
+    let refused = ws.fabric(&["serve", "--bind", "0.0.0.0:0"]);
+    assert_eq!(refused.code, 2);
+    assert!(refused.stderr.contains("requires a token"), "{}", refused.stderr);
+
+    let server = Server::start(&ws, &["--token", "s3cret"]);
+    let body = json!({"snapshotId": "k1", "sessionId": "s"}).to_string();
+    let (status, _, _) = http(server.port, "POST", "/v1/snapshots", EXPORTER, body.as_bytes());
+    assert_eq!(status, 401);
+    let mut wrong = EXPORTER.to_vec();
+    wrong.push(("Authorization", "Bearer nope"));
+    assert_eq!(
+        http(server.port, "POST", "/v1/snapshots", &wrong, body.as_bytes()).0,
+        401
+    );
+    let mut right = EXPORTER.to_vec();
+    right.push(("Authorization", "Bearer s3cret"));
+    assert_eq!(
+        http(server.port, "POST", "/v1/snapshots", &right, body.as_bytes()).0,
+        201
+    );
+    let beacon = json!({"snapshotId": "k2", "sessionId": "s"}).to_string();
+    assert_eq!(
+        http(
+            server.port,
+            "POST",
+            "/v1/snapshots?channel=prime-brain&token=s3cret",
+            &[],
+            beacon.as_bytes()
+        )
+        .0,
+        201
+    );
+}
+
+#[test]
+fn a_slow_client_gets_408() {
+    let ws = Workspace::new();
+    let server = Server::start(&ws, &["--request-timeout", "1"]);
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    // Promise 100 bytes, send 10, and wait for the server's answer.
+    stream
+        .write_all(b"POST /v1/snapshots HTTP/1.1\r\nHost: x\r\nX-Prime-Fabric-Channel: prime-brain\r\nContent-Length: 100\r\n\r\n{\"snapshot")
+        .unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+}
+
+#[test]
+fn idempotency_survives_a_restart_and_sigterm_exits_cleanly() {
+    let ws = Workspace::new();
+    let mut server = Server::start(&ws, &[]);
+    assert_eq!(post(server.port, &json!({"snapshotId": "r1", "sessionId": "s"})).0, 201);
+    let status = server.signal(libc::SIGTERM);
+    assert_eq!(status.code(), Some(0), "graceful shutdown exits 0");
+    let server = Server::start(&ws, &[]);
+    assert_eq!(post(server.port, &json!({"snapshotId": "r1", "sessionId": "s"})).0, 200);
+    assert_eq!(stored_lines(&ws).len(), 1);
+}
+
+#[test]
+fn after_kill_9_every_acknowledged_snapshot_is_on_disk_exactly_once() {
+    let ws = Workspace::new();
+    for trial in 0..3u64 {
+        let mut server = Server::start(&ws, &[]);
+        let port = server.port;
+        let acknowledged = std::sync::Mutex::new(Vec::<String>::new());
+        // Kill after a different number of acknowledgements each trial.
+        let kill_after = 40 + (trial as usize * 37) % 90;
+        std::thread::scope(|scope| {
+            for client in 0..4 {
+                let acknowledged = &acknowledged;
+                scope.spawn(move || {
+                    for n in 0.. {
+                        let id = format!("t{trial}-c{client}-n{n}");
+                        let record = json!({"snapshotId": id, "sessionId": format!("s{client}"), "pad": "p".repeat(300)});
+                        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else { break };
+                        let body = record.to_string();
+                        let request = format!(
+                            "POST /v1/snapshots HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Prime-Fabric-Channel: prime-brain\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if stream.write_all(request.as_bytes()).is_err() {
+                            break;
+                        }
+                        let mut response = String::new();
+                        let _ = stream.read_to_string(&mut response);
+                        if response.starts_with("HTTP/1.1 201") {
+                            acknowledged.lock().unwrap().push(id);
+                        } else {
+                            break;
+                        }
+                    }
+                });
+            }
+            while acknowledged.lock().unwrap().len() < kill_after {
+                std::thread::yield_now();
+            }
+            server.signal(libc::SIGKILL);
+        });
+        // Restart (which repairs torn tails), then check.
+        drop(Server::start(&ws, &[]));
+        let lines = stored_lines(&ws);
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for line in &lines {
+            let value: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("torn record {line:?}: {e}"));
+            *counts
+                .entry(value["snapshotId"].as_str().unwrap().to_string())
+                .or_insert(0) += 1;
+        }
+        assert!(counts.values().all(|c| *c == 1), "a record stored twice");
+        for id in acknowledged.into_inner().unwrap() {
+            assert_eq!(counts.get(&id), Some(&1), "acknowledged {id} is not on disk");
+        }
+    }
+}
+
+#[test]
+fn fabric_run_picks_ingested_snapshots_up_incrementally() {
+    let ws = Workspace::new();
+    ws.write(
+        "Fabric.toml",
+        &format!(
+            "[stage.sanitize]\nstep = \"prime.sanitize\"\ndeps = [\"snapshots/raw\"]\nouts = [\"clean\", \"report.json\"]\n\n[stage.count]\ncmd = \"{} && cat clean/*.jsonl | wc -l > count.txt\"\ndeps = [\"clean\"]\nouts = [\"count.txt\"]\n",
+            ws.tick("count")
+        ),
+    );
+    ws.ok(&[
+        "simulate",
+        "--output-dir",
+        "sim",
+        "--users",
+        "1",
+        "--sessions-per-user",
+        "1",
+        "--snapshots-per-session",
+        "6",
+        "--bad-fraction",
+        "0",
+    ]);
+    let records: Vec<Value> = ws
+        .read("sim/u00-s00.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let server = Server::start(&ws, &[]);
+    for record in &records[..4] {
+        assert_eq!(post(server.port, record).0, 201);
+    }
+    ws.ok(&["run"]);
+    assert_eq!(ws.read("count.txt").trim(), "4");
+    ws.ok(&["run"]);
+    assert_eq!(ws.count("count"), 1, "nothing new, nothing runs");
+    for record in &records[4..] {
+        assert_eq!(post(server.port, record).0, 201);
+    }
+    let run = ws.ok(&["run"]);
+    assert!(run.stderr.contains("dep `snapshots/raw` changed"), "{}", run.stderr);
+    assert_eq!(ws.read("count.txt").trim(), "6");
+    assert_eq!(ws.count("count"), 2);
+}
