@@ -409,3 +409,86 @@ fn fabric_run_picks_ingested_snapshots_up_incrementally() {
     assert_eq!(ws.read("count.txt").trim(), "6");
     assert_eq!(ws.count("count"), 2);
 }
+
+#[test]
+fn a_real_browser_posts_with_fetch_and_send_beacon_from_another_origin() {
+    let ws = Workspace::new();
+    // The page's origin must be allowed before the page exists: bind it first.
+    let page = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let page_port = page.local_addr().unwrap().port();
+    let origin = format!("http://127.0.0.1:{page_port}");
+    let server = Server::start(&ws, &["--origin", &origin]);
+    let html = format!(
+        r#"<!doctype html><html><body><pre id="out">pending</pre><script>
+const url = "http://127.0.0.1:{port}/v1/snapshots";
+(async () => {{
+  const fetched = [];
+  for (let i = 0; i < 3; i++) {{
+    const r = await fetch(url, {{method: "POST", headers: {{"Content-Type": "application/json", "X-Prime-Fabric-Channel": "prime-brain"}},
+                               body: JSON.stringify({{snapshotId: "fetch-" + i, sessionId: "browser"}})}});
+    fetched.push(r.status);
+  }}
+  const beacons = [];
+  for (let i = 0; i < 3; i++) beacons.push(navigator.sendBeacon(url + "?channel=prime-brain", JSON.stringify({{snapshotId: "beacon-" + i, sessionId: "browser"}})));
+  document.getElementById("out").textContent = JSON.stringify({{fetch: fetched, beacon: beacons}});
+}})();
+</script></body></html>"#,
+        port = server.port
+    );
+    serve_page(page, html);
+    let profile = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("http://127.0.0.1:{page_port}/"))
+        .output()
+        .expect("chromium is installed by scripts/setup");
+    let dom = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        dom.contains(r#"{"fetch":[201,201,201],"beacon":[true,true,true]}"#),
+        "{dom}"
+    );
+    // Beacons are fire-and-forget: wait (bounded) until they are on disk.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let lines = std::fs::read_to_string(ws.path("snapshots/raw/browser.jsonl")).unwrap_or_default();
+        if lines.lines().count() == 6 {
+            for id in ["fetch-0", "fetch-1", "fetch-2", "beacon-0", "beacon-1", "beacon-2"] {
+                assert!(lines.contains(&format!("\"{id}\"")), "{lines}");
+            }
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the beacons did not land: {lines}"
+        );
+        std::thread::yield_now();
+    }
+}
+
+/// Serves one HTML page from `listener`, in the background.
+fn serve_page(listener: std::net::TcpListener, html: String) {
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let response = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{html}",
+                html.len()
+            );
+            let _ = stream.write_all(response.as_bytes());
+        }
+    });
+}
