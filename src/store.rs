@@ -391,12 +391,21 @@ impl Store {
     }
 }
 
-/// Removes a file, symlink or directory tree; absent is fine.
+/// Removes a file, symlink or directory tree; absent is fine. A directory
+/// that gains entries while it is being removed (a dying command's last
+/// write) is retried a few times.
 pub fn remove_path(path: &Path) -> io::Result<()> {
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(path),
-        Ok(_) => std::fs::remove_file(path),
-        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(error) => Err(error),
+    let mut attempts = 0;
+    loop {
+        let result = match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(path),
+            Ok(_) => std::fs::remove_file(path),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(error) => Err(error),
+        };
+        match result {
+            Err(error) if error.kind() == io::ErrorKind::DirectoryNotEmpty && attempts < 5 => attempts += 1,
+            other => return other,
+        }
     }
 }

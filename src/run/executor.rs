@@ -65,6 +65,20 @@ impl Interrupts {
     }
 }
 
+/// Asks the kernel to kill the command if `fabric` dies (even by SIGKILL),
+/// so no orphan keeps writing into outs the next run is about to replace.
+#[allow(unsafe_code)]
+fn die_with_parent(command: &mut Command) {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no
+    // memory of the parent; it runs in the child between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
 #[allow(unsafe_code)]
 fn terminate_group(group: i32) {
     // SAFETY: kill(2) with a negative pid signals a process group; it has no
@@ -80,15 +94,17 @@ pub struct LocalExecutor;
 impl Executor for LocalExecutor {
     fn execute(&self, job: &Job, interrupts: &Interrupts) -> io::Result<ExitStatus> {
         let log = File::create(job.log)?;
-        let mut child = Command::new("sh")
+        let mut command = Command::new("sh");
+        command
             .arg("-c")
             .arg(job.cmd)
             .current_dir(&job.dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
-            .process_group(0)
-            .spawn()?;
+            .process_group(0);
+        die_with_parent(&mut command);
+        let mut child = command.spawn()?;
         let group = child.id() as i32;
         interrupts.register(group);
         let status = child.wait();

@@ -353,6 +353,11 @@ impl Runner<'_> {
             });
         }
         if !forced && let Some(record) = self.store.lookup_run(&fingerprint) {
+            // Clear the old record first: an interrupted restore must not
+            // leave the lock vouching for half-replaced outs.
+            if entry.is_some() {
+                self.record(&stage.name, None)?;
+            }
             match self.restore_outs(&record.outs) {
                 Ok(()) => {
                     self.record(
