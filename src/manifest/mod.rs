@@ -345,7 +345,7 @@ impl Loader<'_> {
                 let span = error.span().unwrap_or(0..0);
                 let message = error.message().trim().to_string();
                 let mut diagnostic = Diagnostic::new(first_line(&message)).at(source.at(span), label_for(&message));
-                if let Some(hint) = unknown_field_hint(&message) {
+                if let Some(hint) = unknown_field_hint(&message).or_else(|| missing_field_hint(&message)) {
                     diagnostic = diagnostic.hint(hint);
                 }
                 self.errors.push(diagnostic);
@@ -994,6 +994,15 @@ fn label_for(message: &str) -> &'static str {
     } else {
         "here"
     }
+}
+
+/// What to add for toml's "missing field `x`".
+fn missing_field_hint(message: &str) -> Option<String> {
+    let field = message.strip_prefix("missing field `")?.split('`').next()?;
+    Some(match field {
+        "pipeline" => "a pipeline file starts with a `[pipeline]` table holding `name = \"...\"`".to_string(),
+        other => format!("add `{other} = ...`"),
+    })
 }
 
 /// "did you mean" for toml's "unknown field `x`, expected one of `a`, `b`".

@@ -4,6 +4,7 @@
 //! tests can assert exactly how many times each stage executed.
 #![allow(unsafe_code)] // signals sent to child processes
 
+mod corpus;
 mod crash;
 mod ingest;
 mod onnx;
