@@ -1,9 +1,15 @@
 //! `Fabric.lock`: what each stage last succeeded with.
 //!
 //! TOML with one `[stage.NAME]` table per stage, keys in a fixed order and no
-//! timestamps, so diffs are small and reviewable. It is rewritten atomically
-//! after each successful stage; an entry is removed before its stage reruns,
-//! so an interrupted run never leaves a stage looking up to date.
+//! timestamps, so diffs are small and reviewable.
+//!
+//! During a run every change is appended to a journal
+//! (`.fabric/lock.journal`, one fsync'd JSON line per change: an entry set
+//! after a stage succeeded, or removed before it reruns) and `Fabric.lock` is
+//! rewritten atomically once, when the run ends. Readers apply the journal on
+//! top of the file ([`Lock::load`]), so an interrupted run resumes where it
+//! stopped and never leaves a stage looking up to date; the journal makes
+//! recording a stage O(1) instead of rewriting the whole lock each time.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -175,6 +181,71 @@ pub fn merge(base: &Lock, ours: &Lock, theirs: &Lock) -> (Lock, Vec<String>) {
     (merged, conflicts)
 }
 
+/// One journal line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+enum JournalRecord {
+    /// A stage succeeded with this entry.
+    Set { stage: String, entry: Box<LockEntry> },
+    /// A stage's entry was cleared (it is about to rerun).
+    Remove { stage: String },
+}
+
+impl Lock {
+    /// `Fabric.lock` with the journal of an unfinished run applied; a torn
+    /// last journal line (a crash mid-append) is ignored.
+    pub fn load(lock_path: &Path, journal_path: &Path) -> Result<Lock, Diagnostic> {
+        let mut lock = Lock::read(lock_path)?;
+        let Ok(text) = std::fs::read_to_string(journal_path) else {
+            return Ok(lock);
+        };
+        for line in text.split_inclusive('\n').filter(|l| l.ends_with('\n')) {
+            match serde_json::from_str::<JournalRecord>(line) {
+                Ok(JournalRecord::Set { stage, entry }) => {
+                    lock.stage.insert(stage, *entry);
+                }
+                Ok(JournalRecord::Remove { stage }) => {
+                    lock.stage.remove(&stage);
+                }
+                Err(_) => break,
+            }
+        }
+        Ok(lock)
+    }
+
+    /// Appends one change to the journal and fsyncs it.
+    pub fn journal(journal_path: &Path, stage: &str, entry: Option<&LockEntry>) -> std::io::Result<()> {
+        let record = match entry {
+            Some(entry) => JournalRecord::Set {
+                stage: stage.to_string(),
+                entry: Box::new(entry.clone()),
+            },
+            None => JournalRecord::Remove {
+                stage: stage.to_string(),
+            },
+        };
+        let line = serde_json::to_string(&record).map_err(std::io::Error::other)? + "\n";
+        if let Some(dir) = journal_path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(journal_path)?;
+        file.write_all(line.as_bytes())?;
+        file.sync_data()
+    }
+
+    /// Writes `Fabric.lock` atomically, then drops the journal it contains.
+    pub fn compact(&self, lock_path: &Path, journal_path: &Path) -> std::io::Result<()> {
+        self.write(lock_path)?;
+        match std::fs::remove_file(journal_path) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
+            _ => Ok(()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,6 +288,20 @@ mod tests {
         );
         lock.write(&path).unwrap();
         assert_eq!(Lock::read(&path).unwrap(), lock);
+
+        // A journal applies on top; a torn last line is ignored.
+        let journal = dir.path().join("lock.journal");
+        Lock::journal(&journal, "build", None).unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&journal)
+            .unwrap()
+            .write_all(b"{\"op\":\"se")
+            .unwrap();
+        assert!(Lock::load(&path, &journal).unwrap().stage.is_empty());
+        lock.compact(&path, &journal).unwrap();
+        assert!(!journal.exists());
+        assert_eq!(Lock::load(&path, &journal).unwrap(), lock);
 
         std::fs::write(&path, "version = 1\n<<<<<<< HEAD\n").unwrap();
         let error = Lock::read(&path).unwrap_err();

@@ -242,7 +242,7 @@ impl Session {
 
     /// Reads Fabric.lock (a damaged lock is a usage error).
     fn lock(&self) -> anyhow::Result<Lock> {
-        Ok(Lock::read(&self.workspace.lock_path()).map_err(UsageError::from)?)
+        Ok(self.workspace.load_lock().map_err(UsageError::from)?)
     }
 
     /// Resolves targets (pipeline or stage names; none = every stage) to

@@ -59,6 +59,13 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
     };
     let interrupts = Interrupts::default();
     let reporter = reporter(globals, args.json);
+    // A real run holds the workspace before it reads the lock, so that a run
+    // it waited for is seen.
+    let _guard = if args.dry_run {
+        None
+    } else {
+        Some(session.lock_workspace(args.wait)?)
+    };
     let runner = session.runner(reporter.as_ref(), &interrupts)?;
 
     if args.dry_run {
@@ -81,8 +88,7 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
-    let _guard = session.lock_workspace(args.wait)?;
-    forget_undeclared_stages(&session)?;
+    forget_undeclared_stages(&session, &runner)?;
     let jobs = args
         .jobs
         .filter(|j| *j > 0)
@@ -115,21 +121,18 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
 
 /// Drops lock entries of stages no longer declared, so the lock describes
 /// the workspace as it is (their cached outs stay in the store until `gc`).
-fn forget_undeclared_stages(session: &Session) -> anyhow::Result<()> {
-    let mut lock = session.lock()?;
+fn forget_undeclared_stages(session: &Session, runner: &crate::run::Runner) -> anyhow::Result<()> {
+    let mut lock = runner.lock.lock().unwrap_or_else(|e| e.into_inner());
     let gone: Vec<String> = lock
         .stage
         .keys()
         .filter(|name| session.workspace.stage(name).is_none())
         .cloned()
         .collect();
-    if gone.is_empty() {
-        return Ok(());
-    }
-    for name in &gone {
-        lock.stage.remove(name);
+    for name in gone {
+        crate::lock::Lock::journal(&session.workspace.journal_path(), &name, None)?;
+        lock.stage.remove(&name);
         eprintln!("forgot stage {name}: it is no longer declared");
     }
-    lock.write(&session.workspace.lock_path())?;
     Ok(())
 }

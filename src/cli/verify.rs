@@ -9,7 +9,6 @@ use super::{Globals, Session, UsageError};
 use crate::diagnostic::Diagnostic;
 use crate::graph::StageGraph;
 use crate::hash::Hasher;
-use crate::lock::Lock;
 use crate::manifest;
 use crate::report::plain::PlainReporter;
 use crate::run::executor::{Interrupts, LocalExecutor};
@@ -43,7 +42,7 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
     let (release_count, release_failures) = verify::releases(&root);
     failures.extend(release_failures);
     failures.extend(verify::changelog(&root));
-    let lock = match Lock::read(&session.workspace.lock_path()) {
+    let lock = match session.workspace.load_lock() {
         Ok(lock) => Some(lock),
         Err(diagnostic) => {
             failures.push(Failure {
@@ -151,7 +150,7 @@ fn reproduce(session: &Session, stages: &[String]) -> anyhow::Result<Vec<Failure
         executor: &LocalExecutor,
         reporter: &reporter,
         interrupts: &interrupts,
-        lock: Mutex::new(Lock::read(&workspace.lock_path()).unwrap_or_default()),
+        lock: Mutex::new(workspace.load_lock().unwrap_or_default()),
     };
     let selection: BTreeSet<usize> = stages
         .iter()

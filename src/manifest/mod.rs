@@ -159,6 +159,16 @@ impl Workspace {
     pub fn lock_path(&self) -> PathBuf {
         self.root.join("Fabric.lock")
     }
+
+    /// The lock journal of a run in progress (or interrupted).
+    pub fn journal_path(&self) -> PathBuf {
+        self.state_dir().join("lock.journal")
+    }
+
+    /// The lock as it stands: `Fabric.lock` plus any journal.
+    pub fn load_lock(&self) -> Result<crate::lock::Lock, Diagnostic> {
+        crate::lock::Lock::load(&self.lock_path(), &self.journal_path())
+    }
 }
 
 /// Finds the workspace root: the nearest directory at or above `start`

@@ -297,6 +297,14 @@ impl Runner<'_> {
                 });
             }
         }
+        let lock = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Err(error) = lock.compact(&self.workspace.lock_path(), &self.workspace.journal_path()) {
+            self.reporter.report(Event::Warning {
+                stage: "(lock)".into(),
+                message: format!("could not write Fabric.lock ({error}); the journal keeps the results"),
+            });
+        }
+        drop(lock);
         if let Err(error) = self.cache.save() {
             self.reporter.report(Event::Warning {
                 stage: "(stat cache)".into(),
@@ -515,14 +523,16 @@ impl Runner<'_> {
             .collect()
     }
 
-    /// Sets or clears a stage's lock entry and rewrites the lock atomically.
+    /// Sets or clears a stage's lock entry: journaled (fsync'd) now, folded
+    /// into `Fabric.lock` when the run ends.
     fn record(&self, name: &str, entry: Option<LockEntry>) -> std::io::Result<()> {
         let mut lock = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        Lock::journal(&self.workspace.journal_path(), name, entry.as_ref())?;
         match entry {
             Some(entry) => lock.stage.insert(name.to_string(), entry),
             None => lock.stage.remove(name),
         };
-        lock.write(&self.workspace.lock_path())
+        Ok(())
     }
 }
 

@@ -36,7 +36,8 @@ fn crashing_workspace(ws: &Workspace) {
 }
 
 fn check_invariants(ws: &Workspace, trial: usize) {
-    let lock = Lock::read(&ws.path("Fabric.lock")).unwrap_or_else(|e| panic!("trial {trial}: lock corrupt: {e}"));
+    let lock = Lock::load(&ws.path("Fabric.lock"), &ws.path(".fabric/lock.journal"))
+        .unwrap_or_else(|e| panic!("trial {trial}: lock corrupt: {e}"));
     let cache = StatCache::load(&ws.path(".fabric/state-check"));
     let hasher = Hasher::new(ws.root(), &cache);
     for (stage, entry) in &lock.stage {
