@@ -4,7 +4,7 @@
 //! timestamps, so diffs are small and reviewable.
 //!
 //! During a run every change is appended to a journal
-//! (`.fabric/lock.journal`, one fsync'd JSON line per change: an entry set
+//! (`.fabric/lock.journal`, one JSON line per change: an entry set
 //! after a stage succeeded, or removed before it reruns) and `Fabric.lock` is
 //! rewritten atomically once, when the run ends. Readers apply the journal on
 //! top of the file ([`Lock::load`]), so an interrupted run resumes where it
@@ -213,7 +213,9 @@ impl Lock {
         Ok(lock)
     }
 
-    /// Appends one change to the journal and fsyncs it.
+    /// Appends one change to the journal. Not fsync'd: a process crash keeps
+    /// it (the page cache survives), and one lost to a power failure only
+    /// means the stage runs again.
     pub fn journal(journal_path: &Path, stage: &str, entry: Option<&LockEntry>) -> std::io::Result<()> {
         let record = match entry {
             Some(entry) => JournalRecord::Set {
@@ -232,8 +234,7 @@ impl Lock {
             .create(true)
             .append(true)
             .open(journal_path)?;
-        file.write_all(line.as_bytes())?;
-        file.sync_data()
+        file.write_all(line.as_bytes())
     }
 
     /// Writes `Fabric.lock` atomically, then drops the journal it contains.

@@ -99,18 +99,15 @@ impl fmt::Display for RelPath {
 }
 
 /// True when an existing prefix of `path` under `root` is a symlink that
-/// resolves outside `root`.
-pub fn escapes_through_symlink(root: &Path, path: &RelPath) -> bool {
-    let Ok(canonical_root) = root.canonicalize() else {
-        return false;
-    };
+/// resolves outside `canonical_root` (the root with its own links resolved).
+pub fn escapes_through_symlink(root: &Path, canonical_root: &Path, path: &RelPath) -> bool {
     let mut current = root.to_path_buf();
     for part in path.as_str().split('/') {
         current.push(part);
         match std::fs::symlink_metadata(&current) {
             Ok(meta) if meta.file_type().is_symlink() => {
                 return match current.canonicalize() {
-                    Ok(target) => !target.starts_with(&canonical_root),
+                    Ok(target) => !target.starts_with(canonical_root),
                     Err(_) => true,
                 };
             }

@@ -13,6 +13,11 @@
 //! Restoring copies (`std::fs::copy`, which uses `copy_file_range` and so
 //! reflinks on file systems that support it); the workspace never shares
 //! inodes with the store, so editing an out cannot damage the cache.
+//!
+//! Store writes are renamed into place but not fsync'd: every restore
+//! verifies content against its hash and an unreadable record is a cache
+//! miss, so what a power loss could damage is detected and recomputed, never
+//! used. (The lock, releases and ingested snapshots are fsync'd.)
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -103,7 +108,6 @@ impl Storage for LocalStorage {
         std::fs::create_dir_all(parent)?;
         let temp = tempfile::Builder::new().prefix(".incoming-").tempfile_in(parent)?;
         std::fs::copy(source, temp.path())?;
-        temp.as_file().sync_all()?;
         temp.persist(&target).map_err(|e| e.error)?;
         Ok(())
     }
@@ -134,7 +138,13 @@ impl Storage for LocalStorage {
     }
 
     fn put_record(&self, kind: RecordKind, key: &Digest, bytes: &[u8]) -> io::Result<()> {
-        crate::atomic::write(&self.record_path(kind, key), |file| io::Write::write_all(file, bytes))
+        let path = self.record_path(kind, key);
+        let parent = path.parent().expect("record paths have a parent");
+        std::fs::create_dir_all(parent)?;
+        let mut temp = tempfile::Builder::new().prefix(".incoming-").tempfile_in(parent)?;
+        io::Write::write_all(&mut temp, bytes)?;
+        temp.persist(&path).map_err(|e| e.error)?;
+        Ok(())
     }
 
     fn get_record(&self, kind: RecordKind, key: &Digest) -> io::Result<Option<Vec<u8>>> {

@@ -185,6 +185,7 @@ pub fn find_root(start: &Path) -> Option<PathBuf> {
 pub fn load(root: &Path, overrides: &[(String, String)], registry: &Registry) -> Result<Workspace, Diagnostics> {
     Loader {
         root,
+        canonical_root: root.canonicalize().unwrap_or_else(|_| root.to_path_buf()),
         registry,
         errors: Vec::new(),
     }
@@ -218,6 +219,7 @@ struct Declared {
 
 struct Loader<'a> {
     root: &'a Path,
+    canonical_root: PathBuf,
     registry: &'a Registry,
     errors: Vec<Diagnostic>,
 }
@@ -582,7 +584,7 @@ impl Loader<'_> {
                 continue;
             };
             match RelPath::new(&text) {
-                Ok(path) if crate::paths::escapes_through_symlink(self.root, &path) => {
+                Ok(path) if crate::paths::escapes_through_symlink(self.root, &self.canonical_root, &path) => {
                     self.errors.push(
                         Diagnostic::new(format!("out `{path}` leads outside the workspace through a symlink"))
                             .at(source.at(out.span()), "this out")

@@ -230,20 +230,34 @@ impl Runner<'_> {
             drop(result_sender);
             let mut running = 0;
             loop {
+                // Stages already up to date finish right here; only stale
+                // ones go to a worker (a no-op run never leaves this thread).
+                let mut done_here = None;
                 while running < jobs && !stop {
                     let Some((_, index)) = ready.pop_first() else { break };
+                    if self.plainly_up_to_date(&self.workspace.stages[index], force) {
+                        let result = StageResult {
+                            outcome: Outcome::UpToDate,
+                            reasons: Vec::new(),
+                            error: None,
+                        };
+                        done_here = Some((index, result, std::time::Duration::ZERO));
+                        break;
+                    }
                     if job_sender.send(index).is_err() {
                         break;
                     }
                     running += 1;
                 }
-                if running == 0 {
-                    break;
-                }
-                let Ok((index, result, elapsed)) = result_receiver.recv() else {
-                    break;
+                let (index, result, elapsed) = match done_here {
+                    Some(done) => done,
+                    None if running == 0 => break,
+                    None => {
+                        let Ok(received) = result_receiver.recv() else { break };
+                        running -= 1;
+                        received
+                    }
                 };
-                running -= 1;
                 finished.insert(index);
                 let name = self.workspace.stages[index].name.clone();
                 summary.add(&name, result.outcome);
@@ -298,7 +312,9 @@ impl Runner<'_> {
             }
         }
         let lock = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Err(error) = lock.compact(&self.workspace.lock_path(), &self.workspace.journal_path()) {
+        // Nothing journaled, nothing to fold: a no-op run writes no lock.
+        let journaled = self.workspace.journal_path().exists();
+        if journaled && let Err(error) = lock.compact(&self.workspace.lock_path(), &self.workspace.journal_path()) {
             self.reporter.report(Event::Warning {
                 stage: "(lock)".into(),
                 message: format!("could not write Fabric.lock ({error}); the journal keeps the results"),
@@ -315,6 +331,21 @@ impl Runner<'_> {
             summary: summary.clone(),
         });
         summary
+    }
+
+    /// True when the stage needs nothing at all (checked on the scheduling
+    /// thread; anything else, including errors, goes to a worker).
+    fn plainly_up_to_date(&self, stage: &Stage, force: &Force) -> bool {
+        if stage.frozen || stage.always_run || force.covers(&stage.name) {
+            return false;
+        }
+        let Some(entry) = self.lock_entry(&stage.name) else {
+            return false;
+        };
+        let hasher = self.hasher();
+        freshness::inputs(&self.workspace.root, self.registry, &hasher, stage)
+            .and_then(|inputs| freshness::dirty_reasons(&hasher, stage, Some(&entry), &inputs))
+            .is_ok_and(|reasons| reasons.is_empty())
     }
 
     /// Decides and does what one stage needs.
@@ -523,8 +554,8 @@ impl Runner<'_> {
             .collect()
     }
 
-    /// Sets or clears a stage's lock entry: journaled (fsync'd) now, folded
-    /// into `Fabric.lock` when the run ends.
+    /// Sets or clears a stage's lock entry: journaled now, folded into
+    /// `Fabric.lock` when the run ends.
     fn record(&self, name: &str, entry: Option<LockEntry>) -> std::io::Result<()> {
         let mut lock = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
         Lock::journal(&self.workspace.journal_path(), name, entry.as_ref())?;
