@@ -112,7 +112,9 @@ pub struct Receipt {
     pub version: String,
     /// BLAKE3 of `MANIFEST.toml`.
     pub manifest: Digest,
-    /// False when the identical release already existed.
+    /// False when the identical release already existed (not written: the
+    /// receipt must read the same wherever the pipeline reruns).
+    #[serde(skip)]
     pub new: bool,
 }
 

@@ -44,7 +44,7 @@ impl Step for Release {
         "fabric.release"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn summary(&self) -> &'static str {
         "deps (files to ship) → artifacts/NAME/VERSION/ with MANIFEST.toml and NOTE.md, artifacts/CHANGELOG.md; out: a receipt; with: name, version, note"
