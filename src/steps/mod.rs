@@ -52,6 +52,12 @@ pub trait Step: Send + Sync {
     fn run(&self, context: &StepContext) -> anyhow::Result<()>;
 }
 
+/// Reads a step's `with` arguments into its typed struct (unknown keys are
+/// errors when the struct denies them).
+pub fn parse_with<T: serde::de::DeserializeOwned>(with: &Json) -> Result<T, String> {
+    serde_json::from_value(with.clone()).map_err(|e| e.to_string())
+}
+
 /// The built-in steps by name.
 #[derive(Default)]
 pub struct Registry {

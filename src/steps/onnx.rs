@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use serde_json::Value as Json;
 
-use super::{Step, StepContext};
+use super::{Step, StepContext, parse_with};
 use crate::onnx::eval::{self, Candidate, EvalOutputs, Gates};
 use crate::onnx::runtime;
 use crate::onnx::train::{self, TrainOptions, TrainOutputs};
@@ -19,10 +19,6 @@ fn runtime_facts(root: &Path) -> BTreeMap<String, String> {
         runtime::find_library(Some(root)).map_or_else(|_| "missing".into(), |p| runtime::library_version(&p))
     });
     BTreeMap::from([("onnxruntime".to_string(), version.clone())])
-}
-
-fn parse<T: serde::de::DeserializeOwned>(with: &Json) -> Result<T, String> {
-    serde_json::from_value(with.clone()).map_err(|e| e.to_string())
 }
 
 /// Trains the policy model: dep 1 is the train split; outs are `model.onnx`,
@@ -40,7 +36,7 @@ impl Step for Train {
         "train split (dep 1) → model.onnx, training-log.json, model card (outs 1–3); with: base_model, hidden, epochs, batch_size, learning_rate, seed, threads, mode_weights"
     }
     fn check(&self, with: &Json) -> Result<(), String> {
-        parse::<TrainOptions>(with)?.check()
+        parse_with::<TrainOptions>(with)?.check()
     }
     fn facts(&self, root: &Path) -> BTreeMap<String, String> {
         runtime_facts(root)
@@ -51,7 +47,7 @@ impl Step for Train {
             "declare 3 outs: model.onnx, training-log.json, model card"
         );
         anyhow::ensure!(!context.deps.is_empty(), "the first dep must be the train split");
-        let options: TrainOptions = parse(context.with).map_err(anyhow::Error::msg)?;
+        let options: TrainOptions = parse_with(context.with).map_err(anyhow::Error::msg)?;
         let outputs = TrainOutputs {
             model: context.outs[0].clone(),
             log: context.outs[1].clone(),
@@ -96,7 +92,7 @@ impl Step for Eval {
         "model.onnx, test split, [training log] (deps) → report.md, loss.svg, confusion.svg, metrics.json (outs); with: min_command_accuracy, min_mode_compliance, min_tone_audit, max_interventions_per_minute, beat_baselines"
     }
     fn check(&self, with: &Json) -> Result<(), String> {
-        parse::<EvalWith>(with).map(|_| ())
+        parse_with::<EvalWith>(with).map(|_| ())
     }
     fn facts(&self, root: &Path) -> BTreeMap<String, String> {
         runtime_facts(root)
@@ -110,7 +106,7 @@ impl Step for Eval {
             context.deps.len() >= 2,
             "deps: model.onnx, the test split, and optionally training-log.json"
         );
-        let gates: EvalWith = parse(context.with).map_err(anyhow::Error::msg)?;
+        let gates: EvalWith = parse_with(context.with).map_err(anyhow::Error::msg)?;
         let report_dir = Path::new(&context.declared[0]).parent().unwrap_or(Path::new(""));
         let outputs = EvalOutputs {
             report: context.outs[0].clone(),

@@ -1,18 +1,12 @@
 //! The Prime Brain data steps: `prime.simulate`, `prime.sanitize`, `prime.dataset`.
 
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::Value as Json;
 
-use super::{Step, StepContext};
+use super::{Step, StepContext, parse_with};
 use crate::prime::dataset::{self, DatasetOptions, DatasetPaths};
 use crate::prime::sanitize;
 use crate::prime::simulate::{self, SimulateOptions};
-
-/// Reads `with` into a typed struct; unknown keys are errors.
-fn parse_with<T: DeserializeOwned>(with: &Json) -> Result<T, String> {
-    serde_json::from_value(with.clone()).map_err(|e| e.to_string())
-}
 
 fn expect_outs(context: &StepContext, n: usize, what: &str) -> anyhow::Result<()> {
     anyhow::ensure!(context.outs.len() == n, "declare exactly {n} outs: {what}");

@@ -3,7 +3,7 @@
 use serde::Deserialize;
 use serde_json::Value as Json;
 
-use super::{Step, StepContext};
+use super::{Step, StepContext, parse_with};
 use crate::paths::RelPath;
 use crate::release::{self, Publication};
 
@@ -25,7 +25,7 @@ fn default_note() -> String {
 }
 
 fn parse(with: &Json) -> Result<ReleaseWith, String> {
-    let parsed: ReleaseWith = serde_json::from_value(with.clone()).map_err(|e| e.to_string())?;
+    let parsed: ReleaseWith = parse_with(with)?;
     if !release::valid_version(&parsed.version) {
         return Err(format!("`{}` is not a release version (v1, v1.1, …)", parsed.version));
     }

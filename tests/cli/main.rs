@@ -147,6 +147,22 @@ outs = ["build/d.txt"]
         )
     }
 
+    /// `fabric simulate` of `users` × `sessions` sessions of `snapshots` into `dir`.
+    fn simulate(&self, dir: &str, users: usize, sessions: usize, snapshots: usize) {
+        let (users, sessions, snapshots) = (users.to_string(), sessions.to_string(), snapshots.to_string());
+        self.ok(&[
+            "simulate",
+            "--output-dir",
+            dir,
+            "--users",
+            &users,
+            "--sessions-per-user",
+            &sessions,
+            "--snapshots-per-session",
+            &snapshots,
+        ]);
+    }
+
     fn counts(&self) -> [usize; 4] {
         [self.count("a"), self.count("b"), self.count("c"), self.count("d")]
     }

@@ -8,17 +8,7 @@ use super::{Workspace, ort_dir};
 
 /// A small dataset in `d/` (train, test, card).
 fn small_dataset(ws: &Workspace) {
-    ws.ok(&[
-        "simulate",
-        "--output-dir",
-        "raw",
-        "--users",
-        "4",
-        "--sessions-per-user",
-        "3",
-        "--snapshots-per-session",
-        "40",
-    ]);
+    ws.simulate("raw", 4, 3, 40);
     ws.ok(&["sanitize", "--input-dir", "raw", "--output-dir", "clean"]);
     ws.ok(&[
         "dataset",

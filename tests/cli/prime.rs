@@ -212,17 +212,7 @@ fn every_drop_reason_is_counted_and_duplicates_are_removed() {
 #[test]
 fn sanitize_and_dataset_are_deterministic_whatever_the_thread_count() {
     let ws = Workspace::new();
-    ws.ok(&[
-        "simulate",
-        "--output-dir",
-        "raw",
-        "--users",
-        "3",
-        "--sessions-per-user",
-        "2",
-        "--snapshots-per-session",
-        "40",
-    ]);
+    ws.simulate("raw", 3, 2, 40);
     let run = |threads: &str, out: &str| {
         let output = ws
             .command(&[
@@ -271,17 +261,7 @@ fn sanitize_and_dataset_are_deterministic_whatever_the_thread_count() {
         );
     }
     // And simulate itself is seeded.
-    ws.ok(&[
-        "simulate",
-        "--output-dir",
-        "raw2",
-        "--users",
-        "3",
-        "--sessions-per-user",
-        "2",
-        "--snapshots-per-session",
-        "40",
-    ]);
+    ws.simulate("raw2", 3, 2, 40);
     assert_eq!(ws.read("raw/u01-s01.jsonl"), ws.read("raw2/u01-s01.jsonl"));
 }
 
@@ -375,17 +355,7 @@ fn a_hand_computed_session_pins_windows_features_targets_and_split() {
 #[test]
 fn the_split_keeps_each_session_on_one_side_and_augmentation_obeys_the_doctrine() {
     let ws = Workspace::new();
-    ws.ok(&[
-        "simulate",
-        "--output-dir",
-        "raw",
-        "--users",
-        "4",
-        "--sessions-per-user",
-        "3",
-        "--snapshots-per-session",
-        "30",
-    ]);
+    ws.simulate("raw", 4, 3, 30);
     sanitize(&ws);
     ws.ok(&[
         "dataset",
