@@ -1,7 +1,8 @@
 //! `fabric metrics`.
 
 use std::collections::BTreeMap;
-use std::process::ExitCode;
+use std::path::Path;
+use std::process::{Command, ExitCode};
 
 use serde_json::Value;
 
@@ -13,45 +14,104 @@ pub struct Args {
     /// Print the metrics as one JSON object (file → values).
     #[arg(long)]
     json: bool,
+    /// Compare with the metrics files as committed at this git revision.
+    #[arg(long, value_name = "REV")]
+    diff: Option<String>,
 }
+
+/// One row: file, metric, value.
+type Row = (String, String, String);
 
 pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
     let session = Session::open(globals, &[])?;
+    let root = &session.workspace.root;
     let mut all = BTreeMap::new();
+    let mut before = BTreeMap::new();
     for stage in &session.workspace.stages {
         for path in &stage.metrics {
-            let file = path.under(&session.workspace.root);
-            let value = match std::fs::read_to_string(&file) {
+            let value = match std::fs::read_to_string(path.under(root)) {
                 Ok(text) => serde_json::from_str::<Value>(&text)
                     .map_err(|e| anyhow::anyhow!("metrics file {path} of stage `{}` is not JSON: {e}", stage.name))?,
                 Err(_) => Value::String("(missing: run the stage)".into()),
             };
             all.insert(path.to_string(), value);
+            if let Some(revision) = &args.diff {
+                let old = committed(root, revision, path.as_str())
+                    .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+                    .unwrap_or(Value::String(format!("(not in {revision})")));
+                before.insert(path.to_string(), old);
+            }
         }
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&all)?);
+        let output = match &args.diff {
+            None => serde_json::to_value(&all)?,
+            Some(revision) => serde_json::json!({ "current": all, revision.as_str(): before }),
+        };
+        println!("{}", serde_json::to_string_pretty(&output)?);
         return Ok(ExitCode::SUCCESS);
     }
     if all.is_empty() {
         println!("No stage declares `metrics`.");
         return Ok(ExitCode::SUCCESS);
     }
-    let mut rows = Vec::new();
-    for (path, value) in &all {
-        flatten(path, "", value, &mut rows);
-    }
+    let rows = rows(&all);
     let width_path = rows.iter().map(|r| r.0.len()).max().unwrap_or(4).max(4);
     let width_key = rows.iter().map(|r| r.1.len()).max().unwrap_or(6).max(6);
-    println!("{:<width_path$}  {:<width_key$}  value", "path", "metric");
-    for (path, key, value) in rows {
-        println!("{path:<width_path$}  {key:<width_key$}  {value}");
+    match &args.diff {
+        None => {
+            println!("{:<width_path$}  {:<width_key$}  value", "path", "metric");
+            for (path, key, value) in rows {
+                println!("{path:<width_path$}  {key:<width_key$}  {value}");
+            }
+        }
+        Some(revision) => {
+            let old: BTreeMap<(String, String), String> =
+                self::rows(&before).into_iter().map(|(p, k, v)| ((p, k), v)).collect();
+            let width_old = old.values().map(String::len).max().unwrap_or(0).max(revision.len());
+            println!(
+                "{:<width_path$}  {:<width_key$}  {revision:<width_old$}  current  change",
+                "path", "metric"
+            );
+            for (path, key, value) in rows {
+                let was = old
+                    .get(&(path.clone(), key.clone()))
+                    .cloned()
+                    .unwrap_or_else(|| "-".into());
+                let change = match (was.parse::<f64>(), value.parse::<f64>()) {
+                    (Ok(a), Ok(b)) if a != b => format!("{:+}", b - a),
+                    _ => String::new(),
+                };
+                println!("{path:<width_path$}  {key:<width_key$}  {was:<width_old$}  {value}  {change}");
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// A workspace file as committed at `revision` (None when git has no such file).
+fn committed(root: &Path, revision: &str, path: &str) -> Option<String> {
+    let output = Command::new("git")
+        .args(["show", &format!("{revision}:./{path}")])
+        .current_dir(root)
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+fn rows(files: &BTreeMap<String, Value>) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for (path, value) in files {
+        flatten(path, "", value, &mut rows);
+    }
+    rows
+}
+
 /// One row per leaf value, keys joined with `.`.
-fn flatten(path: &str, prefix: &str, value: &Value, rows: &mut Vec<(String, String, String)>) {
+fn flatten(path: &str, prefix: &str, value: &Value, rows: &mut Vec<Row>) {
     match value {
         Value::Object(map) => {
             for (key, inner) in map {

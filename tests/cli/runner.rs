@@ -764,3 +764,33 @@ fn stages_removed_from_the_manifest_are_forgotten_by_the_lock() {
     assert!(!ws.read("Fabric.lock").contains("[stage.d]"));
     assert_eq!(ws.counts(), [1, 1, 1, 1]);
 }
+
+#[test]
+fn metrics_diff_compares_with_a_git_revision() {
+    let ws = Workspace::new();
+    ws.write(
+        "Fabric.toml",
+        "[params]\nscore = 0.5\n\n[stage.m]\ncmd = \"echo '{\\\"score\\\": ${params.score}}' > m.json\"\nmetrics = [\"m.json\"]\n",
+    );
+    ws.ok(&["run"]);
+    let git = |args: &[&str]| {
+        let status = Command::new("git")
+            .args(args)
+            .current_dir(ws.root())
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@localhost")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@localhost")
+            .output()
+            .unwrap();
+        assert!(status.status.success());
+    };
+    git(&["init", "-q"]);
+    git(&["add", "Fabric.toml", "m.json"]);
+    git(&["commit", "-qm", "base"]);
+    ws.ok(&["run", "-P", "score=0.75"]);
+    let diff = ws.ok(&["metrics", "--diff", "HEAD"]);
+    let row = diff.stdout.lines().find(|l| l.starts_with("m.json")).unwrap();
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells, ["m.json", "score", "0.5", "0.75", "+0.25"], "{}", diff.stdout);
+}
