@@ -70,6 +70,9 @@ pub struct DatasetArgs {
     /// Seed of the split.
     #[arg(long, default_value_t = DatasetOptions::default().seed)]
     seed: u64,
+    /// Also write the train split as chat-style JSONL for tuning a hosted LLM.
+    #[arg(long, value_name = "FILE")]
+    sft_output: Option<PathBuf>,
 }
 
 pub fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
@@ -131,7 +134,9 @@ pub fn dataset(args: DatasetArgs) -> anyhow::Result<ExitCode> {
         seed: args.seed,
         augment_mode: args.augment_mode,
     };
-    let card = dataset::build(&args.input_dir, &options, &DatasetPaths::beside(&args.output_file))?;
+    let mut paths = DatasetPaths::beside(&args.output_file);
+    paths.sft = args.sft_output.clone();
+    let card = dataset::build(&args.input_dir, &options, &paths)?;
     eprintln!(
         "{} train and {} test examples; dataset hash {}",
         card.examples["train"], card.examples["test"], card.dataset_hash

@@ -176,6 +176,8 @@ pub struct DatasetPaths {
     pub card: PathBuf,
     /// Names of the train and test files recorded in the card.
     pub names: (String, String),
+    /// The instruction-tuning export of the train split, if wanted.
+    pub sft: Option<PathBuf>,
 }
 
 impl DatasetPaths {
@@ -193,6 +195,7 @@ impl DatasetPaths {
         let test = output.with_file_name(format!("{stem}-test.{ext}"));
         DatasetPaths {
             names: (file_name(output), file_name(&test)),
+            sft: None,
             card: output.with_file_name(format!("{stem}.card.json")),
             train: output.to_path_buf(),
             test,
@@ -437,6 +440,10 @@ pub fn build(input: &Path, options: &DatasetOptions, paths: &DatasetPaths) -> an
     );
 
     let mut train = BufWriter::new(std::fs::File::create(&paths.train)?);
+    let mut sft = match &paths.sft {
+        Some(path) => Some(BufWriter::new(std::fs::File::create(path)?)),
+        None => None,
+    };
     let mut test = BufWriter::new(std::fs::File::create(&paths.test)?);
     let mut examples: BTreeMap<String, usize> =
         BTreeMap::from([("train".into(), 0), ("test".into(), 0), ("augmented".into(), 0)]);
@@ -510,11 +517,21 @@ pub fn build(input: &Path, options: &DatasetOptions, paths: &DatasetPaths) -> an
                 *examples.entry(split.into()).or_insert(0) += 1;
                 let line = serde_json::to_string(&item)?;
                 writeln!(if held_out { &mut test } else { &mut train }, "{line}")?;
+                if let Some(sft) = sft.as_mut().filter(|_| !held_out) {
+                    writeln!(
+                        sft,
+                        "{}",
+                        serde_json::to_string(&super::sft::conversation(window, &item))?
+                    )?;
+                }
             }
         }
     }
     train.flush()?;
     test.flush()?;
+    if let Some(sft) = sft.as_mut() {
+        sft.flush()?;
+    }
     drop((train, test));
     let mut key = KeyEncoder::new("fabric-dataset-v1");
     key.file(b't', &paths.train)?.file(b'T', &paths.test)?;
@@ -527,10 +544,16 @@ pub fn build(input: &Path, options: &DatasetOptions, paths: &DatasetPaths) -> an
         classes,
         feature_layout: feature_layout(),
         sources,
-        files: BTreeMap::from([
-            ("train".into(), paths.names.0.clone()),
-            ("test".into(), paths.names.1.clone()),
-        ]),
+        files: {
+            let mut files = BTreeMap::from([
+                ("train".to_string(), paths.names.0.clone()),
+                ("test".to_string(), paths.names.1.clone()),
+            ]);
+            if let Some(path) = &paths.sft {
+                files.insert("sft".into(), file_name(path));
+            }
+            files
+        },
     };
     std::fs::write(&paths.card, serde_json::to_string_pretty(&card)? + "\n")?;
     Ok(card)

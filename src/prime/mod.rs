@@ -8,5 +8,7 @@ pub mod labels;
 pub mod redact;
 pub mod sanitize;
 pub mod schema;
+pub mod sft;
 pub mod simulate;
+pub mod tone;
 pub mod vocabulary;

@@ -161,7 +161,7 @@ impl Step for Dataset {
         2
     }
     fn summary(&self) -> &'static str {
-        "sanitized sessions (dep 1) → train JSONL, test JSONL, card (outs 1–3); with: window_size, test_fraction, seed, augment_mode"
+        "sanitized sessions (dep 1) → train JSONL, test JSONL, card, [instruction-tuning JSONL] (outs 1–4); with: window_size, test_fraction, seed, augment_mode"
     }
     fn check(&self, with: &Json) -> Result<(), String> {
         let parsed: DatasetWith = parse_with(with)?;
@@ -174,7 +174,10 @@ impl Step for Dataset {
         Ok(())
     }
     fn run(&self, context: &StepContext) -> anyhow::Result<()> {
-        expect_outs(context, 3, "the train file, the test file and the card")?;
+        anyhow::ensure!(
+            matches!(context.outs.len(), 3 | 4),
+            "declare 3 outs (the train file, the test file, the card) and optionally a 4th: the instruction-tuning export"
+        );
         anyhow::ensure!(
             context.deps.len() == 1,
             "declare exactly one dep: the sanitized directory"
@@ -197,6 +200,7 @@ impl Step for Dataset {
             test: context.outs[1].clone(),
             card: context.outs[2].clone(),
             names: (name(0), name(1)),
+            sft: context.outs.get(3).cloned(),
         };
         dataset::build(&context.deps[0], &options, &paths)?;
         Ok(())

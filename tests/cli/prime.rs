@@ -519,3 +519,62 @@ fn step_arguments_are_checked_when_the_manifest_loads() {
     );
     assert!(outcome.stderr.contains("Fabric.toml:6:1"), "{}", outcome.stderr);
 }
+
+#[test]
+fn the_instruction_tuning_export_is_calm_number_free_and_obeys_the_doctrine() {
+    let ws = Workspace::new();
+    ws.simulate("raw", 4, 2, 30);
+    sanitize(&ws);
+    ws.ok(&[
+        "dataset",
+        "--input-dir",
+        "clean",
+        "--output-file",
+        "d/x.jsonl",
+        "--augment-mode",
+        "--sft-output",
+        "d/sft.jsonl",
+    ]);
+    let train = ws.read("d/x.jsonl").lines().count();
+    let lines: Vec<Value> = ws
+        .read("d/sft.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), train, "one conversation per train example");
+    let card: Value = serde_json::from_str(&ws.read("d/x.card.json")).unwrap();
+    assert_eq!(card["files"]["sft"], "sft.jsonl");
+    for line in &lines {
+        let messages = line["messages"].as_array().unwrap();
+        assert_eq!(messages.len(), 3);
+        assert_eq!(messages[0]["role"], "system");
+        assert!(
+            messages[0]["content"]
+                .as_str()
+                .unwrap()
+                .contains("passive mode only whisper")
+        );
+        let context = messages[1]["content"].as_str().unwrap();
+        assert!(
+            !context.chars().any(|c| c.is_ascii_digit()),
+            "raw numbers in the context: {context}"
+        );
+        let answer = messages[2]["content"].as_str().unwrap();
+        let (response, command) = answer.split_once('\n').unwrap();
+        assert!(!response.chars().any(|c| c.is_ascii_digit()) && !response.contains('!'));
+        let command: Value = serde_json::from_str(command).unwrap();
+        if context.starts_with("Mode: passive.") && !context.contains("critical") {
+            assert_eq!(command["type"], "none", "{answer}");
+        }
+    }
+    assert!(lines.iter().any(|l| {
+        l["messages"][2]["content"]
+            .as_str()
+            .unwrap()
+            .contains("\"type\":\"track.freeze\"")
+            || l["messages"][2]["content"]
+                .as_str()
+                .unwrap()
+                .contains("\"type\":\"engine.setBufferSize\"")
+    }));
+}
