@@ -40,6 +40,13 @@ pub struct TrainArgs {
     /// Also write the train-step graph here (for other runtimes and benchmarks).
     #[arg(long, value_name = "FILE")]
     save_train_graph: Option<PathBuf>,
+    /// Train this train-step graph (following the README's naming
+    /// convention) instead of the built-in architecture.
+    #[arg(long, value_name = "FILE", requires = "inference_graph")]
+    train_graph: Option<String>,
+    /// The inference graph that receives the trained `param.*` values.
+    #[arg(long, value_name = "FILE", requires = "train_graph")]
+    inference_graph: Option<String>,
 }
 
 pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
@@ -53,6 +60,8 @@ pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         seed: args.seed.unwrap_or(defaults.seed),
         threads: args.threads.unwrap_or(defaults.threads),
         mode_weights: defaults.mode_weights,
+        train_graph: args.train_graph,
+        inference_graph: args.inference_graph,
     };
     options.check().map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&args.output_dir)?;
@@ -65,7 +74,13 @@ pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.save_train_graph {
         std::fs::write(path, train::train_step_model(&options)?)?;
     }
-    let log = train::train(workspace.as_deref(), &args.dataset, &options, &outputs)?;
+    let log = train::train(
+        workspace.as_deref(),
+        &std::env::current_dir()?,
+        &args.dataset,
+        &options,
+        &outputs,
+    )?;
     let last = log.epochs.last().map_or(f64::NAN, |e| e.loss);
     eprintln!(
         "trained {} epochs on {} examples ({:.0} examples/s); final loss {last:.4}; wrote {}",

@@ -64,6 +64,16 @@ pub struct TrainOptions {
     /// and learning modes.
     #[serde(default = "mode_weights")]
     pub mode_weights: BTreeMap<String, f64>,
+    /// Train this train-step graph instead of the built-in architecture (it
+    /// must follow the naming convention of [`super::mlp`]); needs
+    /// `inference_graph`. Declare both files as deps so their content enters
+    /// the fingerprint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_graph: Option<String>,
+    /// The inference graph whose `param.*` initializers receive the trained
+    /// values of `train_graph`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inference_graph: Option<String>,
 }
 
 fn builtin() -> String {
@@ -118,6 +128,11 @@ impl TrainOptions {
             if !Mode::ALL.iter().any(|m| m.name() == name) {
                 return Err(format!("mode_weights: `{name}` is not a mode"));
             }
+        }
+        match (&self.train_graph, &self.inference_graph) {
+            (None, None) => {}
+            (Some(step), Some(inference)) if step.ends_with(".onnx") && inference.ends_with(".onnx") => {}
+            _ => return Err("train_graph and inference_graph go together, both .onnx files".into()),
         }
         base_model_kind(&self.base_model).map(|_| ())
     }
@@ -269,8 +284,94 @@ pub fn train_step_model(options: &TrainOptions) -> anyhow::Result<Vec<u8>> {
 }
 
 /// Trains on `dataset` and writes the model, the log and the card.
+/// A train-step graph given as a file: its bytes, its parameters' initial
+/// values, and the heads it has labels for.
+struct ExternalGraph {
+    bytes: Vec<u8>,
+    initial: Vec<Param>,
+    heads: Vec<super::mlp::Head>,
+    inference: ModelProto,
+}
+
+fn read_model(path: &Path) -> anyhow::Result<ModelProto> {
+    let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    ModelProto::decode(bytes.as_slice()).map_err(|e| anyhow::anyhow!("{}: not an ONNX model ({e})", path.display()))
+}
+
+/// Loads `train_graph` and `inference_graph` (relative to `base`).
+fn external_graph(base: &Path, step: &str, inference: &str) -> anyhow::Result<ExternalGraph> {
+    let model = read_model(&base.join(step))?;
+    let graph = model.graph.clone().unwrap_or_default();
+    let mut initial = Vec::new();
+    let mut label_heads = Vec::new();
+    for input in &graph.input {
+        if let Some(name) = input.name.strip_prefix("param.") {
+            let tensor = graph.initializer.iter().find(|t| t.name == input.name).ok_or_else(|| {
+                anyhow::anyhow!("{step}: input `{}` has no initializer (its initial value)", input.name)
+            })?;
+            initial.push(Param {
+                name: name.to_string(),
+                dims: tensor.dims.iter().map(|d| *d as usize).collect(),
+                values: tensor.float_data.clone(),
+            });
+        } else if let Some(head) = input.name.strip_prefix("y.") {
+            let known = heads()
+                .into_iter()
+                .find(|h| h.name == head)
+                .ok_or_else(|| anyhow::anyhow!("{step}: label input `{}` names no head of the dataset", input.name))?;
+            label_heads.push(known);
+        }
+    }
+    anyhow::ensure!(
+        !initial.is_empty(),
+        "{step}: no `param.*` inputs; see the naming convention in the README"
+    );
+    Ok(ExternalGraph {
+        bytes: model.encode_to_vec(),
+        initial,
+        heads: label_heads,
+        inference: read_model(&base.join(inference))?,
+    })
+}
+
+/// `inference` with its `param.*` initializers replaced by `trained`.
+fn with_trained(
+    mut inference: ModelProto,
+    trained: &[Param],
+    metadata: Vec<(String, String)>,
+) -> anyhow::Result<ModelProto> {
+    let graph = inference
+        .graph
+        .as_mut()
+        .ok_or_else(|| anyhow::anyhow!("the inference graph is empty"))?;
+    for param in trained {
+        let tensor = graph
+            .initializer
+            .iter_mut()
+            .find(|t| t.name == format!("param.{}", param.name))
+            .ok_or_else(|| anyhow::anyhow!("the inference graph has no initializer `param.{}`", param.name))?;
+        let dims: Vec<usize> = tensor.dims.iter().map(|d| *d as usize).collect();
+        anyhow::ensure!(
+            dims == param.dims,
+            "`param.{}` is {dims:?} in the inference graph, {:?} in training",
+            param.name,
+            param.dims
+        );
+        tensor.float_data = param.values.clone();
+    }
+    inference.metadata_props.extend(
+        metadata
+            .into_iter()
+            .map(|(key, value)| super::proto::StringStringEntryProto { key, value }),
+    );
+    Ok(inference)
+}
+
+/// Trains on `dataset` and writes the model, the log and the card. Paths in
+/// the options are relative to `base`.
 pub fn train(
     workspace: Option<&Path>,
+    base: &Path,
     dataset: &Path,
     options: &TrainOptions,
     outputs: &TrainOutputs,
@@ -288,16 +389,31 @@ pub fn train(
         features: width,
         hidden: options.hidden.clone(),
     };
-    let heads = heads();
+    let external = match (&options.train_graph, &options.inference_graph) {
+        (Some(step), Some(inference)) => Some(external_graph(base, step, inference)?),
+        _ => None,
+    };
+    let all_heads = heads();
+    let heads = external.as_ref().map_or_else(heads, |e| e.heads.clone());
+    let head_index: Vec<usize> = heads
+        .iter()
+        .map(|h| all_heads.iter().position(|a| a.name == h.name).expect("a known head"))
+        .collect();
     let labels: Vec<Vec<usize>> = examples.iter().map(label_indices).collect();
     let weights: Vec<f32> = examples
         .iter()
         .map(|e| *options.mode_weights.get(e.mode.name()).unwrap_or(&1.0) as f32)
         .collect();
 
-    let initial = starting_params(options, &arch)?;
-    let step_graph = train_step_graph(&arch, &initial, &StepSettings::default(), data_type::FLOAT);
-    let mut session = runtime::session(workspace, &step_graph.encode_to_vec(), options.threads)?;
+    let (initial, step_bytes) = match &external {
+        Some(graph) => (graph.initial.clone(), graph.bytes.clone()),
+        None => {
+            let initial = starting_params(options, &arch)?;
+            let step = train_step_graph(&arch, &initial, &StepSettings::default(), data_type::FLOAT);
+            (initial, step.encode_to_vec())
+        }
+    };
+    let mut session = runtime::session(workspace, &step_bytes, options.threads)?;
 
     let mut state: BTreeMap<String, DynValue> = BTreeMap::new();
     for param in &initial {
@@ -334,7 +450,7 @@ pub fn train(
                 let classes = head.classes.len();
                 let mut y = vec![0.0f32; n * classes];
                 for (row, &i) in batch.iter().enumerate() {
-                    y[row * classes + labels[i][h]] = 1.0;
+                    y[row * classes + labels[i][head_index[h]]] = 1.0;
                 }
                 inputs.push((format!("y.{}", head.name).into(), f32_value(&[n, classes], y)?.into()));
             }
@@ -386,7 +502,10 @@ pub fn train(
         ("vocabulary".to_string(), serde_json::to_string(&vocabulary)?),
         ("feature_layout".to_string(), serde_json::to_string(&feature_layout())?),
     ];
-    let model = inference_graph(&arch, &trained, metadata);
+    let model = match external {
+        Some(graph) => with_trained(graph.inference, &trained, metadata)?,
+        None => inference_graph(&arch, &trained, metadata),
+    };
     std::fs::write(&outputs.model, model.encode_to_vec())?;
 
     let training_log = TrainingLog {

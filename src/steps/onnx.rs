@@ -53,7 +53,7 @@ impl Step for Train {
             log: context.outs[1].clone(),
             card: context.outs[2].clone(),
         };
-        train::train(Some(context.root), &context.deps[0], &options, &outputs)?;
+        train::train(Some(context.root), context.root, &context.deps[0], &options, &outputs)?;
         Ok(())
     }
 }

@@ -269,3 +269,52 @@ fn a_missing_onnx_runtime_gives_one_clear_message() {
         "{stderr}"
     );
 }
+
+#[test]
+fn any_train_step_graph_following_the_convention_can_be_trained() {
+    use prost::Message;
+    let ws = Workspace::new();
+    small_dataset(&ws);
+    // The built-in architecture, and its train-step graph saved as a file.
+    assert_eq!(train(&ws, "m1", &["--save-train-graph", "step.onnx"]).code, 0);
+    // The same graph, now given from outside, with m1's model as the
+    // inference graph that receives the trained values.
+    let external = train(
+        &ws,
+        "m2",
+        &["--train-graph", "step.onnx", "--inference-graph", "m1/model.onnx"],
+    );
+    assert_eq!(external.code, 0, "{}", external.stderr);
+    let params = |path: &str| -> Vec<(String, Vec<f32>)> {
+        let model =
+            prime_fabric::onnx::proto::ModelProto::decode(std::fs::read(ws.path(path)).unwrap().as_slice()).unwrap();
+        let mut params: Vec<(String, Vec<f32>)> = model
+            .graph
+            .unwrap()
+            .initializer
+            .into_iter()
+            .filter(|t| t.name.starts_with("param."))
+            .map(|t| (t.name, t.float_data))
+            .collect();
+        params.sort_by(|a, b| a.0.cmp(&b.0));
+        params
+    };
+    let (builtin, trained) = (params("m1/model.onnx"), params("m2/model.onnx"));
+    assert_eq!(builtin.len(), trained.len());
+    assert!(
+        builtin == trained,
+        "the same graph, seed and data train the same weights"
+    );
+
+    let broken = train(
+        &ws,
+        "m3",
+        &["--train-graph", "m1/model.onnx", "--inference-graph", "m1/model.onnx"],
+    );
+    assert_eq!(broken.code, 1);
+    assert!(
+        broken.stderr.contains("has no initializer") || broken.stderr.contains("no `param.*` inputs"),
+        "{}",
+        broken.stderr
+    );
+}
