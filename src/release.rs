@@ -71,13 +71,14 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// The content identity: everything but the sequence number.
+    /// The content identity: the files, dataset hashes and scores. Provenance
+    /// (stage fingerprints, params, fabric version) may differ when a step's
+    /// version changes without changing its output; the recorded manifest stays.
     fn same_content(&self, other: &Manifest) -> bool {
         self.name == other.name
             && self.files == other.files
             && self.datasets == other.datasets
             && self.scores == other.scores
-            && self.stages == other.stages
     }
 
     /// Reads a manifest.

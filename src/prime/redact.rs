@@ -360,15 +360,13 @@ const ORDINARY: &[&str] = &[
 ];
 
 /// Every piece of personal data in `text`, non-overlapping, in order.
+/// Every finding but a name covers its whole whitespace-delimited token, and
+/// detections that overlap merge into one finding covering both (of the
+/// longer one's kind), so no fragment survives redaction.
 pub fn findings(text: &str) -> Vec<Finding> {
     let mut found: Vec<Finding> = Vec::new();
     let claim = |kind: Kind, range: Range<usize>, found: &mut Vec<Finding>| {
-        if !found
-            .iter()
-            .any(|f| f.range.start < range.end && range.start < f.range.end)
-        {
-            found.push(Finding { kind, range });
-        }
+        found.push(Finding { kind, range });
     };
     for m in URL.find_iter(text) {
         claim(Kind::Url, m.range(), &mut found);
@@ -409,8 +407,35 @@ pub fn findings(text: &str) -> Vec<Finding> {
             claim(Kind::Person, m.range(), &mut found);
         }
     }
-    found.sort_by_key(|f| f.range.start);
-    found
+    // Anything but a name takes its whole whitespace-delimited token: cutting
+    // a token in two would leave fragments that read as new words or paths.
+    for finding in &mut found {
+        if finding.kind != Kind::Person {
+            let start = text[..finding.range.start]
+                .char_indices()
+                .rev()
+                .find(|(_, c)| c.is_whitespace())
+                .map_or(0, |(i, c)| i + c.len_utf8());
+            let end = text[finding.range.end..]
+                .find(char::is_whitespace)
+                .map_or(text.len(), |i| finding.range.end + i);
+            finding.range = start..end;
+        }
+    }
+    found.sort_by_key(|f| (f.range.start, std::cmp::Reverse(f.range.end)));
+    let mut merged: Vec<Finding> = Vec::with_capacity(found.len());
+    for finding in found {
+        match merged.last_mut() {
+            Some(last) if finding.range.start < last.range.end => {
+                if finding.range.len() > last.range.len() {
+                    last.kind = finding.kind;
+                }
+                last.range.end = last.range.end.max(finding.range.end);
+            }
+            _ => merged.push(finding),
+        }
+    }
+    merged
 }
 
 /// The text with personal data replaced, and how many of each kind.
@@ -538,6 +563,10 @@ mod tests {
                 "Keep the tempo at 4/4 and/or loop the chorus",
                 "Keep the tempo at 4/4 and/or loop the chorus",
             ),
+            // An address inside a path: one finding covers both.
+            ("/-::0", "[address]"),
+            // Tokens end at any whitespace, multi-byte ones too.
+            ("\u{2000}/etc/x y", "\u{2000}[path] y"),
         ];
         for (input, expected) in cases {
             assert_eq!(redact(input).0, expected, "{input}");
