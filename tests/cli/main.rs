@@ -163,6 +163,25 @@ outs = ["build/d.txt"]
         ]);
     }
 
+    /// Runs git in the workspace (with a fixed identity) and asserts success.
+    fn git(&self, args: &[&str]) {
+        let output = Command::new("git")
+            .args(args)
+            .current_dir(self.root())
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@localhost")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@localhost")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "git {args:?}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
     fn counts(&self) -> [usize; 4] {
         [self.count("a"), self.count("b"), self.count("c"), self.count("d")]
     }

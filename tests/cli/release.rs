@@ -234,49 +234,31 @@ fn verify_reproduce_reruns_in_a_scratch_copy_and_names_differing_files() {
 #[test]
 fn the_lock_merge_driver_merges_branches_that_changed_different_stages() {
     let ws = Workspace::new();
-    let git = |args: &[&str]| {
-        let output = Command::new("git")
-            .args(args)
-            .current_dir(ws.root())
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@localhost")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@localhost")
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "git {args:?}: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    };
     ws.write(
         "Fabric.toml",
         "[params]\na = 1\n\n# (a blank line apart, so git merges the two edits)\n\nb = 1\n\n[stage.one]\ncmd = \"echo ${params.a} > one.txt\"\nouts = [\"one.txt\"]\n\n[stage.two]\ncmd = \"echo ${params.b} > two.txt\"\nouts = [\"two.txt\"]\n",
     );
     ws.write(".gitignore", ".fabric/\none.txt\ntwo.txt\n");
     ws.write(".gitattributes", "Fabric.lock merge=fabric-lock\n");
-    git(&["init", "-q", "-b", "main"]);
-    git(&[
+    ws.git(&["init", "-q", "-b", "main"]);
+    ws.git(&[
         "config",
         "merge.fabric-lock.driver",
         &format!("{} lock merge %O %A %B", env!("CARGO_BIN_EXE_fabric")),
     ]);
     ws.ok(&["run"]);
-    git(&["add", "-A"]);
-    git(&["commit", "-qm", "base"]);
-    git(&["checkout", "-qb", "other"]);
+    ws.git(&["add", "-A"]);
+    ws.git(&["commit", "-qm", "base"]);
+    ws.git(&["checkout", "-qb", "other"]);
     ws.write("Fabric.toml", &ws.read("Fabric.toml").replace("a = 1", "a = 2"));
     ws.ok(&["run"]);
-    git(&["commit", "-qam", "a = 2"]);
-    git(&["checkout", "-q", "main"]);
+    ws.git(&["commit", "-qam", "a = 2"]);
+    ws.git(&["checkout", "-q", "main"]);
     ws.write("Fabric.toml", &ws.read("Fabric.toml").replace("b = 1", "b = 2"));
     ws.ok(&["run"]);
-    git(&["commit", "-qam", "b = 2"]);
+    ws.git(&["commit", "-qam", "b = 2"]);
     // Fabric.toml itself merges cleanly (different lines); Fabric.lock needs the driver.
-    git(&["merge", "-q", "other", "-m", "merge"]);
+    ws.git(&["merge", "-q", "other", "-m", "merge"]);
     ws.ok(&["checkout"]);
     let status = ws.ok(&["status", "--check"]);
     assert_eq!(

@@ -773,21 +773,9 @@ fn metrics_diff_compares_with_a_git_revision() {
         "[params]\nscore = 0.5\n\n[stage.m]\ncmd = \"echo '{\\\"score\\\": ${params.score}}' > m.json\"\nmetrics = [\"m.json\"]\n",
     );
     ws.ok(&["run"]);
-    let git = |args: &[&str]| {
-        let status = Command::new("git")
-            .args(args)
-            .current_dir(ws.root())
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@localhost")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@localhost")
-            .output()
-            .unwrap();
-        assert!(status.status.success());
-    };
-    git(&["init", "-q"]);
-    git(&["add", "Fabric.toml", "m.json"]);
-    git(&["commit", "-qm", "base"]);
+    ws.git(&["init", "-q"]);
+    ws.git(&["add", "Fabric.toml", "m.json"]);
+    ws.git(&["commit", "-qm", "base"]);
     ws.ok(&["run", "-P", "score=0.75"]);
     let diff = ws.ok(&["metrics", "--diff", "HEAD"]);
     let row = diff.stdout.lines().find(|l| l.starts_with("m.json")).unwrap();
