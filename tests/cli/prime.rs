@@ -469,6 +469,13 @@ fn the_default_pipeline_runs_on_built_in_data_and_reruns_incrementally() {
             "Fabric.lock differs from the committed one (first difference: {first:?}): rerun the pipeline and commit"
         );
     }
+    // Training reproduces byte for byte from scratch, without any cache.
+    let reproduce = ws.ok(&["verify", "--reproduce", "train", "evaluate"]);
+    assert!(
+        reproduce.stdout.contains("reproduced train evaluate"),
+        "{}",
+        reproduce.stdout
+    );
     let rerun = ws.ok(&["run"]);
     assert!(
         rerun.stderr.contains("0 ran, 0 restored, 6 up to date"),
