@@ -105,7 +105,8 @@ try:
     fabric_one = median([FABRIC, "run", "-q"], work, before=touch_one)
     dvc_one = median([DVC, "repro", "-q"], work, before=touch_one)
 
-    hash_files = "raw/* big.bin"
+    # Everything `fabric status` hashes: every stage's deps and outs.
+    hash_files = "raw/* big.bin clean/* rep.json big.txt d/*"
     b3_warm = median(f"{B3SUM} --num-threads 2 {hash_files} > /dev/null", work)
     fabric_warm = median([FABRIC, "status"], work, before=lambda: os.path.exists(f"{work}/.fabric/state") and os.remove(f"{work}/.fabric/state"))
     cold = drop_caches()
