@@ -211,25 +211,31 @@ fn read_chunks(
     files: &[PathBuf],
     mut consume: impl FnMut(Vec<String>) -> Result<(), SanitizeError>,
 ) -> Result<(), SanitizeError> {
+    // Chunks span files, so many one-record files make few chunks.
+    let mut chunk = Vec::with_capacity(CHUNK);
+    let mut push = |record: String, chunk: &mut Vec<String>| -> Result<(), SanitizeError> {
+        chunk.push(record);
+        if chunk.len() == CHUNK {
+            consume(std::mem::replace(chunk, Vec::with_capacity(CHUNK)))?;
+        }
+        Ok(())
+    };
     for file in files {
         if file.extension().is_some_and(|e| e == "json") {
-            consume(vec![std::fs::read_to_string(file).map_err(io_error(file))?])?;
+            push(std::fs::read_to_string(file).map_err(io_error(file))?, &mut chunk)?;
             continue;
         }
         let reader = BufReader::new(File::open(file).map_err(io_error(file))?);
-        let mut chunk = Vec::with_capacity(CHUNK);
         for line in reader.lines() {
             let line = line.map_err(io_error(file))?;
             if !line.trim().is_empty() {
-                chunk.push(line);
-            }
-            if chunk.len() == CHUNK {
-                consume(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))?;
+                push(line, &mut chunk)?;
             }
         }
-        if !chunk.is_empty() {
-            consume(chunk)?;
-        }
+    }
+    drop(push);
+    if !chunk.is_empty() {
+        consume(chunk)?;
     }
     Ok(())
 }
