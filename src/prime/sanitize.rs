@@ -233,7 +233,6 @@ fn read_chunks(
             }
         }
     }
-    drop(push);
     if !chunk.is_empty() {
         consume(chunk)?;
     }
