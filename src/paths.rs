@@ -100,10 +100,22 @@ impl fmt::Display for RelPath {
 
 /// True when an existing prefix of `path` under `root` is a symlink that
 /// resolves outside `canonical_root` (the root with its own links resolved).
-pub fn escapes_through_symlink(root: &Path, canonical_root: &Path, path: &RelPath) -> bool {
-    let mut current = root.to_path_buf();
-    for part in path.as_str().split('/') {
-        current.push(part);
+/// `plain_dirs` remembers prefixes already found to be plain directories, so
+/// outs sharing a parent cost one `stat` each.
+pub fn escapes_through_symlink(
+    root: &Path,
+    canonical_root: &Path,
+    path: &RelPath,
+    plain_dirs: &mut std::collections::HashSet<String>,
+) -> bool {
+    let text = path.as_str();
+    let ends: Vec<usize> = text.match_indices('/').map(|(i, _)| i).chain(std::iter::once(text.len())).collect();
+    for end in ends {
+        let prefix = &text[..end];
+        if plain_dirs.contains(prefix) {
+            continue;
+        }
+        let current = root.join(prefix);
         match std::fs::symlink_metadata(&current) {
             Ok(meta) if meta.file_type().is_symlink() => {
                 return match current.canonicalize() {
@@ -111,7 +123,11 @@ pub fn escapes_through_symlink(root: &Path, canonical_root: &Path, path: &RelPat
                     Err(_) => true,
                 };
             }
-            Ok(_) => {}
+            Ok(meta) => {
+                if meta.is_dir() && end < text.len() {
+                    plain_dirs.insert(prefix.to_string());
+                }
+            }
             Err(_) => return false,
         }
     }

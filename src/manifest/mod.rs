@@ -186,6 +186,7 @@ pub fn load(root: &Path, overrides: &[(String, String)], registry: &Registry) ->
     Loader {
         root,
         canonical_root: root.canonicalize().unwrap_or_else(|_| root.to_path_buf()),
+        plain_dirs: std::collections::HashSet::new(),
         registry,
         errors: Vec::new(),
     }
@@ -220,6 +221,8 @@ struct Declared {
 struct Loader<'a> {
     root: &'a Path,
     canonical_root: PathBuf,
+    /// Out prefixes already known to be plain directories (no symlink escape).
+    plain_dirs: std::collections::HashSet<String>,
     registry: &'a Registry,
     errors: Vec<Diagnostic>,
 }
@@ -584,7 +587,7 @@ impl Loader<'_> {
                 continue;
             };
             match RelPath::new(&text) {
-                Ok(path) if crate::paths::escapes_through_symlink(self.root, &self.canonical_root, &path) => {
+                Ok(path) if crate::paths::escapes_through_symlink(self.root, &self.canonical_root, &path, &mut self.plain_dirs) => {
                     self.errors.push(
                         Diagnostic::new(format!("out `{path}` leads outside the workspace through a symlink"))
                             .at(source.at(out.span()), "this out")
