@@ -109,7 +109,11 @@ pub fn escapes_through_symlink(
     plain_dirs: &mut std::collections::HashSet<String>,
 ) -> bool {
     let text = path.as_str();
-    let ends: Vec<usize> = text.match_indices('/').map(|(i, _)| i).chain(std::iter::once(text.len())).collect();
+    let ends: Vec<usize> = text
+        .match_indices('/')
+        .map(|(i, _)| i)
+        .chain(std::iter::once(text.len()))
+        .collect();
     for end in ends {
         let prefix = &text[..end];
         if plain_dirs.contains(prefix) {

@@ -587,7 +587,14 @@ impl Loader<'_> {
                 continue;
             };
             match RelPath::new(&text) {
-                Ok(path) if crate::paths::escapes_through_symlink(self.root, &self.canonical_root, &path, &mut self.plain_dirs) => {
+                Ok(path)
+                    if crate::paths::escapes_through_symlink(
+                        self.root,
+                        &self.canonical_root,
+                        &path,
+                        &mut self.plain_dirs,
+                    ) =>
+                {
                     self.errors.push(
                         Diagnostic::new(format!("out `{path}` leads outside the workspace through a symlink"))
                             .at(source.at(out.span()), "this out")
