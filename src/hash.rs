@@ -178,7 +178,7 @@ impl<'a> Hasher<'a> {
                 found.push((entry.into_path(), relative));
             }
         }
-        let entries = self.hash_files(found)?;
+        let entries = self.hash_files(found, "")?;
         let tree = Tree { entries };
         let hash = tree.digest();
         Ok(Content::Dir { tree, hash })
@@ -205,30 +205,22 @@ impl<'a> Hasher<'a> {
                 files.push((entry.into_path(), relative));
             }
         }
-        let prefixed: Vec<(PathBuf, String)> = files
-            .into_iter()
-            .map(|(path, relative)| (path, format!("{key_prefix}/{relative}")))
-            .collect();
-        let mut entries = self.hash_files(prefixed)?;
-        for entry in &mut entries {
-            if let TreeEntry::File { path, .. } = entry {
-                *path = path[key_prefix.len() + 1..].to_string();
-            }
-        }
+        let mut entries = self.hash_files(files, &format!("{key_prefix}/"))?;
         entries.extend(others);
         entries.sort_by(|a, b| a.path().cmp(b.path()));
         Ok(Tree { entries })
     }
 
-    /// Hashes files in parallel; `key` is each file's workspace-relative path.
-    fn hash_files(&self, files: Vec<(PathBuf, String)>) -> io::Result<Vec<TreeEntry>> {
+    /// Hashes `(file, entry path)` pairs in parallel; `key_prefix` plus the
+    /// entry path is the file's workspace-relative path (its stat-cache key).
+    fn hash_files(&self, files: Vec<(PathBuf, String)>, key_prefix: &str) -> io::Result<Vec<TreeEntry>> {
         files
             .into_par_iter()
-            .map(|(path, key)| {
+            .map(|(path, entry)| {
                 let meta = std::fs::metadata(&path)?;
-                let hash = self.file(&path, &key, &meta)?;
+                let hash = self.file(&path, &format!("{key_prefix}{entry}"), &meta)?;
                 Ok(TreeEntry::File {
-                    path: key,
+                    path: entry,
                     hash,
                     size: meta.len(),
                     executable: meta.permissions().mode() & 0o111 != 0,

@@ -9,30 +9,14 @@ use crate::paths::RelPath;
 /// Arguments of `fabric checkout`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Stages whose outs to restore (default: all with a lock entry).
+    /// Stages or pipelines whose outs to restore (default: all with a lock entry).
     stages: Vec<String>,
 }
 
 pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
     let session = Session::open(globals, &[])?;
     let _guard = session.lock_workspace(true)?;
-    let selection = if args.stages.is_empty() {
-        (0..session.workspace.stages.len()).collect()
-    } else {
-        let mut picked = std::collections::BTreeSet::new();
-        for name in &args.stages {
-            picked.extend(
-                session
-                    .select(std::slice::from_ref(name), false)?
-                    .into_iter()
-                    .filter(|i| {
-                        args.stages.contains(&session.workspace.stages[*i].name)
-                            || session.workspace.pipelines.iter().any(|p| &p.name == name)
-                    }),
-            );
-        }
-        picked
-    };
+    let selection = session.resolve(&args.stages)?;
     let lock = session.lock()?;
     let hasher = Hasher::new(&session.workspace.root, &session.cache);
     let mut failures = 0;

@@ -248,15 +248,21 @@ impl Session {
     /// Resolves targets (pipeline or stage names; none = every stage) to
     /// stage indices, plus what they need — or, with `downstream`, what needs them.
     fn select(&self, targets: &[String], downstream: bool) -> anyhow::Result<BTreeSet<usize>> {
+        let picked: Vec<usize> = self.resolve(targets)?.into_iter().collect();
+        Ok(self.graph.closure(&picked, downstream))
+    }
+
+    /// The stages the targets name (pipeline or stage names; none = every stage).
+    fn resolve(&self, targets: &[String]) -> anyhow::Result<BTreeSet<usize>> {
         if targets.is_empty() {
             return Ok((0..self.workspace.stages.len()).collect());
         }
-        let mut picked = Vec::new();
+        let mut picked = BTreeSet::new();
         for target in targets {
             if let Some(pipeline) = self.workspace.pipelines.iter().find(|p| &p.name == target) {
                 picked.extend(pipeline.stages.iter().filter_map(|s| self.index(s)));
             } else if let Some(index) = self.index(target) {
-                picked.push(index);
+                picked.insert(index);
             } else {
                 let names = self
                     .workspace
@@ -272,7 +278,7 @@ impl Session {
                 return Err(UsageError::from(diagnostic).into());
             }
         }
-        Ok(self.graph.closure(&picked, downstream))
+        Ok(picked)
     }
 
     /// A runner over this session with the lock as it is on disk.

@@ -242,9 +242,7 @@ fn starting_params(options: &TrainOptions, arch: &Architecture) -> anyhow::Resul
     match base_model_kind(&options.base_model).map_err(anyhow::Error::msg)? {
         BaseModel::Builtin => Ok(arch.initial_params(options.seed)),
         BaseModel::Released(path) => {
-            let bytes = std::fs::read(&path).map_err(|e| anyhow::anyhow!("--base-model {}: {e}", path.display()))?;
-            let model = ModelProto::decode(bytes.as_slice())
-                .map_err(|e| anyhow::anyhow!("--base-model {}: not an ONNX model ({e})", path.display()))?;
+            let model = read_model(&path).map_err(|e| anyhow::anyhow!("--base-model {e}"))?;
             let graph = model.graph.unwrap_or_default();
             arch.shapes()
                 .into_iter()

@@ -467,12 +467,7 @@ pub fn build(input: &Path, options: &DatasetOptions, paths: &DatasetPaths) -> an
                 })
             })
             .collect::<anyhow::Result<_>>()?;
-        snapshots.sort_by_key(|s| {
-            let time = chrono::DateTime::parse_from_rfc3339(&s.captured_at)
-                .map(|t| t.timestamp_nanos_opt().unwrap_or(i64::MAX))
-                .unwrap_or(i64::MAX);
-            (time, s.sequence.unwrap_or(0))
-        });
+        snapshots.sort_by_key(Snapshot::order_key);
         let Some(session) = snapshots.first().map(|s| s.session_id.clone()) else {
             continue;
         };

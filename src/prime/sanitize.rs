@@ -113,14 +113,12 @@ struct Cleaned {
 impl From<Clean> for Cleaned {
     fn from(clean: Clean) -> Cleaned {
         let s = clean.snapshot;
-        let time = chrono::DateTime::parse_from_rfc3339(&s.captured_at)
-            .map(|t| t.timestamp_nanos_opt().unwrap_or(i64::MAX))
-            .unwrap_or(i64::MAX);
+        let (time, sequence) = s.order_key();
         // Shift to unsigned so the hex digits sort in time order.
         let time = (time as i128 - i64::MIN as i128) as u64;
         let line = serde_json::to_string(&s).expect("snapshots serialize");
         Cleaned {
-            keyed_line: format!("{time:016x}{:016x}{}\t{line}", s.sequence.unwrap_or(0), s.snapshot_id),
+            keyed_line: format!("{time:016x}{sequence:016x}{}\t{line}", s.snapshot_id),
             id: s.snapshot_id,
             session: s.session_id,
             redactions: clean.redactions,

@@ -399,6 +399,15 @@ pub struct RuleViolation {
 }
 
 impl Snapshot {
+    /// The order of snapshots within a session: capture time (nanoseconds
+    /// since the epoch; unparseable times last), then `sequence`.
+    pub fn order_key(&self) -> (i64, u64) {
+        let time = chrono::DateTime::parse_from_rfc3339(&self.captured_at)
+            .map(|t| t.timestamp_nanos_opt().unwrap_or(i64::MAX))
+            .unwrap_or(i64::MAX);
+        (time, self.sequence.unwrap_or(0))
+    }
+
     /// Checks the rules types cannot express. Array lengths are not checked:
     /// sanitize truncates them.
     pub fn validate(&self) -> Result<(), RuleViolation> {
