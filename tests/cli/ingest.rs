@@ -388,11 +388,7 @@ fn fabric_run_picks_ingested_snapshots_up_incrementally() {
         "--bad-fraction",
         "0",
     ]);
-    let records: Vec<Value> = ws
-        .read("sim/u00-s00.jsonl")
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let records: Vec<Value> = ws.jsonl("sim/u00-s00.jsonl");
     let server = Server::start(&ws, &[]);
     for record in &records[..4] {
         assert_eq!(post(server.port, record).0, 201);

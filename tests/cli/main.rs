@@ -68,6 +68,14 @@ impl Workspace {
         std::fs::read_to_string(self.path(relative)).unwrap_or_else(|e| panic!("{relative}: {e}"))
     }
 
+    /// A JSONL file of the workspace, one value per line.
+    fn jsonl(&self, relative: &str) -> Vec<serde_json::Value> {
+        self.read(relative)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
     /// A shell snippet that counts one execution of `name`.
     fn tick(&self, name: &str) -> String {
         format!("echo x >> {}/{name}", self.counters.path().display())

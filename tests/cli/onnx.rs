@@ -110,11 +110,7 @@ fn python_onnxruntime_gives_the_same_outputs_as_fabric() {
     let ws = Workspace::new();
     small_dataset(&ws);
     assert_eq!(train(&ws, "m", &[]).code, 0);
-    let examples: Vec<Value> = ws
-        .read("d/train-test.jsonl")
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let examples: Vec<Value> = ws.jsonl("d/train-test.jsonl");
     let features: Vec<Vec<f32>> = examples
         .iter()
         .take(64)
@@ -209,11 +205,7 @@ fn evaluation_gates_fail_a_regressed_model_and_external_predictions_face_the_sam
     assert!(ws.read("r/report.md").contains("- min_command_accuracy: FAILED"));
 
     // External predictions: shouting, numbers, and intrusive commands in passive mode.
-    let examples: Vec<Value> = ws
-        .read("d/train-test.jsonl")
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let examples: Vec<Value> = ws.jsonl("d/train-test.jsonl");
     let lines: String = examples
         .iter()
         .enumerate()

@@ -38,13 +38,7 @@ fn sanitized(ws: &Workspace) -> Vec<Value> {
     files.sort();
     files
         .iter()
-        .flat_map(|f| {
-            std::fs::read_to_string(f)
-                .unwrap()
-                .lines()
-                .map(|l| serde_json::from_str::<Value>(l).unwrap())
-                .collect::<Vec<_>>()
-        })
+        .flat_map(|f| ws.jsonl(&f.strip_prefix(ws.root()).unwrap().to_string_lossy()))
         .collect()
 }
 
@@ -294,11 +288,7 @@ fn a_hand_computed_session_pins_windows_features_targets_and_split() {
         "--test-fraction",
         "0",
     ]);
-    let examples: Vec<Value> = ws
-        .read("d/train.jsonl")
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let examples: Vec<Value> = ws.jsonl("d/train.jsonl");
     assert_eq!(examples.len(), 2);
     assert_eq!(ws.read("d/train-test.jsonl"), "", "test fraction 0 holds nothing out");
 
@@ -365,9 +355,8 @@ fn the_split_keeps_each_session_on_one_side_and_augmentation_obeys_the_doctrine(
         "d/x.jsonl",
         "--augment-mode",
     ]);
-    let read = |f: &str| -> Vec<Value> { ws.read(f).lines().map(|l| serde_json::from_str(l).unwrap()).collect() };
-    let train = read("d/x.jsonl");
-    let test = read("d/x-test.jsonl");
+    let train = ws.jsonl("d/x.jsonl");
+    let test = ws.jsonl("d/x-test.jsonl");
     assert!(!train.is_empty() && !test.is_empty());
     let sessions = |v: &[Value]| -> std::collections::BTreeSet<String> {
         v.iter().map(|e| e["sessionId"].as_str().unwrap().to_string()).collect()
@@ -543,11 +532,7 @@ fn the_instruction_tuning_export_is_calm_number_free_and_obeys_the_doctrine() {
         "d/sft.jsonl",
     ]);
     let train = ws.read("d/x.jsonl").lines().count();
-    let lines: Vec<Value> = ws
-        .read("d/sft.jsonl")
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines: Vec<Value> = ws.jsonl("d/sft.jsonl");
     assert_eq!(lines.len(), train, "one conversation per train example");
     let card: Value = serde_json::from_str(&ws.read("d/x.card.json")).unwrap();
     assert_eq!(card["files"]["sft"], "sft.jsonl");
