@@ -93,6 +93,12 @@ pub struct Runner<'a> {
     pub lock: Mutex<Lock>,
 }
 
+/// A stage's current inputs and why it differs from the lock (empty: up to date).
+struct Known {
+    inputs: Inputs,
+    reasons: Vec<DirtyReason>,
+}
+
 /// The result of processing one stage.
 struct StageResult {
     outcome: Outcome,
@@ -208,7 +214,7 @@ impl Runner<'_> {
         let mut blocked: BTreeSet<usize> = BTreeSet::new();
         let mut stop = false;
 
-        let (job_sender, job_receiver) = mpsc::channel::<usize>();
+        let (job_sender, job_receiver) = mpsc::channel::<(usize, Option<Known>)>();
         let job_receiver = Mutex::new(job_receiver);
         let (result_sender, result_receiver) = mpsc::channel::<(usize, StageResult, std::time::Duration)>();
         std::thread::scope(|scope| {
@@ -218,9 +224,9 @@ impl Runner<'_> {
                 scope.spawn(move || {
                     loop {
                         let next = job_receiver.lock().unwrap_or_else(PoisonError::into_inner).recv();
-                        let Ok(index) = next else { break };
+                        let Ok((index, known)) = next else { break };
                         let started = Instant::now();
-                        let result = self.process(index, force);
+                        let result = self.process(index, force, known);
                         if result_sender.send((index, result, started.elapsed())).is_err() {
                             break;
                         }
@@ -235,7 +241,8 @@ impl Runner<'_> {
                 let mut done_here = None;
                 while running < jobs && !stop {
                     let Some((_, index)) = ready.pop_first() else { break };
-                    if self.plainly_up_to_date(&self.workspace.stages[index], force) {
+                    let known = self.precheck(&self.workspace.stages[index], force);
+                    if known.as_ref().is_some_and(|k| k.reasons.is_empty()) {
                         let result = StageResult {
                             outcome: Outcome::UpToDate,
                             reasons: Vec::new(),
@@ -244,7 +251,7 @@ impl Runner<'_> {
                         done_here = Some((index, result, std::time::Duration::ZERO));
                         break;
                     }
-                    if job_sender.send(index).is_err() {
+                    if job_sender.send((index, known)).is_err() {
                         break;
                     }
                     running += 1;
@@ -333,31 +340,31 @@ impl Runner<'_> {
         summary
     }
 
-    /// True when the stage needs nothing at all (checked on the scheduling
-    /// thread; anything else, including errors, goes to a worker).
-    fn plainly_up_to_date(&self, stage: &Stage, force: &Force) -> bool {
+    /// A recorded stage's current inputs and reasons, checked on the
+    /// scheduling thread: up-to-date stages finish there, stale ones hand the
+    /// result to their worker so nothing is hashed twice. `None` (frozen,
+    /// forced, always run, never recorded, or an error) leaves it all to the worker.
+    fn precheck(&self, stage: &Stage, force: &Force) -> Option<Known> {
         if stage.frozen || stage.always_run || force.covers(&stage.name) {
-            return false;
+            return None;
         }
-        let Some(entry) = self.lock_entry(&stage.name) else {
-            return false;
-        };
+        let entry = self.lock_entry(&stage.name)?;
         let hasher = self.hasher();
-        freshness::inputs(&self.workspace.root, self.registry, &hasher, stage)
-            .and_then(|inputs| freshness::dirty_reasons(&hasher, stage, Some(&entry), &inputs))
-            .is_ok_and(|reasons| reasons.is_empty())
+        let inputs = freshness::inputs(&self.workspace.root, self.registry, &hasher, stage).ok()?;
+        let reasons = freshness::dirty_reasons(&hasher, stage, Some(&entry), &inputs).ok()?;
+        Some(Known { inputs, reasons })
     }
 
     /// Decides and does what one stage needs.
-    fn process(&self, index: usize, force: &Force) -> StageResult {
+    fn process(&self, index: usize, force: &Force, known: Option<Known>) -> StageResult {
         let stage = &self.workspace.stages[index];
-        match self.try_process(stage, force) {
+        match self.try_process(stage, force, known) {
             Ok(result) => result,
             Err(error) => StageResult::failed(Vec::new(), format!("{error:#}")),
         }
     }
 
-    fn try_process(&self, stage: &Stage, force: &Force) -> anyhow::Result<StageResult> {
+    fn try_process(&self, stage: &Stage, force: &Force, known: Option<Known>) -> anyhow::Result<StageResult> {
         let hasher = self.hasher();
         let entry = self.lock_entry(&stage.name);
         if stage.frozen {
@@ -374,16 +381,22 @@ impl Runner<'_> {
                 )
             });
         }
-        let inputs = freshness::inputs(&self.workspace.root, self.registry, &hasher, stage)?;
-        let fingerprint = inputs.fingerprint();
         let forced = force.covers(&stage.name) || stage.always_run;
-        let reasons = if force.covers(&stage.name) {
-            vec![DirtyReason::Forced]
-        } else if stage.always_run {
-            vec![DirtyReason::AlwaysRun]
-        } else {
-            freshness::dirty_reasons(&hasher, stage, entry.as_ref(), &inputs)?
+        let (inputs, reasons) = match known {
+            Some(Known { inputs, reasons }) => (inputs, reasons),
+            None => {
+                let inputs = freshness::inputs(&self.workspace.root, self.registry, &hasher, stage)?;
+                let reasons = if force.covers(&stage.name) {
+                    vec![DirtyReason::Forced]
+                } else if stage.always_run {
+                    vec![DirtyReason::AlwaysRun]
+                } else {
+                    freshness::dirty_reasons(&hasher, stage, entry.as_ref(), &inputs)?
+                };
+                (inputs, reasons)
+            }
         };
+        let fingerprint = inputs.fingerprint();
         if reasons.is_empty() {
             return Ok(StageResult {
                 outcome: Outcome::UpToDate,
