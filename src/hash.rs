@@ -8,9 +8,11 @@
 //!   directories. Files are hashed in parallel across cores.
 //! - A glob hashes as the tree of the workspace files it matches.
 
+use std::collections::HashMap;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 use std::time::SystemTime;
 
 use globset::GlobMatcher;
@@ -126,20 +128,51 @@ impl Content {
     }
 }
 
+/// What single files (or their absence) hashed to, remembered over a stretch
+/// in which nothing writes to the workspace, so a file that is one stage's
+/// out and other stages' dep is looked at once.
+pub type FileMemo = Mutex<HashMap<RelPath, Content>>;
+
 /// Hashes workspace paths, consulting and feeding the stat cache.
 pub struct Hasher<'a> {
     root: &'a Path,
     cache: &'a StatCache,
+    memo: Option<&'a FileMemo>,
 }
 
 impl<'a> Hasher<'a> {
     /// A hasher for paths under `root`.
     pub fn new(root: &'a Path, cache: &'a StatCache) -> Hasher<'a> {
-        Hasher { root, cache }
+        Hasher { root, cache, memo: None }
+    }
+
+    /// The same hasher, remembering files in `memo`; the caller empties the
+    /// memo before anything may write to the workspace.
+    pub fn remembering(self, memo: &'a FileMemo) -> Hasher<'a> {
+        Hasher {
+            memo: Some(memo),
+            ..self
+        }
     }
 
     /// Hashes a file or directory (a top-level symlink is followed).
     pub fn hash(&self, path: &RelPath) -> io::Result<Content> {
+        let Some(memo) = self.memo else {
+            return self.hash_now(path);
+        };
+        if let Some(content) = memo.lock().unwrap_or_else(PoisonError::into_inner).get(path) {
+            return Ok(content.clone());
+        }
+        let content = self.hash_now(path)?;
+        if !matches!(content, Content::Dir { .. }) {
+            memo.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(path.clone(), content.clone());
+        }
+        Ok(content)
+    }
+
+    fn hash_now(&self, path: &RelPath) -> io::Result<Content> {
         let absolute = path.under(self.root);
         let meta = match std::fs::metadata(&absolute) {
             Ok(meta) => meta,

@@ -10,20 +10,40 @@
 //! top of the file ([`Lock::load`]), so an interrupted run resumes where it
 //! stopped and never leaves a stage looking up to date; the journal makes
 //! recording a stage O(1) instead of rewriting the whole lock each time.
+//!
+//! Parsing TOML is the slowest part of a no-op run over a large lock, so the
+//! last `Fabric.lock` read or written is also kept parsed, as JSON, in
+//! `.fabric/lock.parsed`, under the BLAKE3 of the lock's bytes and the fabric
+//! version: it is used only when both match, so it can never disagree with
+//! the file (a stale or damaged copy is ignored and rewritten).
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::diagnostic::{Diagnostic, Location};
-use crate::digest::Digest;
+use crate::digest::{Digest, KeyEncoder};
 use crate::fingerprint::Inputs;
 use crate::hash::Content;
 
 /// The lock format version.
 pub const VERSION: u32 = 1;
+
+/// What `.fabric/lock.parsed` starts with.
+const PARSED_MAGIC: &[u8] = b"FABRICLOCKPARSED1\n";
+
+/// Where a workspace keeps its lock.
+#[derive(Debug, Clone)]
+pub struct LockFiles {
+    /// `Fabric.lock`, the committed file.
+    pub lock: PathBuf,
+    /// `.fabric/lock.journal`, the changes of a run in progress.
+    pub journal: PathBuf,
+    /// `.fabric/lock.parsed`, the last lock read or written, parsed.
+    pub parsed: PathBuf,
+}
 
 /// The whole lock file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -111,18 +131,21 @@ impl Lock {
     /// Reads the lock; a missing file is an empty lock, a damaged one is a
     /// diagnostic pointing at the damage.
     pub fn read(path: &Path) -> Result<Lock, Diagnostic> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Lock::default()),
-            Err(error) => return Err(Diagnostic::new(format!("cannot read {}: {error}", path.display()))),
-        };
+        match read_text(path)? {
+            Some(text) => Lock::parse(path, &text),
+            None => Ok(Lock::default()),
+        }
+    }
+
+    /// Parses the text of the lock at `path`.
+    fn parse(path: &Path, text: &str) -> Result<Lock, Diagnostic> {
         let file = path.file_name().map(Into::into).unwrap_or_default();
-        let lock: Lock = toml::from_str(&text).map_err(|error| {
+        let lock: Lock = toml::from_str(text).map_err(|error| {
             Diagnostic::new(format!("Fabric.lock is damaged: {}", error.message().trim()))
                 .at(
                     Location {
                         file,
-                        source: text.as_str().into(),
+                        source: text.into(),
                         span: error.span().unwrap_or(0..0),
                     },
                     "here",
@@ -141,12 +164,64 @@ impl Lock {
 
     /// Writes the lock atomically.
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let text = self.to_text()?;
+        crate::atomic::write(path, |file| file.write_all(text.as_bytes()))
+    }
+
+    /// The text of `Fabric.lock`.
+    fn to_text(&self) -> std::io::Result<String> {
         let text = toml::to_string(self).map_err(std::io::Error::other)?;
+        Ok(format!("# Written by fabric. Commit it; do not edit by hand.\n{text}"))
+    }
+
+    /// Reads `Fabric.lock` through its parsed copy.
+    fn read_parsed(files: &LockFiles) -> Result<Lock, Diagnostic> {
+        let Some(text) = read_text(&files.lock)? else {
+            return Ok(Lock::default());
+        };
+        let key = parsed_key(&text);
+        if let Some(lock) = std::fs::read(&files.parsed).ok().and_then(|bytes| decode_parsed(&bytes, &key)) {
+            return Ok(lock);
+        }
+        let lock = Lock::parse(&files.lock, &text)?;
+        // Only an accelerator: failing to keep it costs the next run a parse.
+        let _ = lock.write_parsed(&files.parsed, &key);
+        Ok(lock)
+    }
+
+    /// Keeps this lock, parsed, under `key`.
+    fn write_parsed(&self, path: &Path, key: &Digest) -> std::io::Result<()> {
+        let json = serde_json::to_vec(self).map_err(std::io::Error::other)?;
         crate::atomic::write(path, |file| {
-            file.write_all(b"# Written by fabric. Commit it; do not edit by hand.\n")?;
-            file.write_all(text.as_bytes())
+            file.write_all(PARSED_MAGIC)?;
+            file.write_all(&key.0)?;
+            file.write_all(&json)
         })
     }
+}
+
+/// The text of a file; `None` when it does not exist.
+fn read_text(path: &Path) -> Result<Option<String>, Diagnostic> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(Diagnostic::new(format!("cannot read {}: {error}", path.display()))),
+    }
+}
+
+/// What a parsed copy of the lock text `text` is kept under.
+fn parsed_key(text: &str) -> Digest {
+    KeyEncoder::new("fabric-lock-parsed")
+        .text(b'v', env!("CARGO_PKG_VERSION"))
+        .text(b'l', text)
+        .finish()
+}
+
+/// The lock in a parsed copy, when the copy is intact and kept under `key`.
+fn decode_parsed(bytes: &[u8], key: &Digest) -> Option<Lock> {
+    let rest = bytes.strip_prefix(PARSED_MAGIC)?;
+    let (stored, json) = rest.split_at_checked(key.0.len())?;
+    (stored == key.0).then(|| serde_json::from_slice(json).ok())?
 }
 
 /// Three-way merge, stage by stage: a stage changed on one side takes that
@@ -194,9 +269,9 @@ enum JournalRecord {
 impl Lock {
     /// `Fabric.lock` with the journal of an unfinished run applied; a torn
     /// last journal line (a crash mid-append) is ignored.
-    pub fn load(lock_path: &Path, journal_path: &Path) -> Result<Lock, Diagnostic> {
-        let mut lock = Lock::read(lock_path)?;
-        let Ok(text) = std::fs::read_to_string(journal_path) else {
+    pub fn load(files: &LockFiles) -> Result<Lock, Diagnostic> {
+        let mut lock = Lock::read_parsed(files)?;
+        let Ok(text) = std::fs::read_to_string(&files.journal) else {
             return Ok(lock);
         };
         for line in text.split_inclusive('\n').filter(|l| l.ends_with('\n')) {
@@ -237,10 +312,13 @@ impl Lock {
         file.write_all(line.as_bytes())
     }
 
-    /// Writes `Fabric.lock` atomically, then drops the journal it contains.
-    pub fn compact(&self, lock_path: &Path, journal_path: &Path) -> std::io::Result<()> {
-        self.write(lock_path)?;
-        match std::fs::remove_file(journal_path) {
+    /// Writes `Fabric.lock` atomically (and its parsed copy), then drops
+    /// the journal it contains.
+    pub fn compact(&self, files: &LockFiles) -> std::io::Result<()> {
+        let text = self.to_text()?;
+        crate::atomic::write(&files.lock, |file| file.write_all(text.as_bytes()))?;
+        let _ = self.write_parsed(&files.parsed, &parsed_key(&text));
+        match std::fs::remove_file(&files.journal) {
             Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
             _ => Ok(()),
         }
@@ -291,21 +369,75 @@ mod tests {
         assert_eq!(Lock::read(&path).unwrap(), lock);
 
         // A journal applies on top; a torn last line is ignored.
-        let journal = dir.path().join("lock.journal");
-        Lock::journal(&journal, "build", None).unwrap();
+        let files = LockFiles {
+            lock: path.clone(),
+            journal: dir.path().join("lock.journal"),
+            parsed: dir.path().join("lock.parsed"),
+        };
+        Lock::journal(&files.journal, "build", None).unwrap();
         std::fs::OpenOptions::new()
             .append(true)
-            .open(&journal)
+            .open(&files.journal)
             .unwrap()
             .write_all(b"{\"op\":\"se")
             .unwrap();
-        assert!(Lock::load(&path, &journal).unwrap().stage.is_empty());
-        lock.compact(&path, &journal).unwrap();
-        assert!(!journal.exists());
-        assert_eq!(Lock::load(&path, &journal).unwrap(), lock);
+        assert!(Lock::load(&files).unwrap().stage.is_empty());
+        lock.compact(&files).unwrap();
+        assert!(!files.journal.exists());
+        assert_eq!(Lock::load(&files).unwrap(), lock);
 
         std::fs::write(&path, "version = 1\n<<<<<<< HEAD\n").unwrap();
         let error = Lock::read(&path).unwrap_err();
         assert_eq!(error.location.unwrap().line_column().0, 2);
+        let error = Lock::load(&files).unwrap_err();
+        assert!(error.to_string().contains("damaged"), "a parsed copy never hides a damaged lock: {error}");
+    }
+
+    #[test]
+    fn the_parsed_copy_follows_the_lock_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = LockFiles {
+            lock: dir.path().join("Fabric.lock"),
+            journal: dir.path().join("lock.journal"),
+            parsed: dir.path().join("lock.parsed"),
+        };
+        let entry = |cmd: &str| {
+            let inputs = Inputs {
+                action: ActionKey::Cmd {
+                    cmd: cmd.into(),
+                    wdir: String::new(),
+                },
+                with: String::new(),
+                params: BTreeMap::new(),
+                deps: BTreeMap::new(),
+                env: BTreeMap::new(),
+                outs: Vec::new(),
+                platform: "linux-x86_64".into(),
+                facts: BTreeMap::new(),
+            };
+            LockEntry {
+                fingerprint: inputs.fingerprint(),
+                inputs,
+                outs: BTreeMap::new(),
+            }
+        };
+        let mut lock = Lock::default();
+        lock.stage.insert("a".into(), entry("one"));
+        lock.write(&files.lock).unwrap();
+        assert_eq!(Lock::load(&files).unwrap(), lock, "first read: parsed from TOML");
+        assert!(files.parsed.exists(), "the first read keeps a parsed copy");
+        assert_eq!(Lock::load(&files).unwrap(), lock, "second read: from the parsed copy");
+
+        // Edited by hand (or by git): the copy no longer matches and is not used.
+        let text = std::fs::read_to_string(&files.lock).unwrap().replace("one", "two");
+        std::fs::write(&files.lock, text).unwrap();
+        let mut edited = Lock::default();
+        edited.stage.insert("a".into(), entry("two"));
+        edited.stage.get_mut("a").unwrap().fingerprint = lock.stage["a"].fingerprint;
+        assert_eq!(Lock::load(&files).unwrap(), edited);
+
+        // A damaged copy is ignored.
+        std::fs::write(&files.parsed, b"FABRICLOCKPARSED1\ngarbage").unwrap();
+        assert_eq!(Lock::load(&files).unwrap(), edited);
     }
 }

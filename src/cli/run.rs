@@ -130,7 +130,7 @@ fn forget_undeclared_stages(session: &Session, runner: &crate::run::Runner) -> a
         .cloned()
         .collect();
     for name in gone {
-        crate::lock::Lock::journal(&session.workspace.journal_path(), &name, None)?;
+        crate::lock::Lock::journal(&session.workspace.lock_files().journal, &name, None)?;
         lock.stage.remove(&name);
         eprintln!("forgot stage {name}: it is no longer declared");
     }

@@ -155,19 +155,19 @@ impl Workspace {
         self.root.join(".fabric")
     }
 
-    /// The lock file path.
-    pub fn lock_path(&self) -> PathBuf {
-        self.root.join("Fabric.lock")
-    }
-
-    /// The lock journal of a run in progress (or interrupted).
-    pub fn journal_path(&self) -> PathBuf {
-        self.state_dir().join("lock.journal")
+    /// `Fabric.lock`, the journal of a run in progress (or interrupted) and
+    /// the lock's parsed copy.
+    pub fn lock_files(&self) -> crate::lock::LockFiles {
+        crate::lock::LockFiles {
+            lock: self.root.join("Fabric.lock"),
+            journal: self.state_dir().join("lock.journal"),
+            parsed: self.state_dir().join("lock.parsed"),
+        }
     }
 
     /// The lock as it stands: `Fabric.lock` plus any journal.
     pub fn load_lock(&self) -> Result<crate::lock::Lock, Diagnostic> {
-        crate::lock::Lock::load(&self.lock_path(), &self.journal_path())
+        crate::lock::Lock::load(&self.lock_files())
     }
 }
 

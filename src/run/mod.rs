@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use crate::fingerprint::{DirtyReason, Inputs};
 use crate::graph::StageGraph;
-use crate::hash::{Content, Hasher};
+use crate::hash::{Content, FileMemo, Hasher};
 use crate::lock::{Lock, LockEntry, OutRecord};
 use crate::manifest::{Action, Stage, Workspace};
 use crate::report::{Event, Outcome, Reporter, Summary};
@@ -133,7 +133,8 @@ impl Runner<'_> {
     /// What `run` would do, stage by stage in topological order, without
     /// changing anything. A stage below one that will change is stale too.
     pub fn plan(&self, selection: &BTreeSet<usize>, force: &Force) -> std::io::Result<Vec<Planned>> {
-        let hasher = self.hasher();
+        let memo = FileMemo::default();
+        let hasher = self.hasher().remembering(&memo);
         let mut decisions: BTreeMap<usize, Decision> = BTreeMap::new();
         let mut plan = Vec::new();
         for index in self.graph.order(selection) {
@@ -235,13 +236,15 @@ impl Runner<'_> {
             }
             drop(result_sender);
             let mut running = 0;
+            // Files hashed while no stage runs; emptied before one starts.
+            let memo = FileMemo::default();
             loop {
                 // Stages already up to date finish right here; only stale
                 // ones go to a worker (a no-op run never leaves this thread).
                 let mut done_here = None;
                 while running < jobs && !stop {
                     let Some((_, index)) = ready.pop_first() else { break };
-                    let known = self.precheck(&self.workspace.stages[index], force);
+                    let known = self.precheck(&self.workspace.stages[index], force, (running == 0).then_some(&memo));
                     if known.as_ref().is_some_and(|k| k.reasons.is_empty()) {
                         let result = StageResult {
                             outcome: Outcome::UpToDate,
@@ -251,6 +254,7 @@ impl Runner<'_> {
                         done_here = Some((index, result, std::time::Duration::ZERO));
                         break;
                     }
+                    memo.lock().unwrap_or_else(PoisonError::into_inner).clear();
                     if job_sender.send((index, known)).is_err() {
                         break;
                     }
@@ -320,8 +324,10 @@ impl Runner<'_> {
         }
         let lock = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
         // Nothing journaled, nothing to fold: a no-op run writes no lock.
-        let journaled = self.workspace.journal_path().exists();
-        if journaled && let Err(error) = lock.compact(&self.workspace.lock_path(), &self.workspace.journal_path()) {
+        let files = self.workspace.lock_files();
+        if files.journal.exists()
+            && let Err(error) = lock.compact(&files)
+        {
             self.reporter.report(Event::Warning {
                 stage: "(lock)".into(),
                 message: format!("could not write Fabric.lock ({error}); the journal keeps the results"),
@@ -343,13 +349,17 @@ impl Runner<'_> {
     /// A recorded stage's current inputs and reasons, checked on the
     /// scheduling thread: up-to-date stages finish there, stale ones hand the
     /// result to their worker so nothing is hashed twice. `None` (frozen,
-    /// forced, always run, never recorded, or an error) leaves it all to the worker.
-    fn precheck(&self, stage: &Stage, force: &Force) -> Option<Known> {
+    /// forced, always run, never recorded, or an error) leaves it all to the
+    /// worker. `memo` is given while no stage runs.
+    fn precheck(&self, stage: &Stage, force: &Force, memo: Option<&FileMemo>) -> Option<Known> {
         if stage.frozen || stage.always_run || force.covers(&stage.name) {
             return None;
         }
         let entry = self.lock_entry(&stage.name)?;
-        let hasher = self.hasher();
+        let hasher = match memo {
+            Some(memo) => self.hasher().remembering(memo),
+            None => self.hasher(),
+        };
         let inputs = freshness::inputs(&self.workspace.root, self.registry, &hasher, stage).ok()?;
         let reasons = freshness::dirty_reasons(&hasher, stage, Some(&entry), &inputs).ok()?;
         Some(Known { inputs, reasons })
@@ -571,7 +581,7 @@ impl Runner<'_> {
     /// `Fabric.lock` when the run ends.
     fn record(&self, name: &str, entry: Option<LockEntry>) -> std::io::Result<()> {
         let mut lock = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
-        Lock::journal(&self.workspace.journal_path(), name, entry.as_ref())?;
+        Lock::journal(&self.workspace.lock_files().journal, name, entry.as_ref())?;
         match entry {
             Some(entry) => lock.stage.insert(name.to_string(), entry),
             None => lock.stage.remove(name),

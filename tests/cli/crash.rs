@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use prime_fabric::hash::Hasher;
-use prime_fabric::lock::Lock;
+use prime_fabric::lock::{Lock, LockFiles};
 use prime_fabric::paths::RelPath;
 use prime_fabric::stat_cache::StatCache;
 use rand::{RngExt, SeedableRng};
@@ -36,8 +36,13 @@ fn crashing_workspace(ws: &Workspace) {
 }
 
 fn check_invariants(ws: &Workspace, trial: usize) {
-    let lock = Lock::load(&ws.path("Fabric.lock"), &ws.path(".fabric/lock.journal"))
-        .unwrap_or_else(|e| panic!("trial {trial}: lock corrupt: {e}"));
+    Lock::read(&ws.path("Fabric.lock")).unwrap_or_else(|e| panic!("trial {trial}: Fabric.lock corrupt: {e}"));
+    let files = LockFiles {
+        lock: ws.path("Fabric.lock"),
+        journal: ws.path(".fabric/lock.journal"),
+        parsed: ws.path(".fabric/lock.parsed"),
+    };
+    let lock = Lock::load(&files).unwrap_or_else(|e| panic!("trial {trial}: lock corrupt: {e}"));
     let cache = StatCache::load(&ws.path(".fabric/state-check"));
     let hasher = Hasher::new(ws.root(), &cache);
     for (stage, entry) in &lock.stage {
