@@ -143,7 +143,11 @@ pub struct Hasher<'a> {
 impl<'a> Hasher<'a> {
     /// A hasher for paths under `root`.
     pub fn new(root: &'a Path, cache: &'a StatCache) -> Hasher<'a> {
-        Hasher { root, cache, memo: None }
+        Hasher {
+            root,
+            cache,
+            memo: None,
+        }
     }
 
     /// The same hasher, remembering files in `memo`; the caller empties the

@@ -180,7 +180,10 @@ impl Lock {
             return Ok(Lock::default());
         };
         let key = parsed_key(&text);
-        if let Some(lock) = std::fs::read(&files.parsed).ok().and_then(|bytes| decode_parsed(&bytes, &key)) {
+        if let Some(lock) = std::fs::read(&files.parsed)
+            .ok()
+            .and_then(|bytes| decode_parsed(&bytes, &key))
+        {
             return Ok(lock);
         }
         let lock = Lock::parse(&files.lock, &text)?;
@@ -390,7 +393,10 @@ mod tests {
         let error = Lock::read(&path).unwrap_err();
         assert_eq!(error.location.unwrap().line_column().0, 2);
         let error = Lock::load(&files).unwrap_err();
-        assert!(error.to_string().contains("damaged"), "a parsed copy never hides a damaged lock: {error}");
+        assert!(
+            error.to_string().contains("damaged"),
+            "a parsed copy never hides a damaged lock: {error}"
+        );
     }
 
     #[test]

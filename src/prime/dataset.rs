@@ -17,10 +17,13 @@
 //! card records counts, class histograms, the layout, source hashes, params
 //! and the dataset hash (BLAKE3 over both files' bytes).
 //!
-//! Memory holds one session at a time.
+//! Sessions are turned into examples a few per thread at a time, in
+//! parallel, and written in file order: memory holds those few sessions.
 
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
+
+use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -424,6 +427,117 @@ fn is_test(session: &str, options: &DatasetOptions) -> bool {
     (bits as f64 / u64::MAX as f64) < options.test_fraction
 }
 
+/// Counts for the card.
+#[derive(Default)]
+struct Tally {
+    examples: BTreeMap<String, usize>,
+    sessions: BTreeMap<String, usize>,
+    classes: BTreeMap<String, BTreeMap<String, usize>>,
+}
+
+impl Tally {
+    fn add(&mut self, other: Tally) {
+        for (name, n) in other.examples {
+            *self.examples.entry(name).or_insert(0) += n;
+        }
+        for (name, n) in other.sessions {
+            *self.sessions.entry(name).or_insert(0) += n;
+        }
+        for (head, counts) in other.classes {
+            let mine = self.classes.entry(head).or_default();
+            for (class, n) in counts {
+                *mine.entry(class).or_insert(0) += n;
+            }
+        }
+    }
+
+    fn count(&mut self, head: &str, class: &str) {
+        *self
+            .classes
+            .entry(head.into())
+            .or_default()
+            .entry(class.into())
+            .or_insert(0) += 1;
+    }
+}
+
+/// What one session file contributes: its hash, counts and output lines.
+struct SessionPart {
+    source: Digest,
+    tally: Tally,
+    train: String,
+    test: String,
+    sft: String,
+}
+
+/// Turns one sanitized session file into examples.
+fn session_part(file: &Path, options: &DatasetOptions, with_sft: bool) -> anyhow::Result<SessionPart> {
+    let bytes = std::fs::read(file)?;
+    let mut part = SessionPart {
+        source: Digest::of(&bytes),
+        tally: Tally::default(),
+        train: String::new(),
+        test: String::new(),
+        sft: String::new(),
+    };
+    let text = String::from_utf8(bytes)?;
+    let mut snapshots: Vec<Snapshot> = text
+        .lines()
+        .enumerate()
+        .map(|(n, line)| {
+            serde_json::from_str(line).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}:{}: not a sanitized snapshot ({e}); run sanitize first",
+                    file.display(),
+                    n + 1
+                )
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    snapshots.sort_by_key(Snapshot::order_key);
+    let Some(session) = snapshots.first().map(|s| s.session_id.clone()) else {
+        return Ok(part);
+    };
+    let held_out = is_test(&session, options);
+    let split = if held_out { "test" } else { "train" };
+    part.tally.sessions.insert(split.into(), 1);
+    if snapshots.len() <= options.window_size {
+        return Ok(part);
+    }
+    for start in 0..snapshots.len() - options.window_size {
+        let window = &snapshots[start..start + options.window_size];
+        let next = &snapshots[start + options.window_size];
+        let example = example(window, next);
+        let mut batch = vec![example.clone()];
+        if options.augment_mode && !held_out {
+            batch.extend(
+                Mode::ALL
+                    .iter()
+                    .filter(|m| **m != example.mode)
+                    .map(|m| replay(&example, *m)),
+            );
+        }
+        for item in batch {
+            part.tally.count("command", &item.command.kind);
+            part.tally.count("nextMode", item.next_mode.name());
+            part.tally.count("guidanceIntensity", item.guidance.intensity.name());
+            if item.augmented {
+                *part.tally.examples.entry("augmented".into()).or_insert(0) += 1;
+            }
+            *part.tally.examples.entry(split.into()).or_insert(0) += 1;
+            let lines = if held_out { &mut part.test } else { &mut part.train };
+            lines.push_str(&serde_json::to_string(&item)?);
+            lines.push('\n');
+            if with_sft && !held_out {
+                part.sft
+                    .push_str(&serde_json::to_string(&super::sft::conversation(window, &item))?);
+                part.sft.push('\n');
+            }
+        }
+    }
+    Ok(part)
+}
+
 /// Builds the dataset from the per-session JSONL files under `input`.
 pub fn build(input: &Path, options: &DatasetOptions, paths: &DatasetPaths) -> anyhow::Result<DatasetCard> {
     anyhow::ensure!(options.window_size >= 1, "window size must be at least 1");
@@ -445,80 +559,27 @@ pub fn build(input: &Path, options: &DatasetOptions, paths: &DatasetPaths) -> an
         None => None,
     };
     let mut test = BufWriter::new(std::fs::File::create(&paths.test)?);
-    let mut examples: BTreeMap<String, usize> =
-        BTreeMap::from([("train".into(), 0), ("test".into(), 0), ("augmented".into(), 0)]);
-    let mut sessions: BTreeMap<String, usize> = BTreeMap::from([("train".into(), 0), ("test".into(), 0)]);
-    let mut classes: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
+    let mut tally = Tally {
+        examples: BTreeMap::from([("train".into(), 0), ("test".into(), 0), ("augmented".into(), 0)]),
+        sessions: BTreeMap::from([("train".into(), 0), ("test".into(), 0)]),
+        classes: BTreeMap::new(),
+    };
     let mut sources = BTreeMap::new();
-    for file in &files {
-        let bytes = std::fs::read(file)?;
-        sources.insert(file_name(file), Digest::of(&bytes).to_string());
-        let text = String::from_utf8(bytes)?;
-        let mut snapshots: Vec<Snapshot> = text
-            .lines()
-            .enumerate()
-            .map(|(n, line)| {
-                serde_json::from_str(line).map_err(|e| {
-                    anyhow::anyhow!(
-                        "{}:{}: not a sanitized snapshot ({e}); run sanitize first",
-                        file.display(),
-                        n + 1
-                    )
-                })
-            })
-            .collect::<anyhow::Result<_>>()?;
-        snapshots.sort_by_key(Snapshot::order_key);
-        let Some(session) = snapshots.first().map(|s| s.session_id.clone()) else {
-            continue;
-        };
-        let held_out = is_test(&session, options);
-        let split = if held_out { "test" } else { "train" };
-        *sessions.entry(split.into()).or_insert(0) += 1;
-        if snapshots.len() <= options.window_size {
-            continue;
-        }
-        for start in 0..snapshots.len() - options.window_size {
-            let window = &snapshots[start..start + options.window_size];
-            let next = &snapshots[start + options.window_size];
-            let example = example(window, next);
-            let mut batch = vec![example.clone()];
-            if options.augment_mode && !held_out {
-                batch.extend(
-                    Mode::ALL
-                        .iter()
-                        .filter(|m| **m != example.mode)
-                        .map(|m| replay(&example, *m)),
-                );
-            }
-            for item in batch {
-                *classes
-                    .entry("command".into())
-                    .or_default()
-                    .entry(item.command.kind.clone())
-                    .or_insert(0) += 1;
-                *classes
-                    .entry("nextMode".into())
-                    .or_default()
-                    .entry(item.next_mode.name().into())
-                    .or_insert(0) += 1;
-                *classes
-                    .entry("guidanceIntensity".into())
-                    .or_default()
-                    .entry(item.guidance.intensity.name().into())
-                    .or_insert(0) += 1;
-                if item.augmented {
-                    *examples.entry("augmented".into()).or_insert(0) += 1;
-                }
-                *examples.entry(split.into()).or_insert(0) += 1;
-                let line = serde_json::to_string(&item)?;
-                writeln!(if held_out { &mut test } else { &mut train }, "{line}")?;
-                if let Some(sft) = sft.as_mut().filter(|_| !held_out) {
-                    writeln!(
-                        sft,
-                        "{}",
-                        serde_json::to_string(&super::sft::conversation(window, &item))?
-                    )?;
-                }
+    // A few sessions per thread at a time, merged in file order: parallel,
+    // deterministic, and memory bounded by the group, not the input.
+    let group = rayon::current_num_threads() * 2;
+    for files in files.chunks(group) {
+        let parts = files
+            .par_iter()
+            .map(|file| session_part(file, options, paths.sft.is_some()))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        for (file, part) in files.iter().zip(parts) {
+            sources.insert(file_name(file), part.source.to_string());
+            tally.add(part.tally);
+            train.write_all(part.train.as_bytes())?;
+            test.write_all(part.test.as_bytes())?;
+            if let Some(sft) = sft.as_mut() {
+                sft.write_all(part.sft.as_bytes())?;
             }
         }
     }
@@ -534,9 +595,9 @@ pub fn build(input: &Path, options: &DatasetOptions, paths: &DatasetPaths) -> an
         schema: SCHEMA_VERSION.into(),
         dataset_hash: key.finish().to_string(),
         params: options.clone(),
-        examples,
-        sessions,
-        classes,
+        examples: tally.examples,
+        sessions: tally.sessions,
+        classes: tally.classes,
         feature_layout: feature_layout(),
         sources,
         files: {

@@ -7,8 +7,9 @@
 //!    keeping the most recent, command targets mapped to archetypes) and
 //!    redacted ([`super::redact`]). Invalid records are dropped with a reason.
 //! 3. Records are deduplicated by `snapshotId` (the first in file and line
-//!    order wins) and appended to a partial file per session, so memory
-//!    stays bounded by the chunk size, not the input size.
+//!    order wins) and kept per session: in memory while they fit a fixed
+//!    budget, then appended to a partial file per session, so memory stays
+//!    bounded whatever the input size.
 //!    Every redacted text is scanned a second time ([`redact::redact_verified`]):
 //!    any finding fails the step, and nothing dirty is ever published.
 //! 4. Each session file is sorted by `capturedAt`, then `sequence`, then
@@ -30,8 +31,8 @@ use super::vocabulary;
 
 /// Records parsed together in parallel.
 const CHUNK: usize = 4096;
-/// At most this many session files open at once.
-const OPEN_FILES: usize = 256;
+/// Cleaned lines held in memory before they go to partial files.
+const MEMORY_BUDGET: usize = 48 << 20;
 
 /// What sanitize did, written to `reports/sanitize.json`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -128,19 +129,42 @@ impl From<Clean> for Cleaned {
     }
 }
 
-/// The sequential half: deduplicates in input order, counts, and appends
-/// each record to its session's partial file.
+/// The sequential half: deduplicates in input order, counts, and keeps each
+/// record under its session: in memory up to [`MEMORY_BUDGET`] bytes, then in
+/// a partial file per session.
 struct Collector {
     partial: PathBuf,
     report: SanitizeReport,
     redactions: BTreeMap<&'static str, usize>,
     normalized: BTreeMap<&'static str, usize>,
     seen: HashSet<String>,
-    writers: HashMap<String, BufWriter<File>>,
+    /// Keyed lines not yet on disk, by session.
+    held: HashMap<String, Vec<String>>,
+    held_bytes: usize,
+    /// Sessions with a partial file.
+    spilled: HashSet<String>,
     sessions: HashSet<String>,
 }
 
 impl Collector {
+    fn new(partial: PathBuf, files: usize) -> Collector {
+        Collector {
+            partial,
+            report: SanitizeReport {
+                schema: SCHEMA_VERSION.into(),
+                files,
+                ..SanitizeReport::default()
+            },
+            redactions: BTreeMap::new(),
+            normalized: BTreeMap::new(),
+            seen: HashSet::new(),
+            held: HashMap::new(),
+            held_bytes: 0,
+            spilled: HashSet::new(),
+            sessions: HashSet::new(),
+        }
+    }
+
     fn take(&mut self, results: Vec<Result<Cleaned, String>>) -> Result<(), SanitizeError> {
         for result in results {
             self.report.records_in += 1;
@@ -168,50 +192,83 @@ impl Collector {
             for (kind, count) in record.normalized {
                 *self.normalized.entry(kind).or_insert(0) += count;
             }
-            if !self.writers.contains_key(&record.session) {
-                if self.writers.len() >= OPEN_FILES {
-                    for (_, mut writer) in self.writers.drain() {
-                        writer.flush().map_err(io_error(&self.partial))?;
-                    }
-                }
-                let path = self.partial.join(format!("{}.jsonl", record.session));
-                let handle = File::options()
-                    .create(true)
-                    .append(true)
-                    .open(&path)
-                    .map_err(io_error(&path))?;
-                self.writers.insert(record.session.clone(), BufWriter::new(handle));
-            }
-            let writer = self.writers.get_mut(&record.session).expect("inserted above");
-            writeln!(writer, "{}", record.keyed_line).map_err(io_error(&self.partial))?;
-            self.sessions.insert(record.session);
+            self.held_bytes += record.keyed_line.len();
+            self.held.entry(record.session).or_default().push(record.keyed_line);
             self.report.records_out += 1;
+            if self.held_bytes > MEMORY_BUDGET {
+                self.spill()?;
+            }
         }
         Ok(())
     }
 
-    fn finish(mut self) -> Result<(SanitizeReport, Vec<String>), SanitizeError> {
-        for (_, mut writer) in self.writers.drain() {
-            writer.flush().map_err(io_error(&self.partial))?;
+    /// Appends every held line to its session's partial file.
+    fn spill(&mut self) -> Result<(), SanitizeError> {
+        std::fs::create_dir_all(&self.partial).map_err(io_error(&self.partial))?;
+        for (session, lines) in self.held.drain() {
+            let path = self.partial.join(format!("{session}.jsonl"));
+            let file = File::options()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(io_error(&path))?;
+            let mut writer = BufWriter::new(file);
+            for line in &lines {
+                writeln!(writer, "{line}").map_err(io_error(&path))?;
+            }
+            writer.flush().map_err(io_error(&path))?;
+            self.spilled.insert(session.clone());
+            self.sessions.insert(session);
         }
+        self.held_bytes = 0;
+        Ok(())
+    }
+
+    /// Sorts and writes every session file into `output`.
+    fn finish(mut self, output: &Path) -> Result<SanitizeReport, SanitizeError> {
         let mut report = self.report;
         report.redactions = self.redactions.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
         report.normalized = self.normalized.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        self.sessions.extend(self.held.keys().cloned());
         let mut sessions: Vec<String> = self.sessions.into_iter().collect();
         sessions.sort();
         report.sessions = sessions.len();
-        Ok((report, sessions))
+        let (held, spilled, partial) = (&self.held, &self.spilled, &self.partial);
+        sessions.par_iter().try_for_each(|session| {
+            let on_disk = spilled
+                .contains(session)
+                .then(|| partial.join(format!("{session}.jsonl")));
+            let in_memory = held.get(session).map_or(&[][..], Vec::as_slice);
+            finish_session(on_disk.as_deref(), in_memory, &output.join(format!("{session}.jsonl")))
+        })?;
+        Ok(report)
     }
 }
 
-/// Reads raw records in chunks, in file and line order, and hands each chunk to `consume`.
+/// Raw records, in input order: a whole `*.json` file (read by whichever
+/// thread cleans it) or one line of a `*.jsonl` file.
+enum Raw {
+    File(PathBuf),
+    Line(String),
+}
+
+impl Raw {
+    fn text(&self) -> Result<std::borrow::Cow<'_, str>, SanitizeError> {
+        match self {
+            Raw::File(path) => Ok(std::fs::read_to_string(path).map_err(io_error(path))?.into()),
+            Raw::Line(line) => Ok(line.as_str().into()),
+        }
+    }
+}
+
+/// Hands the raw records to `consume` in chunks, in file and line order.
 fn read_chunks(
     files: &[PathBuf],
-    mut consume: impl FnMut(Vec<String>) -> Result<(), SanitizeError>,
+    mut consume: impl FnMut(Vec<Raw>) -> Result<(), SanitizeError>,
 ) -> Result<(), SanitizeError> {
     // Chunks span files, so many one-record files make few chunks.
     let mut chunk = Vec::with_capacity(CHUNK);
-    let mut push = |record: String, chunk: &mut Vec<String>| -> Result<(), SanitizeError> {
+    let mut push = |record: Raw, chunk: &mut Vec<Raw>| -> Result<(), SanitizeError> {
         chunk.push(record);
         if chunk.len() == CHUNK {
             consume(std::mem::replace(chunk, Vec::with_capacity(CHUNK)))?;
@@ -220,14 +277,14 @@ fn read_chunks(
     };
     for file in files {
         if file.extension().is_some_and(|e| e == "json") {
-            push(std::fs::read_to_string(file).map_err(io_error(file))?, &mut chunk)?;
+            push(Raw::File(file.clone()), &mut chunk)?;
             continue;
         }
         let reader = BufReader::new(File::open(file).map_err(io_error(file))?);
         for line in reader.lines() {
             let line = line.map_err(io_error(file))?;
             if !line.trim().is_empty() {
-                push(line, &mut chunk)?;
+                push(Raw::Line(line), &mut chunk)?;
             }
         }
     }
@@ -244,23 +301,11 @@ pub fn sanitize(input: &Path, output: &Path) -> Result<SanitizeReport, SanitizeE
     if files.is_empty() {
         return Err(SanitizeError::NoInput(input.to_path_buf()));
     }
+    std::fs::create_dir_all(output).map_err(io_error(output))?;
     let partial = output.join(".partial");
-    std::fs::create_dir_all(&partial).map_err(io_error(&partial))?;
-    let collector = Collector {
-        partial: partial.clone(),
-        report: SanitizeReport {
-            schema: SCHEMA_VERSION.into(),
-            files: files.len(),
-            ..SanitizeReport::default()
-        },
-        redactions: BTreeMap::new(),
-        normalized: BTreeMap::new(),
-        seen: HashSet::new(),
-        writers: HashMap::new(),
-        sessions: HashSet::new(),
-    };
-    // Cleaning runs on the rayon pool while the collector thread writes the
-    // previous chunks; a bounded channel keeps memory to a few chunks.
+    let collector = Collector::new(partial.clone(), files.len());
+    // Reading and cleaning run on the rayon pool while the collector thread
+    // takes the previous chunks; a bounded channel keeps memory to a few chunks.
     let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<Result<Cleaned, String>>>(2);
     let (read, collected) = std::thread::scope(|scope| {
         let collector_thread = scope.spawn(move || {
@@ -268,10 +313,13 @@ pub fn sanitize(input: &Path, output: &Path) -> Result<SanitizeReport, SanitizeE
             for results in receiver {
                 collector.take(results)?;
             }
-            collector.finish()
+            collector.finish(output)
         });
         let read = read_chunks(&files, |chunk| {
-            let results = chunk.par_iter().map(|text| clean(text).map(Cleaned::from)).collect();
+            let results = chunk
+                .par_iter()
+                .map(|raw| Ok(clean(&raw.text()?).map(Cleaned::from)))
+                .collect::<Result<Vec<_>, SanitizeError>>()?;
             // A closed channel means the collector failed; its error is reported below.
             let _ = sender.send(results);
             Ok(())
@@ -279,35 +327,25 @@ pub fn sanitize(input: &Path, output: &Path) -> Result<SanitizeReport, SanitizeE
         drop(sender);
         (read, collector_thread.join().expect("the collector does not panic"))
     });
-    let outcome = read.and(collected);
-    let (report, sessions) = match outcome {
-        Ok(done) => done,
-        Err(error) => {
-            let _ = std::fs::remove_dir_all(&partial);
-            return Err(error);
-        }
-    };
-    sessions
-        .par_iter()
-        .map(|session| finish_session(&partial, output, session))
-        .collect::<Result<Vec<()>, SanitizeError>>()?;
-    std::fs::remove_dir_all(&partial).map_err(io_error(&partial))?;
-    Ok(report)
+    let _ = std::fs::remove_dir_all(&partial);
+    read.and(collected)
 }
 
-/// Sorts one session's records by their key prefix and writes the final file.
-fn finish_session(partial: &Path, output: &Path, session: &str) -> Result<(), SanitizeError> {
-    let source = partial.join(format!("{session}.jsonl"));
-    let text = std::fs::read_to_string(&source).map_err(io_error(&source))?;
-    let mut lines: Vec<&str> = text.lines().collect();
+/// Sorts one session's keyed lines (spilled to `on_disk`, and held
+/// `in_memory`) by their key prefix and writes the records to `target`.
+fn finish_session(on_disk: Option<&Path>, in_memory: &[String], target: &Path) -> Result<(), SanitizeError> {
+    let text = match on_disk {
+        Some(path) => std::fs::read_to_string(path).map_err(io_error(path))?,
+        None => String::new(),
+    };
+    let mut lines: Vec<&str> = text.lines().chain(in_memory.iter().map(String::as_str)).collect();
     lines.sort_unstable();
-    let target = output.join(format!("{session}.jsonl"));
-    let mut writer = BufWriter::new(File::create(&target).map_err(io_error(&target))?);
+    let mut writer = BufWriter::new(File::create(target).map_err(io_error(target))?);
     for line in lines {
         let (_, record) = line.split_once('\t').expect("keyed lines have a tab");
-        writeln!(writer, "{record}").map_err(io_error(&target))?;
+        writeln!(writer, "{record}").map_err(io_error(target))?;
     }
-    writer.flush().map_err(io_error(&target))
+    writer.flush().map_err(io_error(target))
 }
 
 /// Input files under `dir`, sorted by path.
