@@ -212,7 +212,11 @@ impl<'a> Hasher<'a> {
             }
             let relative = relative_string(entry.path(), self.root);
             if matcher.is_match(&relative) {
-                found.push((entry.into_path(), relative));
+                found.push(ListedFile {
+                    path: entry.into_path(),
+                    entry: relative,
+                    dirent: None,
+                });
             }
         }
         let entries = self.hash_files(found, "")?;
@@ -224,37 +228,23 @@ impl<'a> Hasher<'a> {
     fn tree(&self, dir: &Path, key_prefix: &str) -> io::Result<Tree> {
         let mut files = Vec::new();
         let mut others = Vec::new();
-        for entry in walkdir::WalkDir::new(dir).min_depth(1).sort_by_file_name() {
-            let entry = entry.map_err(io::Error::other)?;
-            let relative = relative_string(entry.path(), dir);
-            let file_type = entry.file_type();
-            if file_type.is_symlink() {
-                let target = std::fs::read_link(entry.path())?;
-                others.push(TreeEntry::Symlink {
-                    path: relative,
-                    target: target.to_string_lossy().into_owned(),
-                });
-            } else if file_type.is_dir() {
-                if std::fs::read_dir(entry.path())?.next().is_none() {
-                    others.push(TreeEntry::Empty { path: relative });
-                }
-            } else if file_type.is_file() {
-                files.push((entry.into_path(), relative));
-            }
-        }
+        list_tree(dir, "", &mut files, &mut others)?;
         let mut entries = self.hash_files(files, &format!("{key_prefix}/"))?;
         entries.extend(others);
         entries.sort_by(|a, b| a.path().cmp(b.path()));
         Ok(Tree { entries })
     }
 
-    /// Hashes `(file, entry path)` pairs in parallel; `key_prefix` plus the
-    /// entry path is the file's workspace-relative path (its stat-cache key).
-    fn hash_files(&self, files: Vec<(PathBuf, String)>, key_prefix: &str) -> io::Result<Vec<TreeEntry>> {
+    /// Hashes files in parallel; `key_prefix` plus the entry path is the
+    /// file's workspace-relative path (its stat-cache key).
+    fn hash_files(&self, files: Vec<ListedFile>, key_prefix: &str) -> io::Result<Vec<TreeEntry>> {
         files
             .into_par_iter()
-            .map(|(path, entry)| {
-                let meta = std::fs::metadata(&path)?;
+            .map(|ListedFile { path, entry, dirent }| {
+                let meta = match dirent {
+                    Some(dirent) => dirent.metadata()?,
+                    None => std::fs::metadata(&path)?,
+                };
                 let hash = self.file(&path, &format!("{key_prefix}{entry}"), &meta)?;
                 Ok(TreeEntry::File {
                     path: entry,
@@ -299,6 +289,49 @@ pub fn is_ignored_root_entry(name: &std::ffi::OsStr) -> bool {
 
 fn relative_string(path: &Path, base: &Path) -> String {
     path.strip_prefix(base).unwrap_or(path).to_string_lossy().into_owned()
+}
+
+/// A regular file found by a listing.
+struct ListedFile {
+    path: PathBuf,
+    /// The path relative to the listed directory.
+    entry: String,
+    /// Its directory entry, when read from one: stat'ing through it is
+    /// relative to the open directory (no path lookup), and it is done on
+    /// the hashing threads.
+    dirent: Option<std::fs::DirEntry>,
+}
+
+/// Lists `dir` recursively (`prefix` is its path in the tree): regular
+/// files, symlinks by target, and empty directories.
+fn list_tree(dir: &Path, prefix: &str, files: &mut Vec<ListedFile>, others: &mut Vec<TreeEntry>) -> io::Result<()> {
+    let mut entries = std::fs::read_dir(dir)?.collect::<io::Result<Vec<_>>>()?;
+    if entries.is_empty() && !prefix.is_empty() {
+        others.push(TreeEntry::Empty {
+            path: prefix.trim_end_matches('/').to_string(),
+        });
+    }
+    entries.sort_by_key(std::fs::DirEntry::file_name);
+    for entry in entries {
+        let relative = format!("{prefix}{}", entry.file_name().to_string_lossy());
+        let file_type = entry.file_type()?;
+        if file_type.is_symlink() {
+            let target = std::fs::read_link(entry.path())?;
+            others.push(TreeEntry::Symlink {
+                path: relative,
+                target: target.to_string_lossy().into_owned(),
+            });
+        } else if file_type.is_dir() {
+            list_tree(&entry.path(), &format!("{relative}/"), files, others)?;
+        } else if file_type.is_file() {
+            files.push(ListedFile {
+                path: entry.path(),
+                entry: relative,
+                dirent: Some(entry),
+            });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
