@@ -14,7 +14,6 @@ use petgraph::visit::EdgeRef;
 
 use crate::diagnostic::{Diagnostic, Diagnostics, Location};
 use crate::manifest::{Dep, Workspace};
-use crate::paths::RelPath;
 
 /// Stages (by index into `Workspace::stages`) and their dependency edges.
 pub struct StageGraph {
@@ -29,10 +28,10 @@ impl StageGraph {
         let nodes: Vec<NodeIndex> = (0..workspace.stages.len()).map(|i| graph.add_node(i)).collect();
 
         // Every out, by path, with its stage.
-        let mut producers: BTreeMap<&RelPath, (usize, &Location)> = BTreeMap::new();
+        let mut producers: BTreeMap<&str, (usize, &Location)> = BTreeMap::new();
         for (index, stage) in workspace.stages.iter().enumerate() {
             for out in &stage.outs {
-                if let Some((other, first)) = producers.get(&out.value) {
+                if let Some((other, first)) = producers.get(out.value.as_str()) {
                     // Point at whichever claim comes later in the files.
                     let key = |at: &Location| (at.file.clone(), at.span.start);
                     let (later, earlier) = if key(&out.at) >= key(first) {
@@ -53,13 +52,13 @@ impl StageGraph {
                         )),
                     );
                 } else {
-                    producers.insert(&out.value, (index, &out.at));
+                    producers.insert(out.value.as_str(), (index, &out.at));
                 }
             }
         }
         for (path, (index, at)) in &producers {
             for ancestor in ancestors(path) {
-                if let Some((other, _)) = producers.get(&ancestor) {
+                if let Some((other, _)) = producers.get(ancestor) {
                     let (a, b) = (&workspace.stages[*other].name, &workspace.stages[*index].name);
                     let message = if other == index {
                         format!("stage `{a}` declares out `{path}` inside its own out `{ancestor}`")
@@ -262,27 +261,30 @@ impl StageGraph {
 }
 
 /// The stages whose outs a dep covers, sorted.
-fn producers_of(dep: &Dep, producers: &BTreeMap<&RelPath, (usize, &Location)>) -> Vec<usize> {
+fn producers_of(dep: &Dep, producers: &BTreeMap<&str, (usize, &Location)>) -> Vec<usize> {
     let mut found = BTreeSet::new();
     match dep {
         Dep::Path(path) => {
-            for ancestor in ancestors(path).chain(std::iter::once(path.clone())) {
-                if let Some((stage, _)) = producers.get(&ancestor) {
+            let path = path.as_str();
+            for ancestor in ancestors(path).chain(std::iter::once(path)) {
+                if let Some((stage, _)) = producers.get(ancestor) {
                     found.insert(*stage);
                 }
             }
-            let prefix = format!("{path}/");
-            for (out, (stage, _)) in producers.range::<RelPath, _>(path..) {
-                if out.as_str().starts_with(&prefix) {
-                    found.insert(*stage);
-                } else if out.as_str() != path.as_str() && !out.as_str().starts_with(path.as_str()) {
-                    break;
+            // Outs inside the dep sort right after it (among other paths it prefixes).
+            for (out, (stage, _)) in producers.range::<&str, _>(path..) {
+                match out.strip_prefix(path) {
+                    Some(rest) if rest.starts_with('/') => {
+                        found.insert(*stage);
+                    }
+                    Some(_) => {}
+                    None => break,
                 }
             }
         }
-        Dep::Glob { .. } => {
+        Dep::Glob { matcher, .. } => {
             for (out, (stage, _)) in producers {
-                if dep.touches(out) {
+                if matcher.is_match(out) {
                     found.insert(*stage);
                 }
             }
@@ -292,8 +294,6 @@ fn producers_of(dep: &Dep, producers: &BTreeMap<&RelPath, (usize, &Location)>) -
 }
 
 /// The proper ancestors of a path (`a/b/c` → `a`, `a/b`).
-fn ancestors(path: &RelPath) -> impl Iterator<Item = RelPath> + '_ {
-    path.as_str()
-        .match_indices('/')
-        .map(|(i, _)| RelPath::new(&path.as_str()[..i]).expect("a prefix of a valid path is valid"))
+fn ancestors(path: &str) -> impl Iterator<Item = &str> {
+    path.match_indices('/').map(|(i, _)| &path[..i])
 }
