@@ -67,17 +67,26 @@ try:
         chunk = os.urandom(1 << 20)
         for _ in range(BIG >> 20):
             f.write(chunk)
-    stages = {
-        "sanitize": (f"{FABRIC} sanitize --input-dir raw --output-dir clean --report rep.json", ["raw"], ["clean", "rep.json"]),
-        "size": ("wc -c big.bin > big.txt", ["big.bin"], ["big.txt"]),
-        "dataset": (f"{FABRIC} dataset --input-dir clean --output-file d/x.jsonl", ["clean"], ["d"]),
-    }
+    # The same three stages for both tools. DVC runs the commands `fabric
+    # sanitize` and `fabric dataset`; Fabric runs the same code as the
+    # built-in steps the prime-brain pipeline uses (`prime.sanitize`,
+    # `prime.dataset`), which also keep step memos. The outputs are the same
+    # bytes either way.
+    sanitize_cmd = f"{FABRIC} sanitize --input-dir raw --output-dir clean --report rep.json"
+    dataset_cmd = f"{FABRIC} dataset --input-dir clean --output-file d/x.jsonl"
     with open(f"{work}/Fabric.toml", "w") as f:
-        for name, (cmd, deps, outs) in stages.items():
-            f.write(f"[stage.{name}]\ncmd = {json.dumps(cmd)}\ndeps = {json.dumps(deps)}\nouts = {json.dumps(outs)}\n\n")
+        f.write('[stage.sanitize]\nstep = "prime.sanitize"\ndeps = ["raw"]\nouts = ["clean", "rep.json"]\n\n')
+        f.write('[stage.size]\ncmd = "wc -c big.bin > big.txt"\ndeps = ["big.bin"]\nouts = ["big.txt"]\n\n')
+        f.write('[stage.dataset]\nstep = "prime.dataset"\ndeps = ["clean"]\n'
+                'outs = ["d/x.jsonl", "d/x-test.jsonl", "d/x.card.json"]\n')
+    dvc_stages = {
+        "sanitize": (sanitize_cmd, ["raw"], ["clean", "rep.json"]),
+        "size": ("wc -c big.bin > big.txt", ["big.bin"], ["big.txt"]),
+        "dataset": (dataset_cmd, ["clean"], ["d"]),
+    }
     with open(f"{work}/dvc.yaml", "w") as f:
         f.write("stages:\n")
-        for name, (cmd, deps, outs) in stages.items():
+        for name, (cmd, deps, outs) in dvc_stages.items():
             f.write(f"  {name}:\n    cmd: {cmd}\n    deps: {json.dumps(deps)}\n    outs: {json.dumps(outs)}\n")
     run("git init -q && " + f"{DVC} init -q && {DVC} config core.autostage false", work)
     run([FABRIC, "run", "-q"], work)

@@ -197,6 +197,12 @@ impl<'a> Hasher<'a> {
         }
     }
 
+    /// The content hash of the file at `path` (absolute, inside the workspace).
+    pub fn file_digest(&self, path: &Path) -> io::Result<Digest> {
+        let meta = std::fs::metadata(path)?;
+        self.file(path, &relative_string(path, self.root), &meta)
+    }
+
     /// Hashes the workspace files matching `matcher` as one tree (a glob
     /// matching nothing is an empty tree, not an error).
     pub fn hash_glob(&self, matcher: &GlobMatcher) -> io::Result<Content> {

@@ -32,6 +32,7 @@ pub mod hash;
 pub mod ingest;
 pub mod lock;
 pub mod manifest;
+pub mod memo;
 pub mod onnx;
 pub mod paths;
 pub mod prime;

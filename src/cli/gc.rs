@@ -23,7 +23,27 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
     let pinned = lock.stage.values().map(|e| e.fingerprint).collect();
     let keep_since = SystemTime::now() - Duration::from_secs(args.keep_days * 86_400);
     let (runs, trees, objects) = session.store.gc(&pinned, keep_since, args.dry_run)?;
+    let memos = remove_orphan_memos(&session, args.dry_run)?;
     let verb = if args.dry_run { "would remove" } else { "removed" };
-    println!("{verb} {runs} run records, {trees} trees, {objects} objects");
+    println!("{verb} {runs} run records, {trees} trees, {objects} objects, {memos} step memos");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Removes the step memos (`.fabric/memo/STAGE`) of stages no longer declared.
+fn remove_orphan_memos(session: &Session, dry_run: bool) -> anyhow::Result<usize> {
+    let Ok(entries) = std::fs::read_dir(session.workspace.state_dir().join("memo")) else {
+        return Ok(0);
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if session.workspace.stage(&name).is_none() {
+            if !dry_run {
+                std::fs::remove_file(entry.path())?;
+            }
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }

@@ -105,7 +105,9 @@ pub fn sanitize(args: SanitizeArgs) -> anyhow::Result<ExitCode> {
         args.schema,
         schema::SCHEMA_VERSION
     );
-    let report = replace_dir(&args.output_dir, |dir| Ok(sanitize::sanitize(&args.input_dir, dir)?))?;
+    let report = replace_dir(&args.output_dir, |dir| {
+        Ok(sanitize::sanitize(&args.input_dir, dir, None)?)
+    })?;
     if let Some(parent) = args.report.parent() {
         std::fs::create_dir_all(parent)?;
     }
@@ -136,7 +138,7 @@ pub fn dataset(args: DatasetArgs) -> anyhow::Result<ExitCode> {
     };
     let mut paths = DatasetPaths::beside(&args.output_file);
     paths.sft = args.sft_output.clone();
-    let card = dataset::build(&args.input_dir, &options, &paths)?;
+    let card = dataset::build(&args.input_dir, &options, &paths, None)?;
     eprintln!(
         "{} train and {} test examples; dataset hash {}",
         card.examples["train"], card.examples["test"], card.dataset_hash

@@ -32,6 +32,7 @@ use super::labels::{allowed, critical_health, seed_label};
 use super::schema::*;
 use super::vocabulary::COMMANDS;
 use crate::digest::{Digest, KeyEncoder};
+use crate::memo::{FieldWriter, Fields, Memo};
 
 /// Dataset parameters.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -470,6 +471,60 @@ struct SessionPart {
     sft: String,
 }
 
+impl SessionPart {
+    /// The part as a memo result.
+    fn encode(&self, with_sft: bool) -> Vec<u8> {
+        let mut fields = FieldWriter::default();
+        fields.number(u64::from(with_sft)).text(&self.source.to_string());
+        let counts = |fields: &mut FieldWriter, counts: &BTreeMap<String, usize>| {
+            fields.number(counts.len() as u64);
+            for (name, n) in counts {
+                fields.text(name).number(*n as u64);
+            }
+        };
+        counts(&mut fields, &self.tally.examples);
+        counts(&mut fields, &self.tally.sessions);
+        fields.number(self.tally.classes.len() as u64);
+        for (head, classes) in &self.tally.classes {
+            fields.text(head);
+            counts(&mut fields, classes);
+        }
+        fields.text(&self.train).text(&self.test).text(&self.sft);
+        fields.finish()
+    }
+
+    /// A part back from a memo result made with the same `with_sft`.
+    fn decode(bytes: &[u8], with_sft: bool) -> Option<SessionPart> {
+        let mut fields = Fields::new(bytes);
+        if fields.number()? != u64::from(with_sft) {
+            return None;
+        }
+        let source = fields.text()?.parse().ok()?;
+        fn counts(fields: &mut Fields) -> Option<BTreeMap<String, usize>> {
+            (0..fields.number()?)
+                .map(|_| Some((fields.text()?.to_string(), fields.number()? as usize)))
+                .collect()
+        }
+        let examples = counts(&mut fields)?;
+        let sessions = counts(&mut fields)?;
+        let classes = (0..fields.number()?)
+            .map(|_| Some((fields.text()?.to_string(), counts(&mut fields)?)))
+            .collect::<Option<_>>()?;
+        let part = SessionPart {
+            source,
+            tally: Tally {
+                examples,
+                sessions,
+                classes,
+            },
+            train: fields.text()?.to_string(),
+            test: fields.text()?.to_string(),
+            sft: fields.text()?.to_string(),
+        };
+        fields.is_done().then_some(part)
+    }
+}
+
 /// Turns one sanitized session file into examples.
 fn session_part(file: &Path, options: &DatasetOptions, with_sft: bool) -> anyhow::Result<SessionPart> {
     let bytes = std::fs::read(file)?;
@@ -538,8 +593,15 @@ fn session_part(file: &Path, options: &DatasetOptions, with_sft: bool) -> anyhow
     Ok(part)
 }
 
-/// Builds the dataset from the per-session JSONL files under `input`.
-pub fn build(input: &Path, options: &DatasetOptions, paths: &DatasetPaths) -> anyhow::Result<DatasetCard> {
+/// Builds the dataset from the per-session JSONL files under `input`. With a
+/// `memo`, session files unchanged since the last run reuse their kept
+/// examples; the output is the same byte for byte.
+pub fn build(
+    input: &Path,
+    options: &DatasetOptions,
+    paths: &DatasetPaths,
+    memo: Option<&Memo>,
+) -> anyhow::Result<DatasetCard> {
     anyhow::ensure!(options.window_size >= 1, "window size must be at least 1");
     let mut files: Vec<PathBuf> = std::fs::read_dir(input)
         .map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?
@@ -567,13 +629,35 @@ pub fn build(input: &Path, options: &DatasetOptions, paths: &DatasetPaths) -> an
     let mut sources = BTreeMap::new();
     // A few sessions per thread at a time, merged in file order: parallel,
     // deterministic, and memory bounded by the group, not the input.
+    let with_sft = paths.sft.is_some();
+    let mut kept = memo.map(Memo::reader);
+    let mut remember = memo.map(Memo::writer).transpose()?;
     let group = rayon::current_num_threads() * 2;
     for files in files.chunks(group) {
+        let keys = files
+            .par_iter()
+            .map(|file| Ok(memo.map(|memo| memo.content_hash(file)).transpose()?))
+            .collect::<anyhow::Result<Vec<Option<Digest>>>>()?;
+        let known: Vec<Option<SessionPart>> = files
+            .iter()
+            .zip(&keys)
+            .map(|(file, key)| {
+                let (kept, key) = (kept.as_mut()?, key.as_ref()?);
+                SessionPart::decode(&kept.take(&file_name(file), key)?, with_sft)
+            })
+            .collect();
         let parts = files
             .par_iter()
-            .map(|file| session_part(file, options, paths.sft.is_some()))
+            .zip(known)
+            .map(|(file, known)| match known {
+                Some(part) => Ok(part),
+                None => session_part(file, options, with_sft),
+            })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        for (file, part) in files.iter().zip(parts) {
+        for ((file, part), key) in files.iter().zip(parts).zip(&keys) {
+            if let (Some(memo), Some(key)) = (remember.as_mut(), key) {
+                memo.put(&file_name(file), key, &part.encode(with_sft))?;
+            }
             sources.insert(file_name(file), part.source.to_string());
             tally.add(part.tally);
             train.write_all(part.train.as_bytes())?;
@@ -612,5 +696,8 @@ pub fn build(input: &Path, options: &DatasetOptions, paths: &DatasetPaths) -> an
         },
     };
     std::fs::write(&paths.card, serde_json::to_string_pretty(&card)? + "\n")?;
+    if let Some(memo) = remember {
+        memo.commit()?;
+    }
     Ok(card)
 }

@@ -17,6 +17,7 @@
 //!
 //! The same input gives byte-identical output, whatever the thread count.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -25,9 +26,11 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::redact::{self, Kind};
+use super::redact;
 use super::schema::*;
 use super::vocabulary;
+use crate::digest::Digest;
+use crate::memo::{FieldWriter, Fields, Memo, MemoWriter};
 
 /// Records parsed together in parallel.
 const CHUNK: usize = 4096;
@@ -93,11 +96,14 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> SanitizeError + '_ {
 /// One record after cleaning.
 struct Clean {
     snapshot: Snapshot,
-    redactions: BTreeMap<Kind, usize>,
+    redactions: BTreeMap<redact::Kind, usize>,
     normalized: BTreeMap<&'static str, usize>,
     /// Personal data the second scan still found: field and kind.
     leak: Option<(String, &'static str)>,
 }
+
+/// A count by name (a kind of personal data, a normalization).
+type Counts = Vec<(Cow<'static, str>, usize)>;
 
 /// What the sequential collector needs of a cleaned record.
 struct Cleaned {
@@ -106,9 +112,67 @@ struct Cleaned {
     /// The output line behind a fixed-width sort key (capture time, sequence,
     /// id), so a session file sorts as plain text.
     keyed_line: String,
-    redactions: BTreeMap<Kind, usize>,
-    normalized: BTreeMap<&'static str, usize>,
+    redactions: Counts,
+    normalized: Counts,
     leak: Option<(String, &'static str)>,
+}
+
+/// One record's result: cleaned, or the reason it is dropped.
+type Outcome = Result<Cleaned, String>;
+
+/// Appends a file's outcomes to its memo result.
+fn encode(outcomes: &[Outcome], fields: &mut FieldWriter) {
+    for outcome in outcomes {
+        match outcome {
+            Err(reason) => {
+                fields.number(0).text(reason);
+            }
+            Ok(record) => {
+                fields
+                    .number(1)
+                    .text(&record.id)
+                    .text(&record.session)
+                    .text(&record.keyed_line);
+                for counts in [&record.redactions, &record.normalized] {
+                    fields.number(counts.len() as u64);
+                    for (name, count) in counts {
+                        fields.text(name).number(*count as u64);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reads a file's outcomes back from a memo result.
+fn decode(bytes: &[u8]) -> Option<Vec<Outcome>> {
+    let mut fields = Fields::new(bytes);
+    let mut outcomes = Vec::new();
+    while !fields.is_done() {
+        let outcome = match fields.number()? {
+            0 => Err(fields.text()?.to_string()),
+            1 => {
+                let (id, session, keyed_line) = (fields.text()?, fields.text()?, fields.text()?);
+                let mut counts = || -> Option<Counts> {
+                    (0..fields.number()?)
+                        .map(|_| Some((Cow::Owned(fields.text()?.to_string()), fields.number()? as usize)))
+                        .collect()
+                };
+                let (redactions, normalized) = (counts()?, counts()?);
+                Ok(Cleaned {
+                    id: id.to_string(),
+                    session: session.to_string(),
+                    keyed_line: keyed_line.to_string(),
+                    redactions,
+                    normalized,
+                    leak: None,
+                })
+            }
+            _ => return None,
+        };
+        outcomes.push(outcome);
+    }
+    Some(outcomes)
 }
 
 impl From<Clean> for Cleaned {
@@ -122,8 +186,16 @@ impl From<Clean> for Cleaned {
             keyed_line: format!("{time:016x}{sequence:016x}{}\t{line}", s.snapshot_id),
             id: s.snapshot_id,
             session: s.session_id,
-            redactions: clean.redactions,
-            normalized: clean.normalized,
+            redactions: clean
+                .redactions
+                .into_iter()
+                .map(|(kind, n)| (Cow::Borrowed(kind.name()), n))
+                .collect(),
+            normalized: clean
+                .normalized
+                .into_iter()
+                .map(|(name, n)| (Cow::Borrowed(name), n))
+                .collect(),
             leak: clean.leak,
         }
     }
@@ -135,8 +207,8 @@ impl From<Clean> for Cleaned {
 struct Collector {
     partial: PathBuf,
     report: SanitizeReport,
-    redactions: BTreeMap<&'static str, usize>,
-    normalized: BTreeMap<&'static str, usize>,
+    redactions: BTreeMap<Cow<'static, str>, usize>,
+    normalized: BTreeMap<Cow<'static, str>, usize>,
     seen: HashSet<String>,
     /// Keyed lines not yet on disk, by session.
     held: HashMap<String, Vec<String>>,
@@ -144,11 +216,17 @@ struct Collector {
     /// Sessions with a partial file.
     spilled: HashSet<String>,
     sessions: HashSet<String>,
+    /// This run's memo, and the outcomes of the file being collected
+    /// (`None` once they outgrew [`MEMO_FILE_LIMIT`]).
+    memo: Option<MemoWriter>,
+    memo_file: Option<(usize, Option<FieldWriter>)>,
 }
 
 impl Collector {
-    fn new(partial: PathBuf, files: usize) -> Collector {
+    fn new(partial: PathBuf, files: usize, memo: Option<MemoWriter>) -> Collector {
         Collector {
+            memo,
+            memo_file: None,
             partial,
             report: SanitizeReport {
                 schema: SCHEMA_VERSION.into(),
@@ -165,7 +243,46 @@ impl Collector {
         }
     }
 
-    fn take(&mut self, results: Vec<Result<Cleaned, String>>) -> Result<(), SanitizeError> {
+    /// Takes outcomes in input order, by input file index.
+    fn take(&mut self, outcomes: Vec<(usize, Vec<Outcome>)>, inputs: &[Input]) -> Result<(), SanitizeError> {
+        for (file, outcomes) in outcomes {
+            if self.memo.is_some() && inputs[file].memo_key.is_some() {
+                self.remember(file, &outcomes, inputs)?;
+            }
+            self.take_file(outcomes)?;
+        }
+        Ok(())
+    }
+
+    /// Adds outcomes of input `file` to the memo (a file's outcomes may come
+    /// in several pieces; each file is written once the next one starts).
+    fn remember(&mut self, file: usize, outcomes: &[Outcome], inputs: &[Input]) -> Result<(), SanitizeError> {
+        if self.memo_file.as_ref().is_some_and(|(current, _)| *current != file) {
+            self.flush_memo(inputs)?;
+        }
+        let (_, kept) = self
+            .memo_file
+            .get_or_insert_with(|| (file, Some(FieldWriter::default())));
+        if let Some(fields) = kept {
+            encode(outcomes, fields);
+            if fields.written() > MEMO_FILE_LIMIT {
+                *kept = None;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush_memo(&mut self, inputs: &[Input]) -> Result<(), SanitizeError> {
+        if let (Some(memo), Some((file, Some(fields)))) = (self.memo.as_mut(), self.memo_file.take())
+            && let Some((path, hash)) = &inputs[file].memo_key
+        {
+            memo.put(path, hash, &fields.finish())
+                .map_err(io_error(&inputs[file].path))?;
+        }
+        Ok(())
+    }
+
+    fn take_file(&mut self, results: Vec<Outcome>) -> Result<(), SanitizeError> {
         for result in results {
             self.report.records_in += 1;
             let record = match result {
@@ -187,7 +304,7 @@ impl Collector {
                 });
             }
             for (kind, count) in record.redactions {
-                *self.redactions.entry(kind.name()).or_insert(0) += count;
+                *self.redactions.entry(kind).or_insert(0) += count;
             }
             for (kind, count) in record.normalized {
                 *self.normalized.entry(kind).or_insert(0) += count;
@@ -224,8 +341,14 @@ impl Collector {
         Ok(())
     }
 
-    /// Sorts and writes every session file into `output`.
-    fn finish(mut self, output: &Path) -> Result<SanitizeReport, SanitizeError> {
+    /// Sorts and writes every session file into `output`; returns the report
+    /// and the memo, to keep once reading succeeded too.
+    fn finish(
+        mut self,
+        output: &Path,
+        inputs: &[Input],
+    ) -> Result<(SanitizeReport, Option<MemoWriter>), SanitizeError> {
+        self.flush_memo(inputs)?;
         let mut report = self.report;
         report.redactions = self.redactions.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
         report.normalized = self.normalized.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
@@ -241,7 +364,7 @@ impl Collector {
             let in_memory = held.get(session).map_or(&[][..], Vec::as_slice);
             finish_session(on_disk.as_deref(), in_memory, &output.join(format!("{session}.jsonl")))
         })?;
-        Ok(report)
+        Ok((report, self.memo))
     }
 }
 
@@ -261,30 +384,78 @@ impl Raw {
     }
 }
 
-/// Hands the raw records to `consume` in chunks, in file and line order.
+/// One input file, with the memo key (its path under the input directory
+/// and its content hash) when its outcomes are memoized.
+struct Input {
+    path: PathBuf,
+    memo_key: Option<(String, Digest)>,
+}
+
+/// A file whose outcomes take more than this is not memoized (a file's
+/// outcomes are gathered whole before they go into the memo).
+const MEMO_FILE_LIMIT: usize = 16 << 20;
+
+/// Work for the cleaning threads, in input order.
+enum Work {
+    /// A raw record of input file `file`.
+    Raw { file: usize, raw: Raw },
+    /// Every outcome of input file `file`, kept by the memo.
+    Known { file: usize, outcomes: Vec<Outcome> },
+}
+
+/// Hands the work to `consume` in chunks, in file and line order: whole
+/// files whose outcomes the memo kept, and raw records to clean.
 fn read_chunks(
-    files: &[PathBuf],
-    mut consume: impl FnMut(Vec<Raw>) -> Result<(), SanitizeError>,
+    inputs: &[Input],
+    mut memo: Option<crate::memo::MemoReader>,
+    mut consume: impl FnMut(Vec<Work>) -> Result<(), SanitizeError>,
 ) -> Result<(), SanitizeError> {
     // Chunks span files, so many one-record files make few chunks.
     let mut chunk = Vec::with_capacity(CHUNK);
-    let mut push = |record: Raw, chunk: &mut Vec<Raw>| -> Result<(), SanitizeError> {
-        chunk.push(record);
-        if chunk.len() == CHUNK {
+    let mut size = 0;
+    let mut push = |work: Work, chunk: &mut Vec<Work>| -> Result<(), SanitizeError> {
+        size += match &work {
+            Work::Raw { .. } => 1,
+            Work::Known { outcomes, .. } => outcomes.len().max(1),
+        };
+        chunk.push(work);
+        if size >= CHUNK {
+            size = 0;
             consume(std::mem::replace(chunk, Vec::with_capacity(CHUNK)))?;
         }
         Ok(())
     };
-    for file in files {
+    for (index, input) in inputs.iter().enumerate() {
+        let kept = match (&input.memo_key, memo.as_mut()) {
+            (Some((path, hash)), Some(memo)) => memo.take(path, hash).and_then(|bytes| decode(&bytes)),
+            _ => None,
+        };
+        if let Some(outcomes) = kept {
+            push(Work::Known { file: index, outcomes }, &mut chunk)?;
+            continue;
+        }
+        let file = &input.path;
         if file.extension().is_some_and(|e| e == "json") {
-            push(Raw::File(file.clone()), &mut chunk)?;
+            push(
+                Work::Raw {
+                    file: index,
+                    raw: Raw::File(file.clone()),
+                },
+                &mut chunk,
+            )?;
             continue;
         }
         let reader = BufReader::new(File::open(file).map_err(io_error(file))?);
         for line in reader.lines() {
             let line = line.map_err(io_error(file))?;
             if !line.trim().is_empty() {
-                push(Raw::Line(line), &mut chunk)?;
+                push(
+                    Work::Raw {
+                        file: index,
+                        raw: Raw::Line(line),
+                    },
+                    &mut chunk,
+                )?;
             }
         }
     }
@@ -295,40 +466,65 @@ fn read_chunks(
 }
 
 /// Sanitizes every snapshot under `input` into `output` (created; must not
-/// hold earlier results) and returns the report.
-pub fn sanitize(input: &Path, output: &Path) -> Result<SanitizeReport, SanitizeError> {
+/// hold earlier results) and returns the report. With a `memo`, input files
+/// unchanged since the last run reuse their kept outcomes instead of being
+/// read and cleaned again; the output is the same byte for byte.
+pub fn sanitize(input: &Path, output: &Path, memo: Option<&Memo>) -> Result<SanitizeReport, SanitizeError> {
     let files = input_files(input)?;
     if files.is_empty() {
         return Err(SanitizeError::NoInput(input.to_path_buf()));
     }
+    let inputs = files
+        .into_par_iter()
+        .map(|path| {
+            let memo_key = match memo {
+                Some(memo) => {
+                    let hash = memo.content_hash(&path).map_err(io_error(&path))?;
+                    let name = path.strip_prefix(input).unwrap_or(&path).to_string_lossy().into_owned();
+                    Some((name, hash))
+                }
+                None => None,
+            };
+            Ok(Input { path, memo_key })
+        })
+        .collect::<Result<Vec<_>, SanitizeError>>()?;
     std::fs::create_dir_all(output).map_err(io_error(output))?;
     let partial = output.join(".partial");
-    let collector = Collector::new(partial.clone(), files.len());
+    let writer = memo.map(Memo::writer).transpose().map_err(io_error(output))?;
+    let collector = Collector::new(partial.clone(), inputs.len(), writer);
     // Reading and cleaning run on the rayon pool while the collector thread
     // takes the previous chunks; a bounded channel keeps memory to a few chunks.
-    let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<Result<Cleaned, String>>>(2);
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<(usize, Vec<Outcome>)>>(2);
+    let inputs = &inputs;
     let (read, collected) = std::thread::scope(|scope| {
         let collector_thread = scope.spawn(move || {
             let mut collector = collector;
-            for results in receiver {
-                collector.take(results)?;
+            for outcomes in receiver {
+                collector.take(outcomes, inputs)?;
             }
-            collector.finish(output)
+            collector.finish(output, inputs)
         });
-        let read = read_chunks(&files, |chunk| {
-            let results = chunk
-                .par_iter()
-                .map(|raw| Ok(clean(&raw.text()?).map(Cleaned::from)))
+        let read = read_chunks(inputs, memo.map(Memo::reader), |chunk| {
+            let outcomes = chunk
+                .into_par_iter()
+                .map(|work| match work {
+                    Work::Known { file, outcomes } => Ok((file, outcomes)),
+                    Work::Raw { file, raw } => Ok((file, vec![clean(&raw.text()?).map(Cleaned::from)])),
+                })
                 .collect::<Result<Vec<_>, SanitizeError>>()?;
             // A closed channel means the collector failed; its error is reported below.
-            let _ = sender.send(results);
+            let _ = sender.send(outcomes);
             Ok(())
         });
         drop(sender);
         (read, collector_thread.join().expect("the collector does not panic"))
     });
     let _ = std::fs::remove_dir_all(&partial);
-    read.and(collected)
+    let (report, memo) = read.and(collected)?;
+    if let Some(memo) = memo {
+        memo.commit().map_err(io_error(output))?;
+    }
+    Ok(report)
 }
 
 /// Sorts one session's keyed lines (spilled to `on_disk`, and held

@@ -518,6 +518,8 @@ impl Runner<'_> {
                     outs: outs.clone(),
                     declared: stage.out_paths().map(|p| p.to_string()).collect(),
                     upstream: self.upstream_entries(stage),
+                    memo_path: self.workspace.state_dir().join("memo").join(&stage.name),
+                    hasher: &self.hasher(),
                 };
                 if let Err(error) = step.run(&context) {
                     return Ok(StageResult::failed(reasons, format!("step `{name}` failed: {error:#}")));

@@ -30,6 +30,28 @@ pub struct StepContext<'a> {
     /// Lock entries of the stages upstream of this one, by name (for steps
     /// that record provenance, like releases).
     pub upstream: BTreeMap<String, crate::lock::LockEntry>,
+    /// Where the stage keeps its step memo (`.fabric/memo/STAGE`).
+    pub memo_path: PathBuf,
+    /// Hashes files through the workspace's stat cache.
+    pub hasher: &'a crate::hash::Hasher<'a>,
+}
+
+impl StepContext<'_> {
+    /// The stage's memo for `step`: results of earlier runs of this step
+    /// version, with these arguments, per unchanged input file.
+    pub fn memo(&self, step: &dyn Step) -> crate::memo::Memo<'_> {
+        let mut domain = crate::digest::KeyEncoder::new("fabric-step-memo-v1");
+        domain
+            .text(b's', step.name())
+            .bytes(b'v', &step.version().to_le_bytes())
+            .text(b'f', env!("CARGO_PKG_VERSION"))
+            .text(b'w', &crate::fingerprint::canonical_json(self.with));
+        crate::memo::Memo {
+            path: self.memo_path.clone(),
+            domain: domain.finish(),
+            hasher: self.hasher,
+        }
+    }
 }
 
 /// A built-in step.

@@ -122,7 +122,7 @@ impl Step for Sanitize {
             context.deps.len() == 1,
             "declare exactly one dep: the raw snapshot directory"
         );
-        let report = sanitize::sanitize(&context.deps[0], &context.outs[0])?;
+        let report = sanitize::sanitize(&context.deps[0], &context.outs[0], Some(&context.memo(self)))?;
         std::fs::write(&context.outs[1], serde_json::to_string_pretty(&report)? + "\n")?;
         Ok(())
     }
@@ -202,7 +202,7 @@ impl Step for Dataset {
             names: (name(0), name(1)),
             sft: context.outs.get(3).cloned(),
         };
-        dataset::build(&context.deps[0], &options, &paths)?;
+        dataset::build(&context.deps[0], &options, &paths, Some(&context.memo(self)))?;
         Ok(())
     }
 }

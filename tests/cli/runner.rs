@@ -472,7 +472,10 @@ fn gc_removes_what_nothing_refers_to() {
     ws.write("data/other.txt", "y\n");
     ws.ok(&["run"]);
     let dry = ws.ok(&["gc", "--dry-run", "--keep-days", "0"]);
-    assert_eq!(dry.stdout, "would remove 1 run records, 0 trees, 1 objects\n");
+    assert_eq!(
+        dry.stdout,
+        "would remove 1 run records, 0 trees, 1 objects, 0 step memos\n"
+    );
     ws.ok(&["gc", "--keep-days", "0"]);
     ws.write("data/other.txt", "x\n");
     ws.ok(&["run"]);
