@@ -195,7 +195,7 @@ impl Lock {
     /// Keeps this lock, parsed, under `key`.
     fn write_parsed(&self, path: &Path, key: &Digest) -> std::io::Result<()> {
         let json = serde_json::to_vec(self).map_err(std::io::Error::other)?;
-        crate::atomic::write(path, |file| {
+        crate::atomic::replace(path, |file| {
             file.write_all(PARSED_MAGIC)?;
             file.write_all(&key.0)?;
             file.write_all(&json)

@@ -39,12 +39,17 @@ pub struct Memo<'a> {
     pub domain: Digest,
     /// Hashes input files.
     pub hasher: &'a Hasher<'a>,
+    /// Content hashes already known (the stage's deps, as fingerprinted).
+    pub known: &'a std::collections::HashMap<std::path::PathBuf, Digest>,
 }
 
 impl Memo<'_> {
     /// The content hash of the input file at `path`.
     pub fn content_hash(&self, path: &Path) -> io::Result<Digest> {
-        self.hasher.file_digest(path)
+        match self.known.get(path) {
+            Some(hash) => Ok(*hash),
+            None => self.hasher.file_digest(path),
+        }
     }
 
     /// The memo of the last successful run.

@@ -8,7 +8,8 @@
 //! moment it was hashed is not cached, so it is hashed again next time.
 //!
 //! The file is a small binary format (magic, then fixed-width records) read
-//! and written whole; it is rewritten atomically and only when it changed.
+//! and written whole; it is replaced atomically (not fsync'd: it is only an
+//! accelerator) and only when it changed.
 
 use std::collections::HashMap;
 use std::fs::Metadata;
@@ -121,7 +122,7 @@ impl StatCache {
             }
             bytes.extend_from_slice(&digest.0);
         }
-        crate::atomic::write(&self.path, |file| file.write_all(&bytes))
+        crate::atomic::replace(&self.path, |file| file.write_all(&bytes))
     }
 }
 

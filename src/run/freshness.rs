@@ -1,19 +1,30 @@
 //! Is a stage up to date? Computes a stage's current [`Inputs`] from the
 //! workspace and compares them (and its outs) with the lock.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::digest::Digest;
 use crate::fingerprint::{ActionKey, DirtyReason, Inputs, MISSING, canonical_json, platform};
-use crate::hash::{Content, Hasher};
+use crate::hash::{Content, Hasher, TreeEntry};
 use crate::lock::LockEntry;
 use crate::manifest::{Action, Dep, Stage};
 use crate::steps::Registry;
 
 /// The current inputs of `stage`, hashing its deps.
 pub fn inputs(root: &Path, registry: &Registry, hasher: &Hasher, stage: &Stage) -> io::Result<Inputs> {
+    hash_inputs(root, registry, hasher, stage).map(|(inputs, _)| inputs)
+}
+
+/// The current inputs of `stage` and what each dep holds (in declaration
+/// order), for steps that look at their deps file by file.
+pub fn hash_inputs(
+    root: &Path,
+    registry: &Registry,
+    hasher: &Hasher,
+    stage: &Stage,
+) -> io::Result<(Inputs, Vec<Content>)> {
     let (action, with, platform, facts) = match &stage.action {
         Action::Cmd(cmd) => (
             ActionKey::Cmd {
@@ -40,6 +51,7 @@ pub fn inputs(root: &Path, registry: &Registry, hasher: &Hasher, stage: &Stage) 
         }
     };
     let mut deps = BTreeMap::new();
+    let mut contents = Vec::with_capacity(stage.deps.len());
     for dep in &stage.deps {
         let content = match &dep.value {
             Dep::Path(path) => hasher.hash(path)?,
@@ -47,6 +59,7 @@ pub fn inputs(root: &Path, registry: &Registry, hasher: &Hasher, stage: &Stage) 
         };
         let value = content.digest().map_or_else(|| MISSING.to_string(), |d| d.to_string());
         deps.insert(dep.value.key().to_string(), value);
+        contents.push(content);
     }
     let env = stage
         .env
@@ -57,7 +70,7 @@ pub fn inputs(root: &Path, registry: &Registry, hasher: &Hasher, stage: &Stage) 
             (name.clone(), value)
         })
         .collect();
-    Ok(Inputs {
+    let inputs = Inputs {
         action,
         with,
         params: stage
@@ -70,7 +83,35 @@ pub fn inputs(root: &Path, registry: &Registry, hasher: &Hasher, stage: &Stage) 
         outs: stage.out_paths().map(|p| p.to_string()).collect(),
         platform,
         facts,
-    })
+    };
+    Ok((inputs, contents))
+}
+
+/// The content hash of every file in a stage's deps, by absolute path, from
+/// what [`hash_inputs`] found.
+pub fn dep_files(root: &Path, stage: &Stage, contents: &[Content]) -> HashMap<PathBuf, Digest> {
+    let mut files = HashMap::new();
+    for (dep, content) in stage.deps.iter().zip(contents) {
+        // A glob's tree is relative to the workspace, a directory's to itself.
+        let base = match &dep.value {
+            Dep::Path(path) => path.under(root),
+            Dep::Glob { .. } => root.to_path_buf(),
+        };
+        match content {
+            Content::Missing => {}
+            Content::File { hash, .. } => {
+                files.insert(base, *hash);
+            }
+            Content::Dir { tree, .. } => {
+                for entry in &tree.entries {
+                    if let TreeEntry::File { path, hash, .. } = entry {
+                        files.insert(base.join(path), *hash);
+                    }
+                }
+            }
+        }
+    }
+    files
 }
 
 /// Why the stage differs from its lock entry: changed inputs first, then outs

@@ -97,6 +97,8 @@ pub struct Runner<'a> {
 struct Known {
     inputs: Inputs,
     reasons: Vec<DirtyReason>,
+    /// What each dep held when hashed.
+    deps: Vec<Content>,
 }
 
 /// The result of processing one stage.
@@ -360,9 +362,9 @@ impl Runner<'_> {
             Some(memo) => self.hasher().remembering(memo),
             None => self.hasher(),
         };
-        let inputs = freshness::inputs(&self.workspace.root, self.registry, &hasher, stage).ok()?;
+        let (inputs, deps) = freshness::hash_inputs(&self.workspace.root, self.registry, &hasher, stage).ok()?;
         let reasons = freshness::dirty_reasons(&hasher, stage, Some(&entry), &inputs).ok()?;
-        Some(Known { inputs, reasons })
+        Some(Known { inputs, reasons, deps })
     }
 
     /// Decides and does what one stage needs.
@@ -392,10 +394,10 @@ impl Runner<'_> {
             });
         }
         let forced = force.covers(&stage.name) || stage.always_run;
-        let (inputs, reasons) = match known {
-            Some(Known { inputs, reasons }) => (inputs, reasons),
+        let Known { inputs, reasons, deps } = match known {
+            Some(known) => known,
             None => {
-                let inputs = freshness::inputs(&self.workspace.root, self.registry, &hasher, stage)?;
+                let (inputs, deps) = freshness::hash_inputs(&self.workspace.root, self.registry, &hasher, stage)?;
                 let reasons = if force.covers(&stage.name) {
                     vec![DirtyReason::Forced]
                 } else if stage.always_run {
@@ -403,7 +405,7 @@ impl Runner<'_> {
                 } else {
                     freshness::dirty_reasons(&hasher, stage, entry.as_ref(), &inputs)?
                 };
-                (inputs, reasons)
+                Known { inputs, reasons, deps }
             }
         };
         let fingerprint = inputs.fingerprint();
@@ -442,7 +444,7 @@ impl Runner<'_> {
                 }),
             }
         }
-        self.execute(stage, inputs, reasons)
+        self.execute(stage, inputs, &deps, reasons)
     }
 
     fn restore_outs(&self, outs: &BTreeMap<String, OutRecord>) -> Result<(), RestoreError> {
@@ -454,7 +456,13 @@ impl Runner<'_> {
     }
 
     /// Runs the command or step, checks and stores the outs, records the stage.
-    fn execute(&self, stage: &Stage, inputs: Inputs, reasons: Vec<DirtyReason>) -> anyhow::Result<StageResult> {
+    fn execute(
+        &self,
+        stage: &Stage,
+        inputs: Inputs,
+        deps: &[Content],
+        reasons: Vec<DirtyReason>,
+    ) -> anyhow::Result<StageResult> {
         self.reporter.report(Event::StageStarted {
             stage: stage.name.clone(),
             reasons: reasons.iter().map(ToString::to_string).collect(),
@@ -520,6 +528,7 @@ impl Runner<'_> {
                     upstream: self.upstream_entries(stage),
                     memo_path: self.workspace.state_dir().join("memo").join(&stage.name),
                     hasher: &self.hasher(),
+                    dep_files: freshness::dep_files(root, stage, deps),
                 };
                 if let Err(error) = step.run(&context) {
                     return Ok(StageResult::failed(reasons, format!("step `{name}` failed: {error:#}")));

@@ -34,6 +34,9 @@ pub struct StepContext<'a> {
     pub memo_path: PathBuf,
     /// Hashes files through the workspace's stat cache.
     pub hasher: &'a crate::hash::Hasher<'a>,
+    /// The content hash of every file in the deps (absolute path → hash), as
+    /// hashed for the stage's fingerprint.
+    pub dep_files: std::collections::HashMap<PathBuf, crate::digest::Digest>,
 }
 
 impl StepContext<'_> {
@@ -50,6 +53,7 @@ impl StepContext<'_> {
             path: self.memo_path.clone(),
             domain: domain.finish(),
             hasher: self.hasher,
+            known: &self.dep_files,
         }
     }
 }
