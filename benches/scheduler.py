@@ -1,8 +1,9 @@
 """P3: 2,000 trivial stages in a wide and deep DAG, fabric vs make -j2 and ninja.
 
 Writes the same graph as Fabric.toml, a Makefile and build.ninja into a
-scratch directory, then times a build from clean and a no-op rebuild, medians
-of RUNS runs. Usage: scheduler.py FABRIC RUNS
+scratch directory, then times a build from clean, a no-op rebuild right
+after it, and no-op rebuilds once the racy-timestamp window has passed;
+medians of RUNS runs. Usage: scheduler.py FABRIC RUNS
 """
 import os
 import shutil
@@ -73,18 +74,25 @@ results = {}
 with tempfile.TemporaryDirectory() as dir:
     write(dir)
     for tool, cmd in tools.items():
-        full, noop = [], []
+        full, noop, settled = [], [], []
         for _ in range(RUNS):
             clean(dir)
             full.append(timed(cmd, dir))
             noop.append(timed(cmd, dir))
-        results[tool] = (statistics.median(full), statistics.median(noop))
+            # Fabric does not trust a hash taken within 2 s of a file's
+            # mtime (the racy-timestamp window); once it has passed, the
+            # stat cache vouches for every out.
+            time.sleep(2.5)
+            timed(cmd, dir)
+            settled.append(statistics.median([timed(cmd, dir) for _ in range(5)]))
+        results[tool] = (statistics.median(full), statistics.median(noop), statistics.median(settled))
 
-f_full, f_noop = results["fabric"]
-m_full, _ = results["make -j2"]
-n_full, n_noop = results["ninja -j2"]
+f_full, f_noop, f_settled = results["fabric"]
+m_full, _, _ = results["make -j2"]
+n_full, n_noop, n_settled = results["ninja -j2"]
 print(f"P3 scheduler: {LAYERS * WIDTH} stages, {LAYERS} layers of {WIDTH}, median of {RUNS}")
 print("| workload | reference | fabric | ratio (target) |")
 print("| --- | --- | --- | --- |")
 print(f"| P3 from clean | make -j2 {m_full:.2f} s (ninja {n_full:.2f} s) | {f_full:.2f} s | {f_full / m_full:.2f}x make (<= 1.1x) |")
-print(f"| P3 no-op | ninja {n_noop * 1000:.1f} ms | {f_noop * 1000:.1f} ms | {f_noop / n_noop:.1f}x ninja (<= 3x) |")
+print(f"| P3 no-op, right after the build | ninja {n_noop * 1000:.1f} ms | {f_noop * 1000:.1f} ms | {f_noop / n_noop:.1f}x ninja (<= 3x) |")
+print(f"| P3 no-op, 2.5 s later | ninja {n_settled * 1000:.1f} ms | {f_settled * 1000:.1f} ms | {f_settled / n_settled:.1f}x ninja (<= 3x) |")

@@ -654,9 +654,11 @@ pub fn build(
                 None => session_part(file, options, with_sft),
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        for ((file, part), key) in files.iter().zip(parts).zip(&keys) {
-            if let (Some(memo), Some(key)) = (remember.as_mut(), key) {
-                memo.put(&file_name(file), key, &part.encode(with_sft))?;
+        for (file, part) in files.iter().zip(parts) {
+            // Under the hash of the bytes the part was made from (a file
+            // edited during the run is kept under its new content).
+            if let Some(memo) = remember.as_mut() {
+                memo.put(&file_name(file), &part.source, &part.encode(with_sft))?;
             }
             sources.insert(file_name(file), part.source.to_string());
             tally.add(part.tally);

@@ -204,7 +204,7 @@ impl From<Clean> for Cleaned {
 /// The sequential half: deduplicates in input order, counts, and keeps each
 /// record under its session: in memory up to [`MEMORY_BUDGET`] bytes, then in
 /// a partial file per session.
-struct Collector {
+struct Collector<'a> {
     partial: PathBuf,
     report: SanitizeReport,
     redactions: BTreeMap<Cow<'static, str>, usize>,
@@ -217,16 +217,22 @@ struct Collector {
     spilled: HashSet<String>,
     sessions: HashSet<String>,
     /// This run's memo, and the outcomes of the file being collected
-    /// (`None` once they outgrew [`MEMO_FILE_LIMIT`]).
+    /// (`None` once they outgrew [`MEMO_FILE_LIMIT`]) and whether they were
+    /// computed now (rather than taken from the old memo).
     memo: Option<MemoWriter>,
-    memo_file: Option<(usize, Option<FieldWriter>)>,
+    memo_file: Option<(usize, Option<FieldWriter>, bool)>,
+    /// Hashes input files again, to check that computed outcomes are those
+    /// of the content their memo key names.
+    hasher: Option<&'a crate::hash::Hasher<'a>>,
 }
 
-impl Collector {
-    fn new(partial: PathBuf, files: usize, memo: Option<MemoWriter>) -> Collector {
+impl<'a> Collector<'a> {
+    fn new(partial: PathBuf, files: usize, memo: Option<(MemoWriter, &'a crate::hash::Hasher<'a>)>) -> Collector<'a> {
+        let (memo, hasher) = memo.unzip();
         Collector {
             memo,
             memo_file: None,
+            hasher,
             partial,
             report: SanitizeReport {
                 schema: SCHEMA_VERSION.into(),
@@ -243,11 +249,12 @@ impl Collector {
         }
     }
 
-    /// Takes outcomes in input order, by input file index.
-    fn take(&mut self, outcomes: Vec<(usize, Vec<Outcome>)>, inputs: &[Input]) -> Result<(), SanitizeError> {
-        for (file, outcomes) in outcomes {
+    /// Takes outcomes in input order, by input file index (and whether they
+    /// were computed now).
+    fn take(&mut self, outcomes: Vec<(usize, Vec<Outcome>, bool)>, inputs: &[Input]) -> Result<(), SanitizeError> {
+        for (file, outcomes, computed) in outcomes {
             if self.memo.is_some() && inputs[file].memo_key.is_some() {
-                self.remember(file, &outcomes, inputs)?;
+                self.remember(file, &outcomes, computed, inputs)?;
             }
             self.take_file(outcomes)?;
         }
@@ -256,13 +263,20 @@ impl Collector {
 
     /// Adds outcomes of input `file` to the memo (a file's outcomes may come
     /// in several pieces; each file is written once the next one starts).
-    fn remember(&mut self, file: usize, outcomes: &[Outcome], inputs: &[Input]) -> Result<(), SanitizeError> {
-        if self.memo_file.as_ref().is_some_and(|(current, _)| *current != file) {
+    fn remember(
+        &mut self,
+        file: usize,
+        outcomes: &[Outcome],
+        computed: bool,
+        inputs: &[Input],
+    ) -> Result<(), SanitizeError> {
+        if self.memo_file.as_ref().is_some_and(|(current, _, _)| *current != file) {
             self.flush_memo(inputs)?;
         }
-        let (_, kept) = self
+        let (_, kept, now) = self
             .memo_file
-            .get_or_insert_with(|| (file, Some(FieldWriter::default())));
+            .get_or_insert_with(|| (file, Some(FieldWriter::default()), false));
+        *now |= computed;
         if let Some(fields) = kept {
             encode(outcomes, fields);
             if fields.written() > MEMO_FILE_LIMIT {
@@ -273,11 +287,19 @@ impl Collector {
     }
 
     fn flush_memo(&mut self, inputs: &[Input]) -> Result<(), SanitizeError> {
-        if let (Some(memo), Some((file, Some(fields)))) = (self.memo.as_mut(), self.memo_file.take())
+        if let (Some(memo), Some((file, Some(fields), computed))) = (self.memo.as_mut(), self.memo_file.take())
             && let Some((path, hash)) = &inputs[file].memo_key
         {
-            memo.put(path, hash, &fields.finish())
-                .map_err(io_error(&inputs[file].path))?;
+            // A file edited while the run read it holds other content than
+            // its key names: keep nothing for it.
+            let input = &inputs[file].path;
+            let unchanged = !computed
+                || self
+                    .hasher
+                    .is_none_or(|h| h.file_digest(input).ok().as_ref() == Some(hash));
+            if unchanged {
+                memo.put(path, hash, &fields.finish()).map_err(io_error(input))?;
+            }
         }
         Ok(())
     }
@@ -490,11 +512,14 @@ pub fn sanitize(input: &Path, output: &Path, memo: Option<&Memo>) -> Result<Sani
         .collect::<Result<Vec<_>, SanitizeError>>()?;
     std::fs::create_dir_all(output).map_err(io_error(output))?;
     let partial = output.join(".partial");
-    let writer = memo.map(Memo::writer).transpose().map_err(io_error(output))?;
+    let writer = match memo {
+        Some(memo) => Some((memo.writer().map_err(io_error(output))?, memo.hasher)),
+        None => None,
+    };
     let collector = Collector::new(partial.clone(), inputs.len(), writer);
     // Reading and cleaning run on the rayon pool while the collector thread
     // takes the previous chunks; a bounded channel keeps memory to a few chunks.
-    let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<(usize, Vec<Outcome>)>>(2);
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<(usize, Vec<Outcome>, bool)>>(2);
     let inputs = &inputs;
     let (read, collected) = std::thread::scope(|scope| {
         let collector_thread = scope.spawn(move || {
@@ -508,8 +533,8 @@ pub fn sanitize(input: &Path, output: &Path, memo: Option<&Memo>) -> Result<Sani
             let outcomes = chunk
                 .into_par_iter()
                 .map(|work| match work {
-                    Work::Known { file, outcomes } => Ok((file, outcomes)),
-                    Work::Raw { file, raw } => Ok((file, vec![clean(&raw.text()?).map(Cleaned::from)])),
+                    Work::Known { file, outcomes } => Ok((file, outcomes, false)),
+                    Work::Raw { file, raw } => Ok((file, vec![clean(&raw.text()?).map(Cleaned::from)], true)),
                 })
                 .collect::<Result<Vec<_>, SanitizeError>>()?;
             // A closed channel means the collector failed; its error is reported below.
