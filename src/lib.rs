@@ -12,7 +12,8 @@
 //! - [`lock`] reads and writes `Fabric.lock`; [`store`] is the
 //!   content-addressed store and run cache, behind a `Storage` trait.
 //! - [`run`] plans and schedules stages; commands go through an `Executor`
-//!   ([`run::executor`]), built-in steps through the [`steps`] registry.
+//!   ([`run::executor`]), built-in steps through the [`steps`] registry;
+//!   [`memo`] keeps a step's per-input-file results between runs.
 //! - [`prime`] is the Prime Brain data domain (schema, simulate, sanitize,
 //!   dataset) behind the `prime.*` steps.
 //! - [`release`] publishes immutable releases and the changelog; [`verify`]
