@@ -71,7 +71,7 @@ enum Command {
     Checkout(checkout::Args),
     /// Show metrics outs as a table.
     Metrics(metrics::Args),
-    /// Remove store content nothing refers to any more.
+    /// Remove store content nothing refers to any more, and the step memos of stages no longer declared.
     Gc(gc::Args),
     /// Create a new workspace with an example pipeline.
     Init(init::Args),
