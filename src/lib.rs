@@ -31,6 +31,7 @@ pub mod fingerprint;
 pub mod graph;
 pub mod hash;
 pub mod ingest;
+pub mod jsonl;
 pub mod lock;
 pub mod manifest;
 pub mod memo;

@@ -379,19 +379,12 @@ pub fn majority_predictions(examples: &[Example]) -> (String, Vec<Prediction>) {
 /// Reads external predictions, one JSON object per test example.
 pub fn read_predictions(path: &Path, expected: usize) -> anyhow::Result<Vec<Prediction>> {
     let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let predictions: Vec<Prediction> = text
-        .lines()
-        .enumerate()
-        .map(|(n, line)| {
-            serde_json::from_str(line).map_err(|e| {
-                anyhow::anyhow!(
-                    "{}:{}: expected {{\"response\": \"...\", \"command\": {{\"type\": \"...\"}}}} ({e})",
-                    path.display(),
-                    n + 1
-                )
-            })
-        })
-        .collect::<anyhow::Result<_>>()?;
+    let predictions: Vec<Prediction> = crate::jsonl::parse(
+        &text,
+        path,
+        "expected {\"response\": \"...\", \"command\": {\"type\": \"...\"}}",
+        None,
+    )?;
     anyhow::ensure!(
         predictions.len() == expected,
         "{} has {} predictions for {expected} test examples",

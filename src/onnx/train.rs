@@ -199,13 +199,7 @@ pub struct TrainingLog {
 /// Reads dataset examples from a JSONL file.
 pub fn read_examples(path: &Path) -> anyhow::Result<Vec<Example>> {
     let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    text.lines()
-        .enumerate()
-        .map(|(n, line)| {
-            serde_json::from_str(line)
-                .map_err(|e| anyhow::anyhow!("{}:{}: not a dataset example ({e})", path.display(), n + 1))
-        })
-        .collect()
+    crate::jsonl::parse(&text, path, "not a dataset example", None)
 }
 
 /// The one-hot label rows of one example, per head (doctrine applied to the command).
