@@ -536,8 +536,19 @@ fn session_part(file: &Path, options: &DatasetOptions, with_sft: bool) -> anyhow
         sft: String::new(),
     };
     let text = String::from_utf8(bytes)?;
-    let mut snapshots: Vec<Snapshot> =
-        crate::jsonl::parse(&text, file, "not a sanitized snapshot", Some("run sanitize first"))?;
+    let mut snapshots: Vec<Snapshot> = text
+        .lines()
+        .enumerate()
+        .map(|(n, line)| {
+            serde_json::from_str(line).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}:{}: not a sanitized snapshot ({e}); run sanitize first",
+                    file.display(),
+                    n + 1
+                )
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
     snapshots.sort_by_key(Snapshot::order_key);
     let Some(session) = snapshots.first().map(|s| s.session_id.clone()) else {
         return Ok(part);
@@ -627,37 +638,27 @@ pub fn build(
             .par_iter()
             .map(|file| Ok(memo.map(|memo| memo.content_hash(file)).transpose()?))
             .collect::<anyhow::Result<Vec<Option<Digest>>>>()?;
-        // Parts the memo kept, with the memo's bytes for them.
-        let known: Vec<Option<(SessionPart, Vec<u8>)>> = files
+        let known: Vec<Option<SessionPart>> = files
             .iter()
             .zip(&keys)
             .map(|(file, key)| {
                 let (kept, key) = (kept.as_mut()?, key.as_ref()?);
-                let bytes = kept.take(&file_name(file), key)?;
-                Some((SessionPart::decode(&bytes, with_sft)?, bytes))
+                SessionPart::decode(&kept.take(&file_name(file), key)?, with_sft)
             })
             .collect();
         let parts = files
             .par_iter()
             .zip(known)
             .map(|(file, known)| match known {
-                Some((part, bytes)) => Ok((part, bytes)),
-                None => {
-                    let part = session_part(file, options, with_sft)?;
-                    let bytes = if memo.is_some() {
-                        part.encode(with_sft)
-                    } else {
-                        Vec::new()
-                    };
-                    Ok((part, bytes))
-                }
+                Some(part) => Ok(part),
+                None => session_part(file, options, with_sft),
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        for (file, (part, bytes)) in files.iter().zip(parts) {
+        for (file, part) in files.iter().zip(parts) {
             // Under the hash of the bytes the part was made from (a file
             // edited during the run is kept under its new content).
             if let Some(memo) = remember.as_mut() {
-                memo.put(&file_name(file), &part.source, &bytes)?;
+                memo.put(&file_name(file), &part.source, &part.encode(with_sft))?;
             }
             sources.insert(file_name(file), part.source.to_string());
             tally.add(part.tally);

@@ -30,7 +30,6 @@ use super::redact;
 use super::schema::*;
 use super::vocabulary;
 use crate::digest::Digest;
-use crate::hash::Hasher;
 use crate::memo::{FieldWriter, Fields, Memo, MemoWriter};
 
 /// Records parsed together in parallel.
@@ -120,10 +119,6 @@ struct Cleaned {
 
 /// One record's result: cleaned, or the reason it is dropped.
 type Outcome = Result<Cleaned, String>;
-
-/// Outcomes of (part of) input file `.0`, and the old memo's bytes for them
-/// when they came from there.
-type Taken = (usize, Vec<Outcome>, Option<Vec<u8>>);
 
 /// Appends a file's outcomes to its memo result.
 fn encode(outcomes: &[Outcome], fields: &mut FieldWriter) {
@@ -221,19 +216,23 @@ struct Collector<'a> {
     /// Sessions with a partial file.
     spilled: HashSet<String>,
     sessions: HashSet<String>,
-    /// This run's memo, with the hasher that checks that computed outcomes
-    /// are those of the content their memo key names.
-    memo: Option<(MemoWriter, &'a Hasher<'a>)>,
-    /// The outcomes computed for the file being collected (`None` once they
-    /// outgrew [`MEMO_FILE_LIMIT`]).
-    memo_file: Option<(usize, Option<FieldWriter>)>,
+    /// This run's memo, and the outcomes of the file being collected
+    /// (`None` once they outgrew [`MEMO_FILE_LIMIT`]) and whether they were
+    /// computed now (rather than taken from the old memo).
+    memo: Option<MemoWriter>,
+    memo_file: Option<(usize, Option<FieldWriter>, bool)>,
+    /// Hashes input files again, to check that computed outcomes are those
+    /// of the content their memo key names.
+    hasher: Option<&'a crate::hash::Hasher<'a>>,
 }
 
 impl<'a> Collector<'a> {
-    fn new(partial: PathBuf, files: usize, memo: Option<(MemoWriter, &'a Hasher<'a>)>) -> Collector<'a> {
+    fn new(partial: PathBuf, files: usize, memo: Option<(MemoWriter, &'a crate::hash::Hasher<'a>)>) -> Collector<'a> {
+        let (memo, hasher) = memo.unzip();
         Collector {
             memo,
             memo_file: None,
+            hasher,
             partial,
             report: SanitizeReport {
                 schema: SCHEMA_VERSION.into(),
@@ -250,40 +249,34 @@ impl<'a> Collector<'a> {
         }
     }
 
-    /// Takes outcomes in input order, by input file index, with the old
-    /// memo's bytes for them when they came from there.
-    fn take(&mut self, outcomes: Vec<Taken>, inputs: &[Input]) -> Result<(), SanitizeError> {
-        for (file, outcomes, kept) in outcomes {
+    /// Takes outcomes in input order, by input file index (and whether they
+    /// were computed now).
+    fn take(&mut self, outcomes: Vec<(usize, Vec<Outcome>, bool)>, inputs: &[Input]) -> Result<(), SanitizeError> {
+        for (file, outcomes, computed) in outcomes {
             if self.memo.is_some() && inputs[file].memo_key.is_some() {
-                match kept {
-                    Some(bytes) => self.remember_kept(file, &bytes, inputs)?,
-                    None => self.remember(file, &outcomes, inputs)?,
-                }
+                self.remember(file, &outcomes, computed, inputs)?;
             }
             self.take_file(outcomes)?;
         }
         Ok(())
     }
 
-    /// Carries a file's result over from the old memo, as it was.
-    fn remember_kept(&mut self, file: usize, bytes: &[u8], inputs: &[Input]) -> Result<(), SanitizeError> {
-        self.flush_memo(inputs)?;
-        if let (Some((memo, _)), Some((path, hash))) = (self.memo.as_mut(), &inputs[file].memo_key) {
-            memo.put(path, hash, bytes).map_err(io_error(&inputs[file].path))?;
-        }
-        Ok(())
-    }
-
-    /// Adds outcomes computed for input `file` to the memo (a file's outcomes
-    /// may come in several pieces; each file is written once the next one
-    /// starts).
-    fn remember(&mut self, file: usize, outcomes: &[Outcome], inputs: &[Input]) -> Result<(), SanitizeError> {
-        if self.memo_file.as_ref().is_some_and(|(current, _)| *current != file) {
+    /// Adds outcomes of input `file` to the memo (a file's outcomes may come
+    /// in several pieces; each file is written once the next one starts).
+    fn remember(
+        &mut self,
+        file: usize,
+        outcomes: &[Outcome],
+        computed: bool,
+        inputs: &[Input],
+    ) -> Result<(), SanitizeError> {
+        if self.memo_file.as_ref().is_some_and(|(current, _, _)| *current != file) {
             self.flush_memo(inputs)?;
         }
-        let (_, kept) = self
+        let (_, kept, now) = self
             .memo_file
-            .get_or_insert_with(|| (file, Some(FieldWriter::default())));
+            .get_or_insert_with(|| (file, Some(FieldWriter::default()), false));
+        *now |= computed;
         if let Some(fields) = kept {
             encode(outcomes, fields);
             if fields.written() > MEMO_FILE_LIMIT {
@@ -294,13 +287,17 @@ impl<'a> Collector<'a> {
     }
 
     fn flush_memo(&mut self, inputs: &[Input]) -> Result<(), SanitizeError> {
-        if let (Some((memo, hasher)), Some((file, Some(fields)))) = (self.memo.as_mut(), self.memo_file.take())
+        if let (Some(memo), Some((file, Some(fields), computed))) = (self.memo.as_mut(), self.memo_file.take())
             && let Some((path, hash)) = &inputs[file].memo_key
         {
             // A file edited while the run read it holds other content than
             // its key names: keep nothing for it.
             let input = &inputs[file].path;
-            if hasher.file_digest(input).ok().as_ref() == Some(hash) {
+            let unchanged = !computed
+                || self
+                    .hasher
+                    .is_none_or(|h| h.file_digest(input).ok().as_ref() == Some(hash));
+            if unchanged {
                 memo.put(path, hash, &fields.finish()).map_err(io_error(input))?;
             }
         }
@@ -389,7 +386,7 @@ impl<'a> Collector<'a> {
             let in_memory = held.get(session).map_or(&[][..], Vec::as_slice);
             finish_session(on_disk.as_deref(), in_memory, &output.join(format!("{session}.jsonl")))
         })?;
-        Ok((report, self.memo.map(|(memo, _)| memo)))
+        Ok((report, self.memo))
     }
 }
 
@@ -424,12 +421,8 @@ const MEMO_FILE_LIMIT: usize = 16 << 20;
 enum Work {
     /// A raw record of input file `file`.
     Raw { file: usize, raw: Raw },
-    /// Every outcome of input file `file`, kept by the memo (as `bytes`).
-    Known {
-        file: usize,
-        outcomes: Vec<Outcome>,
-        bytes: Vec<u8>,
-    },
+    /// Every outcome of input file `file`, kept by the memo.
+    Known { file: usize, outcomes: Vec<Outcome> },
 }
 
 /// Hands the work to `consume` in chunks, in file and line order: whole
@@ -456,18 +449,11 @@ fn read_chunks(
     };
     for (index, input) in inputs.iter().enumerate() {
         let kept = match (&input.memo_key, memo.as_mut()) {
-            (Some((path, hash)), Some(memo)) => memo.take(path, hash).and_then(|bytes| Some((decode(&bytes)?, bytes))),
+            (Some((path, hash)), Some(memo)) => memo.take(path, hash).and_then(|bytes| decode(&bytes)),
             _ => None,
         };
-        if let Some((outcomes, bytes)) = kept {
-            push(
-                Work::Known {
-                    file: index,
-                    outcomes,
-                    bytes,
-                },
-                &mut chunk,
-            )?;
+        if let Some(outcomes) = kept {
+            push(Work::Known { file: index, outcomes }, &mut chunk)?;
             continue;
         }
         let file = &input.path;
@@ -533,7 +519,7 @@ pub fn sanitize(input: &Path, output: &Path, memo: Option<&Memo>) -> Result<Sani
     let collector = Collector::new(partial.clone(), inputs.len(), writer);
     // Reading and cleaning run on the rayon pool while the collector thread
     // takes the previous chunks; a bounded channel keeps memory to a few chunks.
-    let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<Taken>>(2);
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<(usize, Vec<Outcome>, bool)>>(2);
     let inputs = &inputs;
     let (read, collected) = std::thread::scope(|scope| {
         let collector_thread = scope.spawn(move || {
@@ -547,8 +533,8 @@ pub fn sanitize(input: &Path, output: &Path, memo: Option<&Memo>) -> Result<Sani
             let outcomes = chunk
                 .into_par_iter()
                 .map(|work| match work {
-                    Work::Known { file, outcomes, bytes } => Ok((file, outcomes, Some(bytes))),
-                    Work::Raw { file, raw } => Ok((file, vec![clean(&raw.text()?).map(Cleaned::from)], None)),
+                    Work::Known { file, outcomes } => Ok((file, outcomes, false)),
+                    Work::Raw { file, raw } => Ok((file, vec![clean(&raw.text()?).map(Cleaned::from)], true)),
                 })
                 .collect::<Result<Vec<_>, SanitizeError>>()?;
             // A closed channel means the collector failed; its error is reported below.
