@@ -100,11 +100,12 @@ impl MemoReader {
             let wanted = next_hash == hash;
             match Path::new(next_path.as_str()).cmp(Path::new(path)) {
                 Ordering::Greater => return None,
-                Ordering::Less => {
-                    self.skip_result();
-                }
+                Ordering::Less => self.skip_result(),
                 Ordering::Equal if wanted => return self.read_result(),
-                Ordering::Equal => return self.skip_result(),
+                Ordering::Equal => {
+                    self.skip_result();
+                    return None;
+                }
             }
         }
     }
@@ -138,7 +139,7 @@ impl MemoReader {
     }
 
     /// Skips the current entry's result.
-    fn skip_result(&mut self) -> Option<Vec<u8>> {
+    fn skip_result(&mut self) {
         let skipped = self.reader.as_mut().is_some_and(|reader| {
             read_len(reader).is_ok_and(|len| i64::try_from(len).is_ok_and(|len| reader.seek_relative(len).is_ok()))
         });
@@ -148,7 +149,6 @@ impl MemoReader {
             self.reader = None;
             self.next = None;
         }
-        None
     }
 }
 

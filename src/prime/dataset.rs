@@ -536,19 +536,8 @@ fn session_part(file: &Path, options: &DatasetOptions, with_sft: bool) -> anyhow
         sft: String::new(),
     };
     let text = String::from_utf8(bytes)?;
-    let mut snapshots: Vec<Snapshot> = text
-        .lines()
-        .enumerate()
-        .map(|(n, line)| {
-            serde_json::from_str(line).map_err(|e| {
-                anyhow::anyhow!(
-                    "{}:{}: not a sanitized snapshot ({e}); run sanitize first",
-                    file.display(),
-                    n + 1
-                )
-            })
-        })
-        .collect::<anyhow::Result<_>>()?;
+    let mut snapshots: Vec<Snapshot> =
+        crate::jsonl::parse(&text, file, "not a sanitized snapshot", Some("run sanitize first"))?;
     snapshots.sort_by_key(Snapshot::order_key);
     let Some(session) = snapshots.first().map(|s| s.session_id.clone()) else {
         return Ok(part);

@@ -30,6 +30,7 @@ use super::redact;
 use super::schema::*;
 use super::vocabulary;
 use crate::digest::Digest;
+use crate::hash::Hasher;
 use crate::memo::{FieldWriter, Fields, Memo, MemoWriter};
 
 /// Records parsed together in parallel.
@@ -216,23 +217,20 @@ struct Collector<'a> {
     /// Sessions with a partial file.
     spilled: HashSet<String>,
     sessions: HashSet<String>,
-    /// This run's memo, and the outcomes of the file being collected
-    /// (`None` once they outgrew [`MEMO_FILE_LIMIT`]) and whether they were
-    /// computed now (rather than taken from the old memo).
-    memo: Option<MemoWriter>,
+    /// This run's memo, with the hasher that checks that computed outcomes
+    /// are those of the content their memo key names.
+    memo: Option<(MemoWriter, &'a Hasher<'a>)>,
+    /// The outcomes of the file being collected (`None` once they outgrew
+    /// [`MEMO_FILE_LIMIT`]) and whether they were computed now (rather than
+    /// taken from the old memo).
     memo_file: Option<(usize, Option<FieldWriter>, bool)>,
-    /// Hashes input files again, to check that computed outcomes are those
-    /// of the content their memo key names.
-    hasher: Option<&'a crate::hash::Hasher<'a>>,
 }
 
 impl<'a> Collector<'a> {
-    fn new(partial: PathBuf, files: usize, memo: Option<(MemoWriter, &'a crate::hash::Hasher<'a>)>) -> Collector<'a> {
-        let (memo, hasher) = memo.unzip();
+    fn new(partial: PathBuf, files: usize, memo: Option<(MemoWriter, &'a Hasher<'a>)>) -> Collector<'a> {
         Collector {
             memo,
             memo_file: None,
-            hasher,
             partial,
             report: SanitizeReport {
                 schema: SCHEMA_VERSION.into(),
@@ -287,17 +285,14 @@ impl<'a> Collector<'a> {
     }
 
     fn flush_memo(&mut self, inputs: &[Input]) -> Result<(), SanitizeError> {
-        if let (Some(memo), Some((file, Some(fields), computed))) = (self.memo.as_mut(), self.memo_file.take())
+        if let (Some((memo, hasher)), Some((file, Some(fields), computed))) =
+            (self.memo.as_mut(), self.memo_file.take())
             && let Some((path, hash)) = &inputs[file].memo_key
         {
             // A file edited while the run read it holds other content than
             // its key names: keep nothing for it.
             let input = &inputs[file].path;
-            let unchanged = !computed
-                || self
-                    .hasher
-                    .is_none_or(|h| h.file_digest(input).ok().as_ref() == Some(hash));
-            if unchanged {
+            if !computed || hasher.file_digest(input).ok().as_ref() == Some(hash) {
                 memo.put(path, hash, &fields.finish()).map_err(io_error(input))?;
             }
         }
@@ -386,7 +381,7 @@ impl<'a> Collector<'a> {
             let in_memory = held.get(session).map_or(&[][..], Vec::as_slice);
             finish_session(on_disk.as_deref(), in_memory, &output.join(format!("{session}.jsonl")))
         })?;
-        Ok((report, self.memo))
+        Ok((report, self.memo.map(|(memo, _)| memo)))
     }
 }
 
