@@ -1,14 +1,18 @@
 //! Any bytes as a raw snapshot record: sanitize must not panic, and whatever
-//! it keeps must revalidate and carry no personal data.
+//! it keeps must revalidate and pass the privacy verifier.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use prime_fabric::prime::sanitize::{clean_record, leak};
+use prime_fabric::prime::privacy::check_snapshot;
+use prime_fabric::prime::pseudonym::PseudonymKey;
+use prime_fabric::prime::sanitize::clean_record;
+
+const KEY: PseudonymKey = PseudonymKey::from_bytes([1; 32]);
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    if let Ok(snapshot) = clean_record(text) {
+    if let Ok(snapshot) = clean_record(text, &KEY) {
         assert!(snapshot.validate().is_ok());
-        assert_eq!(leak(&snapshot), None);
+        assert_eq!(check_snapshot(&snapshot), Ok(()));
     }
 });

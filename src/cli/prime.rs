@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::prime::dataset::{self, DatasetOptions, DatasetPaths};
+use crate::prime::pseudonym::PseudonymKey;
 use crate::prime::simulate::{self, SimulateOptions};
 use crate::prime::{sanitize, schema};
 use crate::store::remove_path;
@@ -47,6 +48,15 @@ pub struct SanitizeArgs {
     /// Where to write the report.
     #[arg(long, value_name = "FILE", default_value = "reports/sanitize.json")]
     report: PathBuf,
+}
+
+/// The pseudonym key for direct commands: `FABRIC_PSEUDONYM_KEY`, else the
+/// key file of the workspace around the current directory (or of the current
+/// directory when it is in none).
+fn pseudonym_key() -> anyhow::Result<PseudonymKey> {
+    let here = std::env::current_dir()?;
+    let root = crate::manifest::find_root(&here).unwrap_or(here);
+    Ok(PseudonymKey::for_workspace(&root)?)
 }
 
 /// Arguments of `fabric dataset`.
@@ -105,8 +115,9 @@ pub fn sanitize(args: SanitizeArgs) -> anyhow::Result<ExitCode> {
         args.schema,
         schema::SCHEMA_VERSION
     );
+    let key = pseudonym_key()?;
     let report = replace_dir(&args.output_dir, |dir| {
-        Ok(sanitize::sanitize(&args.input_dir, dir, None)?)
+        Ok(sanitize::sanitize(&args.input_dir, dir, None, &key)?)
     })?;
     if let Some(parent) = args.report.parent() {
         std::fs::create_dir_all(parent)?;

@@ -56,7 +56,9 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
         )
         .into());
     }
+    let key = crate::prime::pseudonym::PseudonymKey::for_workspace(&base)?;
     let config = Config {
+        key,
         bind: args.bind,
         path: args.path.clone(),
         dir: base.join(&args.dir),

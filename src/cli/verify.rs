@@ -195,11 +195,14 @@ fn reproduce(session: &Session, stages: &[String]) -> anyhow::Result<Vec<Failure
     Ok(failures)
 }
 
-/// Copies the manifests, the lock and every stage's deps into `to`.
+/// Copies the manifests, the lock, the pseudonym key and every stage's deps into `to`.
 fn copy_inputs(workspace: &crate::manifest::Workspace, to: &Path) -> anyhow::Result<()> {
     let root = &workspace.root;
     let mut paths: BTreeSet<std::path::PathBuf> = workspace.sources.iter().cloned().collect();
     paths.insert("Fabric.lock".into());
+    // Sanitize reruns with the same pseudonym key (it stays on this machine:
+    // the scratch copy is private and removed afterwards).
+    paths.insert(crate::prime::pseudonym::KEY_FILE.into());
     for stage in &workspace.stages {
         for dep in &stage.deps {
             match &dep.value {

@@ -9,8 +9,15 @@
 //! duplicate. Loopback by default; any other address needs a token
 //! (`Authorization: Bearer …` or `?token=`), compared in constant time.
 //! `GET /healthz`, `GET /metrics` (Prometheus text). SIGTERM or Ctrl-C stop
-//! accepting, flush, and exit 0. Nothing is validated beyond the two ids:
-//! raw is raw, sanitize decides.
+//! accepting, flush, and exit 0.
+//!
+//! **No identifiable data lands**: each record is sanitized
+//! ([`crate::prime::sanitize::clean_record`]: free text rebuilt from the
+//! vocabulary, identifiers pseudonymized with the workspace's key) and
+//! checked by the privacy verifier before anything touches the disk; only
+//! the sanitized record is stored, under its session's pseudonym. A record
+//! sanitize would drop gets 422 with the reason; one whose consent flag is
+//! false gets 403 and nothing of it is kept.
 
 pub mod journal;
 
@@ -31,6 +38,9 @@ use serde_json::json;
 use tokio::sync::oneshot;
 
 use journal::{Job, Stored};
+
+use crate::prime::pseudonym::PseudonymKey;
+use crate::prime::{privacy, sanitize};
 
 /// The channel the Studio's exporter uses.
 pub const CHANNEL: &str = "prime-brain";
@@ -54,6 +64,8 @@ pub struct Config {
     pub max_body: usize,
     /// Longest a request may take (slow clients get 408).
     pub request_timeout: Duration,
+    /// The pseudonym key identifiers are replaced with before storing.
+    pub key: PseudonymKey,
 }
 
 #[derive(Default)]
@@ -219,7 +231,7 @@ async fn handle(state: &Shared, query: &HashMap<String, String>, headers: &Heade
         .get("sessionId")
         .and_then(|v| v.as_str())
         .filter(|s| !s.is_empty());
-    let (Some(id), Some(session)) = (id, session) else {
+    let (Some(id), Some(_)) = (id, session) else {
         return refuse(
             state,
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -227,11 +239,39 @@ async fn handle(state: &Shared, query: &HashMap<String, String>, headers: &Heade
             "the record needs string `snapshotId` and `sessionId` fields".into(),
         );
     };
+    let clean = match sanitize::clean_record(&String::from_utf8_lossy(&bytes), &state.config.key) {
+        Ok(clean) => clean,
+        Err(reason) if reason == "no_consent" => {
+            return refuse(
+                state,
+                StatusCode::FORBIDDEN,
+                "consent",
+                "the snapshot's consent flag (allowExport) is false: nothing of it was stored".into(),
+            );
+        }
+        Err(reason) => {
+            return refuse(
+                state,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                format!("the snapshot would be dropped by sanitize ({reason}); nothing was stored"),
+            );
+        }
+    };
+    if let Err(problem) = privacy::check_snapshot(&clean) {
+        return refuse(
+            state,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "privacy",
+            format!("the privacy verifier refused the sanitized record ({problem}); nothing was stored"),
+        );
+    }
     let (done, acknowledged) = oneshot::channel();
+    let stored_as = clean.snapshot_id.clone();
     let job = Job {
-        id: id.to_string(),
-        session: session.to_string(),
-        line: value.to_string(),
+        line: serde_json::to_string(&clean).expect("snapshots serialize"),
+        id: clean.snapshot_id,
+        session: clean.session_id,
         done,
     };
     let sent = state
@@ -254,7 +294,7 @@ async fn handle(state: &Shared, query: &HashMap<String, String>, headers: &Heade
             state.counters.accepted.fetch_add(1, Ordering::Relaxed);
             (
                 StatusCode::CREATED,
-                axum::Json(json!({"status": "stored", "snapshotId": id})),
+                axum::Json(json!({"status": "stored", "snapshotId": id, "storedAs": stored_as})),
             )
                 .into_response()
         }
@@ -262,7 +302,7 @@ async fn handle(state: &Shared, query: &HashMap<String, String>, headers: &Heade
             state.counters.duplicates.fetch_add(1, Ordering::Relaxed);
             (
                 StatusCode::OK,
-                axum::Json(json!({"status": "duplicate", "snapshotId": id})),
+                axum::Json(json!({"status": "duplicate", "snapshotId": id, "storedAs": stored_as})),
             )
                 .into_response()
         }

@@ -11,7 +11,7 @@
 //! - `seedLabel`: what the current Prime Brain rules say ([`super::labels`]);
 //! - `nextMode`, and the `guidance` channel and intensity the doctrine asks for.
 //!
-//! Sessions are split into train and test by a seeded hash of their id (a
+//! Sessions are split into train and test by a seeded hash of their file name (a
 //! session is never on both sides). `augment` replays each train example
 //! under every other mode with the labels the doctrine demands there. The
 //! card records counts, class histograms, the layout, source hashes, params
@@ -121,10 +121,12 @@ pub struct Moment {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Example {
-    /// Session id.
-    pub session_id: String,
-    /// `snapshotId` of the window's last snapshot.
-    pub window_end: String,
+    /// The sanitized session file the window comes from (its name, a hash
+    /// of its content without identifiers: not a pseudonym, so examples do
+    /// not depend on the pseudonym key).
+    pub session: String,
+    /// Position of the window's last snapshot in the session.
+    pub window_end: usize,
     /// Mode at the end of the window.
     pub mode: Mode,
     /// A critical health flag is up.
@@ -164,8 +166,9 @@ pub struct DatasetCard {
     pub classes: BTreeMap<String, BTreeMap<String, usize>>,
     /// Name of each feature position.
     pub feature_layout: Vec<String>,
-    /// Input files and their BLAKE3 hashes.
-    pub sources: BTreeMap<String, String>,
+    /// The sanitized session files read; each name is the BLAKE3 of the
+    /// file's content without identifiers, so it doubles as its hash.
+    pub sources: Vec<String>,
     /// File names of the splits.
     pub files: BTreeMap<String, String>,
 }
@@ -346,7 +349,7 @@ fn ground_truth(last: &Snapshot, next: &Snapshot) -> CommandTarget {
         })
 }
 
-fn example(window: &[Snapshot], next: &Snapshot) -> Example {
+fn example(session: &str, window_end: usize, window: &[Snapshot], next: &Snapshot) -> Example {
     let last = window.last().expect("windows are non-empty");
     let label = seed_label(last);
     let command = ground_truth(last, next);
@@ -359,8 +362,8 @@ fn example(window: &[Snapshot], next: &Snapshot) -> Example {
         _ => 0.0,
     };
     Example {
-        session_id: last.session_id.clone(),
-        window_end: last.snapshot_id.clone(),
+        session: session.to_string(),
+        window_end,
         mode: last.mode,
         critical,
         features: features(window),
@@ -539,10 +542,12 @@ fn session_part(file: &Path, options: &DatasetOptions, with_sft: bool) -> anyhow
     let mut snapshots: Vec<Snapshot> =
         crate::jsonl::parse(&text, file, "not a sanitized snapshot", Some("run sanitize first"))?;
     snapshots.sort_by_key(Snapshot::order_key);
-    let Some(session) = snapshots.first().map(|s| s.session_id.clone()) else {
+    if snapshots.is_empty() {
         return Ok(part);
-    };
-    let held_out = is_test(&session, options);
+    }
+    let session = file_name(file);
+    let session = session.strip_suffix(".jsonl").unwrap_or(&session);
+    let held_out = is_test(session, options);
     let split = if held_out { "test" } else { "train" };
     part.tally.sessions.insert(split.into(), 1);
     if snapshots.len() <= options.window_size {
@@ -551,7 +556,7 @@ fn session_part(file: &Path, options: &DatasetOptions, with_sft: bool) -> anyhow
     for start in 0..snapshots.len() - options.window_size {
         let window = &snapshots[start..start + options.window_size];
         let next = &snapshots[start + options.window_size];
-        let example = example(window, next);
+        let example = example(session, start + options.window_size - 1, window, next);
         let mut batch = vec![example.clone()];
         if options.augment_mode && !held_out {
             batch.extend(
@@ -615,7 +620,7 @@ pub fn build(
         sessions: BTreeMap::from([("train".into(), 0), ("test".into(), 0)]),
         classes: BTreeMap::new(),
     };
-    let mut sources = BTreeMap::new();
+    let mut sources = Vec::new();
     // A few sessions per thread at a time, merged in file order: parallel,
     // deterministic, and memory bounded by the group, not the input.
     let with_sft = paths.sft.is_some();
@@ -649,7 +654,7 @@ pub fn build(
             if let Some(memo) = remember.as_mut() {
                 memo.put(&file_name(file), &part.source, &part.encode(with_sft))?;
             }
-            sources.insert(file_name(file), part.source.to_string());
+            sources.push(file_name(file));
             tally.add(part.tally);
             train.write_all(part.train.as_bytes())?;
             test.write_all(part.test.as_bytes())?;

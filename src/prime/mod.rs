@@ -5,6 +5,9 @@
 
 pub mod dataset;
 pub mod labels;
+pub mod lexicon;
+pub mod privacy;
+pub mod pseudonym;
 pub mod redact;
 pub mod sanitize;
 pub mod schema;

@@ -4,18 +4,23 @@
 //!    input directory is read in name order, in chunks parsed in parallel.
 //! 2. Each record is parsed into the v1 types (unknown fields fall away),
 //!    validated, normalized (clamped, rounded, arrays cut to their limits
-//!    keeping the most recent, command targets mapped to archetypes) and
-//!    redacted ([`super::redact`]). Invalid records are dropped with a reason.
+//!    keeping the most recent, command targets mapped to archetypes, numbers
+//!    bounded), its free text rebuilt from the closed vocabulary
+//!    ([`super::redact`]) and its identifiers replaced by keyed pseudonyms
+//!    ([`super::pseudonym`]). Invalid records, and records whose consent
+//!    flag is false, are dropped with a reason.
 //! 3. Records are deduplicated by `snapshotId` (the first in file and line
 //!    order wins) and kept per session: in memory while they fit a fixed
 //!    budget, then appended to a partial file per session, so memory stays
 //!    bounded whatever the input size.
-//!    Every redacted text is scanned a second time ([`redact::redact_verified`]):
-//!    any finding fails the step, and nothing dirty is ever published.
 //! 4. Each session file is sorted by `capturedAt`, then `sequence`, then
-//!    `snapshotId` (a fixed-width key prefixed to each partial line) and written.
+//!    content, and named by the BLAKE3 of its content without identifiers,
+//!    so file names and order do not depend on the pseudonym key.
+//! 5. The independent verifier ([`super::privacy`]) re-reads every written
+//!    file; any record it cannot vouch for fails the step and the output is
+//!    removed: nothing unverified is ever published.
 //!
-//! The same input gives byte-identical output, whatever the thread count.
+//! The same input and key give byte-identical output, whatever the thread count.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -26,6 +31,9 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::Serialize;
 
+use super::lexicon::Placeholder;
+use super::privacy::{self, NUMBER_LIMIT};
+use super::pseudonym::PseudonymKey;
 use super::redact;
 use super::schema::*;
 use super::vocabulary;
@@ -53,10 +61,25 @@ pub struct SanitizeReport {
     pub sessions: usize,
     /// Dropped records by reason.
     pub dropped: BTreeMap<String, usize>,
-    /// Redactions by kind of personal data.
+    /// Placeholders written, by kind (`person`, `contact`, …, `word`).
     pub redactions: BTreeMap<String, usize>,
+    /// How much free text came through unchanged.
+    pub free_text: FreeText,
+    /// The pseudonym key's one-way id (never the key).
+    pub pseudonym_key: String,
     /// Normalizations by kind.
     pub normalized: BTreeMap<String, usize>,
+}
+
+/// Words and numbers of free text, and how many came through unchanged.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct FreeText {
+    /// Words and numbers read.
+    pub tokens: usize,
+    /// Of those, kept as written.
+    pub kept: usize,
+    /// `kept / tokens` (1 when there was no free text).
+    pub kept_share: f64,
 }
 
 /// Why sanitize failed.
@@ -70,18 +93,11 @@ pub enum SanitizeError {
         /// The error.
         source: std::io::Error,
     },
-    /// The output scan found personal data; nothing was published.
+    /// The verifier could not vouch for a written record; nothing was published.
     #[error(
-        "personal data ({kind}) survived redaction in session `{session}`, field {field}; nothing was written. Report this input to the Fabric maintainers"
+        "the privacy verifier refused sanitize's output, so nothing was written: {0}. Report this input to the Fabric maintainers"
     )]
-    Leak {
-        /// The session.
-        session: String,
-        /// The field.
-        field: String,
-        /// The kind of data.
-        kind: &'static str,
-    },
+    Unverified(#[from] privacy::VerifyError),
     /// The input directory holds no snapshot files.
     #[error("no *.json or *.jsonl files under {0}")]
     NoInput(PathBuf),
@@ -97,10 +113,10 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> SanitizeError + '_ {
 /// One record after cleaning.
 struct Clean {
     snapshot: Snapshot,
-    redactions: BTreeMap<redact::Kind, usize>,
+    redactions: BTreeMap<Placeholder, usize>,
     normalized: BTreeMap<&'static str, usize>,
-    /// Personal data the second scan still found: field and kind.
-    leak: Option<(String, &'static str)>,
+    /// Free-text words and numbers read, and kept unchanged.
+    tokens: (usize, usize),
 }
 
 /// A count by name (a kind of personal data, a normalization).
@@ -115,7 +131,8 @@ struct Cleaned {
     keyed_line: String,
     redactions: Counts,
     normalized: Counts,
-    leak: Option<(String, &'static str)>,
+    /// Free-text words and numbers read, and kept unchanged.
+    tokens: (usize, usize),
 }
 
 /// One record's result: cleaned, or the reason it is dropped.
@@ -133,7 +150,9 @@ fn encode(outcomes: &[Outcome], fields: &mut FieldWriter) {
                     .number(1)
                     .text(&record.id)
                     .text(&record.session)
-                    .text(&record.keyed_line);
+                    .text(&record.keyed_line)
+                    .number(record.tokens.0 as u64)
+                    .number(record.tokens.1 as u64);
                 for counts in [&record.redactions, &record.normalized] {
                     fields.number(counts.len() as u64);
                     for (name, count) in counts {
@@ -154,6 +173,7 @@ fn decode(bytes: &[u8]) -> Option<Vec<Outcome>> {
             0 => Err(fields.text()?.to_string()),
             1 => {
                 let (id, session, keyed_line) = (fields.text()?, fields.text()?, fields.text()?);
+                let tokens = (fields.number()? as usize, fields.number()? as usize);
                 let mut counts = || -> Option<Counts> {
                     (0..fields.number()?)
                         .map(|_| Some((Cow::Owned(fields.text()?.to_string()), fields.number()? as usize)))
@@ -166,7 +186,7 @@ fn decode(bytes: &[u8]) -> Option<Vec<Outcome>> {
                     keyed_line: keyed_line.to_string(),
                     redactions,
                     normalized,
-                    leak: None,
+                    tokens,
                 })
             }
             _ => return None,
@@ -184,7 +204,7 @@ impl From<Clean> for Cleaned {
         let time = (time as i128 - i64::MIN as i128) as u64;
         let line = serde_json::to_string(&s).expect("snapshots serialize");
         Cleaned {
-            keyed_line: format!("{time:016x}{sequence:016x}{}\t{line}", s.snapshot_id),
+            keyed_line: format!("{time:016x}{sequence:016x}\t{line}"),
             id: s.snapshot_id,
             session: s.session_id,
             redactions: clean
@@ -197,7 +217,7 @@ impl From<Clean> for Cleaned {
                 .into_iter()
                 .map(|(name, n)| (Cow::Borrowed(name), n))
                 .collect(),
-            leak: clean.leak,
+            tokens: clean.tokens,
         }
     }
 }
@@ -313,13 +333,8 @@ impl<'a> Collector<'a> {
                 *self.report.dropped.entry("duplicate".into()).or_insert(0) += 1;
                 continue;
             }
-            if let Some((field, kind)) = record.leak {
-                return Err(SanitizeError::Leak {
-                    session: record.session,
-                    field,
-                    kind,
-                });
-            }
+            self.report.free_text.tokens += record.tokens.0;
+            self.report.free_text.kept += record.tokens.1;
             for (kind, count) in record.redactions {
                 *self.redactions.entry(kind).or_insert(0) += count;
             }
@@ -358,8 +373,9 @@ impl<'a> Collector<'a> {
         Ok(())
     }
 
-    /// Sorts and writes every session file into `output`; returns the report
-    /// and the memo, to keep once reading succeeded too.
+    /// Sorts and writes every session file into `output`, each named by its
+    /// content without identifiers; returns the report and the memo, to keep
+    /// once reading succeeded too.
     fn finish(
         mut self,
         output: &Path,
@@ -369,18 +385,41 @@ impl<'a> Collector<'a> {
         let mut report = self.report;
         report.redactions = self.redactions.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
         report.normalized = self.normalized.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        let free = &mut report.free_text;
+        free.kept_share = if free.tokens == 0 {
+            1.0
+        } else {
+            free.kept as f64 / free.tokens as f64
+        };
         self.sessions.extend(self.held.keys().cloned());
         let mut sessions: Vec<String> = self.sessions.into_iter().collect();
         sessions.sort();
         report.sessions = sessions.len();
         let (held, spilled, partial) = (&self.held, &self.spilled, &self.partial);
-        sessions.par_iter().try_for_each(|session| {
-            let on_disk = spilled
-                .contains(session)
-                .then(|| partial.join(format!("{session}.jsonl")));
-            let in_memory = held.get(session).map_or(&[][..], Vec::as_slice);
-            finish_session(on_disk.as_deref(), in_memory, &output.join(format!("{session}.jsonl")))
-        })?;
+        let names = sessions
+            .par_iter()
+            .map(|session| {
+                let on_disk = spilled
+                    .contains(session)
+                    .then(|| partial.join(format!("{session}.jsonl")));
+                let in_memory = held.get(session).map_or(&[][..], Vec::as_slice);
+                finish_session(on_disk.as_deref(), in_memory, &output.join(format!("{session}.part")))
+            })
+            .collect::<Result<Vec<String>, SanitizeError>>()?;
+        // Two sessions with the same content apart from identifiers get
+        // numbered names, in pseudonym order.
+        let mut taken = HashSet::new();
+        for (session, name) in sessions.iter().zip(names) {
+            let mut unique = format!("{name}.jsonl");
+            for n in 2.. {
+                if taken.insert(unique.clone()) {
+                    break;
+                }
+                unique = format!("{name}-{n}.jsonl");
+            }
+            let from = output.join(format!("{session}.part"));
+            std::fs::rename(&from, output.join(unique)).map_err(io_error(&from))?;
+        }
         Ok((report, self.memo.map(|(memo, _)| memo)))
     }
 }
@@ -483,10 +522,30 @@ fn read_chunks(
 }
 
 /// Sanitizes every snapshot under `input` into `output` (created; must not
-/// hold earlier results) and returns the report. With a `memo`, input files
-/// unchanged since the last run reuse their kept outcomes instead of being
-/// read and cleaned again; the output is the same byte for byte.
-pub fn sanitize(input: &Path, output: &Path, memo: Option<&Memo>) -> Result<SanitizeReport, SanitizeError> {
+/// hold earlier results), with identifiers pseudonymized under `key`, and
+/// returns the report. With a `memo`, input files unchanged since the last
+/// run reuse their kept outcomes instead of being read and cleaned again;
+/// the output is the same byte for byte. If the verifier refuses the output,
+/// it is removed and the error returned.
+pub fn sanitize(
+    input: &Path,
+    output: &Path,
+    memo: Option<&Memo>,
+    key: &PseudonymKey,
+) -> Result<SanitizeReport, SanitizeError> {
+    sanitize_with(input, output, memo, key, clean)
+}
+
+/// How one raw record is cleaned (a seam for the test that breaks it).
+type Cleaner = fn(&str, &PseudonymKey) -> Result<Clean, String>;
+
+fn sanitize_with(
+    input: &Path,
+    output: &Path,
+    memo: Option<&Memo>,
+    key: &PseudonymKey,
+    cleaner: Cleaner,
+) -> Result<SanitizeReport, SanitizeError> {
     let files = input_files(input)?;
     if files.is_empty() {
         return Err(SanitizeError::NoInput(input.to_path_buf()));
@@ -529,7 +588,7 @@ pub fn sanitize(input: &Path, output: &Path, memo: Option<&Memo>) -> Result<Sani
                 .into_par_iter()
                 .map(|work| match work {
                     Work::Known { file, outcomes } => Ok((file, outcomes, false)),
-                    Work::Raw { file, raw } => Ok((file, vec![clean(&raw.text()?).map(Cleaned::from)], true)),
+                    Work::Raw { file, raw } => Ok((file, vec![cleaner(&raw.text()?, key).map(Cleaned::from)], true)),
                 })
                 .collect::<Result<Vec<_>, SanitizeError>>()?;
             // A closed channel means the collector failed; its error is reported below.
@@ -540,28 +599,49 @@ pub fn sanitize(input: &Path, output: &Path, memo: Option<&Memo>) -> Result<Sani
         (read, collector_thread.join().expect("the collector does not panic"))
     });
     let _ = std::fs::remove_dir_all(&partial);
-    let (report, memo) = read.and(collected)?;
+    let (mut report, memo) = read.and(collected)?;
+    if let Err(error) = privacy::verify_dir(output) {
+        let _ = std::fs::remove_dir_all(output);
+        return Err(error.into());
+    }
+    report.pseudonym_key = key.id();
     if let Some(memo) = memo {
         memo.commit().map_err(io_error(output))?;
     }
     Ok(report)
 }
 
+/// A sanitized line without its identifiers (they lead every line, in
+/// fixed widths), so sorting and naming do not depend on the pseudonym key.
+fn without_ids(line: &str) -> &str {
+    line.split_once(r#","sessionId":""#)
+        .and_then(|(_, rest)| rest.get(33..))
+        .unwrap_or(line)
+}
+
 /// Sorts one session's keyed lines (spilled to `on_disk`, and held
-/// `in_memory`) by their key prefix and writes the records to `target`.
-fn finish_session(on_disk: Option<&Path>, in_memory: &[String], target: &Path) -> Result<(), SanitizeError> {
+/// `in_memory`) by their key prefix, then content, and writes the records to
+/// `target`. Returns the session's name: BLAKE3 of its content without
+/// identifiers.
+fn finish_session(on_disk: Option<&Path>, in_memory: &[String], target: &Path) -> Result<String, SanitizeError> {
     let text = match on_disk {
         Some(path) => std::fs::read_to_string(path).map_err(io_error(path))?,
         None => String::new(),
     };
-    let mut lines: Vec<&str> = text.lines().chain(in_memory.iter().map(String::as_str)).collect();
-    lines.sort_unstable();
+    let mut records: Vec<(&str, &str)> = text
+        .lines()
+        .chain(in_memory.iter().map(String::as_str))
+        .map(|line| line.split_once('\t').expect("keyed lines have a tab"))
+        .collect();
+    records.sort_unstable_by_key(|&(key, record)| (key, without_ids(record)));
+    let mut name = blake3::Hasher::new();
     let mut writer = BufWriter::new(File::create(target).map_err(io_error(target))?);
-    for line in lines {
-        let (_, record) = line.split_once('\t').expect("keyed lines have a tab");
+    for (_, record) in records {
+        name.update(without_ids(record).as_bytes()).update(b"\n");
         writeln!(writer, "{record}").map_err(io_error(target))?;
     }
-    writer.flush().map_err(io_error(target))
+    writer.flush().map_err(io_error(target))?;
+    Ok(name.finalize().to_hex()[..32].to_string())
 }
 
 /// Input files under `dir`, sorted by path.
@@ -581,41 +661,44 @@ fn input_files(dir: &Path) -> Result<Vec<PathBuf>, SanitizeError> {
 }
 
 /// Sanitizes one raw record: the clean snapshot, or why it is dropped. The
-/// result always passes [`Snapshot::validate`] and [`leak`] finds nothing.
-pub fn clean_record(text: &str) -> Result<Snapshot, String> {
-    clean(text).map(|clean| clean.snapshot)
+/// result always passes [`Snapshot::validate`] and the privacy verifier.
+pub fn clean_record(text: &str, key: &PseudonymKey) -> Result<Snapshot, String> {
+    clean(text, key).map(|clean| clean.snapshot)
 }
 
-/// Parses, validates, normalizes and redacts one record, or names why it is dropped.
-fn clean(text: &str) -> Result<Clean, String> {
+/// Parses, validates, normalizes, pseudonymizes and rebuilds the free text of
+/// one record, or names why it is dropped.
+fn clean(text: &str, key: &PseudonymKey) -> Result<Clean, String> {
     let mut snapshot: Snapshot = serde_json::from_str(text).map_err(|error| drop_reason(&error))?;
+    if snapshot.allow_export == Some(false) {
+        return Err("no_consent".into());
+    }
     snapshot
         .validate()
         .map_err(|violation| format!("invalid:{}", violation.field))?;
+    snapshot.allow_export = None;
+    snapshot.snapshot_id = key.snapshot(&snapshot.snapshot_id);
+    snapshot.session_id = key.session(&snapshot.session_id);
     let mut normalized = BTreeMap::new();
     normalize(&mut snapshot, &mut normalized);
     let mut redactions = BTreeMap::new();
-    let mut leak = None;
-    for_each_text(&mut snapshot, |field, text| {
-        let redacted = redact::redact_verified(text);
-        *text = redacted.text.clone();
+    let mut tokens = (0, 0);
+    for_each_text(&mut snapshot, &mut normalized, |text| {
+        let redacted = redact::redact_memoized(text);
+        if redacted.text != *text {
+            text.clone_from(&redacted.text);
+        }
         for (kind, count) in &redacted.counts {
             *redactions.entry(*kind).or_insert(0) += count;
         }
-        if leak.is_none()
-            && let Some(kind) = redacted.residue
-        {
-            leak = Some((field.to_string(), kind.name()));
-        }
+        tokens.0 += redacted.tokens;
+        tokens.1 += redacted.kept;
     });
-    if leak.is_none() {
-        leak = target_leak(&snapshot);
-    }
     Ok(Clean {
         snapshot,
         redactions,
         normalized,
-        leak,
+        tokens,
     })
 }
 
@@ -647,8 +730,28 @@ fn truncate<T>(items: &mut Vec<T>, limit: usize, what: &'static str, normalized:
     }
 }
 
+/// Brings a number below [`NUMBER_LIMIT`] in magnitude (a measurement that
+/// large is an error, and could carry a phone or card number).
+fn bound(value: &mut f64, what: &'static str, normalized: &mut BTreeMap<&'static str, usize>) {
+    let limit = NUMBER_LIMIT - 1.0;
+    if value.abs() > limit {
+        *value = value.clamp(-limit, limit);
+        *normalized.entry(what).or_insert(0) += 1;
+    }
+}
+
 fn normalize(s: &mut Snapshot, normalized: &mut BTreeMap<&'static str, usize>) {
+    if s.sequence.is_some_and(|n| n as f64 >= NUMBER_LIMIT) {
+        s.sequence = None;
+        *normalized.entry("dropped:sequence").or_insert(0) += 1;
+    }
+    let limit = NUMBER_LIMIT as u64 - 1;
+    if s.audio_metrics.dropouts > limit {
+        s.audio_metrics.dropouts = limit;
+        *normalized.entry("clamped:audioMetrics.dropouts").or_insert(0) += 1;
+    }
     for reading in &mut s.als_channels {
+        bound(&mut reading.value, "clamped:alsChannels.value", normalized);
         if !(0.0..=1.0).contains(&reading.normalized) {
             reading.normalized = reading.normalized.clamp(0.0, 1.0);
             *normalized.entry("clamped:alsChannels.normalized").or_insert(0) += 1;
@@ -663,8 +766,14 @@ fn normalize(s: &mut Snapshot, normalized: &mut BTreeMap<&'static str, usize>) {
         &mut t.cycle.start_beats,
         &mut t.cycle.end_beats,
     ] {
+        bound(value, "clamped:transport", normalized);
         round(value);
     }
+    bound(
+        &mut s.audio_metrics.latency_ms,
+        "clamped:audioMetrics.latencyMs",
+        normalized,
+    );
     round(&mut s.audio_metrics.latency_ms);
     round(&mut s.audio_metrics.cpu_load);
     let h = &mut s.harmonic_state;
@@ -704,68 +813,93 @@ fn normalize(s: &mut Snapshot, normalized: &mut BTreeMap<&'static str, usize>) {
     }
 }
 
-/// Calls `visit` with every free-text field (by JSON path) of a snapshot.
-fn for_each_text(s: &mut Snapshot, mut visit: impl FnMut(&'static str, &mut String)) {
-    visit("harmonicState.scale", &mut s.harmonic_state.scale);
+/// Calls `visit` with every free-text string of a snapshot: flag messages,
+/// memory (actions, preference keys and values), Bloom actions, the scale,
+/// turns, guidance, and every string and key anywhere inside command
+/// arguments. Keys that become equal merge (the first wins) and numbers in
+/// arguments too large to be a setting become `⟨number⟩`.
+fn for_each_text(s: &mut Snapshot, normalized: &mut BTreeMap<&'static str, usize>, mut visit: impl FnMut(&mut String)) {
+    visit(&mut s.harmonic_state.scale);
     for flag in &mut s.ai_analysis_flags {
-        visit("aiAnalysisFlags.message", &mut flag.message);
+        visit(&mut flag.message);
     }
     if let Some(memory) = &mut s.user_memory_summary {
-        for action in &mut memory.recent_actions {
-            visit("userMemorySummary.recentActions", action);
-        }
+        memory.recent_actions.iter_mut().for_each(&mut visit);
         let preferences = std::mem::take(&mut memory.preferences);
         for (mut key, mut value) in preferences {
-            visit("userMemorySummary.preferences", &mut key);
-            visit("userMemorySummary.preferences", &mut value);
-            memory.preferences.insert(key, value);
+            visit(&mut key);
+            visit(&mut value);
+            match memory.preferences.entry(key) {
+                std::collections::btree_map::Entry::Vacant(entry) => {
+                    entry.insert(value);
+                }
+                std::collections::btree_map::Entry::Occupied(_) => {
+                    *normalized.entry("merged:preferences").or_insert(0) += 1;
+                }
+            }
         }
     }
     for event in &mut s.bloom_trace {
-        visit("bloomTrace.action", &mut event.action);
+        visit(&mut event.action);
     }
     for command in s.issued_commands.iter_mut().flatten() {
-        for value in command.args.iter_mut().flat_map(|a| a.values_mut()) {
-            if let serde_json::Value::String(text) = value {
-                visit("issuedCommands.args", text);
+        if let Some(args) = &mut command.args {
+            let mut value = serde_json::Value::Object(std::mem::take(args).into_iter().collect());
+            visit_json(&mut value, normalized, &mut visit);
+            if let serde_json::Value::Object(map) = value {
+                *args = map.into_iter().collect();
             }
         }
     }
     for turn in &mut s.conversation_turns {
-        visit("conversationTurns.text", &mut turn.text);
+        visit(&mut turn.text);
     }
     if let Some(guidance) = &mut s.guidance {
-        visit("guidance.text", &mut guidance.text);
+        visit(&mut guidance.text);
     }
 }
 
-/// The first personal data left in a snapshot: field and kind.
-pub fn leak(snapshot: &Snapshot) -> Option<(String, &'static str)> {
-    let mut copy = snapshot.clone();
-    let mut found = None;
-    for_each_text(&mut copy, |field, text| {
-        if found.is_none()
-            && let Some(finding) = redact::findings(text).first()
-        {
-            found = Some((field.to_string(), finding.kind.name()));
+/// [`for_each_text`] inside a JSON value: strings, keys, and numbers.
+fn visit_json(
+    value: &mut serde_json::Value,
+    normalized: &mut BTreeMap<&'static str, usize>,
+    visit: &mut impl FnMut(&mut String),
+) {
+    use serde_json::Value;
+    match value {
+        Value::String(text) => visit(text),
+        Value::Number(number) => {
+            let magnitude = number.as_f64().map_or(f64::INFINITY, f64::abs);
+            if magnitude >= NUMBER_LIMIT {
+                *value = Value::String(Placeholder::Number.text().into());
+                *normalized.entry("replaced:largeNumber").or_insert(0) += 1;
+            } else if number.is_f64() {
+                let mut rounded = number.as_f64().unwrap_or(0.0);
+                round(&mut rounded);
+                *value = serde_json::json!(rounded);
+            }
         }
-    });
-    found.or_else(|| target_leak(snapshot))
-}
-
-/// A command target that is not an archetype (a track name could hold a name).
-fn target_leak(snapshot: &Snapshot) -> Option<(String, &'static str)> {
-    let commands = snapshot.issued_commands.as_ref()?;
-    let target = commands
-        .iter()
-        .filter_map(|c| c.target.as_deref())
-        .find(|t| !vocabulary::is_archetype(t))?;
-    Some((format!("issuedCommands.target ({target})"), "person"))
+        Value::Array(items) => items.iter_mut().for_each(|item| visit_json(item, normalized, visit)),
+        Value::Object(map) => {
+            let entries = std::mem::take(map);
+            for (mut key, mut item) in entries {
+                visit(&mut key);
+                visit_json(&mut item, normalized, visit);
+                if map.contains_key(&key) {
+                    *normalized.entry("merged:argumentKeys").or_insert(0) += 1;
+                } else {
+                    map.insert(key, item);
+                }
+            }
+        }
+        Value::Bool(_) | Value::Null => {}
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
+    use proptest::strategy::ValueTree;
 
     use super::*;
 
@@ -813,20 +947,77 @@ mod tests {
         }
     }
 
+    const KEY: PseudonymKey = PseudonymKey::from_bytes([3; 32]);
+
     proptest! {
         #[test]
         fn sanitize_never_panics_and_its_output_revalidates(record in raw_snapshot(), cut in 0usize..2000) {
             let text = record.to_string();
             // Whole records and truncated ones.
-            let _ = clean_record(&text[..text.floor_char_boundary(cut.min(text.len()))]);
-            if let Ok(snapshot) = clean_record(&text) {
+            let _ = clean_record(&text[..text.floor_char_boundary(cut.min(text.len()))], &KEY);
+            if let Ok(snapshot) = clean_record(&text, &KEY) {
                 prop_assert!(snapshot.validate().is_ok());
-                prop_assert_eq!(leak(&snapshot), None);
+                prop_assert_eq!(privacy::check_snapshot(&snapshot), Ok(()));
                 prop_assert!(snapshot.conversation_turns.len() <= MAX_CONVERSATION_TURNS);
                 prop_assert!(snapshot.als_channels.iter().all(|r| (0.0..=1.0).contains(&r.normalized)));
-                let again = clean_record(&serde_json::to_string(&snapshot).unwrap());
-                prop_assert_eq!(again, Ok(snapshot), "sanitizing is idempotent");
+                // Sanitizing again changes nothing but the identifiers,
+                // which are pseudonymized once more.
+                let mut again = clean_record(&serde_json::to_string(&snapshot).unwrap(), &KEY).unwrap();
+                prop_assert_eq!(&again.session_id, &KEY.session(&snapshot.session_id));
+                again.snapshot_id.clone_from(&snapshot.snapshot_id);
+                again.session_id.clone_from(&snapshot.session_id);
+                prop_assert_eq!(again, snapshot, "sanitizing is idempotent");
             }
         }
+    }
+
+    fn raw_line(session: &str, turn: &str) -> String {
+        let mut record = raw_snapshot()
+            .new_tree(&mut proptest::test_runner::TestRunner::deterministic())
+            .unwrap()
+            .current();
+        record["sessionId"] = session.into();
+        record["mode"] = "active".into();
+        record["transport"]["tempo"] = 120.0.into();
+        record["audioMetrics"]["cpuLoad"] = 0.5.into();
+        record["audioMetrics"]["bufferSize"] = 256.into();
+        record["conversationTurns"] = serde_json::json!([{"role": "user", "text": turn}]);
+        record.to_string()
+    }
+
+    /// The verifier does not trust the redactor: a cleaner that lets one
+    /// name through (as a broken redactor would) fails the whole step, and
+    /// nothing is left in the output.
+    #[test]
+    fn a_redactor_that_passes_a_name_is_caught_by_the_verifier() {
+        let dir = tempfile::tempdir().unwrap();
+        let (input, output) = (dir.path().join("raw"), dir.path().join("clean"));
+        std::fs::create_dir_all(&input).unwrap();
+        std::fs::write(
+            input.join("a.jsonl"),
+            raw_line("s1", "Jane Doe wants more reverb") + "\n",
+        )
+        .unwrap();
+        sanitize(&input, &output, None, &KEY).expect("the real redactor passes");
+        let written = std::fs::read_dir(&output).unwrap().next().unwrap().unwrap().path();
+        assert!(
+            std::fs::read_to_string(written)
+                .unwrap()
+                .contains("⟨person⟩ wants more reverb")
+        );
+
+        fn leaky(text: &str, key: &PseudonymKey) -> Result<Clean, String> {
+            let mut cleaned = clean(text, key)?;
+            cleaned.snapshot.conversation_turns[0].text = "Jane wants more reverb".into();
+            Ok(cleaned)
+        }
+        let broken = dir.path().join("broken");
+        let error = sanitize_with(&input, &broken, None, &KEY, leaky).unwrap_err();
+        assert!(matches!(error, SanitizeError::Unverified(_)), "{error}");
+        assert!(
+            !error.to_string().contains("Jane"),
+            "errors never repeat the data: {error}"
+        );
+        assert!(!broken.exists(), "nothing is published");
     }
 }

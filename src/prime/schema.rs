@@ -60,6 +60,11 @@ pub struct Snapshot {
     /// The guidance Prime Brain gave.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guidance: Option<Guidance>,
+    /// The Studio's export consent (its `VITE_SESSION_PROBE_ALLOW_EXPORT`
+    /// flag, also read as `consent`): a record with `false` is refused by
+    /// ingest and dropped by sanitize. Never written out.
+    #[serde(default, alias = "consent", skip_serializing)]
+    pub allow_export: Option<bool>,
 }
 
 /// Prime Brain's modes; they govern cadence.

@@ -353,6 +353,7 @@ fn simulate_session(
             issued_commands: Some(tail(&commands, MAX_ISSUED_COMMANDS)),
             conversation_turns: tail(&turns, MAX_CONVERSATION_TURNS),
             guidance: None,
+            allow_export: None,
         };
         // Prime Brain's current logic reacts; its suggestion goes out through Bloom.
         let label = seed_label(&snapshot);
@@ -370,11 +371,11 @@ fn simulate_session(
             });
         }
         if style.talkative && rng.random_bool(0.08) {
-            let person = PEOPLE.choose(rng).expect("non-empty");
+            // Clean records carry no personal data; bad ones do (see `spoil`).
             let (track, _) = TRACKS.choose(rng).expect("non-empty");
             turns.push(Turn {
                 role: Role::User,
-                text: format!("{person} {track} needs more space"),
+                text: format!("the {track} needs more space"),
             });
             turns.push(Turn {
                 role: Role::Prime,

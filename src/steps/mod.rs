@@ -41,14 +41,17 @@ pub struct StepContext<'a> {
 
 impl StepContext<'_> {
     /// The stage's memo for `step`: results of earlier runs of this step
-    /// version, with these arguments, per unchanged input file.
+    /// version, with these arguments and step facts, per unchanged input file.
     pub fn memo(&self, step: &dyn Step) -> crate::memo::Memo<'_> {
-        let mut domain = crate::digest::KeyEncoder::new("fabric-step-memo-v1");
+        let mut domain = crate::digest::KeyEncoder::new("fabric-step-memo-v2");
         domain
             .text(b's', step.name())
             .bytes(b'v', &step.version().to_le_bytes())
             .text(b'f', env!("CARGO_PKG_VERSION"))
             .text(b'w', &crate::fingerprint::canonical_json(self.with));
+        for (name, value) in step.facts(self.root) {
+            domain.text(b'n', &name).text(b'x', &value);
+        }
         crate::memo::Memo {
             path: self.memo_path.clone(),
             domain: domain.finish(),

@@ -5,6 +5,7 @@ use serde_json::Value as Json;
 
 use super::{Step, StepContext, parse_with};
 use crate::prime::dataset::{self, DatasetOptions, DatasetPaths};
+use crate::prime::pseudonym::PseudonymKey;
 use crate::prime::sanitize;
 use crate::prime::simulate::{self, SimulateOptions};
 
@@ -57,7 +58,7 @@ impl Step for Simulate {
         "prime.simulate"
     }
     fn version(&self) -> u32 {
-        2
+        3
     }
     fn summary(&self) -> &'static str {
         "simulated Studio sessions as raw snapshots; with: seed, users, sessions_per_user, snapshots_per_session, bad_fraction"
@@ -104,7 +105,7 @@ impl Step for Sanitize {
         "prime.sanitize"
     }
     fn version(&self) -> u32 {
-        2
+        3
     }
     fn summary(&self) -> &'static str {
         "raw snapshots (dep 1) → per-session JSONL (out 1) and a report (out 2); with: schema = \"v1\""
@@ -116,13 +117,23 @@ impl Step for Sanitize {
         }
         Ok(())
     }
+    /// The vocabulary the free text is rebuilt from, and the pseudonym key
+    /// (by its one-way id): changing either reruns sanitize.
+    fn facts(&self, root: &std::path::Path) -> std::collections::BTreeMap<String, String> {
+        let key = PseudonymKey::for_workspace(root).map_or_else(|e| format!("unavailable: {e}"), |k| k.id());
+        std::collections::BTreeMap::from([
+            ("lexicon".to_string(), crate::prime::lexicon::fingerprint()),
+            ("pseudonym key".to_string(), key),
+        ])
+    }
     fn run(&self, context: &StepContext) -> anyhow::Result<()> {
         expect_outs(context, 2, "the sanitized directory and the report file")?;
         anyhow::ensure!(
             context.deps.len() == 1,
             "declare exactly one dep: the raw snapshot directory"
         );
-        let report = sanitize::sanitize(&context.deps[0], &context.outs[0], Some(&context.memo(self)))?;
+        let key = PseudonymKey::for_workspace(context.root)?;
+        let report = sanitize::sanitize(&context.deps[0], &context.outs[0], Some(&context.memo(self)), &key)?;
         std::fs::write(&context.outs[1], serde_json::to_string_pretty(&report)? + "\n")?;
         Ok(())
     }
@@ -158,7 +169,7 @@ impl Step for Dataset {
         "prime.dataset"
     }
     fn version(&self) -> u32 {
-        2
+        3
     }
     fn summary(&self) -> &'static str {
         "sanitized sessions (dep 1) → train JSONL, test JSONL, card, [instruction-tuning JSONL] (outs 1–4); with: window_size, test_fraction, seed, augment_mode"

@@ -9,6 +9,7 @@ use std::process::{Child, Stdio};
 use serde_json::{Value, json};
 
 use super::Workspace;
+use super::prime::snapshot;
 
 struct Server {
     child: Child,
@@ -113,11 +114,15 @@ fn every_status_path_of_the_contract() {
     let ws = Workspace::new();
     let server = Server::start(&ws, &["--max-body", "1000"]);
     let port = server.port;
-    let record = json!({"snapshotId": "id-1", "sessionId": "s1", "mode": "active"});
+    let record = snapshot(1, "s1", 0);
 
     let (status, body) = post(port, &record);
     assert_eq!(status, 201, "{body}");
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["status"], "stored");
+    // Only the sanitized record lands: no raw identifier.
+    let stored: Value = serde_json::from_str(&stored_lines(&ws)[0]).unwrap();
+    assert_eq!(stored["sessionId"].as_str().unwrap().len(), 32, "{stored}");
+    assert_ne!(stored["snapshotId"], record["snapshotId"]);
     let (status, body) = post(port, &record);
     assert_eq!(
         (status, serde_json::from_str::<Value>(&body).unwrap()["status"].clone()),
@@ -145,7 +150,7 @@ fn every_status_path_of_the_contract() {
     assert_eq!(status, 403);
 
     // sendBeacon: text/plain, channel in the query.
-    let beacon = json!({"snapshotId": "id-2", "sessionId": "s1"}).to_string();
+    let beacon = snapshot(2, "s1", 1).to_string();
     let (status, _, _) = http(
         port,
         "POST",
@@ -163,9 +168,23 @@ fn every_status_path_of_the_contract() {
     let (status, _, _) = post_raw(port, &json!({"snapshotId": 7, "sessionId": "s1"}));
     assert_eq!(status, 422);
 
-    let big = json!({"snapshotId": "id-3", "sessionId": "s1", "pad": "x".repeat(2000)});
+    let mut big = snapshot(3, "s1", 2);
+    big["pad"] = json!("x".repeat(2000));
     let (status, _, _) = post_raw(port, &big);
     assert_eq!(status, 413);
+
+    // No consent: refused, nothing of it stored. Invalid: what sanitize would drop.
+    let mut refused = snapshot(4, "s1", 3);
+    refused["allowExport"] = json!(false);
+    let (status, _, body) = post_raw(port, &refused);
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["reason"], "consent");
+    let mut invalid = snapshot(5, "s1", 4);
+    invalid["transport"]["tempo"] = json!(1000);
+    let (status, _, body) = post_raw(port, &invalid);
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("invalid:transport.tempo"), "{body}");
+    assert_eq!(stored_lines(&ws).len(), 2);
 
     // CORS: the configured origin gets a preflight answer, others are refused.
     let (status, headers, _) = http(
@@ -196,7 +215,7 @@ fn every_status_path_of_the_contract() {
         "POST",
         "/v1/snapshots",
         &cross,
-        json!({"snapshotId": "id-9", "sessionId": "s"}).to_string().as_bytes(),
+        snapshot(9, "s", 0).to_string().as_bytes(),
     );
     assert_eq!(status, 403);
 
@@ -213,6 +232,14 @@ fn every_status_path_of_the_contract() {
         metrics.contains("fabric_ingest_refused_total{reason=\"ids\"} 2"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("fabric_ingest_refused_total{reason=\"consent\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("fabric_ingest_refused_total{reason=\"invalid\"} 1"),
+        "{metrics}"
+    );
 }
 
 fn post_raw(port: u16, record: &Value) -> (u16, BTreeMap<String, String>, String) {
@@ -220,29 +247,29 @@ fn post_raw(port: u16, record: &Value) -> (u16, BTreeMap<String, String>, String
 }
 
 #[test]
-fn session_ids_never_name_files_outside_the_directory() {
+fn session_ids_never_name_files() {
     let ws = Workspace::new();
     let server = Server::start(&ws, &[]);
     for (n, session) in ["../../escape", "/etc/passwd", "a/b", "..", "x".repeat(200).as_str()]
         .iter()
         .enumerate()
     {
-        let (status, body) = post(
-            server.port,
-            &json!({"snapshotId": format!("t{n}"), "sessionId": session}),
-        );
-        assert_eq!(status, 201, "{body}");
+        let (status, body) = post(server.port, &snapshot(n as u32, session, 0));
+        assert_eq!(status, 422, "{body}");
     }
-    assert!(!ws.path("escape.jsonl").exists() && !ws.path("snapshots/escape.jsonl").exists());
+    assert_eq!(stored_lines(&ws).len(), 0, "nothing of a refused record lands");
+    assert_eq!(post(server.port, &snapshot(9, "jane-doe-macbook", 0)).0, 201);
     let names: Vec<String> = std::fs::read_dir(ws.path("snapshots/raw"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names.len(), 5);
+    assert_eq!(names.len(), 1);
+    let stem = names[0].strip_suffix(".jsonl").unwrap();
     assert!(
-        names.iter().all(|n| n.starts_with("session-") && n.ends_with(".jsonl")),
+        stem.len() == 32 && stem.bytes().all(|b| b.is_ascii_hexdigit()),
         "{names:?}"
     );
+    assert!(!stored_lines(&ws)[0].contains("jane"));
 }
 
 #[test]
@@ -253,7 +280,7 @@ fn tokens_are_required_when_configured_and_off_loopback() {
     assert!(refused.stderr.contains("requires a token"), "{}", refused.stderr);
 
     let server = Server::start(&ws, &["--token", "s3cret"]);
-    let body = json!({"snapshotId": "k1", "sessionId": "s"}).to_string();
+    let body = snapshot(11, "s", 0).to_string();
     let (status, _, _) = http(server.port, "POST", "/v1/snapshots", EXPORTER, body.as_bytes());
     assert_eq!(status, 401);
     let mut wrong = EXPORTER.to_vec();
@@ -268,7 +295,7 @@ fn tokens_are_required_when_configured_and_off_loopback() {
         http(server.port, "POST", "/v1/snapshots", &right, body.as_bytes()).0,
         201
     );
-    let beacon = json!({"snapshotId": "k2", "sessionId": "s"}).to_string();
+    let beacon = snapshot(12, "s", 1).to_string();
     assert_eq!(
         http(
             server.port,
@@ -300,11 +327,11 @@ fn a_slow_client_gets_408() {
 fn idempotency_survives_a_restart_and_sigterm_exits_cleanly() {
     let ws = Workspace::new();
     let mut server = Server::start(&ws, &[]);
-    assert_eq!(post(server.port, &json!({"snapshotId": "r1", "sessionId": "s"})).0, 201);
+    assert_eq!(post(server.port, &snapshot(21, "s", 0)).0, 201);
     let status = server.signal(libc::SIGTERM);
     assert_eq!(status.code(), Some(0), "graceful shutdown exits 0");
     let server = Server::start(&ws, &[]);
-    assert_eq!(post(server.port, &json!({"snapshotId": "r1", "sessionId": "s"})).0, 200);
+    assert_eq!(post(server.port, &snapshot(21, "s", 0)).0, 200);
     assert_eq!(stored_lines(&ws).len(), 1);
 }
 
@@ -322,8 +349,9 @@ fn after_kill_9_every_acknowledged_snapshot_is_on_disk_exactly_once() {
                 let acknowledged = &acknowledged;
                 scope.spawn(move || {
                     for n in 0.. {
-                        let id = format!("t{trial}-c{client}-n{n}");
-                        let record = json!({"snapshotId": id, "sessionId": format!("s{client}"), "pad": "p".repeat(300)});
+                        let id = trial as u32 * 1_000_000 + client * 100_000 + n;
+                        let mut record = snapshot(id, &format!("s{client}"), n % 60);
+                        record["pad"] = json!("p".repeat(300));
                         let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else { break };
                         let body = record.to_string();
                         let request = format!(
@@ -336,7 +364,8 @@ fn after_kill_9_every_acknowledged_snapshot_is_on_disk_exactly_once() {
                         let mut response = String::new();
                         let _ = stream.read_to_string(&mut response);
                         if response.starts_with("HTTP/1.1 201") {
-                            acknowledged.lock().unwrap().push(id);
+                            let body: Value = serde_json::from_str(response.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+                            acknowledged.lock().unwrap().push(body["storedAs"].as_str().unwrap().to_string());
                         } else {
                             break;
                         }
@@ -414,22 +443,25 @@ fn a_real_browser_posts_with_fetch_and_send_beacon_from_another_origin() {
     let page_port = page.local_addr().unwrap().port();
     let origin = format!("http://127.0.0.1:{page_port}");
     let server = Server::start(&ws, &["--origin", &origin]);
+    let records: Vec<Value> = (0..6).map(|i| snapshot(100 + i, "browser", i)).collect();
     let html = format!(
         r#"<!doctype html><html><body><pre id="out">pending</pre><script>
 const url = "http://127.0.0.1:{port}/v1/snapshots";
+const records = {records};
 (async () => {{
   const fetched = [];
   for (let i = 0; i < 3; i++) {{
     const r = await fetch(url, {{method: "POST", headers: {{"Content-Type": "application/json", "X-Prime-Fabric-Channel": "prime-brain"}},
-                               body: JSON.stringify({{snapshotId: "fetch-" + i, sessionId: "browser"}})}});
+                               body: JSON.stringify(records[i])}});
     fetched.push(r.status);
   }}
   const beacons = [];
-  for (let i = 0; i < 3; i++) beacons.push(navigator.sendBeacon(url + "?channel=prime-brain", JSON.stringify({{snapshotId: "beacon-" + i, sessionId: "browser"}})));
+  for (let i = 0; i < 3; i++) beacons.push(navigator.sendBeacon(url + "?channel=prime-brain", JSON.stringify(records[3 + i])));
   document.getElementById("out").textContent = JSON.stringify({{fetch: fetched, beacon: beacons}});
 }})();
 </script></body></html>"#,
-        port = server.port
+        port = server.port,
+        records = Value::Array(records.clone()),
     );
     serve_page(page, html);
     let profile = tempfile::tempdir().unwrap();
@@ -458,11 +490,14 @@ const url = "http://127.0.0.1:{port}/v1/snapshots";
     // Beacons are fire-and-forget: wait (bounded) until they are on disk.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let lines = std::fs::read_to_string(ws.path("snapshots/raw/browser.jsonl")).unwrap_or_default();
+        let lines = if ws.path("snapshots/raw").exists() {
+            stored_lines(&ws).join("\n")
+        } else {
+            String::new()
+        };
         if lines.lines().count() == 6 {
-            for id in ["fetch-0", "fetch-1", "fetch-2", "beacon-0", "beacon-1", "beacon-2"] {
-                assert!(lines.contains(&format!("\"{id}\"")), "{lines}");
-            }
+            let ids: std::collections::BTreeSet<&str> = lines.lines().map(|l| &l[..50]).collect();
+            assert_eq!(ids.len(), 6, "six distinct snapshots: {lines}");
             break;
         }
         assert!(

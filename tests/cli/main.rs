@@ -94,6 +94,7 @@ impl Workspace {
             .current_dir(self.root())
             .env("CI", "true")
             .env_remove("NO_COLOR")
+            .env_remove("FABRIC_PSEUDONYM_KEY")
             .env("ORT_DYLIB_PATH", ort_dir());
         command
     }
