@@ -41,26 +41,35 @@ static VOCABULARY: LazyLock<HashSet<String>> = LazyLock::new(|| {
 static PEOPLE: LazyLock<HashSet<&'static str>> = LazyLock::new(|| entries(NAMES).collect());
 
 /// The word looked up for a letter run: lowercase, without a trailing
-/// possessive.
-fn lookup_form(run: &str) -> String {
+/// possessive. Borrowed when the run is already in that form (the common case).
+fn lookup_form(run: &str) -> std::borrow::Cow<'_, str> {
+    let stem = |word: &str| -> usize {
+        word.strip_suffix("'s")
+            .or_else(|| word.strip_suffix("'S"))
+            .or_else(|| word.strip_suffix('\''))
+            .unwrap_or(word)
+            .len()
+    };
+    if run.bytes().all(|b| b.is_ascii_lowercase() || b == b'\'') {
+        return run[..stem(run)].into();
+    }
     let lower = run.to_lowercase();
-    let stem = lower
-        .strip_suffix("'s")
-        .or_else(|| lower.strip_suffix('\''))
-        .unwrap_or(&lower);
-    stem.to_string()
+    let end = stem(&lower);
+    let mut lower = lower;
+    lower.truncate(end);
+    lower.into()
 }
 
 /// True when the letter run `run` (any case, possessive allowed) is in the
 /// closed vocabulary.
 pub fn is_word(run: &str) -> bool {
-    VOCABULARY.contains(&lookup_form(run))
+    VOCABULARY.contains(lookup_form(run).as_ref())
 }
 
 /// True when the letter run `run` is a known given name or surname (used
 /// only to name what was removed, never to decide what stays).
 pub fn is_name(run: &str) -> bool {
-    PEOPLE.contains(lookup_form(run).as_str())
+    PEOPLE.contains(lookup_form(run).as_ref())
 }
 
 /// BLAKE3 of the word and name lists (a step fact of sanitize).

@@ -85,9 +85,32 @@ static FIELD_NAMES: LazyLock<HashSet<String>> = LazyLock::new(|| {
     names
 });
 
+/// Distinct texts found safe, remembered per thread (records repeat their
+/// conversation windows and actions); cleared when full.
+const SAFE_MEMO_LIMIT: usize = 65_536;
+
+thread_local! {
+    static SAFE: std::cell::RefCell<HashSet<String>> = std::cell::RefCell::new(HashSet::new());
+}
+
 /// Checks that `text` is free text built only from the vocabulary,
 /// placeholders, ASCII punctuation and spaces.
 pub fn check_text(text: &str) -> Result<(), String> {
+    if text.is_empty() || SAFE.with(|safe| safe.borrow().contains(text)) {
+        return Ok(());
+    }
+    check_text_uncached(text)?;
+    SAFE.with(|safe| {
+        let mut safe = safe.borrow_mut();
+        if safe.len() >= SAFE_MEMO_LIMIT {
+            safe.clear();
+        }
+        safe.insert(text.to_string());
+    });
+    Ok(())
+}
+
+fn check_text_uncached(text: &str) -> Result<(), String> {
     let mut rest = text;
     while let Some(c) = rest.chars().next() {
         if let Some(placeholder) = Placeholder::at_start(rest) {
@@ -115,21 +138,57 @@ pub fn check_text(text: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn fail(path: &str, problem: impl Into<String>) -> Result<(), Unsafe> {
+/// Where a value sits in a record; rendered as a JSON path only when a
+/// problem is reported.
+#[derive(Clone, Copy)]
+enum Location<'a> {
+    Root,
+    Key(&'a Location<'a>, &'a str),
+    Index(&'a Location<'a>, usize),
+}
+
+impl Location<'_> {
+    fn render(&self) -> String {
+        match self {
+            Location::Root => String::new(),
+            Location::Key(Location::Root, key) => key.to_string(),
+            Location::Key(parent, key) => format!("{}.{key}", parent.render()),
+            Location::Index(parent, i) => format!("{}[{i}]", parent.render()),
+        }
+    }
+
+    /// The field name this value belongs to (array elements: their array's).
+    fn field(&self) -> &str {
+        match self {
+            Location::Root => "",
+            Location::Key(_, key) => key,
+            Location::Index(parent, _) => parent.field(),
+        }
+    }
+
+    fn parent(&self) -> &Location<'_> {
+        match self {
+            Location::Root => self,
+            Location::Key(parent, _) | Location::Index(parent, _) => parent,
+        }
+    }
+}
+
+fn fail(at: &Location, problem: impl Into<String>) -> Result<(), Unsafe> {
     Err(Unsafe {
-        path: path.to_string(),
+        path: at.render(),
         problem: problem.into(),
     })
 }
 
-/// How a string at a path must look.
-fn check_string(path: &str, field: &str, text: &str) -> Result<(), Unsafe> {
-    let shaped = |ok: bool, what: &str| if ok { Ok(()) } else { fail(path, format!("not {what}")) };
-    match field {
+/// How a string at a schema field must look.
+fn check_string(at: &Location, text: &str) -> Result<(), Unsafe> {
+    let shaped = |ok: bool, what: &str| if ok { Ok(()) } else { fail(at, format!("not {what}")) };
+    match at.field() {
         "snapshotId" => shaped(pseudonym::is_snapshot_pseudonym(text), "a snapshot pseudonym"),
         "sessionId" => shaped(pseudonym::is_session_pseudonym(text), "a session pseudonym"),
         "capturedAt" | "at" => shaped(chrono::DateTime::parse_from_rfc3339(text).is_ok(), "an RFC 3339 time"),
-        "key" if path == "harmonicState.key" => shaped(
+        "key" if at.parent().field() == "harmonicState" => shaped(
             matches!(text.as_bytes(), [b'A'..=b'G'] | [b'A'..=b'G', b'#' | b'b']),
             "a musical key",
         ),
@@ -143,41 +202,40 @@ fn check_string(path: &str, field: &str, text: &str) -> Result<(), Unsafe> {
         ),
         "type" => shaped(vocabulary::command(text).is_some(), "a command of the vocabulary"),
         "target" => shaped(vocabulary::is_archetype(text), "a track archetype"),
-        _ => check_text(text).or_else(|problem| fail(path, problem)),
+        _ => check_text(text).or_else(|problem| fail(at, problem)),
     }
 }
 
-/// Walks `value` at `path`; `free_keys` says whether its keys are free text
+/// Walks `value` at `at`; `free_keys` says whether its keys are free text
 /// (inside command arguments and preferences) or schema field names.
-fn walk(value: &Value, path: &str, field: &str, free_keys: bool) -> Result<(), Unsafe> {
+fn walk(value: &Value, at: &Location, free_keys: bool) -> Result<(), Unsafe> {
     match value {
-        Value::String(text) if free_keys => check_text(text).or_else(|problem| fail(path, problem)),
-        Value::String(text) => check_string(path, field, text),
+        Value::String(text) if free_keys => check_text(text).or_else(|problem| fail(at, problem)),
+        Value::String(text) => check_string(at, text),
         Value::Number(number) => {
             let magnitude = number.as_f64().map_or(f64::INFINITY, f64::abs);
             if magnitude.is_finite() && magnitude < NUMBER_LIMIT {
                 Ok(())
             } else {
-                fail(path, "a number of a million or more")
+                fail(at, "a number of a million or more")
             }
         }
         Value::Array(items) => items
             .iter()
             .enumerate()
-            .try_for_each(|(i, item)| walk(item, &format!("{path}[{i}]"), field, free_keys)),
+            .try_for_each(|(i, item)| walk(item, &Location::Index(at, i), free_keys)),
         Value::Object(map) => map.iter().try_for_each(|(key, item)| {
-            let inner = if path.is_empty() {
-                key.clone()
-            } else {
-                format!("{path}.{key}")
-            };
+            let inner = Location::Key(at, key);
             if free_keys {
                 check_text(key).or_else(|problem| fail(&inner, format!("key: {problem}")))?;
             } else if !FIELD_NAMES.contains(key) {
                 return fail(&inner, "not a field of the schema");
             }
-            let frees = free_keys || matches!(key.as_str(), "args" | "preferences");
-            walk(item, &inner, key, frees)
+            walk(
+                item,
+                &inner,
+                free_keys || matches!(key.as_str(), "args" | "preferences"),
+            )
         }),
         Value::Bool(_) | Value::Null => Ok(()),
     }
@@ -186,9 +244,9 @@ fn walk(value: &Value, path: &str, field: &str, free_keys: bool) -> Result<(), U
 /// Checks one sanitized record.
 pub fn check_record(record: &Value) -> Result<(), Unsafe> {
     if !record.is_object() {
-        return fail("", "a record must be a JSON object");
+        return fail(&Location::Root, "a record must be a JSON object");
     }
-    walk(record, "", "", false)
+    walk(record, &Location::Root, false)
 }
 
 /// Checks a sanitized snapshot as it would be written.
@@ -200,7 +258,7 @@ pub fn check_snapshot(snapshot: &schema::Snapshot) -> Result<(), Unsafe> {
 pub fn check_line(line: &str) -> Result<(), Unsafe> {
     match serde_json::from_str::<Value>(line) {
         Ok(record) => check_record(&record),
-        Err(_) => fail("", "not a JSON record"),
+        Err(_) => fail(&Location::Root, "not a JSON record"),
     }
 }
 

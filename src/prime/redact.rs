@@ -265,8 +265,11 @@ fn rebuild(segment: &str, out: &mut Rebuilt, tokens: &mut usize, kept: &mut usiz
             let word = &rest[..run];
             *tokens += 1;
             let capitalized = word.chars().next().is_some_and(char::is_uppercase);
-            let name = lexicon::is_name(word);
-            if lexicon::is_word(word) && !(name && capitalized && !*sentence_start) {
+            // A name is looked up only where it matters: a capitalized word
+            // mid-sentence, or one that goes.
+            let known = lexicon::is_word(word);
+            let name = (capitalized || !known) && lexicon::is_name(word);
+            if known && !(name && capitalized && !*sentence_start) {
                 out.push(word);
                 *kept += 1;
             } else {

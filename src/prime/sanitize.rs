@@ -628,16 +628,20 @@ fn finish_session(on_disk: Option<&Path>, in_memory: &[String], target: &Path) -
         Some(path) => std::fs::read_to_string(path).map_err(io_error(path))?,
         None => String::new(),
     };
-    let mut records: Vec<(&str, &str)> = text
+    // (sort key, record without ids, record)
+    let mut records: Vec<(&str, &str, &str)> = text
         .lines()
         .chain(in_memory.iter().map(String::as_str))
-        .map(|line| line.split_once('\t').expect("keyed lines have a tab"))
+        .map(|line| {
+            let (key, record) = line.split_once('\t').expect("keyed lines have a tab");
+            (key, without_ids(record), record)
+        })
         .collect();
-    records.sort_unstable_by_key(|&(key, record)| (key, without_ids(record)));
+    records.sort_unstable();
     let mut name = blake3::Hasher::new();
     let mut writer = BufWriter::new(File::create(target).map_err(io_error(target))?);
-    for (_, record) in records {
-        name.update(without_ids(record).as_bytes()).update(b"\n");
+    for (_, content, record) in records {
+        name.update(content.as_bytes()).update(b"\n");
         writeln!(writer, "{record}").map_err(io_error(target))?;
     }
     writer.flush().map_err(io_error(target))?;
