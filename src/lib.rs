@@ -40,6 +40,7 @@ pub mod paths;
 pub mod prime;
 pub mod release;
 pub mod report;
+pub mod review;
 pub mod run;
 pub mod stat_cache;
 pub mod steps;

@@ -68,6 +68,30 @@ pub struct Manifest {
     /// Params those stages used (canonical JSON values).
     #[serde(default)]
     pub params: BTreeMap<String, String>,
+    /// Whether a person approved a shipped file's outputs ([`crate::review`]).
+    #[serde(default)]
+    pub review: ReviewStatus,
+}
+
+/// A release's human review.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum ReviewStatus {
+    /// No person approved it.
+    #[default]
+    Unreviewed,
+    /// A person approved every sampled output of `file`; the record ships
+    /// as `REVIEW.json`.
+    Approved {
+        /// The reviewed file.
+        file: String,
+        /// Who.
+        reviewer: String,
+        /// When.
+        at: String,
+        /// Samples reviewed.
+        samples: usize,
+    },
 }
 
 impl Manifest {
@@ -79,6 +103,7 @@ impl Manifest {
             && self.files == other.files
             && self.datasets == other.datasets
             && self.scores == other.scores
+            && self.review == other.review
     }
 
     /// Reads a manifest.
@@ -102,6 +127,8 @@ pub struct Publication<'a> {
     pub note: &'a Path,
     /// Lock entries of the producing stages.
     pub upstream: &'a BTreeMap<String, LockEntry>,
+    /// Where review records are kept, if the release looks for one.
+    pub reviews: Option<&'a Path>,
 }
 
 /// What publishing did.
@@ -129,13 +156,16 @@ pub fn valid_version(version: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
-/// The scores a release headlines, taken from an evaluation `metrics.json`.
-pub const SCORES: [&str; 5] = [
-    "command_accuracy",
-    "command_top3",
-    "mode_compliance",
-    "tone_audit",
-    "interventions_per_minute",
+/// The scores a release headlines, taken from an evaluation `metrics.json`
+/// (name, JSON pointer under the model's scores).
+pub const SCORES: [(&str, &str); 7] = [
+    ("command_accuracy", "/command_accuracy"),
+    ("command_top3", "/command_top3"),
+    ("macro_f1", "/macro_f1"),
+    ("mode_compliance", "/mode_compliance"),
+    ("tone_audit", "/tone_audit"),
+    ("time_in_flow", "/flow/time_in_flow"),
+    ("interventions_per_minute", "/flow/interventions_per_minute"),
 ];
 
 /// Builds the manifest of the files without writing anything.
@@ -154,8 +184,9 @@ fn manifest(publication: &Publication, sequence: u64) -> anyhow::Result<Manifest
             path.display()
         );
         anyhow::ensure!(
-            !files.contains_key(&name) && name != MANIFEST && name != NOTE,
-            "two release files are called `{name}` (or it clashes with {MANIFEST}/{NOTE})"
+            !files.contains_key(&name) && name != MANIFEST && name != NOTE && name != crate::review::RECORD,
+            "two release files are called `{name}` (or it clashes with {MANIFEST}/{NOTE}/{})",
+            crate::review::RECORD
         );
         let size = std::fs::metadata(path)?.len();
         files.insert(
@@ -174,8 +205,8 @@ fn manifest(publication: &Publication, sequence: u64) -> anyhow::Result<Manifest
                 datasets.insert(name.clone(), hash.to_string());
             }
             if let Some(model) = value.get("model").filter(|_| value.get("seed_rules").is_some()) {
-                for score in SCORES {
-                    if let Some(number) = model.get(score).and_then(|v| v.as_f64()) {
+                for (score, pointer) in SCORES {
+                    if let Some(number) = model.pointer(pointer).and_then(|v| v.as_f64()) {
                         scores.insert(score.to_string(), number);
                     }
                 }
@@ -185,6 +216,22 @@ fn manifest(publication: &Publication, sequence: u64) -> anyhow::Result<Manifest
     let mut params = BTreeMap::new();
     for entry in publication.upstream.values() {
         params.extend(entry.inputs.params.clone());
+    }
+    let mut review = ReviewStatus::Unreviewed;
+    if let Some((_, record)) = approval(publication, &files)? {
+        files.insert(
+            crate::review::RECORD.to_string(),
+            FileRecord {
+                hash: Digest::of(&review_bytes(&record)?),
+                size: review_bytes(&record)?.len() as u64,
+            },
+        );
+        review = ReviewStatus::Approved {
+            file: record.subject.file.clone(),
+            reviewer: record.reviewer.clone(),
+            at: record.at.clone(),
+            samples: record.samples.len(),
+        };
     }
     Ok(Manifest {
         name: publication.name.to_string(),
@@ -200,7 +247,32 @@ fn manifest(publication: &Publication, sequence: u64) -> anyhow::Result<Manifest
             .map(|(name, entry)| (name.clone(), entry.fingerprint))
             .collect(),
         params,
+        review,
     })
+}
+
+/// The approving review record of one of the shipped files, if the
+/// publication looks for reviews and a person approved one.
+fn approval(
+    publication: &Publication,
+    files: &BTreeMap<String, FileRecord>,
+) -> anyhow::Result<Option<(PathBuf, crate::review::ReviewRecord)>> {
+    let Some(dir) = publication.reviews else {
+        return Ok(None);
+    };
+    for (name, record) in files {
+        if let Some((path, review)) = crate::review::approval_for(dir, &record.hash)?
+            && review.subject.file == *name
+        {
+            return Ok(Some((path, review)));
+        }
+    }
+    Ok(None)
+}
+
+/// A review record as a release ships it.
+fn review_bytes(record: &crate::review::ReviewRecord) -> anyhow::Result<Vec<u8>> {
+    Ok((serde_json::to_string_pretty(record)? + "\n").into_bytes())
 }
 
 /// Every release under `artifacts/`: (directory, manifest), newest first.
@@ -306,6 +378,9 @@ pub fn publish(publication: &Publication) -> anyhow::Result<Receipt> {
         let name = path.file_name().expect("checked in manifest()");
         std::fs::copy(path, staging.path().join(name))?;
     }
+    if let Some((_, record)) = approval(publication, &manifest.files)? {
+        std::fs::write(staging.path().join(crate::review::RECORD), review_bytes(&record)?)?;
+    }
     std::fs::write(staging.path().join(NOTE), note.trim_end().to_string() + "\n")?;
     let text = toml::to_string(&manifest)?;
     std::fs::write(staging.path().join(MANIFEST), &text)?;
@@ -347,16 +422,29 @@ pub fn entry(dir: &Path, manifest: &Manifest, note: &str, root: &Path) -> String
             .scores
             .iter()
             .map(|(name, value)| {
-                let value = if name == "interventions_per_minute" {
-                    format!("{value:.2}")
-                } else {
-                    percent(*value)
+                let value = match name.as_str() {
+                    "interventions_per_minute" => format!("{value:.2}"),
+                    "macro_f1" => format!("{value:.3}"),
+                    _ => percent(*value),
                 };
                 format!("{} {value}", name.replace('_', " "))
             })
             .collect();
         let _ = writeln!(out, "- scores: {}", shown.join(", "));
     }
+    let _ = match &manifest.review {
+        ReviewStatus::Unreviewed => writeln!(out, "- review: unreviewed (no person has approved its outputs)"),
+        ReviewStatus::Approved {
+            file,
+            reviewer,
+            at,
+            samples,
+        } => writeln!(
+            out,
+            "- review: `{file}` approved by {reviewer} on {at} ({samples} samples, `{}`)",
+            crate::review::RECORD
+        ),
+    };
     let _ = writeln!(out, "\n{}\n", note.trim_end());
     out
 }

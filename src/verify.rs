@@ -9,7 +9,10 @@
 //!   workspace or the store with the recorded hash;
 //! - (`--fresh`) nothing is stale;
 //! - (`--reproduce STAGE…`) the stages re-run in a scratch copy with an
-//!   empty cache produce byte-identical outs.
+//!   empty cache produce byte-identical outs;
+//! - a release that says it was reviewed carries a well-formed record of a
+//!   person's approval of exactly the file it ships, and (`--require-review`)
+//!   the newest release of each name was reviewed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -80,6 +83,58 @@ pub fn releases(root: &Path) -> (usize, Vec<Failure>) {
         }
     }
     (found.len(), failures)
+}
+
+/// Recorded reviews against the files they approve; with `require`, the
+/// newest release of each name must have one.
+pub fn reviews(root: &Path, require: bool) -> Vec<Failure> {
+    let Ok(found) = release::releases(root) else {
+        return Vec::new();
+    };
+    let mut failures = Vec::new();
+    let mut newest = BTreeSet::new();
+    for (dir, manifest) in &found {
+        let shown = dir.strip_prefix(root).unwrap_or(dir).display().to_string();
+        let is_newest = newest.insert(manifest.name.clone());
+        let release::ReviewStatus::Approved {
+            file,
+            reviewer,
+            at,
+            samples,
+        } = &manifest.review
+        else {
+            if require && is_newest {
+                failures.push(failure(
+                    "review",
+                    shown,
+                    "unreviewed: no person has approved its outputs (fabric review export, then import a person's verdicts, and release again)",
+                ));
+            }
+            continue;
+        };
+        let record = match crate::review::ReviewRecord::read(&dir.join(crate::review::RECORD)) {
+            Ok(record) => record,
+            Err(error) => {
+                failures.push(failure("review", shown, format!("{error:#}")));
+                continue;
+            }
+        };
+        let mut problems = record.problems();
+        if !record.approved() {
+            problems.push("the record does not approve every sample".into());
+        }
+        match manifest.files.get(file) {
+            Some(shipped) if shipped.hash == record.subject.blake3 && record.subject.file == *file => {}
+            _ => problems.push(format!("the record is not about the shipped `{file}`")),
+        }
+        if record.reviewer != *reviewer || record.at != *at || record.samples.len() != *samples {
+            problems.push("the manifest and the record disagree on who, when or how many".into());
+        }
+        for problem in problems {
+            failures.push(failure("review", format!("{shown}/{}", crate::review::RECORD), problem));
+        }
+    }
+    failures
 }
 
 /// Splits a changelog into its `## NAME VERSION` entries.

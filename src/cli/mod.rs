@@ -10,6 +10,7 @@ mod lock;
 mod metrics;
 mod onnx;
 mod prime;
+mod review;
 mod run;
 mod serve;
 mod status;
@@ -91,6 +92,8 @@ enum Command {
     Evaluate(onnx::EvaluateArgs),
     /// Check releases, the changelog and the lock (for CI).
     Verify(verify::Args),
+    /// A person's review of a model's outputs: export a sheet, import the verdicts.
+    Review(review::Args),
     /// Fabric.lock tools: `fabric lock merge` is a git merge driver.
     Lock(lock::Args),
     /// Receive Studio snapshots over HTTP into snapshots/raw/.
@@ -160,6 +163,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Train(args) => onnx::train(args),
         Command::Evaluate(args) => onnx::evaluate(args),
         Command::Verify(args) => verify::execute(&globals, args),
+        Command::Review(args) => review::execute(args),
         Command::Lock(args) => lock::execute(args),
         Command::Serve(args) => serve::execute(&globals, args),
         Command::Steps => {

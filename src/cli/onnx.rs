@@ -108,12 +108,9 @@ pub struct EvaluateArgs {
     /// The Markdown report; metrics.json, loss.svg and confusion.svg are written beside it.
     #[arg(long, value_name = "FILE")]
     output_report: PathBuf,
-    /// Fail (exit 1) unless top-1 command accuracy reaches this.
-    #[arg(long, default_value_t = 0.0)]
-    min_command_accuracy: f64,
-    /// Fail unless the model beats the seed rules and the majority baseline.
-    #[arg(long)]
-    beat_baselines: bool,
+    /// The regression gates: any that fails makes the command exit 1.
+    #[command(flatten)]
+    gates: Gates,
 }
 
 pub fn evaluate(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
@@ -141,18 +138,13 @@ pub fn evaluate(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
         }
         (None, None) => anyhow::bail!("pass --model-dir or --predictions"),
     };
-    let gates = Gates {
-        min_command_accuracy: args.min_command_accuracy,
-        beat_baselines: args.beat_baselines,
-        ..Gates::default()
-    };
     let workspace = find_root(&std::env::current_dir()?);
     let (metrics, failed) = eval::evaluate(
         workspace.as_deref(),
         &candidate,
         &args.test_dataset,
         log.as_deref(),
-        &gates,
+        &args.gates,
         &outputs,
     )?;
     eprintln!(

@@ -30,6 +30,10 @@ pub struct Args {
     /// require byte-identical outs.
     #[arg(long, value_name = "STAGE", num_args = 1..)]
     reproduce: Vec<String>,
+    /// Also fail unless the newest release of each name records a person's
+    /// approval of its outputs (for production CI).
+    #[arg(long)]
+    require_review: bool,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -42,6 +46,7 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
     let (release_count, release_failures) = verify::releases(&root);
     failures.extend(release_failures);
     failures.extend(verify::changelog(&root));
+    failures.extend(verify::reviews(&root, args.require_review));
     let lock = match session.workspace.load_lock() {
         Ok(lock) => Some(lock),
         Err(diagnostic) => {

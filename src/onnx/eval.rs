@@ -2,15 +2,29 @@
 //! by side with the seed-label rules and a majority baseline, and writes
 //! `metrics.json`, a Markdown report and SVG charts.
 //!
-//! Metrics: command accuracy (top-1, top-3, target, macro-F1) against what
-//! the user did; command JSON validity; mode compliance overall and per
-//! mode; the tone audit of every rendered guidance text; ALS/Bloom alignment
-//! (guidance on the channel the ALS state calls for); and the Flow impact
-//! simulation (interventions per minute, and while the user is in flow).
+//! Every metric is one a bad predictor gets wrong (each has a test with a
+//! deliberately bad one):
+//!
+//! - command accuracy (top-1, top-3, target) and macro-F1, against what the
+//!   user did next: a constant answer scores the majority share and a low
+//!   macro-F1;
+//! - command JSON validity: commands outside the vocabulary, a missing or
+//!   wrong target, or malformed JSON count as invalid;
+//! - mode compliance, overall and per mode: a command the doctrine forbids in
+//!   the mode (anything in passive mode unless health is critical);
+//! - the tone audit ([`crate::prime::tone`]): harsh, blaming, urgent,
+//!   shouting, numeric, jargon-laden, long or cue-less texts fail it;
+//! - ALS/Bloom alignment: where the user acted (issued a command or accepted
+//!   a Bloom suggestion), whether the guidance went out on that action's
+//!   channel; the wrong channel fails it;
+//! - Flow impact in a closed loop ([`super::flow`]): accepted and dismissed
+//!   suggestions, flow breaks, time kept in flow and interventions per
+//!   minute, per mode; interrupting a user in flow fails it.
+//!
 //! The majority baseline always answers the most frequent command of the
 //! test split (an upper bound for any constant answer). External predictions
-//! (`--predictions`, JSONL of `{response, command}` per test example) face the
-//! same audit in the model's column.
+//! (`--predictions`, JSONL of `{response, command, channel?, intensity?}` per
+//! test example) face the same audit in the model's column.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -18,6 +32,7 @@ use std::path::{Path, PathBuf};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
+use super::flow::FlowImpact;
 use super::mlp::heads;
 use super::proto::ModelProto;
 use super::runtime;
@@ -25,40 +40,79 @@ use super::tensors::f32_value;
 use crate::prime::dataset::{CommandTarget, Example};
 use crate::prime::labels::allowed;
 use crate::prime::schema::{AlsChannel, Intensity, Mode};
-use crate::prime::tone::{phrase, tone_ok};
+use crate::prime::tone::{ToneIssue, phrase, tone_issues};
 use crate::prime::vocabulary::{self, NONE};
 
-/// Seconds between snapshots in the Studio export.
-const SNAPSHOT_SECONDS: f64 = 4.0;
-/// ALS energy at or above which a playing user is "in flow".
-const FLOW_ENERGY: f64 = 0.6;
-
-/// Regression gates (the `with` table of `onnx.eval`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Regression gates: the `with` table of `onnx.eval` and the flags of
+/// `fabric evaluate`, declared once. Defaults are the doctrine's floor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct Gates {
-    /// Minimum top-1 command accuracy of the model.
+    /// Minimum top-1 command accuracy.
     #[serde(default)]
+    #[arg(long, default_value_t = 0.0)]
     pub min_command_accuracy: f64,
+    /// Minimum command macro-F1 (always answering one class scores low).
+    #[serde(default = "defaults::macro_f1")]
+    #[arg(long, default_value_t = defaults::macro_f1())]
+    pub min_macro_f1: f64,
+    /// Minimum share of commands that are valid JSON in the vocabulary.
+    #[serde(default = "defaults::one")]
+    #[arg(long, default_value_t = defaults::one())]
+    pub min_command_json_validity: f64,
     /// Minimum share of predictions obeying the mode boundaries.
-    #[serde(default = "one")]
+    #[serde(default = "defaults::one")]
+    #[arg(long, default_value_t = defaults::one())]
     pub min_mode_compliance: f64,
     /// Minimum share of guidance texts passing the tone audit.
-    #[serde(default = "one")]
+    #[serde(default = "defaults::one")]
+    #[arg(long, default_value_t = defaults::one())]
     pub min_tone_audit: f64,
+    /// Minimum share of guidance on the channel of what the user did.
+    #[serde(default = "defaults::als_alignment")]
+    #[arg(long, default_value_t = defaults::als_alignment())]
+    pub min_als_alignment: f64,
     /// Maximum interventions per minute.
-    #[serde(default = "interventions")]
+    #[serde(default = "defaults::interventions")]
+    #[arg(long, default_value_t = defaults::interventions())]
     pub max_interventions_per_minute: f64,
+    /// Minimum share of the user's time in flow kept (closed loop).
+    #[serde(default = "defaults::time_in_flow")]
+    #[arg(long, default_value_t = defaults::time_in_flow())]
+    pub min_time_in_flow: f64,
+    /// Minimum accepted share of interventions (closed loop; silence
+    /// accepts nothing).
+    #[serde(default = "defaults::acceptance")]
+    #[arg(long, default_value_t = defaults::acceptance())]
+    pub min_acceptance: f64,
     /// The model must beat the seed rules and the majority baseline on top-1 accuracy.
     #[serde(default)]
+    #[arg(long)]
     pub beat_baselines: bool,
 }
 
-fn one() -> f64 {
-    1.0
-}
-fn interventions() -> f64 {
-    3.0
+/// The floors: a constant answer fails macro-F1 and acceptance, a predictor
+/// that speaks on the wrong channel fails alignment, one that costs the user
+/// more than a third of their flow fails time in flow.
+mod defaults {
+    pub fn one() -> f64 {
+        1.0
+    }
+    pub fn macro_f1() -> f64 {
+        0.15
+    }
+    pub fn als_alignment() -> f64 {
+        0.75
+    }
+    pub fn interventions() -> f64 {
+        3.0
+    }
+    pub fn time_in_flow() -> f64 {
+        0.7
+    }
+    pub fn acceptance() -> f64 {
+        0.2
+    }
 }
 
 impl Default for Gates {
@@ -80,6 +134,17 @@ pub struct Prediction {
     /// The guidance channel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<AlsChannel>,
+    /// How strongly it is said (a nudge when not given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intensity: Option<Intensity>,
+    /// False when the command was not a well-formed command JSON object
+    /// (scored invalid, and as an intervention).
+    #[serde(skip, default = "well_formed")]
+    pub well_formed: bool,
+}
+
+fn well_formed() -> bool {
+    true
 }
 
 /// Scores of one predictor.
@@ -101,12 +166,13 @@ pub struct Scores {
     pub mode_compliance_by_mode: BTreeMap<String, f64>,
     /// Share of guidance texts passing the tone audit.
     pub tone_audit: f64,
-    /// Share of guidance on the channel the ALS state calls for.
+    /// Guidance texts failing the tone audit, by what is wrong.
+    pub tone_issues: BTreeMap<String, usize>,
+    /// Share of examples where the user acted whose guidance went out on the
+    /// channel of what they did.
     pub als_alignment: f64,
-    /// Commands issued per minute of replayed session.
-    pub interventions_per_minute: f64,
-    /// Commands issued while the user was in flow (playing, energy high).
-    pub interventions_in_flow: usize,
+    /// The closed-loop replay: reactions, time kept in flow, interventions.
+    pub flow: FlowImpact,
 }
 
 /// `metrics.json`.
@@ -128,6 +194,50 @@ pub struct Metrics {
     /// the report's chart, kept out of the metrics file).
     #[serde(skip)]
     pub confusion: BTreeMap<String, BTreeMap<String, usize>>,
+    /// Moments sampled for the report's qualitative half (kept out of the
+    /// metrics file).
+    #[serde(skip)]
+    pub samples: Vec<Sample>,
+}
+
+/// One moment as the user would see it: the context in words, what the
+/// candidate and the seed rules said and did, and what the user did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// The mode.
+    pub mode: Mode,
+    /// The situation, in words.
+    pub context: String,
+    /// The candidate's words and command.
+    pub candidate: (String, CommandTarget),
+    /// The seed rules' words and command.
+    pub seed_rules: (String, CommandTarget),
+    /// What the user did next.
+    pub user: CommandTarget,
+}
+
+/// Per mode, the first moment where the user acted and the first where the
+/// candidate intervened (in test-split order, so the same every run).
+fn sample_moments(examples: &[Example], candidate: &[Prediction], seed: &[Prediction]) -> Vec<Sample> {
+    let mut samples = Vec::new();
+    for mode in Mode::ALL {
+        let in_mode = || examples.iter().enumerate().filter(move |(_, e)| e.mode == mode);
+        let acted = in_mode().find(|(_, e)| e.command.kind != NONE).map(|(i, _)| i);
+        let intervened = in_mode()
+            .find(|(i, _)| candidate[*i].command.kind != NONE && Some(*i) != acted)
+            .map(|(i, _)| i);
+        for i in [acted, intervened].into_iter().flatten() {
+            let e = &examples[i];
+            samples.push(Sample {
+                mode,
+                context: super::report::context(e),
+                candidate: (candidate[i].response.clone(), candidate[i].command.clone()),
+                seed_rules: (seed[i].response.clone(), seed[i].command.clone()),
+                user: e.command.clone(),
+            });
+        }
+    }
+    samples
 }
 
 fn command_valid(command: &CommandTarget) -> bool {
@@ -204,12 +314,7 @@ pub fn score(examples: &[Example], predictions: &[Prediction]) -> Scores {
     scores.command_json_validity = ratio(
         predictions
             .iter()
-            .filter(|p| {
-                serde_json::to_string(&p.command)
-                    .ok()
-                    .and_then(|json| serde_json::from_str::<CommandTarget>(&json).ok())
-                    .is_some_and(|c| command_valid(&c))
-            })
+            .filter(|p| p.well_formed && command_valid(&p.command))
             .count(),
         predictions.len(),
     );
@@ -229,30 +334,21 @@ pub fn score(examples: &[Example], predictions: &[Prediction]) -> Scores {
             ratio(in_mode.iter().filter(|(e, p)| obeys(e, p)).count(), in_mode.len()),
         );
     }
-    scores.tone_audit = ratio(
-        predictions.iter().filter(|p| tone_ok(&p.response)).count(),
-        predictions.len(),
-    );
-    scores.als_alignment = ratio(
-        examples
-            .iter()
-            .zip(predictions)
-            .filter(|(e, p)| p.channel == Some(e.guidance.channel))
-            .count(),
-        examples.len(),
-    );
-    let interventions = predictions.iter().filter(|p| p.command.kind != NONE).count();
-    let minutes = examples.len() as f64 * SNAPSHOT_SECONDS / 60.0;
-    scores.interventions_per_minute = if minutes > 0.0 {
-        interventions as f64 / minutes
-    } else {
-        0.0
-    };
-    scores.interventions_in_flow = examples
+    let issues: Vec<Vec<ToneIssue>> = predictions.iter().map(|p| tone_issues(&p.response)).collect();
+    scores.tone_audit = ratio(issues.iter().filter(|i| i.is_empty()).count(), predictions.len());
+    for issue in issues.iter().flatten() {
+        *scores.tone_issues.entry(issue.name().to_string()).or_insert(0) += 1;
+    }
+    let acted: Vec<_> = examples
         .iter()
         .zip(predictions)
-        .filter(|(e, p)| p.command.kind != NONE && e.moment.playing && e.moment.energy >= FLOW_ENERGY)
-        .count();
+        .filter_map(|(e, p)| Some((vocabulary::command(&e.command.kind)?.channel, p)))
+        .collect();
+    scores.als_alignment = ratio(
+        acted.iter().filter(|(channel, p)| p.channel == Some(*channel)).count(),
+        acted.len(),
+    );
+    scores.flow = super::flow::replay(examples, predictions);
     scores
 }
 
@@ -328,6 +424,8 @@ pub fn model_predictions(
                 command: CommandTarget { kind, target },
                 top3: commands.iter().take(3).map(|&i| heads[0].classes[i].clone()).collect(),
                 channel: Some(channel),
+                intensity: Some(intensity),
+                well_formed: true,
             });
         }
     }
@@ -342,7 +440,9 @@ pub fn seed_predictions(examples: &[Example]) -> Vec<Prediction> {
             response: e.seed_label.response.clone(),
             command: e.seed_label.command.clone(),
             top3: Vec::new(),
-            channel: Some(e.guidance.channel),
+            channel: Some(e.seed_label.channel),
+            intensity: Some(e.seed_label.intensity),
+            well_formed: true,
         })
         .collect()
 }
@@ -372,14 +472,55 @@ pub fn majority_predictions(examples: &[Example]) -> (String, Vec<Prediction>) {
         },
         top3: Vec::new(),
         channel: Some(channel),
+        intensity: Some(Intensity::Whisper),
+        well_formed: true,
     };
     (class, vec![prediction; examples.len()])
+}
+
+/// An external prediction as written, before its command is checked.
+#[derive(Deserialize)]
+struct RawPrediction {
+    #[serde(default)]
+    response: String,
+    #[serde(default)]
+    command: serde_json::Value,
+    #[serde(default)]
+    top3: Vec<String>,
+    #[serde(default)]
+    channel: Option<serde_json::Value>,
+    #[serde(default)]
+    intensity: Option<serde_json::Value>,
+}
+
+impl From<RawPrediction> for Prediction {
+    /// A command may come as an object or as a string of JSON (as language
+    /// models write it); anything else, or an unknown channel or intensity,
+    /// is kept and scored as wrong rather than refused.
+    fn from(raw: RawPrediction) -> Prediction {
+        let command = match raw.command {
+            serde_json::Value::String(text) => serde_json::from_str(&text).ok(),
+            value => Some(value),
+        }
+        .and_then(|value| serde_json::from_value::<CommandTarget>(value).ok());
+        Prediction {
+            response: raw.response,
+            well_formed: command.is_some(),
+            command: command.unwrap_or(CommandTarget {
+                kind: "malformed".into(),
+                target: None,
+            }),
+            top3: raw.top3,
+            channel: raw.channel.and_then(|v| serde_json::from_value(v).ok()),
+            intensity: raw.intensity.and_then(|v| serde_json::from_value(v).ok()),
+        }
+    }
 }
 
 /// Reads external predictions, one JSON object per test example.
 pub fn read_predictions(path: &Path, expected: usize) -> anyhow::Result<Vec<Prediction>> {
     let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let predictions: Vec<Prediction> = crate::jsonl::parse(
+    let predictions: Vec<RawPrediction> = crate::jsonl::parse(
         &text,
         path,
         "expected {\"response\": \"...\", \"command\": {\"type\": \"...\"}}",
@@ -391,7 +532,7 @@ pub fn read_predictions(path: &Path, expected: usize) -> anyhow::Result<Vec<Pred
         path.display(),
         predictions.len()
     );
-    Ok(predictions)
+    Ok(predictions.into_iter().map(Prediction::from).collect())
 }
 
 /// What the model column is scored from.
@@ -435,7 +576,8 @@ pub fn evaluate(
         Candidate::Predictions(path) => ("external predictions", read_predictions(path, examples.len())?),
     };
     let model = score(&examples, &predictions);
-    let seed_rules = score(&examples, &seed_predictions(&examples));
+    let seed = seed_predictions(&examples);
+    let seed_rules = score(&examples, &seed);
     let (majority_class, majority) = majority_predictions(&examples);
     let majority = score(&examples, &majority);
     let mut confusion: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
@@ -446,26 +588,36 @@ pub fn evaluate(
             .entry(p.command.kind.clone())
             .or_insert(0) += 1;
     }
-    let mut results = BTreeMap::new();
-    results.insert(
-        "min_command_accuracy".to_string(),
-        model.command_accuracy >= gates.min_command_accuracy,
-    );
-    results.insert(
-        "min_mode_compliance".to_string(),
-        model.mode_compliance >= gates.min_mode_compliance,
-    );
-    results.insert("min_tone_audit".to_string(), model.tone_audit >= gates.min_tone_audit);
-    results.insert(
-        "max_interventions_per_minute".to_string(),
-        model.interventions_per_minute <= gates.max_interventions_per_minute,
-    );
-    if gates.beat_baselines {
-        results.insert(
-            "beat_baselines".to_string(),
-            model.command_accuracy > seed_rules.command_accuracy && model.command_accuracy > majority.command_accuracy,
-        );
-    }
+    let results = BTreeMap::from([
+        (
+            "min_command_accuracy",
+            model.command_accuracy >= gates.min_command_accuracy,
+        ),
+        ("min_macro_f1", model.macro_f1 >= gates.min_macro_f1),
+        (
+            "min_command_json_validity",
+            model.command_json_validity >= gates.min_command_json_validity,
+        ),
+        (
+            "min_mode_compliance",
+            model.mode_compliance >= gates.min_mode_compliance,
+        ),
+        ("min_tone_audit", model.tone_audit >= gates.min_tone_audit),
+        ("min_als_alignment", model.als_alignment >= gates.min_als_alignment),
+        (
+            "max_interventions_per_minute",
+            model.flow.interventions_per_minute <= gates.max_interventions_per_minute,
+        ),
+        ("min_time_in_flow", model.flow.time_in_flow >= gates.min_time_in_flow),
+        ("min_acceptance", model.flow.acceptance >= gates.min_acceptance),
+        (
+            "beat_baselines",
+            !gates.beat_baselines
+                || (model.command_accuracy > seed_rules.command_accuracy
+                    && model.command_accuracy > majority.command_accuracy),
+        ),
+    ]);
+    let results: BTreeMap<String, bool> = results.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     let failed: Vec<String> = results.iter().filter(|(_, ok)| !**ok).map(|(k, _)| k.clone()).collect();
     let metrics = Metrics {
         examples: examples.len(),
@@ -475,6 +627,7 @@ pub fn evaluate(
         majority_class,
         gates: results,
         confusion,
+        samples: sample_moments(&examples, &predictions, &seed),
     };
     std::fs::write(&outputs.metrics, serde_json::to_string_pretty(&metrics)? + "\n")?;
     let losses: Vec<f64> = match training_log {

@@ -11,9 +11,11 @@
 pub mod builder;
 pub mod charts;
 pub mod eval;
+pub mod flow;
 pub mod mlp;
 pub mod proto;
 pub mod report;
+pub mod review;
 pub mod runtime;
 pub mod tensors;
 pub mod train;

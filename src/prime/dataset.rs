@@ -94,6 +94,10 @@ pub struct SeedTarget {
     pub response: String,
     /// Command JSON (type `none` when silent).
     pub command: CommandTarget,
+    /// The ALS channel the rules speak through.
+    pub channel: AlsChannel,
+    /// How strongly.
+    pub intensity: Intensity,
 }
 
 /// Guidance target.
@@ -115,6 +119,17 @@ pub struct Moment {
     pub energy: f64,
     /// Seconds since the session started.
     pub seconds: f64,
+}
+
+/// ALS energy at or above which a playing user is in flow.
+pub const FLOW_ENERGY: f64 = 0.6;
+
+impl Moment {
+    /// The user is in flow: playing, with high energy. The doctrine speaks
+    /// only in whispers then.
+    pub fn in_flow(&self) -> bool {
+        self.playing && self.energy >= FLOW_ENERGY
+    }
 }
 
 /// One training example.
@@ -354,7 +369,16 @@ fn example(session: &str, window_end: usize, window: &[Snapshot], next: &Snapsho
     let label = seed_label(last);
     let command = ground_truth(last, next);
     let critical = critical_health(last);
-    let intensity = guidance_intensity(last.mode, critical, &command);
+    let moment = Moment {
+        playing: last.transport.is_playing,
+        energy: last
+            .als_channels
+            .iter()
+            .find(|r| r.channel == AlsChannel::Energy)
+            .map_or(0.0, |r| r.normalized),
+        seconds: 0.0,
+    };
+    let intensity = guidance_intensity(last.mode, critical, moment.in_flow(), &command);
     let start = chrono::DateTime::parse_from_rfc3339(&window[0].captured_at).ok();
     let end = chrono::DateTime::parse_from_rfc3339(&last.captured_at).ok();
     let seconds = match (start, end) {
@@ -373,31 +397,27 @@ fn example(session: &str, window_end: usize, window: &[Snapshot], next: &Snapsho
                 .command
                 .as_ref()
                 .map_or_else(CommandTarget::none, CommandTarget::of),
+            channel: label.channel,
+            intensity: label.intensity,
+        },
+        guidance: GuidanceTarget {
+            // The channel of what the user did next; the rules' when they did nothing.
+            channel: super::vocabulary::command(&command.kind).map_or(label.channel, |c| c.channel),
+            intensity,
         },
         command,
         next_mode: next.mode,
-        guidance: GuidanceTarget {
-            channel: label.channel,
-            intensity,
-        },
-        moment: Moment {
-            playing: last.transport.is_playing,
-            energy: last
-                .als_channels
-                .iter()
-                .find(|r| r.channel == AlsChannel::Energy)
-                .map_or(0.0, |r| r.normalized),
-            seconds,
-        },
+        moment: Moment { seconds, ..moment },
         augmented: false,
     }
 }
 
-/// The intensity the doctrine asks for.
-fn guidance_intensity(mode: Mode, critical: bool, command: &CommandTarget) -> Intensity {
+/// The intensity the doctrine asks for: a call only for critical health,
+/// whispers in passive mode, in flow, and with nothing to suggest.
+fn guidance_intensity(mode: Mode, critical: bool, in_flow: bool, command: &CommandTarget) -> Intensity {
     if critical {
         Intensity::Call
-    } else if mode == Mode::Passive || command.kind == super::vocabulary::NONE {
+    } else if mode == Mode::Passive || in_flow || command.kind == super::vocabulary::NONE {
         Intensity::Whisper
     } else {
         Intensity::Nudge
@@ -418,7 +438,7 @@ fn replay(example: &Example, mode: Mode) -> Example {
     if !permitted(&copy.seed_label.command) {
         copy.seed_label.command = CommandTarget::none();
     }
-    copy.guidance.intensity = guidance_intensity(mode, example.critical, &copy.command);
+    copy.guidance.intensity = guidance_intensity(mode, example.critical, example.moment.in_flow(), &copy.command);
     copy.augmented = true;
     copy
 }

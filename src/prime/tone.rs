@@ -80,10 +80,12 @@ impl ToneIssue {
     }
 }
 
-/// Longest calm text, in words and in characters.
+/// Most words of a calm text.
 const MAX_WORDS: usize = 30;
+/// Most characters of a calm text.
 const MAX_CHARS: usize = 160;
 
+/// Harsh and judging words.
 const HARSH: &str = "
     garbage terrible awful mistake amateur amateurish fake bad disaster disastrous unusable cheap lifeless
     embarrass dead boring sloppy junk wrong waste ruin horrible horrendous ugly useless pathetic stupid dumb
@@ -98,25 +100,28 @@ const FAULTS: &str = "
     miss fail choose chose chosen skip neglect butcher destroy kill smash crush drown bury overcook blow blew
     blown screw spoil mangle overuse abuse lose lost made rush";
 
+/// Faulting the listener; each alternative matches whole words.
 const BLAME: &[&str] = &[
-    r"\byou(?:'ve|'d| have| had| seem to have| seem to)? (?:\w+ly |just |again )?(?:{faults})\b",
-    r"\byour (?:\w+ ){1,2}(?:{faults})\b",
-    r"\byou (?:\w+ly )?(?:can't|cannot|couldn't|(?:did not|didn't|do not|don't|never) (?:know|listen|leave|check|hear|bother|care|think))\b",
-    r"\byou (?:always|never|keep|kept|constantly|continually|repeatedly)\b",
-    r"\byou(?:'re| are) (?:the (?:reason|problem|cause)|to blame|responsible|at fault)\b",
-    r"\byou (?:should|could)(?:'ve| have| know| quit| give up| be ashamed)\b",
-    r"\byour (?:fault|mistake|doing|problem)\b",
-    r"\byour (?:\w+ ){0,2}(?:is|are|was|were) (?:the|a) (?:problem|issue|mistake|reason)\b",
-    r"\bif you(?:'d| had)\b|\bbecause of your?\b|\bon you\b|\bwhoever\b|\bwhy (?:would|did|do) you\b",
-    r"\bwhat were you\b|\bblame\b|\bagain you\b|\byou \w+ed\b.*\bagain\b",
+    r"you(?:'ve|'d| have| had| seem to have| seem to)? (?:\w+ly |just |again )?(?:{faults})",
+    r"your (?:\w+ ){1,2}(?:{faults})",
+    r"you (?:\w+ly )?(?:can't|cannot|couldn't)",
+    r"you (?:\w+ly )?(?:did not|didn't|do not|don't|never) (?:know|listen|leave|check|hear|bother|care|think)",
+    "you (?:always|never|keep|kept|constantly|continually|repeatedly)",
+    "you(?:'re| are) (?:the (?:reason|problem|cause)|to blame|responsible|at fault)",
+    "you (?:should|could)(?:'ve| have| know| quit| give up| be ashamed)",
+    "your (?:fault|mistake|doing|problem)",
+    r"your (?:\w+ ){0,2}(?:is|are|was|were) (?:the|a) (?:problem|issue|mistake|reason)",
+    "if you(?:'d| had)|because of your?|on you|whoever|why (?:would|did|do) you|what were you|blame",
+    r"again you|you \w+ed\b.*\bagain",
 ];
 
+/// Pressing for haste; each alternative matches whole words.
 const URGENT: &[&str] = &[
-    r"\bright (?:now|away)\b|\bimmediate(?:ly)?\b|\burgent(?:ly)?\b|\basap\b|\bas soon as possible\b",
-    r"\bhurry\b|\bat once\b|\bthis (?:instant|second|minute)\b|\bwithout delay\b|\bstraight away\b|\binstantly\b",
-    r"\bno time to (?:lose|waste)\b|\btime is running out\b|\bnow or never\b|\bbefore it's too late\b",
-    r"\bemergency\b|\bcritical\b|\bpronto\b|\bdon't wait\b|\bstop (?:everything|whatever|what you)\b|\bdrop everything\b",
-    r"\bmust\b|\bgotta\b|\b(?:have|has|need|needs|got) to\b.*\bnow\b",
+    "right (?:now|away)|immediate(?:ly)?|instantly|at once|straight away|this (?:instant|second|minute)",
+    "asap|as soon as possible|urgent(?:ly)?|emergency|critical|pronto|hurry|without delay|don't wait",
+    "no time to (?:lose|waste)|time is running out|now or never|before it's too late",
+    "stop (?:everything|whatever|what you)|drop everything",
+    r"must|gotta|(?:have|has|need|needs|got) to\b.*\bnow",
 ];
 
 /// Urgent at the head of a clause, or anywhere in a command ("Fix it fast").
@@ -132,7 +137,8 @@ const VERBS: &str = "
     duplicate split hit press click wait";
 
 /// Engineering acronyms: jargon, not shouting.
-const JARGON_ACRONYMS: &str = "cpu gpu dsp lufs rms eq daw midi vst aax asio lfo adsr adc dac fft hpf lpf bpf dbfs dbtp ssd usb ir vca fet";
+const JARGON_ACRONYMS: &str = "
+    cpu gpu dsp lufs rms eq daw midi vst aax asio lfo adsr adc dac fft hpf lpf bpf dbfs dbtp ssd usb ir vca fet";
 /// Other acronyms that are not shouting.
 const PLAIN_ACRONYMS: &str = "asap ok dj tv bpm db hz khz ms";
 
@@ -145,10 +151,9 @@ const JARGON: &str = "
 
 /// Jargon of several words (hyphens split words: "high-pass" reads "high pass").
 const JARGON_PHRASES: &[&str] = &[
-    r"\bsample rate\b|\bbit depth\b|\btrue peak\b|\bgain (?:staging|reduction)\b|\bmakeup gain\b|\bdynamic range\b",
-    r"\baudio (?:engine|driver|thread)\b|\bthread pool\b|\b(?:high|low|band) pass\b|\bmid side\b|\b(?:crest|q) factor\b",
-    r"\bdelay compensation\b|\b(?:dry wet|wet dry)\b|\bword ?clock\b|\bnoise floor\b|\bsignal (?:chain|path)\b",
-    r"\bimpulse response\b",
+    "sample rate|bit depth|true peak|gain (?:staging|reduction)|makeup gain|dynamic range|crest factor|q factor",
+    "audio (?:engine|driver|thread)|thread pool|word ?clock|delay compensation",
+    "(?:high|low|band) pass|mid side|dry wet|wet dry|noise floor|signal (?:chain|path)|impulse response",
 ];
 
 /// Units of sound: numbers, and cues too.
@@ -174,7 +179,7 @@ const CUES: &str = "
     loose rush drag drift slip swing pocket downbeat phrase line texture tone colour color glow light heavy
     dynamic swell bounce silence ring sustain arrangement section instrument stem layer";
 /// Cues taken as written, without inflections ("noted" is no cue).
-const CUE_WORDS: &str = "note notes take takes";
+const CUES_AS_WRITTEN: &str = "note notes take takes";
 
 /// Suffixes of the regular inflections a word-list entry also matches.
 const SUFFIXES: &[&str] = &[
@@ -183,6 +188,11 @@ const SUFFIXES: &[&str] = &[
 
 fn regex(pattern: &str) -> Regex {
     Regex::new(pattern).expect("valid regex")
+}
+
+/// A pattern matching any of the alternatives as whole words.
+fn whole_words(alternatives: &[&str]) -> String {
+    format!(r"\b(?:{})\b", alternatives.join("|"))
 }
 
 /// The words of a list, as written.
@@ -200,13 +210,13 @@ fn inflected(list: &str) -> HashSet<String> {
         stems.extend(entry.strip_suffix('e').map(str::to_string));
         stems.extend(entry.strip_suffix('y').map(|stem| format!("{stem}i")));
         // A short final syllable doubles its consonant: "hot", "hotter".
-        if let [.., a, b, c] = *entry.as_bytes()
-            && !vowel(a)
-            && vowel(b)
-            && !vowel(c)
-            && !b"wxy".contains(&c)
+        if let [.., a, b, c] = entry.as_bytes()
+            && !vowel(*a)
+            && vowel(*b)
+            && !vowel(*c)
+            && !b"wxy".contains(c)
         {
-            stems.push(format!("{entry}{}", c as char));
+            stems.push(format!("{entry}{}", *c as char));
         }
         for stem in &stems {
             forms.extend(SUFFIXES.iter().map(|suffix| format!("{stem}{suffix}")));
@@ -226,21 +236,21 @@ static WORD: LazyLock<Regex> = LazyLock::new(|| regex(r"\p{L}+(?:'\p{L}+)*"));
 static CLAUSE: LazyLock<Regex> = LazyLock::new(|| regex(r"(?i)[.;:,!?]+|\bthen\b"));
 static HARSH_WORDS: LazyLock<HashSet<String>> = LazyLock::new(|| inflected(HARSH));
 static BLAME_PATTERN: LazyLock<Regex> = LazyLock::new(|| {
-    let faults = Vec::from_iter(inflected(FAULTS)).join("|");
-    regex(&BLAME.join("|").replace("{faults}", &faults))
+    let faults = inflected(FAULTS).into_iter().collect::<Vec<_>>().join("|");
+    regex(&whole_words(BLAME).replace("{faults}", &faults))
 });
-static URGENT_PATTERN: LazyLock<Regex> = LazyLock::new(|| regex(&URGENT.join("|")));
+static URGENT_PATTERN: LazyLock<Regex> = LazyLock::new(|| regex(&whole_words(URGENT)));
 static HASTE_WORDS: LazyLock<HashSet<String>> = LazyLock::new(|| words(HASTE));
-static COMMANDS: LazyLock<HashSet<String>> = LazyLock::new(|| words(VERBS));
+static COMMAND_VERBS: LazyLock<HashSet<String>> = LazyLock::new(|| words(VERBS));
 static ACRONYMS: LazyLock<HashSet<String>> =
     LazyLock::new(|| words(JARGON_ACRONYMS).union(&words(PLAIN_ACRONYMS)).cloned().collect());
 static NUMBER_WORDS: LazyLock<HashSet<String>> = LazyLock::new(|| words(&format!("{QUANTITIES} {UNITS}")));
 static JARGON_WORDS: LazyLock<HashSet<String>> = LazyLock::new(jargon);
-static JARGON_PATTERN: LazyLock<Regex> = LazyLock::new(|| regex(&JARGON_PHRASES.join("|")));
+static JARGON_PATTERN: LazyLock<Regex> = LazyLock::new(|| regex(&whole_words(JARGON_PHRASES)));
 /// Cues: the cue lists, units of sound and every audio term, jargon included.
-static CUE_SET: LazyLock<HashSet<String>> = LazyLock::new(|| {
+static CUE_WORDS: LazyLock<HashSet<String>> = LazyLock::new(|| {
     let mut cues = inflected(CUES);
-    cues.extend(words(CUE_WORDS));
+    cues.extend(words(CUES_AS_WRITTEN));
     cues.extend(words(UNITS));
     cues.extend(jargon());
     cues
@@ -256,32 +266,52 @@ fn shouted(word: &str) -> bool {
 /// Every tone issue of one guidance text, in [`ToneIssue`] order, each once.
 pub fn tone_issues(text: &str) -> Vec<ToneIssue> {
     let text = text.replace('’', "'");
-    let words: Vec<&str> = WORD.find_iter(&text).map(|m| m.as_str()).collect();
-    let lower: Vec<String> = words.iter().map(|w| w.to_lowercase()).collect();
+    let tokens: Vec<&str> = WORD.find_iter(&text).map(|m| m.as_str()).collect();
+    let lower: Vec<String> = tokens.iter().map(|w| w.to_lowercase()).collect();
     let flat = lower.join(" ");
     let has = |set: &HashSet<String>| lower.iter().any(|w| set.contains(w));
     let clauses: Vec<Vec<String>> = CLAUSE
         .split(&text)
-        .map(|clause| WORD.find_iter(clause).map(|m| m.as_str().to_lowercase()).collect::<Vec<_>>())
+        .map(|clause| {
+            WORD.find_iter(clause)
+                .map(|m| m.as_str().to_lowercase())
+                .collect::<Vec<_>>()
+        })
         .filter(|clause| !clause.is_empty())
         .collect();
-    let commands = clauses.iter().filter(|c| COMMANDS.contains(&c[0])).count();
+    // Clauses opening on a bare verb; three, or two and nothing else, are stacked.
+    let commands = clauses.iter().filter(|c| COMMAND_VERBS.contains(&c[0])).count();
     let hasty = clauses.iter().any(|c| {
-        HASTE_WORDS.contains(&c[0]) || (COMMANDS.contains(&c[0]) && c.iter().any(|w| HASTE_WORDS.contains(w)))
+        HASTE_WORDS.contains(&c[0]) || (COMMAND_VERBS.contains(&c[0]) && c.iter().any(|w| HASTE_WORDS.contains(w)))
     });
     let jargon_phrase = JARGON_PATTERN.is_match(&flat);
     let checks = [
         (ToneIssue::Harsh, has(&HARSH_WORDS)),
         (ToneIssue::Blame, BLAME_PATTERN.is_match(&flat)),
         (ToneIssue::Urgent, hasty || URGENT_PATTERN.is_match(&flat)),
-        (ToneIssue::Shouting, text.contains('!') || words.iter().any(|w| shouted(w))),
-        (ToneIssue::Number, text.chars().any(|c| c.is_numeric() || c == '%') || has(&NUMBER_WORDS)),
+        (
+            ToneIssue::Shouting,
+            text.contains('!') || tokens.iter().any(|w| shouted(w)),
+        ),
+        (
+            ToneIssue::Number,
+            text.chars().any(|c| c.is_numeric() || c == '%') || has(&NUMBER_WORDS),
+        ),
         (ToneIssue::Jargon, jargon_phrase || has(&JARGON_WORDS)),
-        (ToneIssue::Long, words.len() > MAX_WORDS || text.chars().count() > MAX_CHARS),
-        (ToneIssue::Imperative, commands >= 3 || (commands >= 2 && commands == clauses.len())),
-        (ToneIssue::NoCue, !jargon_phrase && !has(&CUE_SET)),
+        (
+            ToneIssue::Long,
+            tokens.len() > MAX_WORDS || text.chars().count() > MAX_CHARS,
+        ),
+        (
+            ToneIssue::Imperative,
+            commands >= 3 || (commands >= 2 && commands == clauses.len()),
+        ),
+        (ToneIssue::NoCue, !jargon_phrase && !has(&CUE_WORDS)),
     ];
-    checks.into_iter().filter_map(|(issue, found)| found.then_some(issue)).collect()
+    checks
+        .into_iter()
+        .filter_map(|(issue, found)| found.then_some(issue))
+        .collect()
 }
 
 /// The tone audit of one guidance text: calm when it has no [`ToneIssue`].
@@ -298,7 +328,7 @@ mod tests {
         for channel in AlsChannel::ALL {
             for intensity in Intensity::ALL {
                 let text = phrase(channel, intensity);
-                assert_eq!(tone_issues(text), [], "{text}");
+                assert!(tone_ok(text), "{text}: {:?}", tone_issues(text));
             }
         }
     }
@@ -306,7 +336,10 @@ mod tests {
     #[test]
     fn names_every_issue_of_a_harsh_text() {
         let text = "Your mix is garbage and you should quit; the energy is awful, ninety percent wasted.";
-        assert_eq!(tone_issues(text), [ToneIssue::Harsh, ToneIssue::Blame, ToneIssue::Number]);
+        assert_eq!(
+            tone_issues(text),
+            [ToneIssue::Harsh, ToneIssue::Blame, ToneIssue::Number]
+        );
         assert!(!tone_ok(text));
     }
 
@@ -332,17 +365,23 @@ mod tests {
     fn calibrated_on_the_labelled_phrases() {
         let set: Vec<serde_json::Value> =
             serde_json::from_str(include_str!("../../tests/fixtures/tone-phrases.json")).unwrap();
-        let (mut caught, mut flagged, mut harsh) = (0, 0, 0);
+        let (mut caught, mut flagged, mut not_calm) = (0, 0, 0);
         for item in &set {
             let verdict = !tone_ok(item["text"].as_str().unwrap());
-            let labelled = !item["calm"].as_bool().unwrap();
-            caught += usize::from(verdict && labelled);
+            let label = !item["calm"].as_bool().unwrap();
+            caught += usize::from(verdict && label);
             flagged += usize::from(verdict);
-            harsh += usize::from(labelled);
+            not_calm += usize::from(label);
         }
         let precision = caught as f64 / flagged as f64;
-        let recall = caught as f64 / harsh as f64;
-        println!("tone audit on {} phrases: precision {precision:.3}, recall {recall:.3}", set.len());
-        assert!(precision >= 0.98 && recall >= 0.98, "precision {precision:.3}, recall {recall:.3}");
+        let recall = caught as f64 / not_calm as f64;
+        println!(
+            "tone audit on {} phrases: precision {precision:.3}, recall {recall:.3}",
+            set.len()
+        );
+        assert!(
+            precision >= 0.98 && recall >= 0.98,
+            "precision {precision:.3}, recall {recall:.3}"
+        );
     }
 }

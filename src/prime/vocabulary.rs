@@ -1,6 +1,8 @@
 //! The `DAWCommand` vocabulary v1 and the track archetypes: data shared by
 //! the labeler, the model and the evaluator, kept in one table.
 
+use super::schema::AlsChannel;
+
 /// A command type and what the doctrine says about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CommandSpec {
@@ -11,32 +13,39 @@ pub struct CommandSpec {
     /// Intrusive commands change the session; passive and learning modes may
     /// not issue them unless a critical health flag is up.
     pub intrusive: bool,
+    /// The ALS channel guidance about it speaks through: pressure for the
+    /// engine's load, temperature for the mix, pulse for time and form,
+    /// energy for what is heard.
+    pub channel: AlsChannel,
 }
 
-const fn spec(kind: &'static str, needs_target: bool, intrusive: bool) -> CommandSpec {
+const fn spec(kind: &'static str, needs_target: bool, intrusive: bool, channel: AlsChannel) -> CommandSpec {
     CommandSpec {
         kind,
         needs_target,
         intrusive,
+        channel,
     }
 }
 
+use AlsChannel::{Energy, Pressure, Pulse, Temperature};
+
 /// Every command of v1, in a fixed order (class indices depend on it).
 pub const COMMANDS: [CommandSpec; 14] = [
-    spec("transport.play", false, true),
-    spec("transport.stop", false, true),
-    spec("transport.toggleCycle", false, true),
-    spec("transport.setTempo", false, true),
-    spec("track.mute", true, true),
-    spec("track.solo", true, true),
-    spec("track.freeze", true, false),
-    spec("engine.setBufferSize", false, false),
-    spec("mix.eqCut", true, false),
-    spec("mix.compress", true, false),
-    spec("mix.addReverb", true, false),
-    spec("mix.balanceLevels", false, false),
-    spec("arrange.loopSection", false, true),
-    spec("arrange.duplicateSection", false, true),
+    spec("transport.play", false, true, Pulse),
+    spec("transport.stop", false, true, Pulse),
+    spec("transport.toggleCycle", false, true, Pulse),
+    spec("transport.setTempo", false, true, Pulse),
+    spec("track.mute", true, true, Energy),
+    spec("track.solo", true, true, Energy),
+    spec("track.freeze", true, false, Pressure),
+    spec("engine.setBufferSize", false, false, Pressure),
+    spec("mix.eqCut", true, false, Temperature),
+    spec("mix.compress", true, false, Temperature),
+    spec("mix.addReverb", true, false, Temperature),
+    spec("mix.balanceLevels", false, false, Temperature),
+    spec("arrange.loopSection", false, true, Pulse),
+    spec("arrange.duplicateSection", false, true, Pulse),
 ];
 
 /// The class name for "no command".

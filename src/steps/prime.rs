@@ -105,7 +105,7 @@ impl Step for Sanitize {
         "prime.sanitize"
     }
     fn version(&self) -> u32 {
-        3
+        4
     }
     fn summary(&self) -> &'static str {
         "raw snapshots (dep 1) → per-session JSONL (out 1) and a report (out 2); with: schema = \"v1\""
@@ -169,7 +169,7 @@ impl Step for Dataset {
         "prime.dataset"
     }
     fn version(&self) -> u32 {
-        3
+        5
     }
     fn summary(&self) -> &'static str {
         "sanitized sessions (dep 1) → train JSONL, test JSONL, card, [instruction-tuning JSONL] (outs 1–4); with: window_size, test_fraction, seed, augment_mode"

@@ -18,6 +18,10 @@ struct ReleaseWith {
     /// The what/why/how note fragment, consumed on a new release.
     #[serde(default = "default_note")]
     note: String,
+    /// A dep that is not shipped but holds review records
+    /// (`fabric review import`): an approval of a shipped file ships with it.
+    #[serde(default)]
+    reviews: Option<String>,
 }
 
 fn default_note() -> String {
@@ -33,6 +37,9 @@ fn parse(with: &Json) -> Result<ReleaseWith, String> {
         return Err(format!("`{}` is not a release name", parsed.name));
     }
     RelPath::new(&parsed.note).map_err(|e| format!("note: {e}"))?;
+    if let Some(reviews) = &parsed.reviews {
+        RelPath::new(reviews).map_err(|e| format!("reviews: {e}"))?;
+    }
     Ok(parsed)
 }
 
@@ -44,10 +51,10 @@ impl Step for Release {
         "fabric.release"
     }
     fn version(&self) -> u32 {
-        2
+        3
     }
     fn summary(&self) -> &'static str {
-        "deps (files to ship) → artifacts/NAME/VERSION/ with MANIFEST.toml and NOTE.md, artifacts/CHANGELOG.md; out: a receipt; with: name, version, note"
+        "deps (files to ship) → artifacts/NAME/VERSION/ with MANIFEST.toml and NOTE.md, artifacts/CHANGELOG.md; out: a receipt; with: name, version, note, reviews (a dep holding review records, not shipped)"
     }
     fn check(&self, with: &Json) -> Result<(), String> {
         parse(with).map(|_| ())
@@ -57,13 +64,31 @@ impl Step for Release {
         anyhow::ensure!(!context.deps.is_empty(), "declare the files to ship as deps");
         let with = parse(context.with).map_err(anyhow::Error::msg)?;
         let note = RelPath::new(&with.note).map_err(anyhow::Error::msg)?;
+        let reviews = match &with.reviews {
+            Some(dir) => Some(RelPath::new(dir).map_err(anyhow::Error::msg)?.under(context.root)),
+            None => None,
+        };
+        if let Some(dir) = &reviews {
+            anyhow::ensure!(
+                context.deps.contains(dir),
+                "`reviews = \"{}\"` must also be a dep, so new reviews rerun the release",
+                with.reviews.as_deref().unwrap_or_default()
+            );
+        }
+        let files: Vec<std::path::PathBuf> = context
+            .deps
+            .iter()
+            .filter(|d| Some(*d) != reviews.as_ref())
+            .cloned()
+            .collect();
         let receipt = release::publish(&Publication {
             root: context.root,
             name: &with.name,
             version: &with.version,
-            files: &context.deps,
+            files: &files,
             note: &note.under(context.root),
             upstream: &context.upstream,
+            reviews: reviews.as_deref(),
         })?;
         std::fs::write(&context.outs[0], serde_json::to_string_pretty(&receipt)? + "\n")?;
         Ok(())

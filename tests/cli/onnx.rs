@@ -181,7 +181,7 @@ print(json.dumps({n: v.reshape(-1).tolist() for n, v in zip(names, values)}))
 }
 
 #[test]
-fn evaluation_gates_fail_a_regressed_model_and_external_predictions_face_the_same_audit() {
+fn evaluation_gates_fail_a_regressed_model() {
     let ws = Workspace::new();
     small_dataset(&ws);
     assert_eq!(train(&ws, "m", &[]).code, 0);
@@ -198,50 +198,287 @@ fn evaluation_gates_fail_a_regressed_model_and_external_predictions_face_the_sam
     ]);
     assert_eq!(strict.code, 1);
     assert!(
-        strict.stderr.contains("regression gates failed: min_command_accuracy"),
+        strict.stderr.contains("regression gates failed:") && strict.stderr.contains("min_command_accuracy"),
         "{}",
         strict.stderr
     );
     assert!(ws.read("r/report.md").contains("- min_command_accuracy: FAILED"));
 
-    // External predictions: shouting, numbers, and intrusive commands in passive mode.
+    assert!(
+        ws.read("r/report.md")
+            .contains("## Moments, as the user would see them")
+    );
+}
+
+/// Commands a passive or learning mode may not issue (the doctrine's table).
+const INTRUSIVE: [&str; 8] = [
+    "transport.play",
+    "transport.stop",
+    "transport.toggleCycle",
+    "transport.setTempo",
+    "track.mute",
+    "track.solo",
+    "arrange.loopSection",
+    "arrange.duplicateSection",
+];
+
+/// A good predictor: what the user did next, where the mode allows it, said
+/// in a whisper on that action's channel with a calm phrase.
+fn oracle(example: &Value) -> Value {
+    let command = &example["command"];
+    let kind = command["type"].as_str().unwrap();
+    let allowed = match example["mode"].as_str().unwrap() {
+        "passive" => false,
+        "learning" => !INTRUSIVE.contains(&kind),
+        _ => true,
+    };
+    serde_json::json!({
+        "response": "The mix feels a touch warm.",
+        "command": if allowed { command.clone() } else { serde_json::json!({"type": "none"}) },
+        "channel": example["guidance"]["channel"],
+        "intensity": "whisper",
+    })
+}
+
+/// Scores `predict` (one prediction per test example) with the default
+/// gates; returns the exit code, the metrics and the report.
+fn evaluate_predictions(ws: &Workspace, name: &str, predict: impl Fn(&Value) -> Value) -> (i32, Value, String) {
     let examples: Vec<Value> = ws.jsonl("d/train-test.jsonl");
-    let lines: String = examples
-        .iter()
-        .enumerate()
-        .map(|(i, e)| {
-            let prediction = if i % 2 == 0 {
-                serde_json::json!({"response": "TURN IT UP! CPU at 93%", "command": {"type": "transport.stop"}})
-            } else {
-                serde_json::json!({"response": "All calm; the pulse is steady.", "command": {"type": "none"}, "channel": e["guidance"]["channel"]})
-            };
-            format!("{prediction}\n")
-        })
-        .collect();
-    ws.write("predictions.jsonl", &lines);
-    let external = ws.fabric(&[
+    let lines: String = examples.iter().map(|e| format!("{}\n", predict(e))).collect();
+    ws.write(&format!("{name}.jsonl"), &lines);
+    let outcome = ws.fabric(&[
         "evaluate",
         "--predictions",
-        "predictions.jsonl",
+        &format!("{name}.jsonl"),
         "--test-dataset",
         "d/train-test.jsonl",
         "--output-report",
-        "x/report.md",
+        &format!("{name}/report.md"),
     ]);
-    assert_eq!(external.code, 1);
-    let metrics: Value = serde_json::from_str(&ws.read("x/metrics.json")).unwrap();
-    let tone = metrics["model"]["tone_audit"].as_f64().unwrap();
-    assert!((tone - 0.5).abs() < 0.01, "half the texts shout: {tone}");
-    let passive = examples
-        .iter()
-        .enumerate()
-        .filter(|(i, e)| i % 2 == 0 && e["mode"] == "passive")
-        .count();
-    assert!(passive > 0);
-    assert!(metrics["model"]["mode_compliance_by_mode"]["passive"].as_f64().unwrap() < 1.0);
+    let metrics = serde_json::from_str(&ws.read(&format!("{name}/metrics.json"))).unwrap();
+    (outcome.code, metrics, ws.read(&format!("{name}/report.md")))
+}
+
+/// Every gate can fail: a deliberately bad predictor fails each one, while a
+/// good one passes them all (so the gates are not simply unreachable).
+#[test]
+fn every_gate_fails_a_predictor_built_to_fail_it() {
+    let ws = Workspace::new();
+    small_dataset(&ws);
+    let (code, metrics, report) = evaluate_predictions(&ws, "oracle", oracle);
+    assert_eq!(code, 0, "the oracle passes every gate: {}", metrics["gates"]);
+    assert!(report.contains("| metric | external predictions | seed rules | majority |"));
+
+    let in_flow = |e: &Value| e["moment"]["playing"] == true && e["moment"]["energy"].as_f64().unwrap() >= 0.6;
+    type Bad = (&'static str, &'static str, fn(&Value, Value) -> Value);
+    let bad: [Bad; 6] = [
+        ("loud-in-passive", "min_mode_compliance", |e, mut p| {
+            if e["mode"] == "passive" {
+                p["command"] = serde_json::json!({"type": "transport.stop"});
+                p["intensity"] = "call".into();
+            }
+            p
+        }),
+        ("outside-the-vocabulary", "min_command_json_validity", |e, mut p| {
+            if e["windowEnd"].as_u64().unwrap_or(0) % 2 == 0 {
+                p["command"] = serde_json::json!({"type": "mix.explode", "target": "the lead singer"});
+            } else {
+                p["command"] = "{\"type\": \"mix.eqCut\", ".into();
+            }
+            p
+        }),
+        ("wrong-channel", "min_als_alignment", |_, mut p| {
+            let wrong = match p["channel"].as_str().unwrap() {
+                "temperature" => "pulse",
+                "pulse" => "energy",
+                "energy" => "pressure",
+                _ => "temperature",
+            };
+            p["channel"] = wrong.into();
+            p
+        }),
+        ("always-none", "min_acceptance", |_, mut p| {
+            p["command"] = serde_json::json!({"type": "none"});
+            p
+        }),
+        ("one-class", "min_macro_f1", |e, mut p| {
+            if e["mode"] != "passive" {
+                p["command"] = serde_json::json!({"type": "mix.balanceLevels"});
+            }
+            p
+        }),
+        ("nagging", "max_interventions_per_minute", |e, mut p| {
+            if e["mode"] != "passive" {
+                p["command"] = serde_json::json!({"type": "mix.balanceLevels"});
+            }
+            p
+        }),
+    ];
+    for (name, gate, spoil) in bad {
+        let (code, metrics, report) = evaluate_predictions(&ws, name, |e| spoil(e, oracle(e)));
+        assert_eq!(code, 1, "{name}: {}", metrics["gates"]);
+        assert_eq!(
+            metrics["gates"][gate], false,
+            "{name} fails {gate}: {}",
+            metrics["gates"]
+        );
+        assert!(report.contains(&format!("- {gate}: FAILED")), "{name}");
+    }
+
+    // Interrupting a user in flow: loud, intrusive and unwanted.
+    let (code, metrics, _) = evaluate_predictions(&ws, "interrupting", |e| {
+        let mut p = oracle(e);
+        if in_flow(e) && e["mode"] != "passive" && e["mode"] != "learning" {
+            p["command"] = serde_json::json!({"type": "transport.stop"});
+            p["intensity"] = "call".into();
+        }
+        p
+    });
+    assert_eq!(code, 1);
+    assert_eq!(
+        metrics["gates"]["min_time_in_flow"], false,
+        "{}",
+        metrics["model"]["flow"]
+    );
+    assert!(metrics["model"]["flow"]["overall"]["flow_breaks"].as_u64().unwrap() > 0);
+
+    // Texts the tone audit must refuse, one kind at a time.
+    for (text, issue) in [
+        ("Your mix is garbage and you should quit; the energy is awful.", "harsh"),
+        ("You keep overloading the session with your careless edits.", "blame"),
+        ("Fix the pulse immediately, right now.", "urgent"),
+        ("THE ENERGY IS SPILLING OVER", "shouting"),
+        ("The energy is rising!", "shouting"),
+        ("The mix is ninety percent warm.", "number"),
+        ("The low end feels 3 dB crowded.", "number"),
+        ("The pulse sits at a hundred and twenty beats per minute.", "number"),
+        ("Raise the buffer size to lower the CPU load and latency.", "jargon"),
+    ] {
+        let (code, metrics, _) = evaluate_predictions(&ws, "tone", |e| {
+            let mut p = oracle(e);
+            p["response"] = text.into();
+            p
+        });
+        assert_eq!(code, 1, "{text}");
+        assert_eq!(metrics["gates"]["min_tone_audit"], false, "{text}");
+        assert!(
+            metrics["model"]["tone_issues"][issue].as_u64().unwrap() > 0,
+            "{text}: {}",
+            metrics["model"]["tone_issues"]
+        );
+    }
+}
+
+/// A person's review: a sheet of the model's outputs, verdicts imported with
+/// who and when, shipped with the release that carries that model, and
+/// checked by `fabric verify`; nothing is approved that no person approved.
+#[test]
+fn a_review_is_recorded_shipped_and_verified() {
+    let ws = Workspace::new();
+    small_dataset(&ws);
+    assert_eq!(train(&ws, "m", &[]).code, 0);
+    let under = [
+        "--model-dir",
+        "m",
+        "--test-dataset",
+        "d/train-test.jsonl",
+        "--samples",
+        "8",
+    ];
+    let export = |output: &str| {
+        let mut args = vec!["review", "export", "--output", output];
+        args.extend(under);
+        ws.ok(&args);
+        serde_json::from_str::<Value>(&ws.read(output)).unwrap()
+    };
+    let import = |sheet: &str| {
+        let mut args = vec![
+            "review",
+            "import",
+            sheet,
+            "--reviewer",
+            "Ada Lovelace",
+            "--at",
+            "2026-12-02T12:00:00Z",
+        ];
+        args.extend(under);
+        ws.fabric(&args)
+    };
+    let mut sheet = export("sheet.json");
+    let samples = sheet["samples"].as_array().unwrap().len();
+    assert!(samples >= 4, "{sheet}");
+    assert!(sheet["samples"][0]["context"].as_str().unwrap().contains("energy"));
+
+    // Unfilled: refused.
+    let unfilled = import("sheet.json");
+    assert_eq!(unfilled.code, 1);
+    assert!(unfilled.stderr.contains("verdict"), "{}", unfilled.stderr);
+    // What was shown edited: refused.
+    let mut edited = sheet.clone();
+    edited["samples"][0]["says"] = "Something the model never said.".into();
+    edited["samples"][0]["sample"] = sheet["samples"][1]["sample"].clone();
+    for sample in edited["samples"].as_array_mut().unwrap() {
+        sample["verdict"] = "approve".into();
+    }
+    ws.write("edited.json", &edited.to_string());
+    assert!(import("edited.json").stderr.contains("differ"));
+
+    // One rejection: recorded, not an approval; the release is unreviewed.
+    for sample in sheet["samples"].as_array_mut().unwrap() {
+        sample["verdict"] = "approve".into();
+    }
+    sheet["samples"][0]["verdict"] = "reject".into();
+    ws.write("sheet.json", &sheet.to_string());
+    assert_eq!(import("sheet.json").code, 0);
+    ws.write(
+        "Fabric.toml",
+        "[stage.ship]\nstep = \"fabric.release\"\ndeps = [\"m/model.onnx\", \"reviews\"]\nouts = [\"receipt.json\"]\n\
+         [stage.ship.with]\nname = \"demo\"\nversion = \"${params.version}\"\nreviews = \"reviews\"\n[params]\nversion = \"v1\"\n",
+    );
+    let note = "### What\nA model.\n\n### Why\nA test.\n\n### How\nTrained.\n";
+    ws.write("changes/next.md", note);
+    ws.ok(&["run"]);
     assert!(
-        ws.read("x/report.md")
-            .contains("| metric | external predictions | seed rules | majority |")
+        ws.read("artifacts/demo/v1/MANIFEST.toml")
+            .contains("status = \"unreviewed\"")
+    );
+    assert!(ws.read("artifacts/CHANGELOG.md").contains("- review: unreviewed"));
+    ws.ok(&["verify"]);
+    let required = ws.fabric(&["verify", "--require-review"]);
+    assert_eq!(required.code, 1);
+    assert!(required.stdout.contains("unreviewed"), "{}", required.stdout);
+
+    // Every sample approved by a named person: the next release ships it.
+    sheet["samples"][0]["verdict"] = "approve".into();
+    sheet["samples"][0]["note"] = "calm and right".into();
+    ws.write("sheet.json", &sheet.to_string());
+    assert_eq!(import("sheet.json").code, 0);
+    ws.write("changes/next.md", note);
+    ws.ok(&["run", "-P", "version=v2"]);
+    let manifest = ws.read("artifacts/demo/v2/MANIFEST.toml");
+    assert!(
+        manifest.contains("status = \"approved\"") && manifest.contains("Ada Lovelace"),
+        "{manifest}"
+    );
+    let record: Value = serde_json::from_str(&ws.read("artifacts/demo/v2/REVIEW.json")).unwrap();
+    assert_eq!(record["samples"].as_array().unwrap().len(), samples);
+    assert!(
+        ws.read("artifacts/CHANGELOG.md")
+            .contains("approved by Ada Lovelace on 2026-12-02T12:00:00Z")
+    );
+    ws.ok(&["verify", "--require-review"]);
+
+    // A record tampered with (a verdict flipped) fails verify.
+    let tampered = ws
+        .read("artifacts/demo/v2/REVIEW.json")
+        .replacen("\"approve\"", "\"reject\"", 1);
+    ws.write("artifacts/demo/v2/REVIEW.json", &tampered);
+    let broken = ws.fabric(&["verify"]);
+    assert_eq!(broken.code, 1);
+    assert!(
+        broken.stdout.contains("does not approve every sample"),
+        "{}",
+        broken.stdout
     );
 }
 

@@ -527,7 +527,12 @@ fn the_default_pipeline_runs_on_built_in_data_and_reruns_incrementally() {
         "pipelines/prime-brain.toml",
         &std::fs::read_to_string(format!("{root}/pipelines/prime-brain.toml")).unwrap(),
     );
-    // Like a fresh clone: the shipped releases and their changelog are there.
+    // Like a fresh clone: the shipped releases, their changelog and the
+    // reviews are there.
+    ws.write(
+        "reviews/README.md",
+        &std::fs::read_to_string(format!("{root}/reviews/README.md")).unwrap(),
+    );
     for entry in walkdir::WalkDir::new(format!("{root}/artifacts")) {
         let entry = entry.unwrap();
         if entry.file_type().is_file() {
@@ -619,6 +624,39 @@ fn the_default_pipeline_runs_on_built_in_data_and_reruns_incrementally() {
         "{}",
         changed.stderr
     );
+    // The gates can fail: a model trained with the brief's under-training
+    // (three epochs at 1e-5) is stopped before release ...
+    let undertrained = ws.fabric(&["run", "-P", "epochs=3", "-P", "learning_rate=0.00001"]);
+    assert_eq!(undertrained.code, 1, "{}", undertrained.stderr);
+    assert!(
+        undertrained.stderr.contains("failed evaluate") && undertrained.stderr.contains("beat_baselines"),
+        "{}",
+        undertrained.stderr
+    );
+    // ... and so is always answering "none", under the pipeline's gates.
+    let none: String = ws
+        .jsonl("datasets/prime-brain-v1-test.jsonl")
+        .iter()
+        .map(|_| "{\"response\": \"The mix feels a touch warm.\", \"command\": {\"type\": \"none\"}}\n")
+        .collect();
+    ws.write("none.jsonl", &none);
+    let always_none = ws.fabric(&[
+        "evaluate",
+        "--predictions",
+        "none.jsonl",
+        "--test-dataset",
+        "datasets/prime-brain-v1-test.jsonl",
+        "--output-report",
+        "none/report.md",
+        "--beat-baselines",
+        "--max-interventions-per-minute",
+        "2",
+    ]);
+    assert_eq!(always_none.code, 1);
+    let gates: Value = serde_json::from_str(&ws.read("none/metrics.json")).unwrap();
+    for gate in ["beat_baselines", "min_acceptance", "min_macro_f1"] {
+        assert_eq!(gates["gates"][gate], false, "always none fails {gate}");
+    }
 }
 
 #[test]
@@ -846,6 +884,7 @@ fn the_personal_data_corpus_reaches_nothing_downstream_in_the_whole_pipeline() {
         );
     assert!(pipeline.contains("snapshots/raw") && pipeline.contains("sft.jsonl"));
     ws.write("pipelines/prime-brain.toml", &pipeline);
+    ws.write("reviews/README.md", "No review yet.\n");
     ws.write(
         "changes/next.md",
         "## What\nA model.\n\n## Why\nA test.\n\n## How\nThe pipeline.\n",
