@@ -495,13 +495,23 @@ struct RawPrediction {
 
 impl From<RawPrediction> for Prediction {
     /// A command may come as an object or as a string of JSON (as language
-    /// models write it); anything else, or an unknown channel or intensity,
-    /// is kept and scored as wrong rather than refused.
+    /// models write it); anything else, arguments the command does not take,
+    /// or an unknown channel or intensity, is kept and scored as wrong rather
+    /// than refused.
     fn from(raw: RawPrediction) -> Prediction {
         let command = match raw.command {
             serde_json::Value::String(text) => serde_json::from_str(&text).ok(),
             value => Some(value),
         }
+        .filter(|value: &serde_json::Value| {
+            // Arguments, when given, must be ones the command takes.
+            let kind = value.get("type").and_then(|t| t.as_str()).unwrap_or_default();
+            match value.get("args") {
+                None => true,
+                Some(serde_json::Value::Object(args)) => vocabulary::valid_args(kind, args),
+                Some(_) => false,
+            }
+        })
         .and_then(|value| serde_json::from_value::<CommandTarget>(value).ok());
         Prediction {
             response: raw.response,

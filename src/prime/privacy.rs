@@ -2,7 +2,8 @@
 //! method independent of the redactor.
 //!
 //! It reads records as plain JSON (not through the schema types, so a field
-//! the redactor forgot is still seen) and walks every key and value:
+//! the redactor forgot is still seen), checking every key and value as it
+//! parses them:
 //!
 //! - `snapshotId` and `sessionId` must have the pseudonym shapes
 //!   ([`super::pseudonym`]);
@@ -19,11 +20,14 @@
 //! It never asks the detectors what personal data looks like: a name the
 //! redactor let through fails here because it is not a vocabulary word.
 
+use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
 use rayon::prelude::*;
+use serde::de;
 use serde_json::Value;
 
 use super::lexicon::{self, Placeholder};
@@ -206,60 +210,165 @@ fn check_string(at: &Location, text: &str) -> Result<(), Unsafe> {
     }
 }
 
-/// Walks `value` at `at`; `free_keys` says whether its keys are free text
-/// (inside command arguments and preferences) or schema field names.
-fn walk(value: &Value, at: &Location, free_keys: bool) -> Result<(), Unsafe> {
-    match value {
-        Value::String(text) if free_keys => check_text(text).or_else(|problem| fail(at, problem)),
-        Value::String(text) => check_string(at, text),
-        Value::Number(number) => {
-            let magnitude = number.as_f64().map_or(f64::INFINITY, f64::abs);
-            if magnitude.is_finite() && magnitude < NUMBER_LIMIT {
-                Ok(())
-            } else {
-                fail(at, "a number of a million or more")
-            }
-        }
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .try_for_each(|(i, item)| walk(item, &Location::Index(at, i), free_keys)),
-        Value::Object(map) => map.iter().try_for_each(|(key, item)| {
-            let inner = Location::Key(at, key);
-            if free_keys {
-                check_text(key).or_else(|problem| fail(&inner, format!("key: {problem}")))?;
-            } else if !FIELD_NAMES.contains(key) {
-                return fail(&inner, "not a field of the schema");
-            }
-            walk(
-                item,
-                &inner,
-                free_keys || matches!(key.as_str(), "args" | "preferences"),
-            )
-        }),
-        Value::Bool(_) | Value::Null => Ok(()),
+/// Checks a value as it is parsed, without building a tree: `at` is where
+/// it sits, `free_keys` whether its keys are free text (inside command
+/// arguments and preferences) or schema field names. The first problem is
+/// left in `problem` (serde's error only says where parsing stopped).
+struct Check<'a, 'p> {
+    at: &'a Location<'a>,
+    free_keys: bool,
+    problem: &'p RefCell<Option<Unsafe>>,
+}
+
+impl Check<'_, '_> {
+    fn report<E: de::Error>(&self, result: Result<(), Unsafe>) -> Result<(), E> {
+        result.map_err(|unsafe_value| {
+            *self.problem.borrow_mut() = Some(unsafe_value);
+            E::custom("unsafe")
+        })
+    }
+
+    fn number<E: de::Error>(&self, magnitude: f64) -> Result<(), E> {
+        let result = if magnitude.is_finite() && magnitude < NUMBER_LIMIT {
+            Ok(())
+        } else {
+            fail(self.at, "a number of a million or more")
+        };
+        self.report(result)
     }
 }
 
-/// Checks one sanitized record.
-pub fn check_record(record: &Value) -> Result<(), Unsafe> {
-    if !record.is_object() {
+impl<'de> de::DeserializeSeed<'de> for Check<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> de::Visitor<'de> for Check<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a sanitized snapshot")
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<(), E> {
+        self.number(n.unsigned_abs() as f64)
+    }
+
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<(), E> {
+        self.number(n as f64)
+    }
+
+    fn visit_f64<E: de::Error>(self, n: f64) -> Result<(), E> {
+        self.number(n.abs())
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<(), E> {
+        let result = if self.free_keys {
+            check_text(text).or_else(|problem| fail(self.at, problem))
+        } else {
+            check_string(self.at, text)
+        };
+        self.report(result)
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        for i in 0.. {
+            let at = Location::Index(self.at, i);
+            let item = Check {
+                at: &at,
+                free_keys: self.free_keys,
+                problem: self.problem,
+            };
+            if seq.next_element_seed(item)?.is_none() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key_seed(Key)? {
+            let at = Location::Key(self.at, &key);
+            let key_ok = if self.free_keys {
+                check_text(&key).or_else(|problem| fail(&at, format!("key: {problem}")))
+            } else if FIELD_NAMES.contains(key.as_ref()) {
+                Ok(())
+            } else {
+                fail(&at, "not a field of the schema")
+            };
+            self.report(key_ok)?;
+            map.next_value_seed(Check {
+                at: &at,
+                free_keys: self.free_keys || matches!(key.as_ref(), "args" | "preferences"),
+                problem: self.problem,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// A map key, borrowed from the input when it has no escapes.
+struct Key;
+
+impl<'de> de::DeserializeSeed<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Cow<'de, str>, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> de::Visitor<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, key: &'de str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Borrowed(key))
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(key.to_string()))
+    }
+}
+
+/// Checks one line of sanitized JSONL: a JSON object whose every key and
+/// value is known to be safe.
+pub fn check_line(line: &str) -> Result<(), Unsafe> {
+    if !line.trim_start().starts_with('{') {
         return fail(&Location::Root, "a record must be a JSON object");
     }
-    walk(record, &Location::Root, false)
+    let problem = RefCell::new(None);
+    let mut deserializer = serde_json::Deserializer::from_str(line);
+    let check = Check {
+        at: &Location::Root,
+        free_keys: false,
+        problem: &problem,
+    };
+    let parsed = de::DeserializeSeed::deserialize(check, &mut deserializer).and_then(|()| deserializer.end());
+    match (parsed, problem.into_inner()) {
+        (_, Some(problem)) => Err(problem),
+        (Err(_), None) => fail(&Location::Root, "not a JSON record"),
+        (Ok(()), None) => Ok(()),
+    }
 }
 
 /// Checks a sanitized snapshot as it would be written.
 pub fn check_snapshot(snapshot: &schema::Snapshot) -> Result<(), Unsafe> {
-    check_record(&serde_json::to_value(snapshot).expect("a snapshot serializes"))
-}
-
-/// Checks one line of sanitized JSONL.
-pub fn check_line(line: &str) -> Result<(), Unsafe> {
-    match serde_json::from_str::<Value>(line) {
-        Ok(record) => check_record(&record),
-        Err(_) => fail(&Location::Root, "not a JSON record"),
-    }
+    check_line(&serde_json::to_string(snapshot).expect("a snapshot serializes"))
 }
 
 /// Re-reads every `*.jsonl` file under `dir` and checks every record, in
@@ -339,7 +448,7 @@ mod tests {
             "issuedCommands": [{"type": "mix.eqCut", "target": "bass",
                                 "args": {"amount": 3, "note": {"deep": ["gentle cut"]}}}],
         });
-        assert_eq!(check_record(&good), Ok(()));
+        assert_eq!(check_line(&good.to_string()), Ok(()));
         let mut cases = Vec::new();
         let mut bad = |pointer: &str, value: Value| {
             let mut record = good.clone();
@@ -361,7 +470,10 @@ mod tests {
         );
         bad("/transport", serde_json::json!({"smuggled": "ok"}));
         for record in cases {
-            assert!(check_record(&record).is_err(), "{record}");
+            assert!(check_line(&record.to_string()).is_err(), "{record}");
+        }
+        for line in ["[1]", "\"text\"", "{\"mode\": \"active\"} trailing", "{\"mode\": "] {
+            assert!(check_line(line).is_err(), "{line}");
         }
     }
 }

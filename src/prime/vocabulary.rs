@@ -48,6 +48,19 @@ pub const COMMANDS: [CommandSpec; 14] = [
     spec("arrange.duplicateSection", false, true, Pulse),
 ];
 
+/// Whether `args` are arguments `kind` takes: `engine.setBufferSize` takes
+/// `size` (a power of two, 32–8192), `transport.setTempo` takes `bpm`
+/// (20–400); no other command takes arguments.
+pub fn valid_args(kind: &str, args: &serde_json::Map<String, serde_json::Value>) -> bool {
+    args.iter().all(|(name, value)| match (kind, name.as_str()) {
+        ("engine.setBufferSize", "size") => value
+            .as_u64()
+            .is_some_and(|n| n.is_power_of_two() && (32..=8192).contains(&n)),
+        ("transport.setTempo", "bpm") => value.as_f64().is_some_and(|bpm| (20.0..=400.0).contains(&bpm)),
+        _ => false,
+    })
+}
+
 /// The class name for "no command".
 pub const NONE: &str = "none";
 
@@ -126,5 +139,20 @@ mod tests {
         assert_eq!(archetype_of("Lead arp"), Some("synth"));
         assert_eq!(archetype_of("Priya"), None);
         assert!(command("mix.eqCut").is_some_and(|c| c.needs_target && !c.intrusive));
+        let args = |v: serde_json::Value| v.as_object().unwrap().clone();
+        assert!(valid_args(
+            "engine.setBufferSize",
+            &args(serde_json::json!({"size": 512}))
+        ));
+        assert!(!valid_args(
+            "engine.setBufferSize",
+            &args(serde_json::json!({"size": 500}))
+        ));
+        assert!(!valid_args(
+            "engine.setBufferSize",
+            &args(serde_json::json!({"size": "huge"}))
+        ));
+        assert!(!valid_args("mix.eqCut", &args(serde_json::json!({"gain": -3}))));
+        assert!(valid_args("mix.eqCut", &args(serde_json::json!({}))));
     }
 }

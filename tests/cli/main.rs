@@ -20,6 +20,19 @@ fn ort_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(".fabric/python/onnxruntime/capi")
 }
 
+/// Commands a passive or learning mode may not issue: the doctrine's table,
+/// written out here rather than taken from the code under test.
+const INTRUSIVE: [&str; 8] = [
+    "transport.play",
+    "transport.stop",
+    "transport.toggleCycle",
+    "transport.setTempo",
+    "track.mute",
+    "track.solo",
+    "arrange.loopSection",
+    "arrange.duplicateSection",
+];
+
 struct Workspace {
     dir: tempfile::TempDir,
     counters: tempfile::TempDir,

@@ -4,7 +4,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use super::{Workspace, ort_dir};
+use super::{INTRUSIVE, Workspace, ort_dir};
 
 /// A small dataset in `d/` (train, test, card).
 fn small_dataset(ws: &Workspace) {
@@ -210,18 +210,6 @@ fn evaluation_gates_fail_a_regressed_model() {
     );
 }
 
-/// Commands a passive or learning mode may not issue (the doctrine's table).
-const INTRUSIVE: [&str; 8] = [
-    "transport.play",
-    "transport.stop",
-    "transport.toggleCycle",
-    "transport.setTempo",
-    "track.mute",
-    "track.solo",
-    "arrange.loopSection",
-    "arrange.duplicateSection",
-];
-
 /// A good predictor: what the user did next, where the mode allows it, said
 /// in a whisper on that action's channel with a calm phrase.
 fn oracle(example: &Value) -> Value {
@@ -280,11 +268,11 @@ fn every_gate_fails_a_predictor_built_to_fail_it() {
             p
         }),
         ("outside-the-vocabulary", "min_command_json_validity", |e, mut p| {
-            if e["windowEnd"].as_u64().unwrap_or(0) % 2 == 0 {
-                p["command"] = serde_json::json!({"type": "mix.explode", "target": "the lead singer"});
-            } else {
-                p["command"] = "{\"type\": \"mix.eqCut\", ".into();
-            }
+            p["command"] = match e["windowEnd"].as_u64().unwrap_or(0) % 3 {
+                0 => serde_json::json!({"type": "mix.explode", "target": "the lead singer"}),
+                1 => serde_json::json!({"type": "engine.setBufferSize", "args": {"size": "as big as it goes"}}),
+                _ => "{\"type\": \"mix.eqCut\", ".into(),
+            };
             p
         }),
         ("wrong-channel", "min_als_alignment", |_, mut p| {

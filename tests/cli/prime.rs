@@ -494,16 +494,7 @@ fn the_split_keeps_each_session_on_one_side_and_augmentation_obeys_the_doctrine(
         test.iter().all(|e| e.get("augmented").is_none()),
         "only train is augmented"
     );
-    let intrusive = [
-        "transport.play",
-        "transport.stop",
-        "transport.toggleCycle",
-        "transport.setTempo",
-        "track.mute",
-        "track.solo",
-        "arrange.loopSection",
-        "arrange.duplicateSection",
-    ];
+    let intrusive = super::INTRUSIVE;
     for example in train.iter().filter(|e| e["augmented"] == true) {
         let kind = example["command"]["type"].as_str().unwrap();
         match example["mode"].as_str().unwrap() {
