@@ -9,7 +9,9 @@
 //!
 //! The file is a small binary format (magic, then fixed-width records) read
 //! and written whole; it is replaced atomically (not fsync'd: it is only an
-//! accelerator) and only when it changed.
+//! accelerator) and only when it changed. Paths are kept as their BLAKE3,
+//! never as text: a raw input's file name (which may name a person) does not
+//! land in `.fabric/` through the cache.
 
 use std::collections::HashMap;
 use std::fs::Metadata;
@@ -25,7 +27,7 @@ use crate::digest::Digest;
 /// Files modified this recently when hashed are not cached.
 pub const RACY_WINDOW: Duration = Duration::from_secs(2);
 
-const MAGIC: &[u8; 12] = b"FABRICSTATE1";
+const MAGIC: &[u8; 12] = b"FABRICSTATE2";
 
 /// What identifies one version of a file on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +60,8 @@ impl Stamp {
 /// The cache, shared by hashing threads.
 pub struct StatCache {
     path: PathBuf,
-    entries: RwLock<HashMap<String, (Stamp, Digest)>>,
+    /// BLAKE3 of the key → what the file was and hashed to.
+    entries: RwLock<HashMap<Digest, (Stamp, Digest)>>,
     dirty: AtomicBool,
 }
 
@@ -81,7 +84,7 @@ impl StatCache {
     pub fn get(&self, key: &str, stamp: &Stamp) -> Option<Digest> {
         let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
         entries
-            .get(key)
+            .get(&Digest::of(key.as_bytes()))
             .filter(|(cached, _)| cached == stamp)
             .map(|(_, digest)| *digest)
     }
@@ -90,15 +93,16 @@ impl StatCache {
     /// unless the file is too fresh to be trusted later.
     pub fn insert(&self, key: &str, stamp: Stamp, digest: Digest, hashed_at: SystemTime) {
         let hashed_at_ns = hashed_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128);
+        let key = Digest::of(key.as_bytes());
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
         if stamp.is_racy(hashed_at_ns) {
-            if entries.remove(key).is_some() {
+            if entries.remove(&key).is_some() {
                 self.dirty.store(true, Ordering::Relaxed);
             }
             return;
         }
-        if entries.get(key) != Some(&(stamp, digest)) {
-            entries.insert(key.to_string(), (stamp, digest));
+        if entries.get(&key) != Some(&(stamp, digest)) {
+            entries.insert(key, (stamp, digest));
             self.dirty.store(true, Ordering::Relaxed);
         }
     }
@@ -112,8 +116,7 @@ impl StatCache {
         let mut bytes = Vec::with_capacity(MAGIC.len() + entries.len() * 100);
         bytes.extend_from_slice(MAGIC);
         for (key, (stamp, digest)) in entries.iter() {
-            bytes.extend_from_slice(&(key.len() as u32).to_le_bytes());
-            bytes.extend_from_slice(key.as_bytes());
+            bytes.extend_from_slice(&key.0);
             for value in [stamp.dev, stamp.ino, stamp.size] {
                 bytes.extend_from_slice(&value.to_le_bytes());
             }
@@ -126,7 +129,7 @@ impl StatCache {
     }
 }
 
-fn decode(bytes: &[u8]) -> Option<HashMap<String, (Stamp, Digest)>> {
+fn decode(bytes: &[u8]) -> Option<HashMap<Digest, (Stamp, Digest)>> {
     let mut rest = bytes.strip_prefix(MAGIC.as_slice())?;
     let mut entries = HashMap::new();
     fn take<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
@@ -135,8 +138,7 @@ fn decode(bytes: &[u8]) -> Option<HashMap<String, (Stamp, Digest)>> {
         Some(head)
     }
     while !rest.is_empty() {
-        let len = u32::from_le_bytes(take(&mut rest, 4)?.try_into().ok()?) as usize;
-        let key = std::str::from_utf8(take(&mut rest, len)?).ok()?.to_string();
+        let key = Digest(take(&mut rest, 32)?.try_into().ok()?);
         let u = |rest: &mut &[u8]| Some(u64::from_le_bytes(take(rest, 8)?.try_into().ok()?));
         let i = |rest: &mut &[u8]| Some(i128::from_le_bytes(take(rest, 16)?.try_into().ok()?));
         let stamp = Stamp {
@@ -170,7 +172,11 @@ mod tests {
         let later = SystemTime::now() + Duration::from_secs(10);
         cache.insert("f", stamp, digest, later);
         assert_eq!(cache.get("f", &stamp), Some(digest));
+        let key = b"raw/jane-doe-macbook.jsonl";
+        cache.insert("raw/jane-doe-macbook.jsonl", stamp, digest, later);
         cache.save().unwrap();
+        let bytes = std::fs::read(dir.path().join("state")).unwrap();
+        assert!(!bytes.windows(key.len()).any(|w| w == key), "no path is stored as text");
         let reloaded = StatCache::load(&dir.path().join("state"));
         assert_eq!(reloaded.get("f", &stamp), Some(digest));
         let mut changed = stamp;
@@ -181,7 +187,7 @@ mod tests {
     #[test]
     fn a_corrupt_state_file_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("state"), b"FABRICSTATE1\x05\x00").unwrap();
+        std::fs::write(dir.path().join("state"), b"FABRICSTATE2\x05\x00").unwrap();
         let cache = StatCache::load(&dir.path().join("state"));
         assert!(cache.entries.read().unwrap().is_empty());
     }

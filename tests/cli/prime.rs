@@ -886,7 +886,11 @@ fn the_personal_data_corpus_reaches_nothing_downstream_in_the_whole_pipeline() {
         .enumerate()
         .map(|(n, case)| corpus_record(n, case))
         .collect();
-    write_jsonl(&ws, "snapshots/raw/studio-export.jsonl", &records);
+    // The raw file is named after an identifying session id, as an exporter
+    // might name it: the name must not reach anything either.
+    let session_case = corpus.iter().find(|c| c["field"] == "session_id").unwrap();
+    let raw_name = format!("snapshots/raw/{}.jsonl", session_case["text"].as_str().unwrap());
+    write_jsonl(&ws, &raw_name, &records);
     let run = ws.ok(&["run"]);
     assert!(run.stderr.contains("ran release"), "{}", run.stderr);
     assert!(ws.path("datasets/prime-brain-v1.sft.jsonl").exists());
