@@ -144,6 +144,10 @@ pub struct Receipt {
     /// receipt must read the same wherever the pipeline reruns).
     #[serde(skip)]
     pub new: bool,
+    /// Why nothing was published: the files differ from the version already
+    /// published (an experiment, or a version not bumped).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_back: Option<String>,
 }
 
 /// True for `v1`, `v1.2`, `v1.2.3` or a name of letters, digits, `.`, `_`, `-`.
@@ -342,16 +346,29 @@ pub fn publish(publication: &Publication) -> anyhow::Result<Receipt> {
                 .filter(|(name, record)| recorded.files.get(*name) != Some(record))
                 .map(|(name, _)| name)
                 .collect();
-            anyhow::bail!(
-                "release {}/{} already exists with different content ({}); releases are immutable: publish a new version",
-                publication.name,
-                publication.version,
-                if differing.is_empty() {
-                    "provenance".to_string()
-                } else {
-                    differing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
-                }
-            );
+            // Releases are immutable: other content is held back, not
+            // published and not an error (`-P` experiments end here too).
+            return Ok(Receipt {
+                name: publication.name.into(),
+                version: publication.version.into(),
+                manifest: Digest::of(&std::fs::read(dir.join(MANIFEST))?),
+                new: false,
+                held_back: Some(format!(
+                    "not published: {}/{} already holds other content ({}); releases are immutable. To publish these files, set a new version (e.g. `-P release=...`) and write {}",
+                    publication.name,
+                    publication.version,
+                    if differing.is_empty() {
+                        "provenance".to_string()
+                    } else {
+                        differing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                    },
+                    publication
+                        .note
+                        .strip_prefix(root)
+                        .unwrap_or(publication.note)
+                        .display()
+                )),
+            });
         }
         write_changelog(root)?;
         return Ok(Receipt {
@@ -359,6 +376,7 @@ pub fn publish(publication: &Publication) -> anyhow::Result<Receipt> {
             version: publication.version.into(),
             manifest: Digest::of(&std::fs::read(dir.join(MANIFEST))?),
             new: false,
+            held_back: None,
         });
     }
     let note = std::fs::read_to_string(publication.note).map_err(|_| {
@@ -395,6 +413,7 @@ pub fn publish(publication: &Publication) -> anyhow::Result<Receipt> {
         version: publication.version.into(),
         manifest: Digest::of(text.as_bytes()),
         new: true,
+        held_back: None,
     })
 }
 

@@ -529,6 +529,12 @@ impl Runner<'_> {
                     memo_path: self.workspace.state_dir().join("memo").join(&stage.name),
                     hasher: &self.hasher(),
                     dep_files: freshness::dep_files(root, stage, deps),
+                    note: &|message| {
+                        self.reporter.report(Event::Warning {
+                            stage: stage.name.clone(),
+                            message: message.to_string(),
+                        })
+                    },
                 };
                 if let Err(error) = step.run(&context) {
                     return Ok(StageResult::failed(reasons, format!("step `{name}` failed: {error:#}")));

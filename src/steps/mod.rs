@@ -37,6 +37,9 @@ pub struct StepContext<'a> {
     /// The content hash of every file in the deps (absolute path → hash), as
     /// hashed for the stage's fingerprint.
     pub dep_files: std::collections::HashMap<PathBuf, crate::digest::Digest>,
+    /// Tells the user something worth knowing that does not fail the stage
+    /// (shown as a warning of the stage).
+    pub note: &'a (dyn Fn(&str) + Sync),
 }
 
 impl StepContext<'_> {

@@ -90,6 +90,9 @@ impl Step for Release {
             upstream: &context.upstream,
             reviews: reviews.as_deref(),
         })?;
+        if let Some(reason) = &receipt.held_back {
+            (context.note)(reason);
+        }
         std::fs::write(&context.outs[0], serde_json::to_string_pretty(&receipt)? + "\n")?;
         Ok(())
     }

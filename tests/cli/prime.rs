@@ -615,6 +615,19 @@ fn the_default_pipeline_runs_on_built_in_data_and_reruns_incrementally() {
         "{}",
         changed.stderr
     );
+    // The README tour: an experiment with `-P` ends in the release stage,
+    // which holds the different model back with a note instead of failing;
+    // going back restores everything from the cache.
+    let experiment = ws.ok(&["run", "-P", "window_size=8"]);
+    assert!(
+        experiment
+            .stderr
+            .contains("warning: release: not published: prime-brain/"),
+        "{}",
+        experiment.stderr
+    );
+    let back = ws.ok(&["run"]);
+    assert!(back.stderr.contains("0 ran"), "{}", back.stderr);
     // The gates can fail: a model trained with the brief's under-training
     // (three epochs at 1e-5) is stopped before release ...
     let undertrained = ws.fabric(&["run", "-P", "epochs=3", "-P", "learning_rate=0.00001"]);

@@ -73,19 +73,25 @@ fn a_release_needs_a_what_why_how_note_and_publishes_manifest_and_changelog() {
         verify.stdout
     );
 
-    // The same content again is fine; other content under the same version is not.
+    // The same content again is fine; other content under the same version
+    // (an experiment, or a version not bumped) is held back with a warning,
+    // not published and not an error.
     ws.ok(&["run", "--force=release"]);
     releasing(&ws, "weights-2");
-    let immutable = ws.fabric(&["run"]);
-    assert_eq!(immutable.code, 1);
+    let immutable = ws.ok(&["run"]);
     assert!(
-        immutable
-            .stderr
-            .contains("release demo/v1 already exists with different content (model.onnx); releases are immutable"),
+        immutable.stderr.contains(
+            "warning: release: not published: demo/v1 already holds other content (model.onnx); releases are immutable"
+        ),
         "{}",
         immutable.stderr
     );
     assert_eq!(ws.read("artifacts/demo/v1/model.onnx"), "weights-1");
+    let receipt: serde_json::Value = serde_json::from_str(&ws.read("receipt.json")).unwrap();
+    assert!(
+        receipt["held_back"].as_str().unwrap().contains("not published"),
+        "{receipt}"
+    );
 
     // A new version with a new note: newest first in the changelog.
     ws.write("changes/next.md", NOTE);
