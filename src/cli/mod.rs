@@ -98,6 +98,11 @@ enum Command {
     Lock(lock::Args),
     /// Receive Studio snapshots over HTTP into snapshots/raw/.
     Serve(serve::Args),
+    /// Print a shell completion script (e.g. `fabric completions bash > ~/.local/share/bash-completion/completions/fabric`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// An error whose exit code is 2: bad usage or a bad manifest.
@@ -164,6 +169,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Evaluate(args) => onnx::evaluate(args),
         Command::Verify(args) => verify::execute(&globals, args),
         Command::Review(args) => review::execute(args),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "fabric",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Lock(args) => lock::execute(args),
         Command::Serve(args) => serve::execute(&globals, args),
         Command::Steps => {

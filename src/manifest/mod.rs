@@ -245,11 +245,12 @@ impl Loader<'_> {
         let includes = workspace.map(|w| w.include.clone()).unwrap_or_default();
 
         let workspace_params = to_json_params(&file.params);
-        let overrides = self.parse_overrides(overrides);
+        let overrides: BTreeMap<String, String> = overrides.iter().cloned().collect();
+        let mut mistyped = BTreeSet::new();
         let mut declared = Vec::new();
         let mut pipelines = Vec::new();
         let mut root_params = workspace_params.clone();
-        root_params.extend(overrides.clone());
+        self.apply_overrides(&mut root_params, &overrides, &mut mistyped);
         let root_params = Arc::new(root_params);
         let mut known_params: BTreeSet<String> = workspace_params.keys().cloned().collect();
         let mut sources = vec![PathBuf::from(MANIFEST)];
@@ -291,7 +292,7 @@ impl Loader<'_> {
             let mut params = workspace_params.clone();
             params.extend(to_json_params(&pipeline_file.params));
             known_params.extend(pipeline_file.params.keys().cloned());
-            params.extend(overrides.clone());
+            self.apply_overrides(&mut params, &overrides, &mut mistyped);
             let params = Arc::new(params);
             let mut stages = Vec::new();
             for (stage, raw) in pipeline_file.stage {
@@ -369,11 +370,51 @@ impl Loader<'_> {
         }
     }
 
-    fn parse_overrides(&mut self, overrides: &[(String, String)]) -> BTreeMap<String, Json> {
-        overrides
-            .iter()
-            .map(|(name, text)| (name.clone(), parse_param_value(text)))
-            .collect()
+    /// Applies `-P` overrides to `params`, each read as the type of the
+    /// param it overrides (a string param takes the text as it is); a value
+    /// of another type is a usage error, reported once per name in
+    /// `mistyped`. Overrides of undeclared params are kept as written (and
+    /// reported as unknown by the caller).
+    fn apply_overrides(
+        &mut self,
+        params: &mut BTreeMap<String, Json>,
+        overrides: &BTreeMap<String, String>,
+        mistyped: &mut BTreeSet<String>,
+    ) {
+        for (name, text) in overrides {
+            let value = match params.get(name) {
+                Some(Json::String(_)) => Json::String(text.clone()),
+                None => parse_param_value(text),
+                Some(declared) => {
+                    let value = parse_param_value(text);
+                    let same_type = match (declared, &value) {
+                        (Json::Bool(_), Json::Bool(_))
+                        | (Json::Array(_), Json::Array(_))
+                        | (Json::Object(_), Json::Object(_)) => true,
+                        // A float param takes an integer too; an integer param only integers.
+                        (Json::Number(d), Json::Number(v)) => d.is_f64() || !v.is_f64(),
+                        _ => false,
+                    };
+                    if !same_type {
+                        if mistyped.insert(name.clone()) {
+                            self.errors.push(
+                                Diagnostic::new(format!(
+                                    "`-P {name}={text}`: `{name}` is declared as {} ({declared}), and `{text}` is not one",
+                                    json_type(declared)
+                                ))
+                                .hint(format!(
+                                    "pass {} (e.g. `-P {name}={declared}`); to change the type on purpose, change the declaration under [params]",
+                                    json_type(declared)
+                                )),
+                            );
+                        }
+                        continue;
+                    }
+                    value
+                }
+            };
+            params.insert(name.clone(), value);
+        }
     }
 
     /// Expands `[workspace] include` globs into sorted, deduplicated paths.
@@ -975,6 +1016,19 @@ pub fn parse_param_value(text: &str) -> Json {
     match toml::from_str::<Holder>(&format!("v = {text}")) {
         Ok(holder) => toml_to_json(&holder.v),
         Err(_) => Json::String(text.to_string()),
+    }
+}
+
+/// The name of a JSON value's type, with its article, as a param declares it.
+fn json_type(value: &Json) -> &'static str {
+    match value {
+        Json::Bool(_) => "a boolean",
+        Json::Number(n) if n.is_f64() => "a float",
+        Json::Number(_) => "an integer",
+        Json::String(_) => "a string",
+        Json::Array(_) => "an array",
+        Json::Object(_) => "a table",
+        Json::Null => "nothing",
     }
 }
 

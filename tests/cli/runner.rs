@@ -102,6 +102,38 @@ fn params_overrides_change_fingerprints_and_reverting_them_restores() {
         unknown.stderr
     );
     assert!(unknown.stderr.contains("did you mean `factor`?"), "{}", unknown.stderr);
+
+    // A value that is not of the declared type is a usage error, before anything runs.
+    for wrong in ["factor=abc", "factor=2.5", "factor=true"] {
+        let mistyped = ws.fabric(&["run", "-P", wrong]);
+        assert_eq!(mistyped.code, 2, "{wrong}: {}", mistyped.stderr);
+        assert!(
+            mistyped.stderr.contains("`factor` is declared as an integer (2)")
+                && mistyped.stderr.contains("to change the type on purpose"),
+            "{}",
+            mistyped.stderr
+        );
+    }
+    assert_eq!(ws.counts(), [1, 2, 2, 1], "nothing ran");
+}
+
+#[test]
+fn params_overrides_take_the_declared_type() {
+    let ws = Workspace::new();
+    ws.write(
+        "Fabric.toml",
+        "[params]\nname = \"x\"\nrate = 0.5\nflag = false\n\n[stage.echo]\ncmd = \"echo ${params.name} ${params.rate} ${params.flag} > out.txt\"\nouts = [\"out.txt\"]\n",
+    );
+    // A string param takes the text as it is; a float takes an integer; a boolean a boolean.
+    ws.ok(&["run", "-P", "name=10", "-P", "rate=1", "-P", "flag=true"]);
+    assert_eq!(ws.read("out.txt"), "10 1 true\n");
+    let mistyped = ws.fabric(&["run", "-P", "rate=fast"]);
+    assert_eq!(mistyped.code, 2);
+    assert!(
+        mistyped.stderr.contains("`rate` is declared as a float (0.5)"),
+        "{}",
+        mistyped.stderr
+    );
 }
 
 #[test]
@@ -784,4 +816,23 @@ fn metrics_diff_compares_with_a_git_revision() {
     let row = diff.stdout.lines().find(|l| l.starts_with("m.json")).unwrap();
     let cells: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(cells, ["m.json", "score", "0.5", "0.75", "+0.25"], "{}", diff.stdout);
+}
+
+#[test]
+fn shell_completions_are_valid_scripts_that_know_the_commands() {
+    let ws = Workspace::new();
+    let bash = ws.ok(&["completions", "bash"]).stdout;
+    assert!(bash.contains("verify") && bash.contains("review") && bash.contains("--reproduce"));
+    let script = ws.path("fabric.bash");
+    std::fs::write(&script, &bash).unwrap();
+    let syntax = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .status()
+        .unwrap();
+    assert!(syntax.success(), "bash accepts the script");
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        assert!(ws.ok(&["completions", shell]).stdout.contains("fabric"), "{shell}");
+    }
+    assert_eq!(ws.fabric(&["completions", "tcsh"]).code, 2);
 }
