@@ -359,6 +359,16 @@ impl Loader<'_> {
             Ok(value) => Some((source, value)),
             Err(error) => {
                 let span = error.span().unwrap_or(0..0);
+                // A string left open makes the parser stumble lines later;
+                // point where the string starts, as Python's tomllib does.
+                if let Some(start) = unterminated_string(&source.text).filter(|start| *start <= span.end) {
+                    self.errors.push(
+                        Diagnostic::new("unterminated string")
+                            .at(source.at(start..start + 1), "this string is not closed on its line")
+                            .hint("close it with the same quote before the line ends; only `\"\"\"` or `\'\'\'` strings span lines"),
+                    );
+                    return None;
+                }
                 let message = error.message().trim().to_string();
                 let mut diagnostic = Diagnostic::new(first_line(&message)).at(source.at(span), label_for(&message));
                 if let Some(hint) = unknown_field_hint(&message).or_else(|| missing_field_hint(&message)) {
@@ -1019,6 +1029,61 @@ pub fn parse_param_value(text: &str) -> Json {
     }
 }
 
+/// The byte offset of the first single-line TOML string (basic `"` or
+/// literal `'`) that is not closed on its line, outside comments and
+/// multi-line strings.
+fn unterminated_string(text: &str) -> Option<usize> {
+    let mut offset = 0;
+    let mut multiline: Option<&str> = None;
+    for line in text.split_inclusive('\n') {
+        let mut i = 0;
+        let bytes = line.as_bytes();
+        while i < bytes.len() {
+            if let Some(close) = multiline {
+                match line[i..].find(close) {
+                    Some(at) => {
+                        i += at + 3;
+                        multiline = None;
+                    }
+                    None => break,
+                }
+                continue;
+            }
+            match bytes[i] {
+                b'#' => break,
+                quote @ (b'"' | b'\'') => {
+                    let triple = if quote == b'"' { "\"\"\"" } else { "\'\'\'" };
+                    if line[i..].starts_with(triple) {
+                        multiline = Some(triple);
+                        i += 3;
+                        continue;
+                    }
+                    let mut j = i + 1;
+                    let mut closed = false;
+                    while j < bytes.len() && bytes[j] != b'\n' {
+                        if quote == b'"' && bytes[j] == b'\\' {
+                            j += 2;
+                            continue;
+                        }
+                        if bytes[j] == quote {
+                            closed = true;
+                            break;
+                        }
+                        j += 1;
+                    }
+                    if !closed {
+                        return Some(offset + i);
+                    }
+                    i = j + 1;
+                }
+                _ => i += 1,
+            }
+        }
+        offset += line.len();
+    }
+    None
+}
+
 /// The name of a JSON value's type, with its article, as a param declares it.
 fn json_type(value: &Json) -> &'static str {
     match value {
@@ -1090,5 +1155,22 @@ fn unknown_field_hint(message: &str) -> Option<String> {
         Some(close) => Some(format!("did you mean `{close}`?")),
         None if !expected.is_empty() => Some(format!("expected one of: {}", expected.join(", "))),
         None => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unterminated_string;
+
+    #[test]
+    fn an_unterminated_string_is_found_where_it_starts() {
+        assert_eq!(unterminated_string("a = \"x\"\nouts = [\"b]\nc = 1\n"), Some(16));
+        assert_eq!(unterminated_string("a = 'x\n"), Some(4));
+        assert_eq!(unterminated_string("a = \"x\\\"y\" # \"not a string\n"), None);
+        assert_eq!(
+            unterminated_string("a = \"\"\"\nmulti \" line\n\"\"\"\nb = 'ok'\n"),
+            None
+        );
+        assert_eq!(unterminated_string("a = \"caf\u{e9}\n"), Some(4));
     }
 }
