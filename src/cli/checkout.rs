@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use super::{Globals, Session};
-use crate::hash::Hasher;
+use crate::hash::{Content, Hasher, TreeEntry};
 use crate::paths::RelPath;
 
 /// Arguments of `fabric checkout`.
@@ -11,6 +11,23 @@ use crate::paths::RelPath;
 pub struct Args {
     /// Stages or pipelines whose outs to restore (default: all with a lock entry).
     stages: Vec<String>,
+    /// Overwrite outs whose current content is saved nowhere (a hand edit).
+    #[arg(long)]
+    force: bool,
+}
+
+/// True when `content` could be got back after being overwritten: nothing is
+/// there, or the store holds every file of it (like DVC, an out whose content
+/// is in the cache is overwritten without asking; a hand edit is not).
+fn saved(store: &crate::store::Store, content: &Content) -> bool {
+    match content {
+        Content::Missing => true,
+        Content::File { hash, .. } => store.storage().has_object(hash),
+        Content::Dir { tree, .. } => tree.entries.iter().all(|entry| match entry {
+            TreeEntry::File { hash, .. } => store.storage().has_object(hash),
+            TreeEntry::Symlink { .. } | TreeEntry::Empty { .. } => true,
+        }),
+    }
 }
 
 pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
@@ -19,7 +36,9 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
     let selection = session.resolve(&args.stages)?;
     let lock = session.lock()?;
     let hasher = Hasher::new(&session.workspace.root, &session.cache);
-    let mut failures = 0;
+    // What to restore; refuse up front if that would lose unsaved edits.
+    let mut restores = Vec::new();
+    let mut unsaved = Vec::new();
     for index in selection {
         let stage = &session.workspace.stages[index];
         let Some(entry) = lock.stage.get(&stage.name) else {
@@ -27,18 +46,33 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
         };
         for (path, record) in &entry.outs {
             let path = RelPath::new(path)?;
-            if hasher.hash(&path)?.digest() == Some(record.hash) {
+            let current = hasher.hash(&path)?;
+            if current.digest() == Some(record.hash) {
                 continue;
             }
-            match session.store.restore(&session.workspace.root, &path, record) {
-                Ok(()) => eprintln!("restored {path} ({})", stage.name),
-                Err(error) => {
-                    failures += 1;
-                    eprintln!(
-                        "cannot restore {path} ({}): {error}; run `fabric run {}`",
-                        stage.name, stage.name
-                    );
-                }
+            if !args.force && !saved(&session.store, &current) {
+                unsaved.push(path.to_string());
+            }
+            restores.push((stage, path, record));
+        }
+    }
+    if !unsaved.is_empty() {
+        eprintln!(
+            "checkout would overwrite changes saved nowhere, in: {}\nsave them elsewhere, or run `fabric checkout --force` to discard them",
+            unsaved.join(", ")
+        );
+        return Ok(ExitCode::from(1));
+    }
+    let mut failures = 0;
+    for (stage, path, record) in restores {
+        match session.store.restore(&session.workspace.root, &path, record) {
+            Ok(()) => eprintln!("restored {path} ({})", stage.name),
+            Err(error) => {
+                failures += 1;
+                eprintln!(
+                    "cannot restore {path} ({}): {error}; run `fabric run {}`",
+                    stage.name, stage.name
+                );
             }
         }
     }

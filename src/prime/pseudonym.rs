@@ -83,19 +83,25 @@ impl PseudonymKey {
                 .map_err(|_| KeyError::BadFile(path.clone())),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 let key: [u8; 32] = rand::random();
-                std::fs::create_dir_all(path.parent().expect("the key file has a parent")).map_err(io)?;
-                let mut options = std::fs::File::options();
-                options.write(true).create_new(true);
+                let dir = path.parent().expect("the key file has a parent");
+                std::fs::create_dir_all(dir).map_err(io)?;
+                // Written whole, then put in place only if no other process
+                // got there first: a reader never sees a half-written key.
+                let mut temp = tempfile::Builder::new().prefix(".key-").tempfile_in(dir).map_err(io)?;
                 #[cfg(unix)]
-                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-                match options.open(&path) {
-                    Ok(mut file) => {
-                        file.write_all(&key).and_then(|()| file.sync_all()).map_err(io)?;
-                        Ok(PseudonymKey(key))
-                    }
-                    // Another process created it first: use theirs.
-                    Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Self::for_workspace(root),
-                    Err(error) => Err(io(error)),
+                {
+                    use std::os::unix::fs::PermissionsExt;
+                    temp.as_file()
+                        .set_permissions(std::fs::Permissions::from_mode(0o600))
+                        .map_err(io)?;
+                }
+                temp.write_all(&key)
+                    .and_then(|()| temp.as_file().sync_all())
+                    .map_err(io)?;
+                match temp.persist_noclobber(&path) {
+                    Ok(_) => Ok(PseudonymKey(key)),
+                    Err(error) if error.error.kind() == std::io::ErrorKind::AlreadyExists => Self::for_workspace(root),
+                    Err(error) => Err(io(error.error)),
                 }
             }
             Err(error) => Err(io(error)),
@@ -178,6 +184,15 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+        // Created once even when many ask at the same time; nobody sees half a key.
+        let racing = tempfile::tempdir().unwrap();
+        let ids: Vec<String> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| scope.spawn(|| PseudonymKey::for_workspace(racing.path()).unwrap().id()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
         std::fs::write(dir.path().join(KEY_FILE), b"short").unwrap();
         assert!(matches!(
             PseudonymKey::for_workspace(dir.path()),

@@ -466,6 +466,30 @@ fn checkout_restores_outs_as_the_lock_records_them() {
     assert_eq!(ws.read("build/b.txt"), "6\n4\n2\n");
     assert_eq!(ws.read("build/c/copy.txt"), "6\n4\n2\n");
     assert_eq!(ws.counts(), [1, 1, 1, 1]);
+
+    // Outs another run left (their content is in the store) are put back
+    // without asking, as the lock says ...
+    let lock = ws.read("Fabric.lock");
+    ws.ok(&["run", "-P", "factor=10"]);
+    ws.write("Fabric.lock", &lock);
+    ws.ok(&["checkout"]);
+    assert_eq!(ws.read("build/b.txt"), "6\n4\n2\n");
+
+    // ... but a hand edit, saved nowhere, is not overwritten without --force.
+    ws.write("build/b.txt", "my own numbers\n");
+    let refused = ws.fabric(&["checkout"]);
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused
+            .stderr
+            .contains("checkout would overwrite changes saved nowhere, in: build/b.txt")
+            && refused.stderr.contains("--force"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(ws.read("build/b.txt"), "my own numbers\n");
+    ws.ok(&["checkout", "--force"]);
+    assert_eq!(ws.read("build/b.txt"), "6\n4\n2\n");
 }
 
 #[test]
