@@ -169,8 +169,8 @@ pub enum DirtyReason {
     OutModified { path: String },
     /// An out is missing.
     OutMissing { path: String },
-    /// A stage upstream will run first.
-    UpstreamStale { stage: String },
+    /// A stage upstream will run (or be restored) first.
+    UpstreamStale { stage: String, restored: bool },
 }
 
 fn show(value: &Option<String>) -> &str {
@@ -181,7 +181,10 @@ impl fmt::Display for DirtyReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use DirtyReason::*;
         match self {
-            NeverRan => write!(f, "it has never run successfully (no entry in Fabric.lock)"),
+            NeverRan => write!(
+                f,
+                "it has no entry in Fabric.lock (it never ran successfully, or its last run failed or was interrupted)"
+            ),
             Forced => write!(f, "it was forced with --force"),
             AlwaysRun => write!(f, "it is marked always_run"),
             CommandChanged { old, new } => write!(f, "the command changed from `{old}` to `{new}`"),
@@ -206,7 +209,10 @@ impl fmt::Display for DirtyReason {
             FactChanged { name, old, new } => write!(f, "`{name}` changed from {} to {}", show(old), show(new)),
             OutModified { path } => write!(f, "out `{path}` was modified since it was recorded"),
             OutMissing { path } => write!(f, "out `{path}` is missing"),
-            UpstreamStale { stage } => write!(f, "upstream stage `{stage}` will run first"),
+            UpstreamStale { stage, restored: false } => write!(f, "upstream stage `{stage}` will run first"),
+            UpstreamStale { stage, restored: true } => {
+                write!(f, "upstream stage `{stage}` will be restored from the cache first")
+            }
         }
     }
 }

@@ -153,9 +153,10 @@ impl Runner<'_> {
             let inputs = freshness::inputs(&self.workspace.root, self.registry, &hasher, stage)?;
             let mut reasons = Vec::new();
             for upstream in self.graph.upstream(index) {
-                if matches!(decisions.get(&upstream), Some(Decision::Run | Decision::Restore)) {
+                if let Some(decision @ (Decision::Run | Decision::Restore)) = decisions.get(&upstream) {
                     reasons.push(DirtyReason::UpstreamStale {
                         stage: self.workspace.stages[upstream].name.clone(),
+                        restored: *decision == Decision::Restore,
                     });
                 }
             }

@@ -366,6 +366,40 @@ fn dry_run_explains_the_plan_without_doing_anything() {
         "{}",
         restore.stdout
     );
+
+    // Reasons are literally true: an upstream stage that will be restored
+    // says so, and a stage whose last run failed is not "never run".
+    ws.ok(&["run", "-P", "factor=3"]);
+    let back = ws.ok(&["run", "--dry-run"]);
+    assert!(back.stdout.contains("restore     b: "), "{}", back.stdout);
+    assert!(
+        back.stdout
+            .contains("run         c: upstream stage `b` will be restored from the cache first"),
+        "{}",
+        back.stdout
+    );
+}
+
+#[test]
+fn after_a_failed_rerun_the_reason_does_not_claim_the_stage_never_ran() {
+    let ws = Workspace::new();
+    ws.write(
+        "Fabric.toml",
+        "[stage.s]\ncmd = \"test \\\"$(cat flag.txt)\\\" != bad && cp flag.txt out.txt\"\ndeps = [\"flag.txt\"]\nouts = [\"out.txt\"]\n",
+    );
+    ws.write("flag.txt", "good\n");
+    ws.ok(&["run"]);
+    ws.write("flag.txt", "bad\n");
+    assert_eq!(ws.fabric(&["run"]).code, 1);
+    ws.write("flag.txt", "good\n");
+    let plan = ws.ok(&["run", "--dry-run"]);
+    assert!(
+        plan.stdout.contains(
+            "restore     s: it has no entry in Fabric.lock (it never ran successfully, or its last run failed or was interrupted)"
+        ),
+        "{}",
+        plan.stdout
+    );
 }
 
 #[test]
