@@ -373,17 +373,18 @@ fn parse_overrides(overrides: &[String]) -> anyhow::Result<Vec<(String, String)>
         .collect()
 }
 
-/// Chooses the reporter for this run.
-fn reporter(globals: &Globals, json: bool) -> Box<dyn crate::report::Reporter> {
+/// Chooses the reporter for this run; `stream` shows what commands print.
+fn reporter(globals: &Globals, json: bool, stream: bool) -> Box<dyn crate::report::Reporter> {
     use crate::report::{json::JsonReporter, plain::PlainReporter, terminal::TerminalReporter};
     if json {
         Box::new(JsonReporter)
     } else if std::io::stderr().is_terminal() && !globals.quiet && std::env::var_os("CI").is_none() {
-        Box::new(TerminalReporter::new(globals.verbose))
+        Box::new(TerminalReporter::new(globals.verbose, stream))
     } else {
         Box::new(PlainReporter {
             verbose: globals.verbose,
             quiet: globals.quiet,
+            stream,
         })
     }
 }

@@ -37,6 +37,10 @@ pub struct Args {
     /// Print events as JSON lines on stdout.
     #[arg(long)]
     json: bool,
+    /// Do not show what commands print while they run (it stays in
+    /// .fabric/logs/STAGE.log, and is shown when a command fails).
+    #[arg(long)]
+    no_stream: bool,
     /// If another run holds the workspace, wait for it instead of failing.
     #[arg(long)]
     wait: bool,
@@ -58,7 +62,7 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
         Force::Stages(args.force.iter().cloned().collect())
     };
     let interrupts = Interrupts::default();
-    let reporter = reporter(globals, args.json);
+    let reporter = reporter(globals, args.json, !args.no_stream);
     // A real run holds the workspace before it reads the lock, so that a run
     // it waited for is seen.
     let _guard = if args.dry_run {

@@ -27,6 +27,7 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
     let session = Session::open(globals, &args.param)?;
     let selection = session.select(&args.targets, false)?;
     let quiet = PlainReporter {
+        stream: false,
         verbose: false,
         quiet: true,
     };

@@ -65,6 +65,7 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
         }
         if args.fresh {
             let reporter = PlainReporter {
+                stream: false,
                 verbose: false,
                 quiet: true,
             };
@@ -142,6 +143,7 @@ fn reproduce(session: &Session, stages: &[String]) -> anyhow::Result<Vec<Failure
     let store = Store::new(Box::new(LocalStorage::new(&scratch.path().join(".fabric/empty-store"))));
     let cache = StatCache::load(&scratch.path().join(".fabric/state"));
     let reporter = PlainReporter {
+        stream: false,
         verbose: false,
         quiet: true,
     };

@@ -65,6 +65,8 @@ pub enum Event {
     },
     /// Something worth knowing that does not stop the run.
     Warning { stage: String, message: String },
+    /// A line a running command printed (stdout or stderr).
+    Output { stage: String, line: String },
     /// The run ended.
     RunFinished { summary: Summary },
 }

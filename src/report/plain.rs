@@ -10,6 +10,8 @@ pub struct PlainReporter {
     pub verbose: bool,
     /// Print only failures and warnings.
     pub quiet: bool,
+    /// Print what running commands print, each line after its stage's name.
+    pub stream: bool,
 }
 
 impl Reporter for PlainReporter {
@@ -38,6 +40,7 @@ impl Reporter for PlainReporter {
                 other => writeln!(err, "{} {stage}", other.label()),
             },
             Event::Warning { stage, message } => writeln!(err, "warning: {stage}: {message}"),
+            Event::Output { stage, line } if self.stream && !self.quiet => writeln!(err, "{stage} | {line}"),
             Event::RunFinished { summary } if !self.quiet || summary.failed > 0 => writeln!(err, "{}", summary.line()),
             _ => Ok(()),
         };

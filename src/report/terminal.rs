@@ -14,6 +14,7 @@ pub struct TerminalReporter {
     bars: MultiProgress,
     state: Mutex<State>,
     verbose: bool,
+    stream: bool,
 }
 
 #[derive(Default)]
@@ -25,11 +26,12 @@ struct State {
 
 impl TerminalReporter {
     /// A reporter drawing on stderr.
-    pub fn new(verbose: bool) -> TerminalReporter {
+    pub fn new(verbose: bool, stream: bool) -> TerminalReporter {
         TerminalReporter {
             bars: MultiProgress::new(),
             state: Mutex::new(State::default()),
             verbose,
+            stream,
         }
     }
 }
@@ -90,6 +92,11 @@ impl Reporter for TerminalReporter {
             }
             Event::Warning { stage, message } => {
                 let _ = self.bars.println(format!("! {stage}: {message}"));
+            }
+            Event::Output { stage, line } => {
+                if self.stream {
+                    let _ = self.bars.println(format!("  {stage} | {line}"));
+                }
             }
             Event::RunFinished { summary } => {
                 if let Some(overall) = state.overall.take() {

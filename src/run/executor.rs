@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::io;
+use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -20,6 +20,8 @@ pub struct Job<'a> {
     pub dir: PathBuf,
     /// Where stdout and stderr go.
     pub log: &'a Path,
+    /// Called with each line the command prints, as it prints it.
+    pub output: &'a (dyn Fn(&str) + Sync),
 }
 
 /// Runs stage commands.
@@ -91,24 +93,74 @@ fn terminate_group(group: i32) {
 /// Runs commands as local child processes, each in its own process group.
 pub struct LocalExecutor;
 
+/// What the threads watching a command report.
+enum Watch {
+    /// A line it printed.
+    Line(String),
+    /// It exited.
+    Exited(io::Result<ExitStatus>),
+}
+
 impl Executor for LocalExecutor {
     fn execute(&self, job: &Job, interrupts: &Interrupts) -> io::Result<ExitStatus> {
-        let log = File::create(job.log)?;
+        let mut log = File::create(job.log)?;
+        // One pipe for stdout and stderr keeps their order; a copier thread
+        // writes it to the log and passes each line on as it comes.
+        let (reader, writer) = io::pipe()?;
         let mut command = Command::new("sh");
         command
             .arg("-c")
             .arg(job.cmd)
             .current_dir(&job.dir)
             .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
+            .stdout(writer.try_clone()?)
+            .stderr(writer)
             .process_group(0);
         die_with_parent(&mut command);
         let mut child = command.spawn()?;
+        // The parent's copies of the write end go with `command`.
+        drop(command);
         let group = child.id() as i32;
         interrupts.register(group);
-        let status = child.wait();
-        interrupts.unregister(group);
-        status
+        let (sender, events) = std::sync::mpsc::channel();
+        let lines = sender.clone();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(reader);
+            let mut line = Vec::new();
+            while matches!(reader.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+                let _ = log.write_all(&line);
+                let text = String::from_utf8_lossy(&line)
+                    .trim_end_matches(['\n', '\r'])
+                    .to_string();
+                let _ = lines.send(Watch::Line(text));
+                line.clear();
+            }
+        });
+        std::thread::spawn(move || {
+            let _ = sender.send(Watch::Exited(child.wait()));
+        });
+        let mut status = None;
+        let mut deadline = None;
+        loop {
+            let event = match deadline {
+                None => events.recv().map_err(|_| ()),
+                // After the exit, output still in the pipe is passed on; a
+                // backgrounded grandchild that keeps the pipe open must not
+                // hold the stage (its output still goes to the log).
+                Some(deadline) => events
+                    .recv_timeout(deadline - std::time::Instant::now().min(deadline))
+                    .map_err(|_| ()),
+            };
+            match event {
+                Ok(Watch::Line(line)) => (job.output)(&line),
+                Ok(Watch::Exited(exit)) => {
+                    interrupts.unregister(group);
+                    status = Some(exit);
+                    deadline = Some(std::time::Instant::now() + std::time::Duration::from_secs(2));
+                }
+                Err(()) => break,
+            }
+        }
+        status.unwrap_or_else(|| Err(io::Error::other("the command's watcher stopped")))
     }
 }

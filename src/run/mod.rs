@@ -491,6 +491,12 @@ impl Runner<'_> {
                     cmd,
                     dir,
                     log: &log,
+                    output: &|line| {
+                        self.reporter.report(Event::Output {
+                            stage: stage.name.clone(),
+                            line: line.to_string(),
+                        })
+                    },
                 };
                 let status = self.executor.execute(&job, self.interrupts)?;
                 if self.interrupts.is_interrupted() {

@@ -894,3 +894,44 @@ fn shell_completions_are_valid_scripts_that_know_the_commands() {
     }
     assert_eq!(ws.fabric(&["completions", "tcsh"]).code, 2);
 }
+
+#[test]
+fn what_commands_print_is_streamed_prefixed_by_stage_unless_asked_not_to() {
+    let ws = Workspace::new();
+    ws.write(
+        "Fabric.toml",
+        "[stage.a]\ncmd = \"echo hello from a; echo careful >&2; echo a > a.txt\"\nouts = [\"a.txt\"]\n\n\
+         [stage.b]\ncmd = \"echo hello from b > b.txt; cat b.txt\"\nouts = [\"b.txt\"]\n",
+    );
+    let run = ws.ok(&["run", "-j", "2"]);
+    for line in ["a | hello from a", "a | careful", "b | hello from b"] {
+        assert!(run.stderr.lines().any(|l| l == line), "{line}:\n{}", run.stderr);
+    }
+    assert_eq!(ws.read(".fabric/logs/a.log"), "hello from a\ncareful\n");
+    let quiet = ws.ok(&["run", "--force", "--no-stream"]);
+    assert!(!quiet.stderr.contains("hello from"), "{}", quiet.stderr);
+    assert_eq!(
+        ws.read(".fabric/logs/a.log"),
+        "hello from a\ncareful\n",
+        "the log keeps it"
+    );
+}
+
+/// A command that leaves a background process holding its output open
+/// finishes when the command does, not when the background process does.
+#[test]
+fn a_background_process_holding_the_output_does_not_hold_the_stage() {
+    let ws = Workspace::new();
+    ws.write(
+        "Fabric.toml",
+        "[stage.a]\ncmd = \"(sleep 60 &); echo started; echo done > a.txt\"\nouts = [\"a.txt\"]\n",
+    );
+    let start = std::time::Instant::now();
+    let run = ws.ok(&["run"]);
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(30),
+        "the run waited for the background sleep"
+    );
+    assert!(run.stderr.contains("a | started"), "{}", run.stderr);
+    assert_eq!(ws.read("a.txt"), "done\n");
+}
