@@ -313,6 +313,45 @@ fn every_gate_fails_a_predictor_built_to_fail_it() {
         assert!(report.contains(&format!("- {gate}: FAILED")), "{name}");
     }
 
+    // Metrics without a gate of their own fall too: the wrong track, and
+    // three guesses that are all wrong.
+    let oracle_scores = &evaluate_predictions(&ws, "oracle", oracle).1["model"];
+    let (_, metrics, _) = evaluate_predictions(&ws, "wrong-target", |e| {
+        let mut p = oracle(e);
+        if p["command"]["target"].is_string() {
+            let wrong = if p["command"]["target"] == "bass" {
+                "vocals"
+            } else {
+                "bass"
+            };
+            p["command"]["target"] = wrong.into();
+        }
+        p
+    });
+    assert!(
+        oracle_scores["target_accuracy"].as_f64().unwrap() > 0.5,
+        "{oracle_scores}"
+    );
+    assert!(
+        metrics["model"]["target_accuracy"].as_f64().unwrap() < 0.1,
+        "{}",
+        metrics["model"]
+    );
+    let (_, metrics, _) = evaluate_predictions(&ws, "wrong-top3", |e| {
+        let mut p = oracle(e);
+        p["command"] = serde_json::json!({"type": "none"});
+        let truth = e["command"]["type"].as_str().unwrap();
+        let wrong: Vec<&str> = ["mix.addReverb", "track.solo", "transport.setTempo", "none"]
+            .into_iter()
+            .filter(|k| *k != truth)
+            .take(3)
+            .collect();
+        p["top3"] = serde_json::json!(wrong);
+        p
+    });
+    let top3 = metrics["model"]["command_top3"].as_f64().unwrap();
+    assert!(top3 < oracle_scores["command_top3"].as_f64().unwrap() - 0.5, "{top3}");
+
     // Interrupting a user in flow: loud, intrusive and unwanted.
     let (code, metrics, _) = evaluate_predictions(&ws, "interrupting", |e| {
         let mut p = oracle(e);

@@ -597,9 +597,10 @@ fn the_default_pipeline_runs_on_built_in_data_and_reruns_incrementally() {
         }
     }
     // Training reproduces byte for byte from scratch, without any cache.
-    let reproduce = ws.ok(&["verify", "--reproduce", "train", "evaluate"]);
+    // (Sanitize too: the scratch copy gets the workspace's pseudonym key.)
+    let reproduce = ws.ok(&["verify", "--reproduce", "sanitize", "dataset", "train", "evaluate"]);
     assert!(
-        reproduce.stdout.contains("reproduced train evaluate"),
+        reproduce.stdout.contains("reproduced sanitize dataset train evaluate"),
         "{}",
         reproduce.stdout
     );
