@@ -79,7 +79,14 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
                     .cloned()
                     .unwrap_or_else(|| "-".into());
                 let change = match (was.parse::<f64>(), value.parse::<f64>()) {
-                    (Ok(a), Ok(b)) if a != b => format!("{:+}", b - a),
+                    (Ok(a), Ok(b)) if a != b => {
+                        let change = rounded(b - a);
+                        if change.starts_with('-') {
+                            change
+                        } else {
+                            format!("+{change}")
+                        }
+                    }
                     _ => String::new(),
                 };
                 println!("{path:<width_path$}  {key:<width_key$}  {was:<width_old$}  {value}  {change}");
@@ -124,6 +131,16 @@ fn flatten(path: &str, prefix: &str, value: &Value, rows: &mut Vec<Row>) {
             }
         }
         Value::String(text) => rows.push((path.into(), prefix.into(), text.clone())),
+        Value::Number(number) if number.is_f64() => {
+            rows.push((path.into(), prefix.into(), rounded(number.as_f64().unwrap_or(0.0))))
+        }
         other => rows.push((path.into(), prefix.into(), other.to_string())),
     }
+}
+
+/// A float for reading: four decimals at most, trailing zeros dropped.
+fn rounded(value: f64) -> String {
+    let text = format!("{value:.4}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    if text == "-0" { "0".into() } else { text.into() }
 }

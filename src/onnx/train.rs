@@ -152,7 +152,7 @@ fn base_model_kind(name: &str) -> Result<BaseModel, String> {
         return Ok(BaseModel::Released(PathBuf::from(name)));
     }
     Err(format!(
-        "`{name}` is not a built-in architecture or a model.onnx path; hosted models (such as gemini-2.5-flash) cannot be tuned inside the sealed Fabric. Use `{BUILTIN}` or a released model.onnx, and tune hosted models elsewhere on the instruction-tuning export"
+        "`{name}` is not a built-in architecture or a model.onnx path; hosted models (such as gemini-2.5-flash) cannot be tuned inside the sealed Fabric. Use `{BUILTIN}` or a released model.onnx, and tune hosted models elsewhere on the instruction-tuning export (`fabric dataset --sft-output FILE`, or a 4th out of `prime.dataset`)"
     ))
 }
 

@@ -99,7 +99,8 @@ fn base_model_warm_starts_from_a_released_model_and_refuses_hosted_models() {
     assert!(
         hosted
             .stderr
-            .contains("hosted models (such as gemini-2.5-flash) cannot be tuned inside the sealed Fabric"),
+            .contains("hosted models (such as gemini-2.5-flash) cannot be tuned inside the sealed Fabric")
+            && hosted.stderr.contains("fabric dataset --sft-output FILE"),
         "{}",
         hosted.stderr
     );

@@ -533,6 +533,11 @@ fn metrics_shows_metrics_outs() {
     ws.ok(&["run"]);
     let metrics = ws.ok(&["metrics"]);
     assert!(metrics.stdout.contains("build/c.json  lines   3"), "{}", metrics.stdout);
+    // Floats are shown rounded (the file keeps them whole).
+    ws.write("build/c.json", "{\"lines\": 3, \"score\": 0.123456789, \"loss\": 2.50}");
+    let metrics = ws.ok(&["metrics"]);
+    assert!(metrics.stdout.contains("score   0.1235"), "{}", metrics.stdout);
+    assert!(metrics.stdout.contains("loss    2.5\n"), "{}", metrics.stdout);
 }
 
 #[test]
