@@ -936,3 +936,65 @@ fn the_personal_data_corpus_reaches_nothing_downstream_in_the_whole_pipeline() {
     assert!(searched > 20, "the store, models and reports were searched");
     assert!(found.is_empty(), "{} leaks:\n{}", found.len(), found.join("\n"));
 }
+
+/// The README's short tour, command by command, in a fresh copy of the
+/// repository's workspace: every command works as written.
+#[test]
+fn the_readme_tour_works_as_written_in_a_fresh_copy() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let ws = Workspace::new();
+    for file in [
+        "Fabric.toml",
+        "Fabric.lock",
+        "pipelines/prime-brain.toml",
+        "reviews/README.md",
+        ".gitignore",
+    ] {
+        ws.write(file, &std::fs::read_to_string(format!("{root}/{file}")).unwrap());
+    }
+    for entry in walkdir::WalkDir::new(format!("{root}/artifacts")) {
+        let entry = entry.unwrap();
+        if entry.file_type().is_file() {
+            let relative = entry.path().strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            std::fs::create_dir_all(ws.path(&relative).parent().unwrap()).unwrap();
+            std::fs::copy(entry.path(), ws.path(&relative)).unwrap();
+        }
+    }
+    ws.git(&["init", "-q", "-b", "main"]);
+    ws.git(&["add", "-A"]);
+    ws.git(&["commit", "-qm", "workspace"]);
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let tour = readme
+        .split("## A short tour\n\n```sh\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the README has a tour");
+    let commands: Vec<Vec<String>> = tour
+        .lines()
+        .filter_map(|line| line.split('#').next()?.trim().strip_prefix("fabric "))
+        .map(|command| {
+            command
+                .replace(['[', ']'], "")
+                .split_whitespace()
+                .map(String::from)
+                .collect()
+        })
+        .collect();
+    assert!(commands.len() >= 10, "{commands:?}");
+    for (step, args) in commands.iter().enumerate() {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let outcome = ws.ok(&args);
+        if step == 0 {
+            // A second revision for `metrics --diff HEAD~1`.
+            ws.git(&["commit", "-qam", "first run"]);
+        }
+        if step == 2 {
+            assert!(
+                outcome.stderr.contains("restored"),
+                "back to 10 restores: {}",
+                outcome.stderr
+            );
+        }
+    }
+    assert!(ws.path("my-workspace/Fabric.toml").exists());
+}
