@@ -56,9 +56,23 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&entries)?);
-    } else if stale.is_empty() {
-        println!("Everything is up to date.");
     } else {
+        if globals.verbose {
+            for planned in plan
+                .iter()
+                .filter(|p| matches!(p.decision, Decision::UpToDate | Decision::Frozen))
+            {
+                let state = if planned.decision == Decision::Frozen {
+                    "frozen"
+                } else {
+                    "up to date"
+                };
+                println!("{}: {state}", session.workspace.stages[planned.stage].name);
+            }
+        }
+        if stale.is_empty() {
+            println!("Everything is up to date.");
+        }
         for planned in &stale {
             let stage = &session.workspace.stages[planned.stage];
             let note = if planned.decision == Decision::Restore {

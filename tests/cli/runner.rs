@@ -940,3 +940,24 @@ fn a_background_process_holding_the_output_does_not_hold_the_stage() {
     assert!(run.stderr.contains("a | started"), "{}", run.stderr);
     assert_eq!(ws.read("a.txt"), "done\n");
 }
+
+#[test]
+fn status_verbose_lists_up_to_date_stages_too() {
+    let ws = Workspace::new();
+    ws.chain();
+    ws.ok(&["run"]);
+    ws.write("data/in.txt", "9\n");
+    let plain = ws.ok(&["status"]);
+    assert!(!plain.stdout.contains("up to date"), "{}", plain.stdout);
+    let verbose = ws.ok(&["status", "-v"]);
+    assert!(
+        verbose.stdout.lines().any(|l| l == "d: up to date"),
+        "{}",
+        verbose.stdout
+    );
+    assert!(
+        verbose.stdout.contains("a:\n  - dep `data/in.txt` changed"),
+        "{}",
+        verbose.stdout
+    );
+}
