@@ -223,11 +223,12 @@ fn manifest(publication: &Publication, sequence: u64) -> anyhow::Result<Manifest
     }
     let mut review = ReviewStatus::Unreviewed;
     if let Some((_, record)) = approval(publication, &files)? {
+        let bytes = review_bytes(&record)?;
         files.insert(
             crate::review::RECORD.to_string(),
             FileRecord {
-                hash: Digest::of(&review_bytes(&record)?),
-                size: review_bytes(&record)?.len() as u64,
+                hash: Digest::of(&bytes),
+                size: bytes.len() as u64,
             },
         );
         review = ReviewStatus::Approved {

@@ -79,12 +79,6 @@ pub fn fingerprint() -> String {
     hasher.finalize().to_hex()[..16].to_string()
 }
 
-/// True for a character that can be part of a word: a letter, or an
-/// apostrophe between letters (the caller checks the "between").
-pub fn is_letter(c: char) -> bool {
-    c.is_alphabetic()
-}
-
 /// The length in bytes of the letter run at the start of `text` (letters,
 /// and apostrophes followed by a letter), 0 when `text` does not start
 /// with a letter.
@@ -92,8 +86,8 @@ pub fn letter_run(text: &str) -> usize {
     let mut end = 0;
     let mut chars = text.char_indices().peekable();
     while let Some((i, c)) = chars.next() {
-        let inner_apostrophe = c == '\'' && end > 0 && chars.peek().is_some_and(|(_, next)| is_letter(*next));
-        if is_letter(c) || inner_apostrophe {
+        let inner_apostrophe = c == '\'' && end > 0 && chars.peek().is_some_and(|(_, next)| next.is_alphabetic());
+        if c.is_alphabetic() || inner_apostrophe {
             end = i + c.len_utf8();
         } else if c == '\'' && end > 0 {
             // A trailing possessive apostrophe ("drums'") belongs to the word.

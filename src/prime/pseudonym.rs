@@ -125,12 +125,6 @@ impl PseudonymKey {
         self.keyed("session", raw).to_hex()[..32].to_string()
     }
 
-    /// The pseudonym of a raw input file's name (for local state such as the
-    /// step memo): 32 lowercase hex digits.
-    pub fn file(&self, raw: &str) -> String {
-        self.keyed("file", raw).to_hex()[..32].to_string()
-    }
-
     /// The pseudonym of a `snapshotId`: a UUID v4 (so records stay valid v1).
     pub fn snapshot(&self, raw: &str) -> String {
         let bytes: [u8; 16] = self.keyed("snapshot", raw).as_bytes()[..16]

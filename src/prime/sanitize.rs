@@ -440,8 +440,8 @@ impl Raw {
     }
 }
 
-/// One input file, with the memo key (the pseudonym of its path under the
-/// input directory, and its content hash) when its outcomes are memoized.
+/// One input file, with the memo key (its path under the input directory and
+/// its content hash) when its outcomes are memoized.
 struct Input {
     path: PathBuf,
     memo_key: Option<(String, Digest)>,
@@ -556,8 +556,9 @@ fn sanitize_with(
             let memo_key = match memo {
                 Some(memo) => {
                     let hash = memo.content_hash(&path).map_err(io_error(&path))?;
-                    // Raw file names may name people: the memo keeps pseudonyms.
-                    let name = key.file(&path.strip_prefix(input).unwrap_or(&path).to_string_lossy());
+                    // The memo is read in path order, so it is keyed by the
+                    // path itself (local state beside the raw input).
+                    let name = path.strip_prefix(input).unwrap_or(&path).to_string_lossy().into_owned();
                     Some((name, hash))
                 }
                 None => None,

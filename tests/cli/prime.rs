@@ -510,28 +510,9 @@ fn the_split_keeps_each_session_on_one_side_and_augmentation_obeys_the_doctrine(
 fn the_default_pipeline_runs_on_built_in_data_and_reruns_incrementally() {
     let ws = Workspace::new();
     let root = env!("CARGO_MANIFEST_DIR");
-    ws.write(
-        "Fabric.toml",
-        &std::fs::read_to_string(format!("{root}/Fabric.toml")).unwrap(),
-    );
-    ws.write(
-        "pipelines/prime-brain.toml",
-        &std::fs::read_to_string(format!("{root}/pipelines/prime-brain.toml")).unwrap(),
-    );
-    // Like a fresh clone: the shipped releases, their changelog and the
-    // reviews are there.
-    ws.write(
-        "reviews/README.md",
-        &std::fs::read_to_string(format!("{root}/reviews/README.md")).unwrap(),
-    );
-    for entry in walkdir::WalkDir::new(format!("{root}/artifacts")) {
-        let entry = entry.unwrap();
-        if entry.file_type().is_file() {
-            let relative = entry.path().strip_prefix(root).unwrap().to_string_lossy().into_owned();
-            std::fs::create_dir_all(ws.path(&relative).parent().unwrap()).unwrap();
-            std::fs::copy(entry.path(), ws.path(&relative)).unwrap();
-        }
-    }
+    // Like a fresh clone: manifests, the shipped releases, their changelog
+    // and the reviews are there (the lock is compared below).
+    like_a_fresh_clone(&ws);
     let first = ws.ok(&["run"]);
     assert!(
         first.stderr.contains("ran dataset") && first.stderr.contains("ran evaluate"),
@@ -919,7 +900,10 @@ fn the_personal_data_corpus_reaches_nothing_downstream_in_the_whole_pipeline() {
             .unwrap()
             .to_string_lossy()
             .into_owned();
-        if relative.starts_with("snapshots/raw") || !entry.file_type().is_file() {
+        // The raw input, and sanitize's step memo, which indexes the raw
+        // files by their paths (local state beside them, never an output).
+        if relative.starts_with("snapshots/raw") || relative.starts_with(".fabric/memo") || !entry.file_type().is_file()
+        {
             continue;
         }
         let text = format!(
@@ -943,23 +927,11 @@ fn the_personal_data_corpus_reaches_nothing_downstream_in_the_whole_pipeline() {
 fn the_readme_tour_works_as_written_in_a_fresh_copy() {
     let root = env!("CARGO_MANIFEST_DIR");
     let ws = Workspace::new();
-    for file in [
-        "Fabric.toml",
+    like_a_fresh_clone(&ws);
+    ws.write(
         "Fabric.lock",
-        "pipelines/prime-brain.toml",
-        "reviews/README.md",
-        ".gitignore",
-    ] {
-        ws.write(file, &std::fs::read_to_string(format!("{root}/{file}")).unwrap());
-    }
-    for entry in walkdir::WalkDir::new(format!("{root}/artifacts")) {
-        let entry = entry.unwrap();
-        if entry.file_type().is_file() {
-            let relative = entry.path().strip_prefix(root).unwrap().to_string_lossy().into_owned();
-            std::fs::create_dir_all(ws.path(&relative).parent().unwrap()).unwrap();
-            std::fs::copy(entry.path(), ws.path(&relative)).unwrap();
-        }
-    }
+        &std::fs::read_to_string(format!("{root}/Fabric.lock")).unwrap(),
+    );
     ws.git(&["init", "-q", "-b", "main"]);
     ws.git(&["add", "-A"]);
     ws.git(&["commit", "-qm", "workspace"]);
@@ -997,4 +969,26 @@ fn the_readme_tour_works_as_written_in_a_fresh_copy() {
         }
     }
     assert!(ws.path("my-workspace/Fabric.toml").exists());
+}
+
+/// Copies what a fresh clone holds for the default pipeline (manifests,
+/// `.gitignore`, reviews, the shipped releases; not the lock) into `ws`.
+fn like_a_fresh_clone(ws: &Workspace) {
+    let root = env!("CARGO_MANIFEST_DIR");
+    for file in [
+        "Fabric.toml",
+        "pipelines/prime-brain.toml",
+        "reviews/README.md",
+        ".gitignore",
+    ] {
+        ws.write(file, &std::fs::read_to_string(format!("{root}/{file}")).unwrap());
+    }
+    for entry in walkdir::WalkDir::new(format!("{root}/artifacts")) {
+        let entry = entry.unwrap();
+        if entry.file_type().is_file() {
+            let relative = entry.path().strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            std::fs::create_dir_all(ws.path(&relative).parent().unwrap()).unwrap();
+            std::fs::copy(entry.path(), ws.path(&relative)).unwrap();
+        }
+    }
 }
