@@ -137,8 +137,9 @@ impl Lock {
         }
     }
 
-    /// Parses the text of the lock at `path`.
-    fn parse(path: &Path, text: &str) -> Result<Lock, Diagnostic> {
+    /// Parses the text of the lock at `path` (or of a lock `path` names, e.g.
+    /// one committed at a git revision).
+    pub fn parse(path: &Path, text: &str) -> Result<Lock, Diagnostic> {
         let file = path.file_name().map(Into::into).unwrap_or_default();
         let lock: Lock = toml::from_str(text).map_err(|error| {
             Diagnostic::new(format!("Fabric.lock is damaged: {}", error.message().trim()))

@@ -251,6 +251,18 @@ impl Store {
         record.outs.values().all(|out| self.is_complete(out)).then_some(record)
     }
 
+    /// The bytes of a file out as `record` describes it, checked against
+    /// its hash; None when the store does not hold it (or holds it damaged).
+    pub fn read_file(&self, record: &OutRecord) -> Option<Vec<u8>> {
+        if record.kind != OutKind::File {
+            return None;
+        }
+        let scratch = tempfile::NamedTempFile::new().ok()?;
+        self.storage.get_object(&record.hash, scratch.path()).ok()?;
+        let bytes = std::fs::read(scratch.path()).ok()?;
+        (Digest::of(&bytes) == record.hash).then_some(bytes)
+    }
+
     /// A directory manifest.
     pub fn tree(&self, hash: &Digest) -> Option<Tree> {
         let bytes = self.storage.get_record(RecordKind::Tree, hash).ok()??;

@@ -49,12 +49,21 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
     names.sort();
     names.dedup();
     let width = names.iter().map(|n| n.len()).max().unwrap_or(0);
-    println!("  {:<width$}  {:<40}  current", "component", "recorded");
+    println!("  {:<width$}  {:<COLUMN$}  current", "component", "recorded");
     for name in names {
         let old = recorded.get(name).map_or("-", String::as_str);
         let new = now.get(name).map_or("-", String::as_str);
         let mark = if old == new { ' ' } else { '*' };
-        println!("{mark} {name:<width$}  {old:<40}  {new}");
+        if fits(old) && fits(new) {
+            println!("{mark} {name:<width$}  {old:<COLUMN$}  {new}");
+        } else {
+            // A long or multi-line value gets lines of its own rather than
+            // pushing the current column off the screen.
+            println!("{mark} {name}");
+            println!("      recorded  {}", indent(old));
+            let new = if old == new { "(same)" } else { new };
+            println!("      current   {}", indent(new));
+        }
     }
     println!();
     if reasons.is_empty() {
@@ -100,6 +109,19 @@ fn rows(inputs: &Inputs) -> BTreeMap<String, String> {
         rows.insert(format!("fact {name}"), value.clone());
     }
     rows
+}
+
+/// The width of the recorded column.
+const COLUMN: usize = 40;
+
+/// Whether a value fits the recorded column on one line.
+fn fits(value: &str) -> bool {
+    value.chars().count() <= COLUMN && !value.contains('\n')
+}
+
+/// A multi-line value with its continuation lines under its first.
+fn indent(value: &str) -> String {
+    value.trim_end().replace('\n', "\n                ")
 }
 
 fn short(hash: &str) -> String {

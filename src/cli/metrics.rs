@@ -7,6 +7,7 @@ use std::process::{Command, ExitCode};
 use serde_json::Value;
 
 use super::{Globals, Session};
+use crate::lock::Lock;
 
 /// Arguments of `fabric metrics`.
 #[derive(Debug, clap::Args)]
@@ -14,7 +15,9 @@ pub struct Args {
     /// Print the metrics as one JSON object (file → values).
     #[arg(long)]
     json: bool,
-    /// Compare with the metrics files as committed at this git revision.
+    /// Compare with the metrics at this git revision: the metrics file as
+    /// committed there, or else the one Fabric.lock committed there records
+    /// (read from the store, which holds it if this clone ran that version).
     #[arg(long, value_name = "REV")]
     diff: Option<String>,
 }
@@ -27,6 +30,7 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
     let root = &session.workspace.root;
     let mut all = BTreeMap::new();
     let mut before = BTreeMap::new();
+    let old_lock = args.diff.as_deref().and_then(|revision| committed_lock(root, revision));
     for stage in &session.workspace.stages {
         for path in &stage.metrics {
             let value = match std::fs::read_to_string(path.under(root)) {
@@ -36,9 +40,16 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
             };
             all.insert(path.to_string(), value);
             if let Some(revision) = &args.diff {
+                let recorded = || {
+                    let record = old_lock.as_ref()?.stage.get(&stage.name)?.outs.get(path.as_str())?;
+                    session.store.read_file(record)
+                };
                 let old = committed(root, revision, path.as_str())
-                    .and_then(|text| serde_json::from_str::<Value>(&text).ok())
-                    .unwrap_or(Value::String(format!("(not in {revision})")));
+                    .or_else(recorded)
+                    .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+                    .unwrap_or(Value::String(format!(
+                        "(not in {revision}: commit it, or run that version here)"
+                    )));
                 before.insert(path.to_string(), old);
             }
         }
@@ -74,8 +85,10 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
                 "path", "metric"
             );
             for (path, key, value) in rows {
+                // A file missing at the revision has one note for all its metrics.
                 let was = old
                     .get(&(path.clone(), key.clone()))
+                    .or_else(|| old.get(&(path.clone(), String::new())))
                     .cloned()
                     .unwrap_or_else(|| "-".into());
                 let change = match (was.parse::<f64>(), value.parse::<f64>()) {
@@ -97,16 +110,20 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// A workspace file as committed at `revision` (None when git has no such file).
-fn committed(root: &Path, revision: &str, path: &str) -> Option<String> {
+fn committed(root: &Path, revision: &str, path: &str) -> Option<Vec<u8>> {
     let output = Command::new("git")
         .args(["show", &format!("{revision}:./{path}")])
         .current_dir(root)
+        .stderr(std::process::Stdio::null())
         .output()
         .ok()?;
-    output
-        .status
-        .success()
-        .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+    output.status.success().then_some(output.stdout)
+}
+
+/// Fabric.lock as committed at `revision`, if it is there and readable.
+fn committed_lock(root: &Path, revision: &str) -> Option<Lock> {
+    let text = String::from_utf8(committed(root, revision, "Fabric.lock")?).ok()?;
+    Lock::parse(Path::new("Fabric.lock"), &text).ok()
 }
 
 fn rows(files: &BTreeMap<String, Value>) -> Vec<Row> {

@@ -48,12 +48,6 @@ pub struct Cli {
     /// Use this Fabric.toml (its directory is the workspace).
     #[arg(long, global = true, value_name = "PATH")]
     manifest: Option<PathBuf>,
-    /// Print only failures.
-    #[arg(short, long, global = true)]
-    quiet: bool,
-    /// Print reasons and up-to-date stages too.
-    #[arg(short, long, global = true)]
-    verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -149,8 +143,6 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let globals = Globals {
         directory: cli.directory,
         manifest: cli.manifest,
-        quiet: cli.quiet,
-        verbose: cli.verbose,
     };
     match cli.command {
         Command::Run(args) => run::execute(&globals, args),
@@ -195,8 +187,6 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 struct Globals {
     directory: Option<PathBuf>,
     manifest: Option<PathBuf>,
-    quiet: bool,
-    verbose: bool,
 }
 
 impl Globals {
@@ -374,17 +364,13 @@ fn parse_overrides(overrides: &[String]) -> anyhow::Result<Vec<(String, String)>
 }
 
 /// Chooses the reporter for this run; `stream` shows what commands print.
-fn reporter(globals: &Globals, json: bool, stream: bool) -> Box<dyn crate::report::Reporter> {
+fn reporter(verbose: bool, quiet: bool, json: bool, stream: bool) -> Box<dyn crate::report::Reporter> {
     use crate::report::{json::JsonReporter, plain::PlainReporter, terminal::TerminalReporter};
     if json {
         Box::new(JsonReporter)
-    } else if std::io::stderr().is_terminal() && !globals.quiet && std::env::var_os("CI").is_none() {
-        Box::new(TerminalReporter::new(globals.verbose, stream))
+    } else if std::io::stderr().is_terminal() && !quiet && std::env::var_os("CI").is_none() {
+        Box::new(TerminalReporter::new(verbose, stream))
     } else {
-        Box::new(PlainReporter {
-            verbose: globals.verbose,
-            quiet: globals.quiet,
-            stream,
-        })
+        Box::new(PlainReporter { verbose, quiet, stream })
     }
 }

@@ -37,6 +37,12 @@ pub struct Args {
     /// Print events as JSON lines on stdout.
     #[arg(long)]
     json: bool,
+    /// Print only failures.
+    #[arg(short, long, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Print the reasons for each decision and the up-to-date stages too.
+    #[arg(short, long)]
+    verbose: bool,
     /// Do not show what commands print while they run (it stays in
     /// .fabric/logs/STAGE.log, and is shown when a command fails).
     #[arg(long)]
@@ -62,7 +68,7 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
         Force::Stages(args.force.iter().cloned().collect())
     };
     let interrupts = Interrupts::default();
-    let reporter = reporter(globals, args.json, !args.no_stream);
+    let reporter = reporter(args.verbose, args.quiet, args.json, !args.no_stream);
     // A real run holds the workspace before it reads the lock, so that a run
     // it waited for is seen.
     let _guard = if args.dry_run {

@@ -21,6 +21,9 @@ pub struct Args {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+    /// List the up-to-date and frozen stages too.
+    #[arg(short, long)]
+    verbose: bool,
 }
 
 pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
@@ -57,7 +60,7 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
             .collect();
         println!("{}", serde_json::to_string_pretty(&entries)?);
     } else {
-        if globals.verbose {
+        if args.verbose {
             for planned in plan
                 .iter()
                 .filter(|p| matches!(p.decision, Decision::UpToDate | Decision::Frozen))

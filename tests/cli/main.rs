@@ -112,6 +112,16 @@ impl Workspace {
         command
     }
 
+    /// Starts `fabric` in the background, its output captured (not printed
+    /// among the test harness's lines).
+    fn spawn(&self, args: &[&str]) -> std::process::Child {
+        self.command(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     fn fabric(&self, args: &[&str]) -> Outcome {
         Outcome::from(self.command(args).output().unwrap())
     }

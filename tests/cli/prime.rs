@@ -960,6 +960,20 @@ fn the_readme_tour_works_as_written_in_a_fresh_copy() {
             // A second revision for `metrics --diff HEAD~1`.
             ws.git(&["commit", "-qam", "first run"]);
         }
+        if args.starts_with(&["metrics", "--diff"]) {
+            // reports/ is not committed: the old values come through the committed lock.
+            let accuracy = outcome
+                .stdout
+                .lines()
+                .find(|l| l.split_whitespace().nth(1) == Some("model.command_accuracy"))
+                .unwrap_or_default();
+            let cells: Vec<&str> = accuracy.split_whitespace().collect();
+            assert!(
+                cells.len() >= 4 && cells[2].parse::<f64>().is_ok(),
+                "{}",
+                outcome.stdout
+            );
+        }
         if step == 2 {
             assert!(
                 outcome.stderr.contains("restored"),

@@ -266,7 +266,7 @@ fn a_second_run_on_the_same_workspace_fails_clearly_or_waits() {
             gate.display()
         ),
     );
-    let mut first = ws.command(&["run"]).spawn().unwrap();
+    let mut first = ws.spawn(&["run"]);
     while !ws.path("started").exists() {
         std::thread::yield_now();
         assert!(first.try_wait().unwrap().is_none(), "first run ended early");
@@ -278,10 +278,12 @@ fn a_second_run_on_the_same_workspace_fails_clearly_or_waits() {
         "{}",
         second.stderr
     );
-    let waiting = ws.command(&["run", "--wait"]).spawn().unwrap();
+    let waiting = ws.spawn(&["run", "--wait"]);
     std::fs::write(&gate, "").unwrap();
     assert!(first.wait().unwrap().success());
-    assert!(waiting.wait_with_output().unwrap().status.success());
+    let waited = waiting.wait_with_output().unwrap();
+    assert!(waited.status.success());
+    assert!(String::from_utf8_lossy(&waited.stderr).contains("ran slow"));
 }
 
 #[test]
@@ -291,15 +293,16 @@ fn sigterm_ends_running_commands_and_leaves_the_lock_consistent() {
         "Fabric.toml",
         "[stage.quick]\ncmd = \"echo q > quick.out\"\nouts = [\"quick.out\"]\n\n[stage.sleepy]\ncmd = \"echo $$ > sleepy.pid; sleep 300; touch sleepy.out\"\nouts = [\"sleepy.out\"]\nafter = [\"quick\"]\n",
     );
-    let mut run = ws.command(&["run", "-j", "1"]).spawn().unwrap();
+    let run = ws.spawn(&["run", "-j", "1"]);
     while !ws.path("sleepy.pid").exists() || ws.read("sleepy.pid").trim().is_empty() {
         std::thread::yield_now();
     }
     let shell: i32 = ws.read("sleepy.pid").trim().parse().unwrap();
     // SAFETY: sending a signal to a child process.
     unsafe { libc::kill(run.id() as i32, libc::SIGTERM) };
-    let status = run.wait().unwrap();
-    assert_eq!(status.code(), Some(130));
+    let ended = run.wait_with_output().unwrap();
+    assert_eq!(ended.status.code(), Some(130));
+    assert!(String::from_utf8_lossy(&ended.stderr).contains("failed sleepy: interrupted"));
     // Every process of the command's group ends (zombies left to a
     // non-reaping init do not count).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -960,4 +963,108 @@ fn status_verbose_lists_up_to_date_stages_too() {
         "{}",
         verbose.stdout
     );
+}
+
+#[test]
+fn verbosity_flags_are_offered_only_where_they_act() {
+    let ws = Workspace::new();
+    ws.chain();
+    for command in [
+        &["dag", "-q"][..],
+        &["checkout", "-v"],
+        &["metrics", "--quiet"],
+        &["gc", "-v"],
+    ] {
+        let refused = ws.fabric(command);
+        assert_eq!(refused.code, 2, "{command:?} was accepted: {}", refused.stderr);
+        assert!(refused.stderr.contains("unexpected argument"), "{}", refused.stderr);
+    }
+    let quiet = ws.ok(&["run", "-q"]);
+    assert_eq!(quiet.stderr, "", "run -q printed more than failures");
+    ws.write("data/in.txt", "9\n");
+    let verbose = ws.ok(&["run", "-v"]);
+    assert!(verbose.stderr.contains("ran a ("), "{}", verbose.stderr);
+}
+
+#[test]
+fn explain_puts_long_values_on_lines_of_their_own() {
+    let ws = Workspace::new();
+    ws.chain();
+    ws.ok(&["run"]);
+    let same = ws.ok(&["explain", "b"]);
+    assert!(
+        same.stdout.contains("\n  cmd\n      recorded  echo x >> "),
+        "{}",
+        same.stdout
+    );
+    assert!(same.stdout.contains("\n      current   (same)\n"), "{}", same.stdout);
+    let manifest = ws
+        .read("pipelines/chain.toml")
+        .replace("> build/b.txt\"", "> build/b.txt # v2\"");
+    ws.write("pipelines/chain.toml", &manifest);
+    let changed = ws.ok(&["explain", "b"]);
+    let lines: Vec<&str> = changed.stdout.lines().collect();
+    let at = lines.iter().position(|l| *l == "* cmd").expect(&changed.stdout);
+    assert!(lines[at + 1].starts_with("      recorded  echo") && !lines[at + 1].contains("# v2"));
+    assert!(lines[at + 2].starts_with("      current   echo") && lines[at + 2].ends_with("# v2"));
+    // Short values keep the table.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("  param factor") && l.ends_with("  2")),
+        "{}",
+        changed.stdout
+    );
+}
+
+#[test]
+fn metrics_diff_reads_an_uncommitted_metrics_file_through_the_committed_lock() {
+    let ws = Workspace::new();
+    ws.write(
+        "Fabric.toml",
+        "[params]\nscore = 0.5\n\n[stage.m]\ncmd = \"echo '{\\\"score\\\": ${params.score}}' > m.json\"\nmetrics = [\"m.json\"]\n",
+    );
+    ws.write(".gitignore", "m.json\n.fabric/\n");
+    ws.ok(&["run"]);
+    ws.git(&["init", "-q"]);
+    ws.git(&["add", "-A"]);
+    ws.git(&["commit", "-qm", "base"]);
+    let base_lock = ws.read("Fabric.lock");
+    ws.ok(&["run", "-P", "score=0.75"]);
+    let cells = |stdout: &str| -> Vec<String> {
+        let row = stdout.lines().find(|l| l.starts_with("m.json")).unwrap();
+        row.split_whitespace().map(String::from).collect()
+    };
+    let diff = ws.ok(&["metrics", "--diff", "HEAD"]);
+    assert_eq!(
+        cells(&diff.stdout),
+        ["m.json", "score", "0.5", "0.75", "+0.25"],
+        "{}",
+        diff.stdout
+    );
+
+    // A store object that does not match the lock's hash is not believed.
+    let hash = base_lock
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("hash = \""))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .unwrap()
+        .to_string();
+    let object = walkdir::WalkDir::new(ws.path(".fabric/store"))
+        .into_iter()
+        .filter_map(Result::ok)
+        .find(|e| e.file_name().to_string_lossy() == hash[2..])
+        .expect("the old metrics object is in the store")
+        .into_path();
+    std::fs::set_permissions(&object, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    std::fs::write(&object, "{\"score\": 0.99}\n").unwrap();
+    let damaged = ws.ok(&["metrics", "--diff", "HEAD"]);
+    assert!(
+        damaged
+            .stdout
+            .contains("(not in HEAD: commit it, or run that version here)"),
+        "{}",
+        damaged.stdout
+    );
+    assert!(!damaged.stdout.contains("0.99"), "{}", damaged.stdout);
 }
