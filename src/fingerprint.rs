@@ -12,7 +12,7 @@
 //! | the `cmd` after interpolation, and `wdir` | the command is the computation |
 //! | or: the step name and its implementation version | a new step version may write other bytes |
 //! | `with` as canonical JSON (keys sorted) | step arguments |
-//! | each referenced param, canonical JSON | params reach the stage through interpolation |
+//! | each param referenced by `cmd` or `with`, canonical JSON | params reach the stage through interpolation (one used only in deps or outs is already there as the path) |
 //! | each dep: path and content hash (Merkle tree for directories and globs) | the inputs |
 //! | declared `env` variables: name and a hash of the value (or "unset") | declared environment |
 //! | the declared out paths | moving an out is a different stage |

@@ -113,7 +113,7 @@ impl From<Diagnostic> for UsageError {
 /// Parses arguments, runs the command, prints errors, returns the exit code.
 pub fn main() -> ExitCode {
     restore_sigpipe();
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(params_as_flags(std::env::args_os().collect()));
     let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     match dispatch(cli) {
         Ok(code) => code,
@@ -232,8 +232,13 @@ struct Session {
 impl Session {
     /// Loads manifests and the graph, applying `-P` overrides.
     fn open(globals: &Globals, overrides: &[String]) -> anyhow::Result<Session> {
+        Session::open_with_flags(globals, overrides, &[])
+    }
+
+    /// [`Session::open`] plus params written as `--name value`.
+    fn open_with_flags(globals: &Globals, overrides: &[String], flags: &[String]) -> anyhow::Result<Session> {
         let root = globals.root()?;
-        let overrides = parse_overrides(overrides)?;
+        let overrides = parse_overrides(overrides, flags)?;
         let registry = Registry::builtin();
         let workspace = manifest::load(&root, &overrides, &registry).map_err(UsageError)?;
         let graph = StageGraph::build(&workspace).map_err(UsageError)?;
@@ -346,21 +351,80 @@ impl Session {
     }
 }
 
-/// Splits `name=value` overrides.
-fn parse_overrides(overrides: &[String]) -> anyhow::Result<Vec<(String, String)>> {
-    overrides
-        .iter()
-        .map(|text| {
-            text.split_once('=')
-                .map(|(name, value)| (name.trim().to_string(), value.to_string()))
-                .ok_or_else(|| {
-                    UsageError::from(
-                        Diagnostic::new(format!("`-P {text}` is not `name=value`")).hint("write e.g. `-P seed=7`"),
-                    )
-                    .into()
-                })
-        })
-        .collect()
+/// Splits `-P name=value` overrides and adds those written as `--name value`.
+fn parse_overrides(overrides: &[String], flags: &[String]) -> anyhow::Result<Vec<manifest::Override>> {
+    let mut parsed = Vec::new();
+    for text in overrides {
+        let Some((name, value)) = text.split_once('=') else {
+            return Err(UsageError::from(
+                Diagnostic::new(format!("`-P {text}` is not `name=value`")).hint("write e.g. `-P seed=7`"),
+            )
+            .into());
+        };
+        parsed.push(manifest::Override {
+            name: name.trim().to_string(),
+            value: value.to_string(),
+            flag: None,
+        });
+    }
+    for text in flags {
+        let (flag, value) = text.split_once('=').unwrap_or((text, ""));
+        parsed.push(manifest::Override {
+            name: flag.replace('-', "_"),
+            value: value.to_string(),
+            flag: Some(format!("--{flag}")),
+        });
+    }
+    Ok(parsed)
+}
+
+/// `fabric run --snapshots-dir DIR`: rewrites long options that `fabric run`
+/// does not have into the hidden `--param-flag NAME=VALUE`, so that any
+/// declared param can be set the way a make variable or a script flag is
+/// (the value is the next argument, or follows `=`). The manifest decides
+/// later whether such a param exists.
+fn params_as_flags(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let command = <Cli as clap::CommandFactory>::command();
+    let Some(run) = command.find_subcommand("run") else {
+        return args;
+    };
+    let known: BTreeSet<String> = run
+        .get_arguments()
+        .chain(command.get_arguments())
+        .filter_map(|arg| arg.get_long().map(String::from))
+        .chain(["help".to_string()])
+        .collect();
+    let Some(at) = args.iter().position(|arg| arg == "run") else {
+        return args;
+    };
+    let mut rewritten: Vec<std::ffi::OsString> = args[..=at].to_vec();
+    let mut rest = args[at + 1..].iter();
+    while let Some(arg) = rest.next() {
+        let text = arg.to_string_lossy();
+        let Some(long) = text.strip_prefix("--").filter(|l| !l.is_empty()) else {
+            rewritten.push(arg.clone());
+            if text == "--" {
+                rewritten.extend(rest.cloned());
+                break;
+            }
+            continue;
+        };
+        let name = long.split('=').next().unwrap_or(long);
+        if known.contains(name) {
+            rewritten.push(arg.clone());
+            continue;
+        }
+        let value = match long.split_once('=') {
+            Some((_, value)) => value.to_string(),
+            None => rest
+                .next()
+                .map(|v| v.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        };
+        rewritten.push("--param-flag".into());
+        rewritten.push(format!("{name}={value}").into());
+    }
+    rewritten
 }
 
 /// Chooses the reporter for this run; `stream` shows what commands print.

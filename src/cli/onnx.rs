@@ -16,7 +16,10 @@ pub struct TrainArgs {
     /// Where to write model.onnx, training-log.json and model-card.json.
     #[arg(long, value_name = "DIR")]
     output_dir: PathBuf,
-    /// `prime-mlp` (built-in) or a released model.onnx to warm-start from.
+    /// `prime-mlp` (built-in), a released model.onnx to warm-start from, or
+    /// a hosted Gemini model (`gemini-2.5-flash`): its tuning job is prepared
+    /// in --output-dir from the instruction-tuning export beside --dataset
+    /// (`fabric dataset` writes it), to run on Vertex AI.
     #[arg(long, default_value = BUILTIN)]
     base_model: String,
     /// Passes over the training set.
@@ -25,6 +28,10 @@ pub struct TrainArgs {
     /// Adam learning rate.
     #[arg(long)]
     learning_rate: Option<f64>,
+    /// For a hosted Gemini model: the multiplier of Vertex AI's recommended
+    /// learning rate (Vertex takes no absolute rate).
+    #[arg(long, default_value_t = 1.0)]
+    learning_rate_multiplier: f64,
     /// Examples per step.
     #[arg(long)]
     batch_size: Option<usize>,
@@ -50,6 +57,9 @@ pub struct TrainArgs {
 }
 
 pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
+    if args.base_model.starts_with("gemini-") {
+        return prepare_hosted_tuning(&args);
+    }
     let defaults = TrainOptions::default();
     let options = TrainOptions {
         base_model: args.base_model,
@@ -89,6 +99,47 @@ pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         log.examples_per_second,
         outputs.model.display()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `train --base-model gemini-…`: a hosted model cannot be tuned inside the
+/// sealed Fabric, so the tuning job is prepared for Vertex AI instead.
+fn prepare_hosted_tuning(args: &TrainArgs) -> anyhow::Result<ExitCode> {
+    let sft = crate::prime::dataset::DatasetPaths::beside(&args.dataset).sft_default();
+    anyhow::ensure!(
+        sft.is_file(),
+        "{} is missing: a hosted model is tuned on the instruction-tuning export, which `fabric dataset --output-file {}` writes beside the dataset",
+        sft.display(),
+        args.dataset.display()
+    );
+    anyhow::ensure!(
+        args.learning_rate_multiplier > 0.0 && args.learning_rate_multiplier.is_finite(),
+        "--learning-rate-multiplier must be a positive number"
+    );
+    let epochs = args.epochs.unwrap_or(3);
+    let job = crate::prime::sft::gemini_tuning_job(
+        &sft,
+        &args.output_dir,
+        &args.base_model,
+        epochs,
+        args.learning_rate_multiplier,
+    )?;
+    eprintln!(
+        "{} is a hosted model: its tuning runs on Vertex AI, not in Fabric. Prepared the job in {}:\n  {} ({} conversations in Gemini's tuning format)\n  {} (tuningJobs.create: {epochs} epochs, learning-rate multiplier {})\n  {} (the commands that submit it)",
+        args.base_model,
+        args.output_dir.display(),
+        job.data.display(),
+        job.examples,
+        job.request.display(),
+        args.learning_rate_multiplier,
+        job.readme.display()
+    );
+    if let Some(rate) = args.learning_rate {
+        eprintln!(
+            "note: --learning-rate {rate} is an absolute rate, which Vertex AI does not take; it sets the rate as a multiplier of its recommended one (--learning-rate-multiplier, now {})",
+            args.learning_rate_multiplier
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -80,7 +80,8 @@ pub struct DatasetArgs {
     /// Seed of the split.
     #[arg(long, default_value_t = DatasetOptions::default().seed)]
     seed: u64,
-    /// Also write the train split as chat-style JSONL for tuning a hosted LLM.
+    /// Where to write the train split as chat-style JSONL for tuning a
+    /// hosted LLM (default: NAME.sft.jsonl beside --output-file).
     #[arg(long, value_name = "FILE")]
     sft_output: Option<PathBuf>,
 }
@@ -148,7 +149,7 @@ pub fn dataset(args: DatasetArgs) -> anyhow::Result<ExitCode> {
         augment_mode: args.augment_mode,
     };
     let mut paths = DatasetPaths::beside(&args.output_file);
-    paths.sft = args.sft_output.clone();
+    paths.sft = Some(args.sft_output.clone().unwrap_or_else(|| paths.sft_default()));
     let card = dataset::build(&args.input_dir, &options, &paths, None)?;
     eprintln!(
         "{} train and {} test examples; dataset hash {}",

@@ -15,9 +15,10 @@ use crate::run::{Decision, Force};
 pub struct Args {
     /// Stages or pipelines to bring up to date (default: all), with what they need.
     targets: Vec<String>,
-    /// Print the plan (run / restore / up to date, and why) without doing it.
-    #[arg(long, short = 'n')]
-    dry_run: bool,
+    /// Print the plan (run / restore / up to date, and why) without doing it;
+    /// `--dry-run false` runs (as the Studio brief writes it).
+    #[arg(long, short = 'n', value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    dry_run: Option<bool>,
     /// Run even if up to date: `--force` for every selected stage,
     /// `--force=STAGE` for one (repeatable).
     #[arg(long, value_name = "STAGE", num_args = 0..=1, require_equals = true, default_missing_value = "")]
@@ -31,7 +32,8 @@ pub struct Args {
     /// Select the targets and everything downstream of them (not upstream).
     #[arg(long)]
     downstream: bool,
-    /// Override a parameter for this run: `-P seed=7`.
+    /// Override a parameter for this run: `-P seed=7`, or as an option:
+    /// `--seed 7` (`--snapshots-dir DIR` sets `snapshots_dir`).
     #[arg(short = 'P', value_name = "NAME=VALUE")]
     param: Vec<String>,
     /// Print events as JSON lines on stdout.
@@ -50,10 +52,15 @@ pub struct Args {
     /// If another run holds the workspace, wait for it instead of failing.
     #[arg(long)]
     wait: bool,
+    /// A declared param written as an option (`--snapshots-dir DIR` sets
+    /// `snapshots_dir`); filled in from the command line, not typed.
+    #[arg(long, hide = true, value_name = "NAME=VALUE")]
+    param_flag: Vec<String>,
 }
 
 pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
-    let session = Session::open(globals, &args.param)?;
+    let session = Session::open_with_flags(globals, &args.param, &args.param_flag)?;
+    let dry_run = args.dry_run.unwrap_or(false);
     let selection = session.select(&args.targets, args.downstream)?;
     let force = if args.force.iter().any(String::is_empty) {
         Force::All
@@ -71,14 +78,14 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
     let reporter = reporter(args.verbose, args.quiet, args.json, !args.no_stream);
     // A real run holds the workspace before it reads the lock, so that a run
     // it waited for is seen.
-    let _guard = if args.dry_run {
+    let _guard = if dry_run {
         None
     } else {
         Some(session.lock_workspace(args.wait)?)
     };
     let runner = session.runner(reporter.as_ref(), &interrupts)?;
 
-    if args.dry_run {
+    if dry_run {
         let plan = runner.plan(&selection, &force)?;
         for planned in plan {
             let stage = &session.workspace.stages[planned.stage];

@@ -180,9 +180,20 @@ pub fn find_root(start: &Path) -> Option<PathBuf> {
         .map(Path::to_path_buf)
 }
 
-/// Loads and validates the workspace at `root`, applying `overrides`
-/// (`-P name=value`).
-pub fn load(root: &Path, overrides: &[(String, String)], registry: &Registry) -> Result<Workspace, Diagnostics> {
+/// A param override for one invocation: `-P name=value`, or `--name value`
+/// on `fabric run` for a declared param (`--snapshots-dir` sets `snapshots_dir`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Override {
+    /// The param's name.
+    pub name: String,
+    /// The value as written.
+    pub value: String,
+    /// The option it came from when it was written as `--name`.
+    pub flag: Option<String>,
+}
+
+/// Loads and validates the workspace at `root`, applying `overrides`.
+pub fn load(root: &Path, overrides: &[Override], registry: &Registry) -> Result<Workspace, Diagnostics> {
     Loader {
         root,
         canonical_root: root.canonicalize().unwrap_or_else(|_| root.to_path_buf()),
@@ -228,7 +239,7 @@ struct Loader<'a> {
 }
 
 impl Loader<'_> {
-    fn load(mut self, overrides: &[(String, String)]) -> Result<Workspace, Diagnostics> {
+    fn load(mut self, given: &[Override]) -> Result<Workspace, Diagnostics> {
         let Some((source, file)) = self.parse::<RawWorkspaceFile>(Path::new(MANIFEST)) else {
             return Err(Diagnostics(self.errors));
         };
@@ -245,7 +256,7 @@ impl Loader<'_> {
         let includes = workspace.map(|w| w.include.clone()).unwrap_or_default();
 
         let workspace_params = to_json_params(&file.params);
-        let overrides: BTreeMap<String, String> = overrides.iter().cloned().collect();
+        let overrides: BTreeMap<String, String> = given.iter().map(|o| (o.name.clone(), o.value.clone())).collect();
         let mut mistyped = BTreeSet::new();
         let mut declared = Vec::new();
         let mut pipelines = Vec::new();
@@ -312,15 +323,26 @@ impl Loader<'_> {
             });
         }
 
-        for name in overrides.keys() {
-            if !known_params.contains(name) {
-                let mut diagnostic = Diagnostic::new(format!("unknown parameter `{name}` in `-P {name}=...`"));
-                diagnostic = match did_you_mean(name, known_params.iter().map(String::as_str)) {
-                    Some(close) => diagnostic.hint(format!("did you mean `{close}`?")),
-                    None => diagnostic.hint("declare it under [params] in Fabric.toml or a pipeline file"),
-                };
-                self.errors.push(diagnostic);
-            }
+        for unknown in given.iter().filter(|o| !known_params.contains(&o.name)) {
+            let name = &unknown.name;
+            let close = did_you_mean(name, known_params.iter().map(String::as_str));
+            let diagnostic = match &unknown.flag {
+                None => Diagnostic::new(format!("unknown parameter `{name}` in `-P {name}=...`")).hint(match close {
+                    Some(close) => format!("did you mean `{close}`?"),
+                    None => "declare it under [params] in Fabric.toml or a pipeline file".into(),
+                }),
+                Some(flag) => Diagnostic::new(format!(
+                    "`{flag}` is neither an option of `fabric run` nor a declared parameter (`{name}`)"
+                ))
+                .hint(match close {
+                    Some(close) => format!(
+                        "did you mean `--{}`? (`fabric run --help` lists the options)",
+                        close.replace('_', "-")
+                    ),
+                    None => "`fabric run --help` lists the options; params are declared under [params]".into(),
+                }),
+            };
+            self.errors.push(diagnostic);
         }
 
         let stages = self.validate_stages(declared);
@@ -574,9 +596,12 @@ impl Loader<'_> {
             (None, Some(step)) => self.step_action(&raw, step, &full, &source, &mut used_params),
         };
 
+        // A param used in a path is not a fingerprint component of its own:
+        // the path (and for a dep its content) already is.
+        let mut in_paths = BTreeMap::new();
         let mut deps = Vec::new();
         for dep in &raw.deps {
-            let Some(text) = self.interpolate(&full, dep, &source, &mut used_params) else {
+            let Some(text) = self.interpolate(&full, dep, &source, &mut in_paths) else {
                 continue;
             };
             let location = source.at(dep.span());
@@ -634,7 +659,7 @@ impl Loader<'_> {
             .map(|o| (o, false))
             .chain(raw.metrics.iter().map(|m| (m, true)))
         {
-            let Some(text) = self.interpolate(&params_only, out, &source, &mut used_params) else {
+            let Some(text) = self.interpolate(&params_only, out, &source, &mut in_paths) else {
                 continue;
             };
             match RelPath::new(&text) {

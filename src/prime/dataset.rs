@@ -203,6 +203,17 @@ pub struct DatasetPaths {
 }
 
 impl DatasetPaths {
+    /// Where the instruction-tuning export of the split at `train` goes
+    /// unless told otherwise: `NAME.sft.jsonl` beside it.
+    pub fn sft_default(&self) -> PathBuf {
+        let stem = self
+            .train
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        self.train.with_file_name(format!("{stem}.sft.jsonl"))
+    }
+
     /// The conventional paths for an output file `F`: the test split beside
     /// it as `F-stem-test.ext`, the card as `F-stem.card.json`.
     pub fn beside(output: &Path) -> DatasetPaths {

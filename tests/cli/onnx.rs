@@ -70,7 +70,7 @@ fn training_is_byte_reproducible_and_the_model_carries_its_metadata() {
 }
 
 #[test]
-fn base_model_warm_starts_from_a_released_model_and_refuses_hosted_models() {
+fn base_model_warm_starts_from_a_released_model() {
     let ws = Workspace::new();
     small_dataset(&ws);
     assert_eq!(train(&ws, "m1", &[]).code, 0);
@@ -94,15 +94,92 @@ fn base_model_warm_starts_from_a_released_model_and_refuses_hosted_models() {
         "{}",
         mismatch.stderr
     );
-    let hosted = train(&ws, "m5", &["--base-model", "gemini-2.5-flash"]);
-    assert_eq!(hosted.code, 1);
+}
+
+/// The brief's `train --base-model gemini-2.5-flash --epochs 3
+/// --learning-rate 1e-5`: the hosted tuning job is prepared in Vertex AI's
+/// documented shapes, and nothing pretends to tune.
+#[test]
+fn a_hosted_base_model_gets_its_tuning_job_prepared() {
+    let ws = Workspace::new();
+    small_dataset(&ws);
+    let hosted = train(
+        &ws,
+        "hosted",
+        &[
+            "--base-model",
+            "gemini-2.5-flash",
+            "--epochs",
+            "3",
+            "--learning-rate",
+            "1e-5",
+        ],
+    );
+    assert_eq!(hosted.code, 0, "{}", hosted.stderr);
     assert!(
-        hosted
-            .stderr
-            .contains("hosted models (such as gemini-2.5-flash) cannot be tuned inside the sealed Fabric")
-            && hosted.stderr.contains("fabric dataset --sft-output FILE"),
+        hosted.stderr.contains("its tuning runs on Vertex AI, not in Fabric"),
         "{}",
         hosted.stderr
+    );
+    assert!(hosted.stderr.contains("Vertex AI does not take"), "{}", hosted.stderr);
+    assert!(
+        !ws.path("hosted/model.onnx").exists(),
+        "nothing pretends to be a tuned model"
+    );
+
+    let export = ws.jsonl("d/train.sft.jsonl");
+    let lines = ws.jsonl("hosted/tuning-data.jsonl");
+    assert_eq!(lines.len(), export.len());
+    assert_eq!(lines.len(), ws.read("d/train.jsonl").lines().count());
+    for (line, chat) in lines.iter().zip(&export) {
+        let keys: Vec<&String> = line.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["contents", "systemInstruction"]);
+        let system = &line["systemInstruction"]["parts"][0]["text"];
+        assert_eq!(system, &chat["messages"][0]["content"]);
+        let contents = line["contents"].as_array().unwrap();
+        let roles: Vec<&str> = contents.iter().map(|c| c["role"].as_str().unwrap()).collect();
+        assert_eq!(roles, ["user", "model"]);
+        assert_eq!(contents[1]["parts"][0]["text"], chat["messages"][2]["content"]);
+        assert!(contents.iter().all(|c| c["parts"].as_array().unwrap().len() == 1));
+    }
+    let job: Value = serde_json::from_str(&ws.read("hosted/tuning-job.json")).unwrap();
+    assert_eq!(job["baseModel"], "gemini-2.5-flash");
+    assert_eq!(job["supervisedTuningSpec"]["hyperParameters"]["epochCount"], 3);
+    assert_eq!(
+        job["supervisedTuningSpec"]["hyperParameters"]["learningRateMultiplier"],
+        1.0
+    );
+    assert!(
+        job["supervisedTuningSpec"]["trainingDatasetUri"]
+            .as_str()
+            .unwrap()
+            .starts_with("gs://")
+    );
+    assert!(ws.read("hosted/TUNING.md").contains("tuningJobs"));
+
+    // A damaged export is named by file and line; a missing one says what makes it.
+    let mut damaged = ws.read("d/train.sft.jsonl");
+    damaged.push_str("{\"prompt\": \"not a chat\"}\n");
+    ws.write("d/train.sft.jsonl", &damaged);
+    let refused = train(&ws, "hosted2", &["--base-model", "gemini-2.5-flash"]);
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused.stderr.contains(&format!(
+            "train.sft.jsonl:{}: not a chat conversation",
+            export.len() + 1
+        )),
+        "{}",
+        refused.stderr
+    );
+    std::fs::remove_file(ws.path("d/train.sft.jsonl")).unwrap();
+    let missing = train(&ws, "hosted3", &["--base-model", "gemini-2.5-flash"]);
+    assert_eq!(missing.code, 1);
+    assert!(
+        missing
+            .stderr
+            .contains("`fabric dataset --output-file d/train.jsonl` writes"),
+        "{}",
+        missing.stderr
     );
 }
 

@@ -1068,3 +1068,49 @@ fn metrics_diff_reads_an_uncommitted_metrics_file_through_the_committed_lock() {
     );
     assert!(!damaged.stdout.contains("0.99"), "{}", damaged.stdout);
 }
+
+#[test]
+fn a_declared_param_can_be_written_as_an_option_of_run() {
+    let ws = Workspace::new();
+    ws.chain();
+    ws.ok(&["run"]);
+    let plan = ws.ok(&["run", "--factor", "3", "--dry-run", "true"]);
+    assert!(plan.stdout.contains("run         b"), "{}", plan.stdout);
+    assert_eq!(ws.counts(), [1, 1, 1, 1], "a dry run runs nothing");
+    let run = ws.ok(&["run", "--factor=3", "--dry-run", "false"]);
+    assert!(run.stderr.contains("ran b"), "{}", run.stderr);
+    assert_eq!(ws.read("build/b.txt"), "9\n6\n3\n");
+    let typo = ws.fabric(&["run", "--factr", "3"]);
+    assert_eq!(typo.code, 2);
+    assert!(
+        typo.stderr
+            .contains("`--factr` is neither an option of `fabric run` nor a declared parameter")
+            && typo.stderr.contains("did you mean `--factor`?"),
+        "{}",
+        typo.stderr
+    );
+    let mistyped = ws.fabric(&["run", "--factor", "many"]);
+    assert_eq!(mistyped.code, 2, "{}", mistyped.stderr);
+}
+
+#[test]
+fn a_param_used_only_in_paths_is_fingerprinted_by_the_path() {
+    let ws = Workspace::new();
+    ws.write(
+        "Fabric.toml",
+        &format!(
+            "[params]\ndir = \"build\"\n\n[stage.s]\ncmd = \"{} && mkdir -p build && echo x > build/o.txt\"\nouts = [\"${{params.dir}}/o.txt\"]\n",
+            ws.tick("s")
+        ),
+    );
+    ws.ok(&["run"]);
+    let same = ws.ok(&["run", "--dir", "./build"]);
+    assert!(same.stderr.contains("0 ran"), "{}", same.stderr);
+    let moved = ws.fabric(&["run", "--dir", "elsewhere"]);
+    assert_eq!(
+        moved.code, 1,
+        "the out moved, the command did not write it: {}",
+        moved.stderr
+    );
+    assert_eq!(ws.count("s"), 2);
+}
