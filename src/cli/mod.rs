@@ -78,8 +78,8 @@ enum Command {
     Sanitize(prime::SanitizeArgs),
     /// Build windowed training examples and the dataset card.
     Dataset(prime::DatasetArgs),
-    /// Print the JSON Schema of snapshot v1.
-    Schema,
+    /// Print the snapshot contract: JSON Schema, or TypeScript for the Studio.
+    Schema(prime::SchemaArgs),
     /// Train the Prime Brain policy model in ONNX Runtime.
     Train(onnx::TrainArgs),
     /// Evaluate a model (or external predictions) against the doctrine.
@@ -156,7 +156,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Simulate(args) => prime::simulate(args),
         Command::Sanitize(args) => prime::sanitize(args),
         Command::Dataset(args) => prime::dataset(args),
-        Command::Schema => prime::print_schema(),
+        Command::Schema(args) => prime::print_schema(args),
         Command::Train(args) => onnx::train(args),
         Command::Evaluate(args) => onnx::evaluate(args),
         Command::Verify(args) => verify::execute(&globals, args),

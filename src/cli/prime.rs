@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use crate::prime::dataset::{self, DatasetOptions, DatasetPaths};
 use crate::prime::pseudonym::PseudonymKey;
 use crate::prime::simulate::{self, SimulateOptions};
-use crate::prime::{sanitize, schema};
+use crate::prime::{contract, sanitize, schema};
 use crate::store::remove_path;
 
 /// Arguments of `fabric simulate`.
@@ -42,8 +42,10 @@ pub struct SanitizeArgs {
     /// Where to write one JSONL file per session (replaced as a whole).
     #[arg(long, value_name = "DIR")]
     output_dir: PathBuf,
-    /// Snapshot schema version.
-    #[arg(long, default_value = schema::SCHEMA_VERSION)]
+    /// The snapshot schema: a version (`v1`), or the Studio's schema file
+    /// (`.ts` or `.json` JSON Schema), which must match Fabric's own: any
+    /// drift is reported and nothing is sanitized.
+    #[arg(long, default_value = schema::SCHEMA_VERSION, value_name = "VERSION|FILE")]
     schema: String,
     /// Where to write the report.
     #[arg(long, value_name = "FILE", default_value = "reports/sanitize.json")]
@@ -110,12 +112,36 @@ pub fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn sanitize(args: SanitizeArgs) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(
-        args.schema == schema::SCHEMA_VERSION,
-        "unknown schema `{}`; this fabric knows `{}`",
-        args.schema,
-        schema::SCHEMA_VERSION
-    );
+    let as_file = Path::new(&args.schema);
+    if args.schema.ends_with(".ts") || args.schema.ends_with(".json") || as_file.is_file() {
+        let report = contract::drift_of_file(as_file).map_err(anyhow::Error::msg)?;
+        if !report.is_empty() {
+            eprintln!(
+                "error: {} differs from Fabric's snapshot schema {}:",
+                as_file.display(),
+                schema::SCHEMA_VERSION
+            );
+            for line in &report {
+                eprintln!("  - {line}");
+            }
+            eprintln!(
+                "help: regenerate it with `fabric schema --format {}`, or change Fabric's schema and bump its version",
+                if args.schema.ends_with(".ts") {
+                    "typescript"
+                } else {
+                    "json-schema"
+                }
+            );
+            return Ok(ExitCode::from(1));
+        }
+    } else {
+        anyhow::ensure!(
+            args.schema == schema::SCHEMA_VERSION,
+            "unknown schema `{}`; this fabric knows `{}`, or pass the Studio's schema file (.ts or .json)",
+            args.schema,
+            schema::SCHEMA_VERSION
+        );
+    }
     let key = pseudonym_key()?;
     let report = replace_dir(&args.output_dir, |dir| {
         Ok(sanitize::sanitize(&args.input_dir, dir, None, &key)?)
@@ -158,8 +184,30 @@ pub fn dataset(args: DatasetArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn print_schema() -> anyhow::Result<ExitCode> {
-    println!("{}", schema::json_schema());
+/// Arguments of `fabric schema`.
+#[derive(Debug, clap::Args)]
+pub struct SchemaArgs {
+    /// `json-schema` (every rule sanitize enforces that JSON Schema can
+    /// express) or `typescript` (the `PrimeBrainRawSnapshot` interface, its
+    /// limits and the DAWCommand vocabulary, for the Studio).
+    #[arg(long, value_enum, default_value_t = SchemaFormat::JsonSchema)]
+    format: SchemaFormat,
+}
+
+/// The renderings of the snapshot contract.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum SchemaFormat {
+    /// JSON Schema (draft 2020-12).
+    JsonSchema,
+    /// A TypeScript module.
+    Typescript,
+}
+
+pub fn print_schema(args: SchemaArgs) -> anyhow::Result<ExitCode> {
+    match args.format {
+        SchemaFormat::JsonSchema => println!("{}", serde_json::to_string_pretty(&contract::json_schema())?),
+        SchemaFormat::Typescript => print!("{}", contract::typescript()),
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -363,11 +363,11 @@ fn ground_truth(last: &Snapshot, next: &Snapshot) -> CommandTarget {
     if let Some(command) = fresh.first() {
         return CommandTarget::of(command);
     }
-    let since = chrono::DateTime::parse_from_rfc3339(&last.captured_at).ok();
+    let since = last.captured();
     next.bloom_trace
         .iter()
         .filter(|b| b.outcome == BloomOutcome::Accepted)
-        .filter(|b| chrono::DateTime::parse_from_rfc3339(&b.at).ok() > since)
+        .filter(|b| b.time() > since)
         .find(|b| super::vocabulary::command(&b.action).is_some())
         .map_or_else(CommandTarget::none, |b| CommandTarget {
             kind: b.action.clone(),
@@ -390,8 +390,8 @@ fn example(session: &str, window_end: usize, window: &[Snapshot], next: &Snapsho
         seconds: 0.0,
     };
     let intensity = guidance_intensity(last.mode, critical, moment.in_flow(), &command);
-    let start = chrono::DateTime::parse_from_rfc3339(&window[0].captured_at).ok();
-    let end = chrono::DateTime::parse_from_rfc3339(&last.captured_at).ok();
+    let start = window[0].captured();
+    let end = last.captured();
     let seconds = match (start, end) {
         (Some(a), Some(b)) => (b - a).num_milliseconds() as f64 / 1000.0,
         _ => 0.0,

@@ -3,6 +3,7 @@
 //! dataset building. The built-in steps in [`crate::steps::prime`] and the
 //! `fabric simulate|sanitize|dataset|schema` commands call into here.
 
+pub mod contract;
 pub mod dataset;
 pub mod labels;
 pub mod lexicon;

@@ -84,8 +84,7 @@ static FIELD_NAMES: LazyLock<HashSet<String>> = LazyLock::new(|| {
         }
     }
     let mut names = HashSet::new();
-    let schema: Value = serde_json::from_str(&schema::json_schema()).expect("the schema is JSON");
-    collect(&schema, &mut names);
+    collect(&super::contract::json_schema(), &mut names);
     names
 });
 

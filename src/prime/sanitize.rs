@@ -35,7 +35,7 @@ use super::lexicon::Placeholder;
 use super::privacy::{self, NUMBER_LIMIT};
 use super::pseudonym::PseudonymKey;
 use super::redact;
-use super::schema::*;
+use super::schema::{self, *};
 use super::vocabulary;
 use crate::digest::Digest;
 use crate::hash::Hasher;
@@ -675,7 +675,9 @@ pub fn clean_record(text: &str, key: &PseudonymKey) -> Result<Snapshot, String> 
 /// Parses, validates, normalizes, pseudonymizes and rebuilds the free text of
 /// one record, or names why it is dropped.
 fn clean(text: &str, key: &PseudonymKey) -> Result<Clean, String> {
+    schema::take_dropped_items();
     let mut snapshot: Snapshot = serde_json::from_str(text).map_err(|error| drop_reason(&error))?;
+    let mut normalized = schema::take_dropped_items();
     if snapshot.allow_export == Some(false) {
         return Err("no_consent".into());
     }
@@ -685,7 +687,6 @@ fn clean(text: &str, key: &PseudonymKey) -> Result<Clean, String> {
     snapshot.allow_export = None;
     snapshot.snapshot_id = key.snapshot(&snapshot.snapshot_id);
     snapshot.session_id = key.session(&snapshot.session_id);
-    let mut normalized = BTreeMap::new();
     normalize(&mut snapshot, &mut normalized);
     let mut redactions = BTreeMap::new();
     let mut tokens = (0, 0);
@@ -766,6 +767,10 @@ fn normalize(s: &mut Snapshot, normalized: &mut BTreeMap<&'static str, usize>) {
         round(&mut reading.normalized);
     }
     let t = &mut s.transport;
+    if t.cycle.end_beats < t.cycle.start_beats {
+        t.cycle.end_beats = t.cycle.start_beats;
+        *normalized.entry("clamped:transport.cycle").or_insert(0) += 1;
+    }
     for value in [
         &mut t.tempo,
         &mut t.playhead_beats,
@@ -989,6 +994,63 @@ mod tests {
         record["audioMetrics"]["bufferSize"] = 256.into();
         record["conversationTurns"] = serde_json::json!([{"role": "user", "text": turn}]);
         record.to_string()
+    }
+
+    /// Lenient where the Studio may differ: enum spellings in any case,
+    /// fields outside the brief absent, integral floats, an unknown channel
+    /// or category dropping only its item (counted), an inverted cycle
+    /// clamped; strict where it matters: an unknown mode drops the record.
+    #[test]
+    fn items_the_studio_may_spell_differently_do_not_drop_the_record() {
+        let mut record: serde_json::Value = serde_json::from_str(&raw_line("s1", "hello")).unwrap();
+        record["mode"] = "Passive".into();
+        record["guidance"]["channel"] = "ENERGY".into();
+        record["bloomTrace"][0]["outcome"] = "Accepted".into();
+        for (pointer, field) in [
+            ("", "capturedAt"),
+            ("/audioMetrics", "sampleRate"),
+            ("/transport", "timeSignature"),
+        ] {
+            record
+                .pointer_mut(pointer)
+                .unwrap()
+                .as_object_mut()
+                .unwrap()
+                .remove(field);
+        }
+        record["audioMetrics"]["bufferSize"] = serde_json::json!(256.0);
+        record["transport"]["cycle"] = serde_json::json!({"enabled": true, "startBeats": 8.0, "endBeats": 4.0});
+        record["alsChannels"] = serde_json::json!([
+            {"channel": "energy", "value": 1.0, "normalized": 0.5},
+            {"channel": "shimmer", "value": 1.0, "normalized": 0.5},
+        ]);
+        record["aiAnalysisFlags"] = serde_json::json!([
+            {"category": "mix", "severity": "HIGH", "message": "muddy"},
+            {"category": "vibes", "severity": "low", "message": "odd"},
+        ]);
+        let clean = clean(&record.to_string(), &KEY).expect("kept");
+        assert_eq!(clean.snapshot.mode, Mode::Passive);
+        assert_eq!(
+            clean.snapshot.guidance.as_ref().map(|g| g.channel),
+            Some(AlsChannel::Energy)
+        );
+        assert_eq!(clean.snapshot.audio_metrics.buffer_size, 256);
+        assert_eq!(clean.snapshot.als_channels.len(), 1);
+        assert_eq!(clean.snapshot.ai_analysis_flags[0].severity, Severity::High);
+        assert_eq!(clean.snapshot.transport.cycle.end_beats, 8.0);
+        for (reason, count) in [
+            ("dropped:alsChannels", 1),
+            ("dropped:aiAnalysisFlags", 1),
+            ("clamped:transport.cycle", 1),
+        ] {
+            assert_eq!(clean.normalized.get(reason), Some(&count), "{:?}", clean.normalized);
+        }
+
+        record["mode"] = "furious".into();
+        assert_eq!(clean_record(&record.to_string(), &KEY).unwrap_err(), "invalid_value");
+        record["mode"] = "active".into();
+        record["audioMetrics"]["bufferSize"] = serde_json::json!(256.5);
+        assert_eq!(clean_record(&record.to_string(), &KEY).unwrap_err(), "invalid_value");
     }
 
     /// The verifier does not trust the redactor: a cleaner that lets one

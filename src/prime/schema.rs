@@ -1,5 +1,6 @@
 //! Snapshot schema v1 (`PrimeBrainRawSnapshot`): the Rust types are the source
-//! of truth; `fabric schema` prints the JSON Schema generated from them.
+//! of truth; `fabric schema` prints the contract generated from them
+//! ([`super::contract`]).
 //!
 //! Serde reads exactly what the Studio exporter sends (camelCase). Unknown
 //! fields are ignored on input, so they are dropped on output: nothing can be
@@ -21,44 +22,126 @@ pub const MAX_BLOOM_TRACE: usize = 24;
 pub const MAX_ISSUED_COMMANDS: usize = 20;
 /// At most this many conversation turns.
 pub const MAX_CONVERSATION_TURNS: usize = 10;
+/// A UUID v4 in its hyphenated form.
+const UUID_V4: &str = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-4[0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}$";
+/// An RFC 3339 date-time (the calendar check is `format: date-time`).
+const RFC_3339: &str = r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]+)?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$";
+
+/// The names of a closed enum in one place: `ALL` (a fixed order that
+/// feature layouts depend on), `name()` (the canonical lowercase spelling,
+/// which `Serialize` writes too), and reading it from JSON by name ignoring
+/// case (`"Passive"` is `passive`).
+macro_rules! named_enum {
+    ($ty:ident { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $ty {
+            /// Every value, in a fixed order.
+            pub const ALL: [$ty; [$(stringify!($variant)),+].len()] = [$($ty::$variant),+];
+
+            /// The canonical (lowercase) name.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $name),+
+                }
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                deserializer.deserialize_str(ByName {
+                    all: &$ty::ALL,
+                    name: $ty::name,
+                    what: stringify!($ty),
+                })
+            }
+        }
+    };
+}
+
+/// Reads one of `all` by its name, ignoring ASCII case.
+struct ByName<T: 'static> {
+    all: &'static [T],
+    name: fn(T) -> &'static str,
+    what: &'static str,
+}
+
+impl<T: Copy> serde::de::Visitor<'_> for ByName<T> {
+    type Value = T;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(formatter, "a {} name", self.what)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<T, E> {
+        self.all
+            .iter()
+            .copied()
+            .find(|value| (self.name)(*value).eq_ignore_ascii_case(text))
+            .ok_or_else(|| E::custom(format!("unknown variant: not a {} name", self.what)))
+    }
+}
 
 /// One Studio state snapshot.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Snapshot {
     /// UUID v4.
+    #[schemars(regex(pattern = UUID_V4), extend("format" = "uuid"))]
     pub snapshot_id: String,
     /// Opaque session id: 1–64 characters of `[A-Za-z0-9_-]`.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))]
     pub session_id: String,
-    /// RFC 3339 capture time; orders snapshots within a session.
-    pub captured_at: String,
-    /// Per-session counter; breaks ties.
+    /// RFC 3339 capture time; orders snapshots within a session (not in the
+    /// brief, so optional: without it, `sequence` orders them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = RFC_3339), extend("format" = "date-time"))]
+    pub captured_at: Option<String>,
+    /// Per-session counter; breaks ties.
+    #[serde(
+        default,
+        deserialize_with = "integral::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(range(max = 999_999))]
     pub sequence: Option<u64>,
     /// Prime Brain mode.
     pub mode: Mode,
     /// Transport state.
     pub transport: Transport,
     /// ALS channel readings.
+    #[serde(deserialize_with = "lenient::als_channels")]
     pub als_channels: Vec<AlsReading>,
     /// Engine health.
     pub audio_metrics: AudioMetrics,
     /// Harmonic analysis.
     pub harmonic_state: HarmonicState,
     /// AI analysis flags.
+    #[serde(deserialize_with = "lenient::ai_analysis_flags")]
     pub ai_analysis_flags: Vec<AnalysisFlag>,
     /// Mixx Recall memory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_memory_summary: Option<UserMemory>,
     /// Bloom events, oldest first (at most 24).
+    #[serde(deserialize_with = "lenient::bloom_trace")]
+    #[schemars(length(max = MAX_BLOOM_TRACE))]
     pub bloom_trace: Vec<BloomEvent>,
     /// Commands the user issued, oldest first (at most 20).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::issued_commands",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(length(max = MAX_ISSUED_COMMANDS))]
     pub issued_commands: Option<Vec<DawCommand>>,
     /// Conversation, oldest first (at most 10 turns).
+    #[serde(deserialize_with = "lenient::conversation_turns")]
+    #[schemars(length(max = MAX_CONVERSATION_TURNS))]
     pub conversation_turns: Vec<Turn>,
     /// The guidance Prime Brain gave.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::guidance",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub guidance: Option<Guidance>,
     /// The Studio's export consent (its `VITE_SESSION_PROBE_ALLOW_EXPORT`
     /// flag, also read as `consent`): a record with `false` is refused by
@@ -68,7 +151,7 @@ pub struct Snapshot {
 }
 
 /// Prime Brain's modes; they govern cadence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Whisper only; never intrude.
@@ -81,21 +164,6 @@ pub enum Mode {
     Optimizing,
 }
 
-impl Mode {
-    /// Every mode, in a fixed order (feature layouts depend on it).
-    pub const ALL: [Mode; 4] = [Mode::Passive, Mode::Active, Mode::Learning, Mode::Optimizing];
-
-    /// The lowercase name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Mode::Passive => "passive",
-            Mode::Active => "active",
-            Mode::Learning => "learning",
-            Mode::Optimizing => "optimizing",
-        }
-    }
-}
-
 /// Transport state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -103,11 +171,15 @@ pub struct Transport {
     /// Playing or stopped.
     pub is_playing: bool,
     /// Beats per minute, 20–400.
+    #[schemars(range(min = 20, max = 400))]
     pub tempo: f64,
     /// Playhead position in beats, ≥ 0.
+    #[schemars(range(min = 0, max = 999_999))]
     pub playhead_beats: f64,
-    /// Like `4/4`.
-    pub time_signature: String,
+    /// Like `4/4` (not in the brief, so optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([1-9]|[12][0-9]|3[0-2])/(1|2|4|8|16|32)$"))]
+    pub time_signature: Option<String>,
     /// Loop region.
     pub cycle: Cycle,
 }
@@ -119,13 +191,15 @@ pub struct Cycle {
     /// Looping or not.
     pub enabled: bool,
     /// Start in beats.
+    #[schemars(range(min = 0, max = 999_999))]
     pub start_beats: f64,
-    /// End in beats.
+    /// End in beats (an end before the start is read as the start).
+    #[schemars(range(min = 0, max = 999_999))]
     pub end_beats: f64,
 }
 
 /// ALS channels: how Prime Brain speaks without numbers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AlsChannel {
     /// Warmth of the mix.
@@ -138,26 +212,6 @@ pub enum AlsChannel {
     Pressure,
 }
 
-impl AlsChannel {
-    /// Every channel, in a fixed order.
-    pub const ALL: [AlsChannel; 4] = [
-        AlsChannel::Temperature,
-        AlsChannel::Energy,
-        AlsChannel::Pulse,
-        AlsChannel::Pressure,
-    ];
-
-    /// The lowercase name.
-    pub fn name(self) -> &'static str {
-        match self {
-            AlsChannel::Temperature => "temperature",
-            AlsChannel::Energy => "energy",
-            AlsChannel::Pulse => "pulse",
-            AlsChannel::Pressure => "pressure",
-        }
-    }
-}
-
 /// One ALS reading.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -165,8 +219,10 @@ pub struct AlsReading {
     /// Which channel.
     pub channel: AlsChannel,
     /// Raw value.
+    #[schemars(range(min = -999_999, max = 999_999))]
     pub value: f64,
-    /// 0–1 (clamped by sanitize).
+    /// 0–1.
+    #[schemars(range(min = 0, max = 1))]
     pub normalized: f64,
 }
 
@@ -175,15 +231,27 @@ pub struct AlsReading {
 #[serde(rename_all = "camelCase")]
 pub struct AudioMetrics {
     /// Round-trip latency, ≥ 0.
+    #[schemars(range(min = 0, max = 999_999))]
     pub latency_ms: f64,
     /// 0–1.
+    #[schemars(range(min = 0, max = 1))]
     pub cpu_load: f64,
     /// Dropouts since the last snapshot.
+    #[serde(deserialize_with = "integral::required")]
+    #[schemars(range(max = 999_999))]
     pub dropouts: u64,
     /// A power of two, 32–8192.
+    #[serde(deserialize_with = "integral::required")]
+    #[schemars(extend("enum" = [32, 64, 128, 256, 512, 1024, 2048, 4096, 8192]))]
     pub buffer_size: u32,
-    /// Hz.
-    pub sample_rate: u32,
+    /// Hz, 8–384 kHz (not in the brief, so optional).
+    #[serde(
+        default,
+        deserialize_with = "integral::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(range(min = 8_000, max = 384_000))]
+    pub sample_rate: Option<u32>,
 }
 
 /// Harmonic analysis.
@@ -191,19 +259,23 @@ pub struct AudioMetrics {
 #[serde(rename_all = "camelCase")]
 pub struct HarmonicState {
     /// `C` … `B`, optionally with `#` or `b`.
+    #[schemars(regex(pattern = r"^[A-G](#|b)?$"))]
     pub key: String,
     /// Scale name (`major`, `minor`, `dorian` …).
     pub scale: String,
     /// 0–1.
+    #[schemars(range(min = 0, max = 1))]
     pub consonance: f64,
     /// 0–1.
+    #[schemars(range(min = 0, max = 1))]
     pub tension: f64,
     /// 0–1.
+    #[schemars(range(min = 0, max = 1))]
     pub velocity_energy: f64,
 }
 
 /// Analysis flag categories.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum FlagCategory {
     /// Mix problems.
@@ -218,19 +290,8 @@ pub enum FlagCategory {
     Health,
 }
 
-impl FlagCategory {
-    /// Every category, in a fixed order.
-    pub const ALL: [FlagCategory; 5] = [
-        FlagCategory::Mix,
-        FlagCategory::Tonal,
-        FlagCategory::Performance,
-        FlagCategory::Arrangement,
-        FlagCategory::Health,
-    ];
-}
-
 /// Flag severities, least to most severe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// Informational.
@@ -243,17 +304,6 @@ pub enum Severity {
     High,
     /// Critical: the only level that lets passive modes intervene.
     Critical,
-}
-
-impl Severity {
-    /// Every severity, in a fixed order.
-    pub const ALL: [Severity; 5] = [
-        Severity::Info,
-        Severity::Low,
-        Severity::Medium,
-        Severity::High,
-        Severity::Critical,
-    ];
 }
 
 /// One AI analysis flag.
@@ -273,6 +323,7 @@ pub struct AnalysisFlag {
 #[serde(rename_all = "camelCase")]
 pub struct UserMemory {
     /// Recent action names, oldest first (at most 10).
+    #[schemars(length(max = MAX_RECENT_ACTIONS))]
     pub recent_actions: Vec<String>,
     /// Preferences.
     #[serde(default)]
@@ -280,7 +331,7 @@ pub struct UserMemory {
 }
 
 /// Where a Bloom event came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum BloomSource {
     /// A Bloom petal.
@@ -292,7 +343,7 @@ pub enum BloomSource {
 }
 
 /// What the user did with a suggestion.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum BloomOutcome {
     /// Took it.
@@ -301,11 +352,6 @@ pub enum BloomOutcome {
     Dismissed,
     /// Did not react.
     Ignored,
-}
-
-impl BloomOutcome {
-    /// Every outcome, in a fixed order.
-    pub const ALL: [BloomOutcome; 3] = [BloomOutcome::Accepted, BloomOutcome::Dismissed, BloomOutcome::Ignored];
 }
 
 /// One Bloom event.
@@ -318,8 +364,10 @@ pub struct BloomEvent {
     pub source: BloomSource,
     /// What the user did.
     pub outcome: BloomOutcome,
-    /// RFC 3339 time.
-    pub at: String,
+    /// RFC 3339 time (optional: the brief does not list it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = RFC_3339), extend("format" = "date-time"))]
+    pub at: Option<String>,
 }
 
 /// A command the Studio executes.
@@ -337,7 +385,7 @@ pub struct DawCommand {
 }
 
 /// Who spoke.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// The creator.
@@ -357,7 +405,7 @@ pub struct Turn {
 }
 
 /// How strongly guidance speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Intensity {
     /// Barely there.
@@ -366,20 +414,6 @@ pub enum Intensity {
     Nudge,
     /// Needs attention.
     Call,
-}
-
-impl Intensity {
-    /// Every intensity, in a fixed order.
-    pub const ALL: [Intensity; 3] = [Intensity::Whisper, Intensity::Nudge, Intensity::Call];
-
-    /// The lowercase name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Intensity::Whisper => "whisper",
-            Intensity::Nudge => "nudge",
-            Intensity::Call => "call",
-        }
-    }
 }
 
 /// Guidance given through an ALS channel.
@@ -394,6 +428,52 @@ pub struct Guidance {
     pub text: String,
 }
 
+named_enum!(Mode {
+    Passive => "passive",
+    Active => "active",
+    Learning => "learning",
+    Optimizing => "optimizing",
+});
+named_enum!(AlsChannel {
+    Temperature => "temperature",
+    Energy => "energy",
+    Pulse => "pulse",
+    Pressure => "pressure",
+});
+named_enum!(FlagCategory {
+    Mix => "mix",
+    Tonal => "tonal",
+    Performance => "performance",
+    Arrangement => "arrangement",
+    Health => "health",
+});
+named_enum!(Severity {
+    Info => "info",
+    Low => "low",
+    Medium => "medium",
+    High => "high",
+    Critical => "critical",
+});
+named_enum!(BloomSource {
+    Bloom => "bloom",
+    Als => "als",
+    Inline => "inline",
+});
+named_enum!(BloomOutcome {
+    Accepted => "accepted",
+    Dismissed => "dismissed",
+    Ignored => "ignored",
+});
+named_enum!(Role {
+    User => "user",
+    Prime => "prime",
+});
+named_enum!(Intensity {
+    Whisper => "whisper",
+    Nudge => "nudge",
+    Call => "call",
+});
+
 /// A rule a snapshot breaks: the field and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleViolation {
@@ -404,12 +484,17 @@ pub struct RuleViolation {
 }
 
 impl Snapshot {
+    /// The capture time, when given and valid.
+    pub fn captured(&self) -> Option<chrono::DateTime<chrono::FixedOffset>> {
+        time(self.captured_at.as_deref())
+    }
+
     /// The order of snapshots within a session: capture time (nanoseconds
-    /// since the epoch; unparseable times last), then `sequence`.
+    /// since the epoch; absent or unparseable times last), then `sequence`.
     pub fn order_key(&self) -> (i64, u64) {
-        let time = chrono::DateTime::parse_from_rfc3339(&self.captured_at)
-            .map(|t| t.timestamp_nanos_opt().unwrap_or(i64::MAX))
-            .unwrap_or(i64::MAX);
+        let time = self
+            .captured()
+            .map_or(i64::MAX, |t| t.timestamp_nanos_opt().unwrap_or(i64::MAX));
         (time, self.sequence.unwrap_or(0))
     }
 
@@ -435,7 +520,7 @@ impl Snapshot {
         {
             return fail("sessionId", "must be 1–64 characters of A-Z a-z 0-9 _ -");
         }
-        if chrono::DateTime::parse_from_rfc3339(&self.captured_at).is_err() {
+        if self.captured_at.is_some() && self.captured().is_none() {
             return fail("capturedAt", "not an RFC 3339 time");
         }
         let t = &self.transport;
@@ -445,11 +530,11 @@ impl Snapshot {
         if t.playhead_beats < 0.0 {
             return fail("transport.playheadBeats", "negative");
         }
-        if !valid_time_signature(&t.time_signature) {
+        if t.time_signature.as_deref().is_some_and(|s| !valid_time_signature(s)) {
             return fail("transport.timeSignature", "not like 4/4");
         }
-        if t.cycle.start_beats < 0.0 || t.cycle.end_beats < t.cycle.start_beats {
-            return fail("transport.cycle", "end before start or negative");
+        if t.cycle.start_beats < 0.0 || t.cycle.end_beats < 0.0 {
+            return fail("transport.cycle", "negative");
         }
         for reading in &self.als_channels {
             if !reading.value.is_finite() || !reading.normalized.is_finite() {
@@ -466,7 +551,7 @@ impl Snapshot {
         if !a.buffer_size.is_power_of_two() || !(32..=8192).contains(&a.buffer_size) {
             return fail("audioMetrics.bufferSize", "not a power of two in 32–8192");
         }
-        if !(8_000..=384_000).contains(&a.sample_rate) {
+        if a.sample_rate.is_some_and(|rate| !(8_000..=384_000).contains(&rate)) {
             return fail("audioMetrics.sampleRate", "outside 8–384 kHz");
         }
         let h = &self.harmonic_state;
@@ -483,12 +568,24 @@ impl Snapshot {
             }
         }
         for event in &self.bloom_trace {
-            if chrono::DateTime::parse_from_rfc3339(&event.at).is_err() {
+            if event.at.is_some() && event.time().is_none() {
                 return fail("bloomTrace.at", "not an RFC 3339 time");
             }
         }
         Ok(())
     }
+}
+
+impl BloomEvent {
+    /// When it happened, when given and valid.
+    pub fn time(&self) -> Option<chrono::DateTime<chrono::FixedOffset>> {
+        time(self.at.as_deref())
+    }
+}
+
+/// An RFC 3339 time, if `text` is one.
+fn time(text: Option<&str>) -> Option<chrono::DateTime<chrono::FixedOffset>> {
+    chrono::DateTime::parse_from_rfc3339(text?).ok()
 }
 
 fn valid_time_signature(text: &str) -> bool {
@@ -503,8 +600,105 @@ fn valid_key(key: &str) -> bool {
     matches!(chars.next(), Some('A'..='G')) && matches!(chars.as_str(), "" | "#" | "b")
 }
 
-/// The JSON Schema of [`Snapshot`], pretty-printed.
-pub fn json_schema() -> String {
-    let schema = schemars::schema_for!(Snapshot);
-    serde_json::to_string_pretty(&schema).expect("a schema serializes")
+/// Lists (and the guidance) whose items are dropped one by one when they do
+/// not read — an unknown channel or category, a misspelt field — instead of
+/// dropping the whole record: the Studio may know more than this Fabric.
+/// Each drop is counted by field; [`take_dropped_items`] collects the counts
+/// of the records read on this thread since it was last called.
+mod lenient {
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+
+    use serde::de::DeserializeOwned;
+    use serde::{Deserialize, Deserializer};
+    use serde_json::value::RawValue;
+
+    use super::{AlsReading, AnalysisFlag, BloomEvent, DawCommand, Guidance, Turn};
+
+    thread_local! {
+        pub(super) static DROPPED: RefCell<BTreeMap<&'static str, usize>> = const { RefCell::new(BTreeMap::new()) };
+    }
+
+    fn read<T: DeserializeOwned>(raw: &RawValue, field: &'static str) -> Option<T> {
+        let item = serde_json::from_str(raw.get()).ok();
+        if item.is_none() {
+            DROPPED.with(|dropped| *dropped.borrow_mut().entry(field).or_insert(0) += 1);
+        }
+        item
+    }
+
+    fn items<'de, D: Deserializer<'de>, T: DeserializeOwned>(
+        deserializer: D,
+        field: &'static str,
+    ) -> Result<Vec<T>, D::Error> {
+        let raw = Vec::<Box<RawValue>>::deserialize(deserializer)?;
+        Ok(raw.iter().filter_map(|item| read(item, field)).collect())
+    }
+
+    pub fn als_channels<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<AlsReading>, D::Error> {
+        items(deserializer, "dropped:alsChannels")
+    }
+
+    pub fn ai_analysis_flags<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<AnalysisFlag>, D::Error> {
+        items(deserializer, "dropped:aiAnalysisFlags")
+    }
+
+    pub fn bloom_trace<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<BloomEvent>, D::Error> {
+        items(deserializer, "dropped:bloomTrace")
+    }
+
+    pub fn conversation_turns<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Turn>, D::Error> {
+        items(deserializer, "dropped:conversationTurns")
+    }
+
+    pub fn issued_commands<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Vec<DawCommand>>, D::Error> {
+        let raw = Option::<Vec<Box<RawValue>>>::deserialize(deserializer)?;
+        Ok(raw.map(|raw| {
+            raw.iter()
+                .filter_map(|item| read(item, "dropped:issuedCommands"))
+                .collect()
+        }))
+    }
+
+    pub fn guidance<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Guidance>, D::Error> {
+        let raw = Option::<Box<RawValue>>::deserialize(deserializer)?;
+        Ok(raw.and_then(|raw| read(&raw, "dropped:guidance")))
+    }
+}
+
+/// The items dropped by field (`dropped:alsChannels` …) while reading
+/// snapshots on this thread since the last call; the counts start over.
+pub fn take_dropped_items() -> BTreeMap<&'static str, usize> {
+    lenient::DROPPED.with(|dropped| std::mem::take(&mut *dropped.borrow_mut()))
+}
+
+/// Integer fields read from JSON integers and from integral floats (`256.0`),
+/// as JSON Schema's `integer` (and JavaScript's numbers) allow.
+mod integral {
+    use serde::{Deserialize, Deserializer, de::Error};
+
+    fn convert<T: TryFrom<u64>, E: Error>(value: serde_json::Number) -> Result<T, E> {
+        let whole = match value.as_u64() {
+            Some(whole) => Some(whole),
+            None => value
+                .as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < u64::MAX as f64)
+                .map(|f| f as u64),
+        };
+        whole
+            .and_then(|w| T::try_from(w).ok())
+            .ok_or_else(|| E::custom(format!("invalid value: {value} is not a whole number in range")))
+    }
+
+    /// A required integer field.
+    pub fn required<'de, D: Deserializer<'de>, T: TryFrom<u64>>(deserializer: D) -> Result<T, D::Error> {
+        convert(serde_json::Number::deserialize(deserializer)?)
+    }
+
+    /// An optional integer field (`null` is absent).
+    pub fn optional<'de, D: Deserializer<'de>, T: TryFrom<u64>>(deserializer: D) -> Result<Option<T>, D::Error> {
+        Option::<serde_json::Number>::deserialize(deserializer)?
+            .map(convert)
+            .transpose()
+    }
 }

@@ -299,14 +299,14 @@ fn simulate_session(
         let mut snapshot = Snapshot {
             snapshot_id: uuid_v4(rng),
             session_id: session_id.to_string(),
-            captured_at: at_text.clone(),
+            captured_at: Some(at_text.clone()),
             sequence: Some(step as u64),
             mode,
             transport: Transport {
                 is_playing: playing,
                 tempo,
                 playhead_beats: round(playhead),
-                time_signature: "4/4".into(),
+                time_signature: Some("4/4".into()),
                 cycle: Cycle {
                     enabled: style.loops && playing,
                     start_beats: 0.0,
@@ -335,7 +335,7 @@ fn simulate_session(
                 cpu_load: round(cpu),
                 dropouts,
                 buffer_size: buffer,
-                sample_rate: 48_000,
+                sample_rate: Some(48_000),
             },
             harmonic_state: HarmonicState {
                 key: key.into(),
@@ -367,7 +367,7 @@ fn simulate_session(
                 action: command.kind.clone(),
                 source: BloomSource::Bloom,
                 outcome: BloomOutcome::Ignored,
-                at: at_text.clone(),
+                at: Some(at_text.clone()),
             });
         }
         if style.talkative && rng.random_bool(0.08) {

@@ -11,6 +11,7 @@ mod onnx;
 mod prime;
 mod release;
 mod runner;
+mod studio;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

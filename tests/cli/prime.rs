@@ -650,7 +650,7 @@ fn schema_prints_the_json_schema_of_the_snapshot_types() {
     let ws = Workspace::new();
     let out = ws.ok(&["schema"]);
     let schema: Value = serde_json::from_str(&out.stdout).unwrap();
-    assert_eq!(schema["title"], "Snapshot");
+    assert_eq!(schema["title"], "PrimeBrainRawSnapshot");
     let required: Vec<&str> = schema["required"]
         .as_array()
         .unwrap()
@@ -987,7 +987,7 @@ fn the_readme_tour_works_as_written_in_a_fresh_copy() {
 
 /// Copies what a fresh clone holds for the default pipeline (manifests,
 /// `.gitignore`, reviews, the shipped releases; not the lock) into `ws`.
-fn like_a_fresh_clone(ws: &Workspace) {
+pub(super) fn like_a_fresh_clone(ws: &Workspace) {
     let root = env!("CARGO_MANIFEST_DIR");
     for file in [
         "Fabric.toml",
