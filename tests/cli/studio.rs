@@ -81,17 +81,20 @@ fn the_briefs_commands_work_as_written_in_its_order() {
 fn sanitize_refuses_a_studio_schema_that_drifted_and_says_how() {
     let ws = Workspace::new();
     ws.simulate("raw", 1, 1, 5);
+    let sanitize = |schema: &str| {
+        ws.fabric(&[
+            "sanitize",
+            "--input-dir",
+            "raw",
+            "--output-dir",
+            "clean",
+            "--schema",
+            schema,
+        ])
+    };
     let typescript = ws.ok(&["schema", "--format", "typescript"]).stdout;
     ws.write("schema.ts", &typescript);
-    ws.ok(&[
-        "sanitize",
-        "--input-dir",
-        "raw",
-        "--output-dir",
-        "clean",
-        "--schema",
-        "schema.ts",
-    ]);
+    assert_eq!(sanitize("schema.ts").code, 0);
     ws.write("clean/keep.txt", "not touched\n");
 
     let drifted = typescript
@@ -102,15 +105,7 @@ fn sanitize_refuses_a_studio_schema_that_drifted_and_says_how() {
         )
         .replace(" * @maxItems 24", " * @maxItems 32");
     ws.write("schema.ts", &drifted);
-    let refused = ws.fabric(&[
-        "sanitize",
-        "--input-dir",
-        "raw",
-        "--output-dir",
-        "clean",
-        "--schema",
-        "schema.ts",
-    ]);
+    let refused = sanitize("schema.ts");
     assert_eq!(refused.code, 1);
     for line in [
         "schema.ts differs from Fabric's snapshot schema v1:",
@@ -126,27 +121,11 @@ fn sanitize_refuses_a_studio_schema_that_drifted_and_says_how() {
     // The JSON Schema form is compared the same way.
     let json_schema = ws.ok(&["schema", "--format", "json-schema"]).stdout;
     ws.write("schema.json", &json_schema);
-    ws.ok(&[
-        "sanitize",
-        "--input-dir",
-        "raw",
-        "--output-dir",
-        "clean",
-        "--schema",
-        "schema.json",
-    ]);
+    assert_eq!(sanitize("schema.json").code, 0);
     let mut edited: Value = serde_json::from_str(&json_schema).unwrap();
     edited["$defs"]["HarmonicState"]["required"] = json!(["key"]);
     ws.write("schema.json", &edited.to_string());
-    let refused = ws.fabric(&[
-        "sanitize",
-        "--input-dir",
-        "raw",
-        "--output-dir",
-        "clean",
-        "--schema",
-        "schema.json",
-    ]);
+    let refused = sanitize("schema.json");
     assert_eq!(refused.code, 1);
     assert!(
         refused
@@ -159,15 +138,7 @@ fn sanitize_refuses_a_studio_schema_that_drifted_and_says_how() {
         "bad.ts",
         "export interface PrimeBrainRawSnapshot {\n  mode passive\n}\n",
     );
-    let bad = ws.fabric(&[
-        "sanitize",
-        "--input-dir",
-        "raw",
-        "--output-dir",
-        "clean",
-        "--schema",
-        "bad.ts",
-    ]);
+    let bad = sanitize("bad.ts");
     assert_eq!(bad.code, 1);
     assert!(
         bad.stderr.contains("bad.ts:line 2: expected `name: type;`"),
