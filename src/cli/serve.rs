@@ -34,9 +34,13 @@ pub struct Args {
     /// Largest accepted body, in bytes.
     #[arg(long, default_value_t = 256 * 1024)]
     max_body: usize,
-    /// Seconds a request may take before it gets 408.
+    /// Seconds a request may take once its headers are in, before it gets 408.
     #[arg(long, default_value_t = 30)]
     request_timeout: u64,
+    /// Seconds a connection may take to send its request headers before it
+    /// is closed (half-sent requests cannot hold sockets).
+    #[arg(long, default_value_t = 10)]
+    header_timeout: u64,
 }
 
 pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
@@ -66,6 +70,7 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
         token,
         max_body: args.max_body,
         request_timeout: Duration::from_secs(args.request_timeout),
+        header_timeout: Duration::from_secs(args.header_timeout),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {

@@ -1,23 +1,31 @@
-//! The durable side of ingest: one writer thread appends records to
-//! per-session JSONL files and fsyncs them in groups; a request is
-//! acknowledged only after the fsync that covers its record.
+//! The durable side of ingest: one writer thread appends records to the
+//! server's own log files and acknowledges a request only after the fsync
+//! that covers its record.
 //!
+//! - **One fsync per group commit**: every session goes to the same log
+//!   (`ingest-<nanoseconds>.jsonl`, rotated at [`ROTATE_AT`]), so a batch
+//!   costs one write and one `fdatasync` however many sessions it touches
+//!   (sanitize groups records by session anyway).
 //! - **Idempotent**: every stored `snapshotId` is indexed (rebuilt from the
-//!   files at start-up), so a retried snapshot is acknowledged without a
+//!   logs at start-up), so a retried snapshot is acknowledged without a
 //!   second copy, across restarts too.
-//! - **No torn records**: a record is one `write` of its line; at start-up a
-//!   file whose last line lacks its newline (a crash mid-write, never
-//!   acknowledged) is cut back to its last complete line.
-//! - **File names never come from request data unchecked**: a `sessionId`
-//!   of 1–64 `[A-Za-z0-9_-]` names its file; anything else is hashed.
+//! - **No torn records, and only our own files repaired**: a record is one
+//!   line of one `write`; at start-up a log of the server's whose last line
+//!   lacks its newline (a crash mid-write, never acknowledged) is cut back to
+//!   its last complete line. Files of any other name in the directory are
+//!   neither read nor changed.
+//! - **File names never come from request data.**
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
 use tokio::sync::oneshot;
+
+/// A log is closed and a new one started past this size.
+pub const ROTATE_AT: u64 = 64 * 1024 * 1024;
 
 /// What became of a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,37 +40,29 @@ pub enum Stored {
 pub struct Job {
     /// The snapshot id.
     pub id: String,
-    /// The session id (names the file).
-    pub session: String,
     /// The record as one JSON line (no newline).
     pub line: String,
     /// The acknowledgement, sent after the fsync.
     pub done: oneshot::Sender<io::Result<Stored>>,
 }
 
-/// The file a session's records go to.
-pub fn file_name(session: &str) -> String {
-    let plain = !session.is_empty()
-        && session.len() <= 64
-        && session
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if plain {
-        format!("{session}.jsonl")
-    } else {
-        format!("session-{}.jsonl", &blake3::hash(session.as_bytes()).to_hex()[..16])
-    }
+/// Whether `name` is one of the server's logs.
+pub fn is_log(name: &str) -> bool {
+    name.strip_prefix("ingest-")
+        .and_then(|rest| rest.strip_suffix(".jsonl"))
+        .is_some_and(|stamp| !stamp.is_empty() && stamp.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// Repairs torn tails and returns every stored snapshot id.
+/// Repairs torn tails of the server's logs and returns every stored snapshot id.
 pub fn recover(dir: &Path) -> io::Result<HashSet<String>> {
     std::fs::create_dir_all(dir)?;
     let mut ids = HashSet::new();
     for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.extension().is_none_or(|e| e != "jsonl") {
+        let entry = entry?;
+        if !is_log(&entry.file_name().to_string_lossy()) {
             continue;
         }
+        let path = entry.path();
         let bytes = std::fs::read(&path)?;
         let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
         if complete < bytes.len() {
@@ -81,60 +81,83 @@ pub fn recover(dir: &Path) -> io::Result<HashSet<String>> {
     Ok(ids)
 }
 
+/// The open log and its size.
+struct Log {
+    file: File,
+    size: u64,
+}
+
+/// A new log in `dir`, its directory entry made durable.
+fn new_log(dir: &Path) -> io::Result<Log> {
+    loop {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        match OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(dir.join(format!("ingest-{stamp:024}.jsonl")))
+        {
+            Ok(file) => {
+                File::open(dir)?.sync_all()?;
+                return Ok(Log { file, size: 0 });
+            }
+            // Two logs in one nanosecond: take the next stamp.
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(error) => return Err(error),
+        }
+    }
+}
+
 /// Runs the writer until every sender is gone; returns when all is flushed.
 pub fn run(dir: PathBuf, mut ids: HashSet<String>, jobs: mpsc::Receiver<Job>) {
-    let mut files: HashMap<String, File> = HashMap::new();
+    let mut log: Option<Log> = None;
     while let Ok(first) = jobs.recv() {
-        // Group commit: everything already waiting shares one fsync per file.
+        // Group commit: everything already waiting shares one write and one fsync.
         let mut batch = vec![first];
         while batch.len() < 4096
             && let Ok(next) = jobs.try_recv()
         {
             batch.push(next);
         }
-        let mut results: Vec<io::Result<Stored>> = Vec::with_capacity(batch.len());
-        let mut touched: HashSet<String> = HashSet::new();
-        let mut created = false;
+        let mut buffer = Vec::new();
+        let mut fresh = Vec::with_capacity(batch.len());
         for job in &batch {
-            if ids.contains(&job.id) {
-                results.push(Ok(Stored::Duplicate));
-                continue;
+            let new = ids.insert(job.id.clone());
+            if new {
+                buffer.extend_from_slice(job.line.as_bytes());
+                buffer.push(b'\n');
             }
-            let name = file_name(&job.session);
-            let result = (|| {
-                if !files.contains_key(&name) {
-                    created |= !dir.join(&name).exists();
-                    let file = OpenOptions::new().create(true).append(true).open(dir.join(&name))?;
-                    files.insert(name.clone(), file);
+            fresh.push(new);
+        }
+        let written = if buffer.is_empty() {
+            Ok(())
+        } else {
+            (|| {
+                if log.as_ref().is_none_or(|l| l.size >= ROTATE_AT) {
+                    log = Some(new_log(&dir)?);
                 }
-                let file = files.get_mut(&name).expect("opened above");
-                file.write_all(format!("{}\n", job.line).as_bytes())
-            })();
-            if result.is_ok() {
-                ids.insert(job.id.clone());
-                touched.insert(name);
+                let open = log.as_mut().expect("opened above");
+                open.file.write_all(&buffer)?;
+                open.size += buffer.len() as u64;
+                open.file.sync_data()
+            })()
+        };
+        if written.is_err() {
+            // Not durable: forget the ids so a retry stores them, and start a
+            // new log rather than append after a partial write.
+            for (job, new) in batch.iter().zip(&fresh) {
+                if *new {
+                    ids.remove(&job.id);
+                }
             }
-            results.push(result.map(|()| Stored::New));
+            log = None;
         }
-        let mut synced = Ok(());
-        for name in &touched {
-            if let Some(file) = files.get(name)
-                && let Err(error) = file.sync_data()
-            {
-                synced = Err(error);
-            }
-        }
-        // A new file's directory entry must be durable too.
-        if created && let Err(error) = File::open(&dir).and_then(|d| d.sync_all()) {
-            synced = Err(error);
-        }
-        if files.len() > 512 {
-            files.clear();
-        }
-        for (job, result) in batch.into_iter().zip(results) {
-            let result = match (&synced, result) {
-                (Err(error), Ok(Stored::New)) => Err(io::Error::new(error.kind(), error.to_string())),
-                (_, result) => result,
+        for (job, new) in batch.into_iter().zip(fresh) {
+            let result = match (&written, new) {
+                (_, false) => Ok(Stored::Duplicate),
+                (Ok(()), true) => Ok(Stored::New),
+                (Err(error), true) => Err(io::Error::new(error.kind(), error.to_string())),
             };
             let _ = job.done.send(result);
         }

@@ -1,12 +1,19 @@
 //! `fabric serve`: the ingest endpoint the Studio's exporter posts snapshots to.
 //!
 //! Contract (spec 04): `POST /v1/snapshots` with the channel in the
-//! `X-Prime-Fabric-Channel` header or, for `navigator.sendBeacon`, the
-//! `?channel=` query; CORS preflights answered for configured origins only;
-//! bodies over the limit get 413 without being buffered whole; invalid JSON
-//! 400, a record without `snapshotId`/`sessionId` 422, all with JSON error
-//! bodies; 201 once the record is durably on disk ([`journal`]), 200 for a
-//! duplicate. Loopback by default; any other address needs a token
+//! `X-Prime-Fabric-Channel` header, or the `?channel=` query, or neither
+//! (`navigator.sendBeacon` cannot set headers, and this server takes one
+//! channel; another channel named is 403). The body is one snapshot, or a
+//! JSON array of up to [`MAX_BATCH`] (the exporter's queue flushed at once)
+//! answered 200 with one result per snapshot. CORS preflights answered for
+//! configured origins only. A body over the limit gets 413 after the rest
+//! is read and discarded (so clients that write the whole body first still
+//! read the answer), without being buffered; invalid JSON 400, a record
+//! without `snapshotId`/`sessionId` 422, all with JSON error bodies; 201 once
+//! the record is durably on disk ([`journal`]), 200 for a duplicate.
+//! Request headers must arrive within the header timeout (half-sent requests
+//! are closed, so they cannot hold sockets), bodies within the request
+//! timeout (408). Loopback by default; any other address needs a token
 //! (`Authorization: Bearer …` or `?token=`), compared in constant time.
 //! `GET /healthz`, `GET /metrics` (Prometheus text). SIGTERM or Ctrl-C stop
 //! accepting, flush, and exit 0.
@@ -15,9 +22,9 @@
 //! ([`crate::prime::sanitize::clean_record`]: free text rebuilt from the
 //! vocabulary, identifiers pseudonymized with the workspace's key) and
 //! checked by the privacy verifier before anything touches the disk; only
-//! the sanitized record is stored, under its session's pseudonym. A record
-//! sanitize would drop gets 422 with the reason; one whose consent flag is
-//! false gets 403 and nothing of it is kept.
+//! the sanitized record is stored. A record sanitize would drop gets 422
+//! with the reason; one whose consent flag is false gets 403 and nothing of
+//! it is kept.
 
 pub mod journal;
 
@@ -62,8 +69,10 @@ pub struct Config {
     pub token: Option<String>,
     /// Largest accepted body in bytes.
     pub max_body: usize,
-    /// Longest a request may take (slow clients get 408).
+    /// Longest a request may take once its headers are in (slow bodies get 408).
     pub request_timeout: Duration,
+    /// Longest a connection may take to send its request headers (then it is closed).
+    pub header_timeout: Duration,
     /// The pseudonym key identifiers are replaced with before storing.
     pub key: PseudonymKey,
 }
@@ -84,14 +93,7 @@ struct Shared {
 type AppState = Arc<Shared>;
 
 fn refuse(state: &Shared, status: StatusCode, reason: &'static str, message: String) -> Response {
-    *state
-        .counters
-        .refused
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .entry(reason)
-        .or_insert(0) += 1;
-    (status, axum::Json(json!({"error": message, "reason": reason}))).into_response()
+    Outcome::refused(reason, status, message).into_response(state)
 }
 
 /// The CORS headers for an allowed origin; `Err` when the origin is not allowed.
@@ -175,6 +177,70 @@ async fn ingest(
     response
 }
 
+/// What became of one snapshot.
+enum Outcome {
+    /// Stored (201) or already stored (200).
+    Stored {
+        duplicate: bool,
+        id: String,
+        stored_as: String,
+    },
+    /// Refused, with the status, the reason (counted) and a message.
+    Refused {
+        status: StatusCode,
+        reason: &'static str,
+        message: String,
+    },
+}
+
+impl Outcome {
+    fn refused(reason: &'static str, status: StatusCode, message: impl Into<String>) -> Outcome {
+        Outcome::Refused {
+            status,
+            reason,
+            message: message.into(),
+        }
+    }
+
+    /// Counts the outcome and gives its status and JSON body.
+    fn settle(self, state: &Shared) -> (StatusCode, serde_json::Value) {
+        match self {
+            Outcome::Stored {
+                duplicate,
+                id,
+                stored_as,
+            } => {
+                let (counter, status, word) = if duplicate {
+                    (&state.counters.duplicates, StatusCode::OK, "duplicate")
+                } else {
+                    (&state.counters.accepted, StatusCode::CREATED, "stored")
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                (status, json!({"status": word, "snapshotId": id, "storedAs": stored_as}))
+            }
+            Outcome::Refused {
+                status,
+                reason,
+                message,
+            } => {
+                *state
+                    .counters
+                    .refused
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(reason)
+                    .or_insert(0) += 1;
+                (status, json!({"error": message, "reason": reason}))
+            }
+        }
+    }
+
+    fn into_response(self, state: &Shared) -> Response {
+        let (status, body) = self.settle(state);
+        (status, axum::Json(body)).into_response()
+    }
+}
+
 async fn handle(state: &Shared, query: &HashMap<String, String>, headers: &HeaderMap, body: Body) -> Response {
     if !token_ok(state, headers, query) {
         return refuse(
@@ -184,38 +250,41 @@ async fn handle(state: &Shared, query: &HashMap<String, String>, headers: &Heade
             "a valid token is required".into(),
         );
     }
+    // The header, else the query (sendBeacon cannot set headers), else the
+    // one channel this server takes.
     let channel = headers
         .get(CHANNEL_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
         .or_else(|| query.get("channel").cloned());
-    match channel.as_deref() {
-        None => {
-            return refuse(
-                state,
-                StatusCode::BAD_REQUEST,
-                "channel",
-                format!("missing channel: send `X-Prime-Fabric-Channel: {CHANNEL}` or `?channel={CHANNEL}`"),
-            );
-        }
-        Some(CHANNEL) => {}
-        Some(other) => {
-            return refuse(
-                state,
-                StatusCode::FORBIDDEN,
-                "channel",
-                format!("unknown channel `{other}`"),
-            );
-        }
+    if let Some(other) = channel.as_deref().filter(|c| *c != CHANNEL) {
+        return refuse(
+            state,
+            StatusCode::FORBIDDEN,
+            "channel",
+            format!("unknown channel `{other}`; this server takes `{CHANNEL}`"),
+        );
     }
-    let bytes = match axum::body::to_bytes(body, state.config.max_body).await {
+    let bytes = match read_body(body, state.config.max_body).await {
         Ok(bytes) => bytes,
-        Err(_) => {
-            return refuse(
+        Err(BodyError::TooLarge) => {
+            let mut response = refuse(
                 state,
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "size",
                 format!("the body is over the limit of {} bytes", state.config.max_body),
+            );
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return response;
+        }
+        Err(BodyError::Broken) => {
+            return refuse(
+                state,
+                StatusCode::BAD_REQUEST,
+                "body",
+                "the body could not be read".into(),
             );
         }
     };
@@ -223,6 +292,74 @@ async fn handle(state: &Shared, query: &HashMap<String, String>, headers: &Heade
         Ok(value) => value,
         Err(error) => return refuse(state, StatusCode::BAD_REQUEST, "json", format!("invalid JSON: {error}")),
     };
+    let serde_json::Value::Array(batch) = value else {
+        return store(state, &value).await.into_response(state);
+    };
+    // A batch (the exporter's queue, flushed at once): one result per snapshot.
+    if batch.len() > MAX_BATCH {
+        return refuse(
+            state,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "batch",
+            format!(
+                "a batch holds at most {MAX_BATCH} snapshots (the exporter's queue); this one has {}",
+                batch.len()
+            ),
+        );
+    }
+    let mut results = Vec::with_capacity(batch.len());
+    for record in &batch {
+        let (status, mut body) = store(state, record).await.settle(state);
+        body["code"] = json!(status.as_u16());
+        results.push(body);
+    }
+    (StatusCode::OK, axum::Json(json!({ "results": results }))).into_response()
+}
+
+/// At most this many snapshots in one batch.
+pub const MAX_BATCH: usize = 20;
+
+/// Why a body was not read.
+enum BodyError {
+    /// Over the limit (the rest was read and discarded, up to a bound, so
+    /// that the client sees the 413 rather than a reset connection).
+    TooLarge,
+    /// The connection failed mid-body.
+    Broken,
+}
+
+/// Reads a body of at most `limit` bytes. An oversized body is read to its
+/// end (up to [`DRAIN_LIMIT`], keeping nothing) before the 413 goes out:
+/// clients that send the whole body before reading — Node's fetch, Python's
+/// http.client — otherwise see a broken pipe instead of the answer.
+async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, BodyError> {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut bytes = Vec::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| BodyError::Broken)?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        total += data.len();
+        if total <= limit {
+            bytes.extend_from_slice(&data);
+        } else if total > DRAIN_LIMIT {
+            break;
+        }
+    }
+    if total > limit {
+        return Err(BodyError::TooLarge);
+    }
+    Ok(bytes)
+}
+
+/// The most an oversized body is read (and discarded) before its 413.
+pub const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Sanitizes, verifies and stores one snapshot.
+async fn store(state: &Shared, value: &serde_json::Value) -> Outcome {
     let id = value
         .get("snapshotId")
         .and_then(|v| v.as_str())
@@ -232,37 +369,34 @@ async fn handle(state: &Shared, query: &HashMap<String, String>, headers: &Heade
         .and_then(|v| v.as_str())
         .filter(|s| !s.is_empty());
     let (Some(id), Some(_)) = (id, session) else {
-        return refuse(
-            state,
-            StatusCode::UNPROCESSABLE_ENTITY,
+        return Outcome::refused(
             "ids",
-            "the record needs string `snapshotId` and `sessionId` fields".into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "the record needs string `snapshotId` and `sessionId` fields",
         );
     };
-    let clean = match sanitize::clean_record(&String::from_utf8_lossy(&bytes), &state.config.key) {
+    let id = id.to_string();
+    let clean = match sanitize::clean_record(&value.to_string(), &state.config.key) {
         Ok(clean) => clean,
         Err(reason) if reason == "no_consent" => {
-            return refuse(
-                state,
-                StatusCode::FORBIDDEN,
+            return Outcome::refused(
                 "consent",
-                "the snapshot's consent flag (allowExport) is false: nothing of it was stored".into(),
+                StatusCode::FORBIDDEN,
+                "the snapshot's consent flag (allowExport) is false: nothing of it was stored",
             );
         }
         Err(reason) => {
-            return refuse(
-                state,
-                StatusCode::UNPROCESSABLE_ENTITY,
+            return Outcome::refused(
                 "invalid",
+                StatusCode::UNPROCESSABLE_ENTITY,
                 format!("the snapshot would be dropped by sanitize ({reason}); nothing was stored"),
             );
         }
     };
     if let Err(problem) = privacy::check_snapshot(&clean) {
-        return refuse(
-            state,
-            StatusCode::INTERNAL_SERVER_ERROR,
+        return Outcome::refused(
             "privacy",
+            StatusCode::INTERNAL_SERVER_ERROR,
             format!("the privacy verifier refused the sanitized record ({problem}); nothing was stored"),
         );
     }
@@ -271,7 +405,6 @@ async fn handle(state: &Shared, query: &HashMap<String, String>, headers: &Heade
     let job = Job {
         line: serde_json::to_string(&clean).expect("snapshots serialize"),
         id: clean.snapshot_id,
-        session: clean.session_id,
         done,
     };
     let sent = state
@@ -282,41 +415,27 @@ async fn handle(state: &Shared, query: &HashMap<String, String>, headers: &Heade
         .map(|jobs| jobs.send(job).is_ok())
         .unwrap_or(false);
     if !sent {
-        return refuse(
-            state,
-            StatusCode::SERVICE_UNAVAILABLE,
+        return Outcome::refused(
             "shutdown",
-            "the server is shutting down".into(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is shutting down",
         );
     }
     match acknowledged.await {
-        Ok(Ok(Stored::New)) => {
-            state.counters.accepted.fetch_add(1, Ordering::Relaxed);
-            (
-                StatusCode::CREATED,
-                axum::Json(json!({"status": "stored", "snapshotId": id, "storedAs": stored_as})),
-            )
-                .into_response()
-        }
-        Ok(Ok(Stored::Duplicate)) => {
-            state.counters.duplicates.fetch_add(1, Ordering::Relaxed);
-            (
-                StatusCode::OK,
-                axum::Json(json!({"status": "duplicate", "snapshotId": id, "storedAs": stored_as})),
-            )
-                .into_response()
-        }
-        Ok(Err(error)) => refuse(
-            state,
-            StatusCode::INTERNAL_SERVER_ERROR,
+        Ok(Ok(stored)) => Outcome::Stored {
+            duplicate: stored == Stored::Duplicate,
+            id,
+            stored_as,
+        },
+        Ok(Err(error)) => Outcome::refused(
             "storage",
+            StatusCode::INTERNAL_SERVER_ERROR,
             format!("not stored: {error}"),
         ),
-        Err(_) => refuse(
-            state,
-            StatusCode::SERVICE_UNAVAILABLE,
+        Err(_) => Outcome::refused(
             "shutdown",
-            "the server is shutting down".into(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is shutting down",
         ),
     }
 }
@@ -345,6 +464,65 @@ async fn metrics(State(state): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
+/// Accepts connections until `shutdown` completes, then lets in-flight
+/// requests finish. A connection must deliver its request headers within
+/// `header_timeout` or it is closed, so half-sent requests cannot hold
+/// sockets (and file descriptors) for long; when descriptors run out anyway,
+/// accepting pauses briefly and resumes as slow connections time out.
+async fn accept(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    header_timeout: Duration,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    // Out of descriptors (or a connection reset before it was
+                    // taken): back off, not spin, while timeouts free some.
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+                let connection = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service.clone());
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// Raises the soft limit of open files to the hard limit: each connection
+/// holds one.
+#[allow(unsafe_code)]
+fn raise_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
 /// Serves until `shutdown` completes; then stops accepting, lets in-flight
 /// requests finish, flushes the journal and returns. `ready` gets the bound address.
 pub async fn serve(
@@ -363,6 +541,7 @@ pub async fn serve(
     let writer = std::thread::spawn(move || journal::run(dir, ids, receiver));
     let listener = tokio::net::TcpListener::bind(config.bind).await?;
     ready(listener.local_addr()?);
+    raise_file_limit();
     let state = Arc::new(Shared {
         jobs: Mutex::new(Some(sender)),
         counters: Counters::default(),
@@ -380,7 +559,7 @@ pub async fn serve(
             state.config.request_timeout,
         ))
         .with_state(state.clone());
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    accept(listener, app, state.config.header_timeout, shutdown).await;
     // Every request has been answered; close the journal and wait for its last fsync.
     state.jobs.lock().unwrap_or_else(|e| e.into_inner()).take();
     writer
