@@ -33,7 +33,7 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 
 use super::flow::FlowImpact;
-use super::mlp::heads;
+use super::mlp::{Head, heads};
 use super::proto::ModelProto;
 use super::runtime;
 use super::tensors::f32_value;
@@ -398,38 +398,50 @@ pub fn model_predictions(
             })
             .collect::<anyhow::Result<_>>()?;
         for row in 0..chunk.len() {
-            let ranked = |head: usize| -> Vec<usize> {
-                let classes = heads[head].classes.len();
-                let row_probs = &probs[head][row * classes..(row + 1) * classes];
-                let mut order: Vec<usize> = (0..classes).collect();
-                order.sort_by(|a, b| row_probs[*b].total_cmp(&row_probs[*a]).then(a.cmp(b)));
-                order
-            };
-            let commands = ranked(0);
-            let kind = heads[0].classes[commands[0]].clone();
-            let needs_target = vocabulary::command(&kind).is_some_and(|c| c.needs_target);
-            // A command that needs a target takes the best archetype; others take none.
-            let target = if needs_target {
-                ranked(1)
-                    .into_iter()
-                    .find(|&i| i != 0)
-                    .map(|i| heads[1].classes[i].clone())
-            } else {
-                None
-            };
-            let channel = AlsChannel::ALL[ranked(3)[0]];
-            let intensity = Intensity::ALL[ranked(4)[0]];
-            predictions.push(Prediction {
-                response: phrase(channel, intensity).to_string(),
-                command: CommandTarget { kind, target },
-                top3: commands.iter().take(3).map(|&i| heads[0].classes[i].clone()).collect(),
-                channel: Some(channel),
-                intensity: Some(intensity),
-                well_formed: true,
-            });
+            let row_probs: Vec<&[f32]> = heads
+                .iter()
+                .zip(&probs)
+                .map(|(head, all)| &all[row * head.classes.len()..(row + 1) * head.classes.len()])
+                .collect();
+            predictions.push(decode(&heads, &row_probs));
         }
     }
     Ok(predictions)
+}
+
+/// The answer one row of the model's outputs gives (`probs` per head, in
+/// [`heads`] order): the best command; for a command that needs a target,
+/// the best archetype; the best channel and intensity, and their phrase.
+/// Ties go to the lower class index. The Studio's TypeScript decoder
+/// ([`super::studio`]) mirrors this, checked by its test vectors.
+pub fn decode(heads: &[Head], probs: &[&[f32]]) -> Prediction {
+    let ranked = |head: usize| -> Vec<usize> {
+        let row = probs[head];
+        let mut order: Vec<usize> = (0..row.len()).collect();
+        order.sort_by(|a, b| row[*b].total_cmp(&row[*a]).then(a.cmp(b)));
+        order
+    };
+    let commands = ranked(0);
+    let kind = heads[0].classes[commands[0]].clone();
+    let needs_target = vocabulary::command(&kind).is_some_and(|c| c.needs_target);
+    let target = if needs_target {
+        ranked(1)
+            .into_iter()
+            .find(|&i| i != 0)
+            .map(|i| heads[1].classes[i].clone())
+    } else {
+        None
+    };
+    let channel = AlsChannel::ALL[ranked(3)[0]];
+    let intensity = Intensity::ALL[ranked(4)[0]];
+    Prediction {
+        response: phrase(channel, intensity).to_string(),
+        command: CommandTarget { kind, target },
+        top3: commands.iter().take(3).map(|&i| heads[0].classes[i].clone()).collect(),
+        channel: Some(channel),
+        intensity: Some(intensity),
+        well_formed: true,
+    }
 }
 
 /// What the current rules said (stored in each example).

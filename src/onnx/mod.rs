@@ -6,7 +6,8 @@
 //! - [`runtime`]: finding and loading the ONNX Runtime library, sessions;
 //! - [`tensors`]: values in and out of ONNX Runtime;
 //! - [`train`]: the `onnx.train` node; [`eval`]: the `onnx.eval` node, with
-//!   its [`report`] and [`charts`].
+//!   its [`report`] and [`charts`]; [`studio`]: the model as the Studio runs
+//!   it (a TypeScript module and test vectors).
 
 pub mod builder;
 pub mod charts;
@@ -17,5 +18,6 @@ pub mod proto;
 pub mod report;
 pub mod review;
 pub mod runtime;
+pub mod studio;
 pub mod tensors;
 pub mod train;

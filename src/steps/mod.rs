@@ -105,6 +105,7 @@ impl Registry {
         registry.register(Box::new(prime::Dataset));
         registry.register(Box::new(onnx::Train));
         registry.register(Box::new(onnx::Eval));
+        registry.register(Box::new(onnx::Studio));
         registry.register(Box::new(release::Release));
         registry
     }

@@ -1,4 +1,4 @@
-//! The ONNX steps: `onnx.train` and `onnx.eval`.
+//! The ONNX steps: `onnx.train`, `onnx.eval` and `onnx.studio`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -127,6 +127,79 @@ impl Step for Eval {
             &outputs,
         )?;
         anyhow::ensure!(failed.is_empty(), "regression gates failed: {}", failed.join(", "));
+        Ok(())
+    }
+}
+
+/// `with` of `onnx.studio`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StudioWith {
+    /// Snapshots per window (the dataset's `window_size`).
+    window_size: usize,
+    /// How many test vectors.
+    #[serde(default = "StudioWith::default_examples")]
+    examples: usize,
+}
+
+impl StudioWith {
+    fn default_examples() -> usize {
+        24
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if !(1..=100).contains(&self.window_size) {
+            return Err("window_size must be within 1–100".into());
+        }
+        if !(1..=10_000).contains(&self.examples) {
+            return Err("examples must be within 1–10000".into());
+        }
+        Ok(())
+    }
+}
+
+/// The model as the Studio runs it: deps are `model.onnx` and the sanitized
+/// sessions; outs are the TypeScript module and its test vectors.
+pub struct Studio;
+
+impl Step for Studio {
+    fn name(&self) -> &'static str {
+        "onnx.studio"
+    }
+    fn version(&self) -> u32 {
+        3
+    }
+    fn summary(&self) -> &'static str {
+        "model.onnx (dep 1), sanitized sessions (dep 2) → TypeScript module, test vectors (outs 1–2); with: window_size, examples"
+    }
+    fn check(&self, with: &Json) -> Result<(), String> {
+        parse_with::<StudioWith>(with)?.check()
+    }
+    fn facts(&self, root: &Path) -> BTreeMap<String, String> {
+        runtime_facts(root)
+    }
+    fn run(&self, context: &StepContext) -> anyhow::Result<()> {
+        anyhow::ensure!(context.deps.len() >= 2, "deps: model.onnx, then the sanitized sessions");
+        anyhow::ensure!(
+            context.outs.len() == 2,
+            "declare 2 outs: the .ts module and the test vectors"
+        );
+        let with: StudioWith = parse_with(context.with).map_err(anyhow::Error::msg)?;
+        let model = std::fs::read(&context.deps[0])?;
+        let vectors = crate::onnx::studio::test_vectors(
+            Some(context.root),
+            &model,
+            &context.deps[1],
+            with.window_size,
+            with.examples,
+        )?;
+        for out in &context.outs {
+            if let Some(parent) = out.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+        }
+        std::fs::write(&context.outs[0], crate::onnx::studio::typescript_module())?;
+        std::fs::write(&context.outs[1], serde_json::to_string(&vectors)? + "\n")?;
         Ok(())
     }
 }

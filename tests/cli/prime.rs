@@ -556,8 +556,8 @@ fn the_default_pipeline_runs_on_built_in_data_and_reruns_incrementally() {
     );
     // A fresh workspace (a new pseudonym key) records exactly the lock the
     // repository commits for every stage the key does not reach: sanitize's
-    // entry is per key, dataset's fingerprint too (its dep is sanitize's
-    // output), but the dataset itself, and all after it, are the same.
+    // entry is per key, dataset's and studio's fingerprints too (their dep
+    // is sanitize's output), but their outs, and all after them, are the same.
     let committed = prime_fabric::lock::Lock::read(std::path::Path::new(&format!("{root}/Fabric.lock"))).unwrap();
     let fresh = prime_fabric::lock::Lock::read(&ws.path("Fabric.lock")).unwrap();
     assert_eq!(
@@ -567,9 +567,9 @@ fn the_default_pipeline_runs_on_built_in_data_and_reruns_incrementally() {
     for (name, entry) in &committed.stage {
         match name.as_str() {
             "sanitize" => assert_ne!(entry, &fresh.stage[name], "another key, other pseudonyms"),
-            "dataset" => assert_eq!(
+            "dataset" | "studio" => assert_eq!(
                 entry.outs, fresh.stage[name].outs,
-                "the dataset does not depend on the key"
+                "{name}'s outs do not depend on the key"
             ),
             _ => assert_eq!(
                 entry, &fresh.stage[name],
@@ -587,7 +587,7 @@ fn the_default_pipeline_runs_on_built_in_data_and_reruns_incrementally() {
     );
     let rerun = ws.ok(&["run"]);
     assert!(
-        rerun.stderr.contains("0 ran, 0 restored, 6 up to date"),
+        rerun.stderr.contains("0 ran, 0 restored, 7 up to date"),
         "{}",
         rerun.stderr
     );

@@ -364,3 +364,166 @@ for line in open("records.jsonl"):
     }
     (problems, valid, dropped)
 }
+
+/// Serves the files of `dir` over HTTP on 127.0.0.1, in the background,
+/// with the MIME types a browser needs for modules and WebAssembly.
+fn serve_dir(dir: PathBuf) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = String::new();
+            if BufReader::new(&stream).read_line(&mut request).is_err() {
+                continue;
+            }
+            let path = request.split_whitespace().nth(1).unwrap_or("/").trim_start_matches('/');
+            let path = if path.is_empty() { "index.html" } else { path };
+            let (status, body) = match std::fs::read(dir.join(path)) {
+                Ok(body) if !path.contains("..") => ("200 OK", body),
+                _ => ("404 Not Found", Vec::new()),
+            };
+            let kind = match path.rsplit('.').next() {
+                Some("html") => "text/html",
+                Some("js" | "mjs") => "text/javascript",
+                Some("wasm") => "application/wasm",
+                Some("json") => "application/json",
+                _ => "application/octet-stream",
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(&body));
+        }
+    });
+    port
+}
+
+/// The release's TypeScript module, compiled with tsc, runs the release's
+/// model.onnx with onnxruntime-web (npm) in headless Chromium and
+/// reproduces every test vector Fabric wrote: the same features, the same
+/// probabilities within 1e-5, the same command, target, top-3 and guidance.
+/// A copy of the module with one feature computed differently is caught.
+#[test]
+fn the_studio_module_runs_the_model_in_a_browser_as_fabric_does() {
+    let ws = Workspace::new();
+    like_a_fresh_clone(&ws);
+    ws.ok(&["run"]);
+    let web = ws.path("web");
+    std::fs::create_dir_all(&web).unwrap();
+    let module = ws.read("models/prime-brain-v1/prime-brain.ts");
+    std::fs::write(web.join("prime-brain.ts"), &module).unwrap();
+    let broken = module.replace("t.tempo / 200", "t.tempo / 199");
+    assert_ne!(broken, module);
+    std::fs::write(web.join("broken.ts"), broken).unwrap();
+    let tsc = Command::new(root().join(".fabric/node/node_modules/.bin/tsc"))
+        .args([
+            "--strict",
+            "--target",
+            "es2020",
+            "--module",
+            "es2020",
+            "prime-brain.ts",
+            "broken.ts",
+        ])
+        .current_dir(&web)
+        .output()
+        .unwrap();
+    assert!(tsc.status.success(), "{}", String::from_utf8_lossy(&tsc.stdout));
+    for file in ["model.onnx", "test-vectors.json"] {
+        std::fs::copy(ws.path(&format!("models/prime-brain-v1/{file}")), web.join(file)).unwrap();
+    }
+    let dist = root().join(".fabric/node/node_modules/onnxruntime-web/dist");
+    for file in [
+        "ort.wasm.min.js",
+        "ort-wasm-simd-threaded.wasm",
+        "ort-wasm-simd-threaded.mjs",
+    ] {
+        std::fs::copy(dist.join(file), web.join(file)).unwrap();
+    }
+    std::fs::write(
+        web.join("index.html"),
+        r#"<!doctype html><html><body><pre id="out">pending</pre>
+<script src="ort.wasm.min.js"></script>
+<script type="module">
+const same = (a, b) => JSON.stringify(a, Object.keys(a ?? {}).sort()) === JSON.stringify(b, Object.keys(b ?? {}).sort())
+  && (typeof a !== "object" || a === null || Object.keys(a).every((k) => same(a[k], b[k])));
+async function check(path, session, vectors) {
+  const studio = await import(path);
+  const problems = [];
+  let maxDiff = 0;
+  for (const [i, v] of vectors.entries()) {
+    const f = studio.features(v.window);
+    f.forEach((x, j) => {
+      if (x !== Math.fround(v.features[j])) problems.push(`vector ${i}: feature ${studio.FEATURE_LAYOUT[j]} ${x} vs ${v.features[j]}`);
+    });
+    const out = await session.run({ [studio.INPUT]: new ort.Tensor("float32", f, [1, f.length]) });
+    for (const [name, expected] of Object.entries(v.probs)) {
+      out[name].data.forEach((p, k) => { maxDiff = Math.max(maxDiff, Math.abs(p - expected[k])); });
+    }
+    const decision = await studio.decide(ort, session, v.window);
+    if (!same(decision, v.decision)) problems.push(`vector ${i}: ${JSON.stringify(decision)} vs ${JSON.stringify(v.decision)}`);
+  }
+  return { maxDiff, problems: problems.length, first: problems[0] ?? null };
+}
+(async () => {
+  try {
+    ort.env.wasm.numThreads = 1;
+    ort.env.wasm.wasmPaths = "/";
+    const session = await ort.InferenceSession.create("/model.onnx", { executionProviders: ["wasm"] });
+    const vectors = (await (await fetch("/test-vectors.json")).json()).vectors;
+    const result = { vectors: vectors.length, module: await check("./prime-brain.js", session, vectors),
+                     broken: await check("./broken.js", session, vectors) };
+    document.getElementById("out").textContent = "RESULT " + JSON.stringify(result);
+  } catch (error) {
+    document.getElementById("out").textContent = "ERROR " + error;
+  }
+})();
+</script></body></html>"#,
+    )
+    .unwrap();
+    let port = serve_dir(web);
+    let profile = tempfile::tempdir().unwrap();
+    let output = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=60000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .output()
+        .expect("chromium is installed by scripts/setup");
+    let dom = String::from_utf8_lossy(&output.stdout);
+    let result: Value = dom
+        .split("RESULT ")
+        .nth(1)
+        .and_then(|rest| rest.split("</pre>").next())
+        .and_then(|json| {
+            serde_json::from_str(
+                &json
+                    .replace("&quot;", "\"")
+                    .replace("&amp;", "&")
+                    .replace("&lt;", "<")
+                    .replace("&gt;", ">"),
+            )
+            .ok()
+        })
+        .unwrap_or_else(|| panic!("{dom}"));
+    assert_eq!(result["vectors"], 24, "{result}");
+    assert_eq!(result["module"]["problems"], 0, "{result}");
+    assert!(result["module"]["maxDiff"].as_f64().unwrap() < 1e-5, "{result}");
+    assert!(result["broken"]["problems"].as_u64().unwrap() > 0, "{result}");
+    assert!(
+        result["broken"]["first"].as_str().unwrap().contains("transport.tempo"),
+        "{result}"
+    );
+}

@@ -1,0 +1,121 @@
+// Prime Brain's policy model, for the Studio: the features of a window of
+// snapshots, the model's inputs and outputs, and the decoding of its
+// outputs into a DAWCommand and calm guidance. Written by Fabric beside the
+// model it belongs to (`model.onnx`), with test vectors (`test-vectors.json`)
+// that this module must reproduce. Do not edit: the constants below come
+// from Fabric's definitions, and the functions mirror Fabric's.
+
+/* CONSTANTS */
+
+/** The fields of a (sanitized) snapshot the features read. */
+export interface Snapshot {
+  mode: string;
+  transport: { isPlaying: boolean; tempo: number; cycle: { enabled: boolean } };
+  alsChannels: { channel: string; normalized: number }[];
+  audioMetrics: { latencyMs: number; cpuLoad: number; dropouts: number; bufferSize: number };
+  harmonicState: { consonance: number; tension: number; velocityEnergy: number };
+  aiAnalysisFlags: { category: string; severity: string }[];
+  userMemorySummary?: { recentActions: string[] } | null;
+  bloomTrace: { outcome: string }[];
+  issuedCommands?: { type: string }[] | null;
+}
+
+/** A DAWCommand as the Studio executes it. */
+export interface DawCommand {
+  type: string;
+  target?: string;
+}
+
+/** What the model says about a window. */
+export interface Decision {
+  command: DawCommand;
+  /** Up to three command types, best first. */
+  top3: string[];
+  guidance: { channel: string; intensity: string; text: string };
+}
+
+/** Rounds like Fabric: four decimals. */
+function round4(x: number): number {
+  return Math.round(x * 10000) / 10000;
+}
+
+function share<T>(items: T[], matches: (item: T) => boolean): number {
+  return items.filter(matches).length / Math.max(items.length, 1);
+}
+
+/** The feature vector of a window (oldest first): FEATURE_LAYOUT, in order. */
+export function features(window: Snapshot[]): Float32Array {
+  const last = window[window.length - 1];
+  const v: number[] = [];
+  for (const mode of MODES) v.push(last.mode.toLowerCase() === mode ? 1 : 0);
+  const als = (s: Snapshot, channel: string) =>
+    s.alsChannels.find((r) => r.channel.toLowerCase() === channel)?.normalized ?? 0;
+  for (const channel of ALS_CHANNELS) v.push(als(last, channel));
+  for (const channel of ALS_CHANNELS) v.push(window.reduce((sum, s) => sum + als(s, channel), 0) / window.length);
+  const m = last.audioMetrics;
+  v.push(m.cpuLoad);
+  v.push(window.reduce((max, s) => Math.max(max, s.audioMetrics.cpuLoad), 0));
+  v.push(m.dropouts > 0 ? 1 : 0);
+  v.push(Math.log(1 + window.reduce((sum, s) => sum + s.audioMetrics.dropouts, 0)) / 3);
+  v.push(Math.min(m.latencyMs / 50, 2));
+  v.push((Math.log2(m.bufferSize) - 5) / 8);
+  const h = last.harmonicState;
+  v.push(h.consonance, h.tension, h.velocityEnergy);
+  const t = last.transport;
+  v.push(t.isPlaying ? 1 : 0, t.cycle.enabled ? 1 : 0, t.tempo / 200);
+  for (const category of FLAG_CATEGORIES) {
+    for (const severity of SEVERITIES) {
+      const count = last.aiAnalysisFlags.filter(
+        (f) => f.category.toLowerCase() === category && f.severity.toLowerCase() === severity,
+      ).length;
+      v.push(Math.min(count, 3) / 3);
+    }
+  }
+  const actions = last.userMemorySummary?.recentActions ?? [];
+  for (const command of COMMANDS) v.push(share(actions, (a) => a === command.type));
+  const history = last.issuedCommands ?? [];
+  for (const command of COMMANDS) v.push(share(history, (c) => c.type === command.type));
+  for (const outcome of BLOOM_OUTCOMES) v.push(share(last.bloomTrace, (b) => b.outcome.toLowerCase() === outcome));
+  return Float32Array.from(v.map(round4));
+}
+
+/** Class indices of one head's probabilities, best first (ties: lower index). */
+function ranked(probs: ArrayLike<number>): number[] {
+  return Array.from(probs, (_, i) => i).sort((a, b) => probs[b] - probs[a] || a - b);
+}
+
+/** Decodes the model's `<head>_probs` outputs (one row) into a decision. */
+export function decode(outputs: Record<string, ArrayLike<number>>): Decision {
+  const commands = ranked(outputs.command_probs);
+  const type = HEADS.command[commands[0]];
+  const command: DawCommand = { type };
+  // A command that needs a target takes the best archetype; others take none.
+  if (COMMANDS.find((c) => c.type === type)?.needsTarget) {
+    const target = ranked(outputs.target_probs).find((i) => i !== 0);
+    if (target !== undefined) command.target = HEADS.target[target];
+  }
+  const channel = HEADS.channel[ranked(outputs.channel_probs)[0]];
+  const intensity = HEADS.intensity[ranked(outputs.intensity_probs)[0]];
+  return {
+    command,
+    top3: commands.slice(0, 3).map((i) => HEADS.command[i]),
+    guidance: { channel, intensity, text: PHRASES[channel][intensity] },
+  };
+}
+
+/** The parts of onnxruntime-web (or onnxruntime-node) this module uses. */
+export interface Runtime {
+  Tensor: new (type: "float32", data: Float32Array, dims: number[]) => unknown;
+}
+export interface Session {
+  run(feeds: Record<string, unknown>): Promise<Record<string, { data: ArrayLike<number> }>>;
+}
+
+/** Runs the model on one window and decodes its answer. */
+export async function decide(runtime: Runtime, session: Session, window: Snapshot[]): Promise<Decision> {
+  const input = features(window);
+  const outputs = await session.run({ [INPUT]: new runtime.Tensor("float32", input, [1, input.length]) });
+  const probs: Record<string, ArrayLike<number>> = {};
+  for (const head of Object.keys(HEADS)) probs[`${head}_probs`] = outputs[`${head}_probs`].data;
+  return decode(probs);
+}
