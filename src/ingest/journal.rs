@@ -6,6 +6,13 @@
 //!   (`ingest-<nanoseconds>.jsonl`, rotated at [`ROTATE_AT`]), so a batch
 //!   costs one write and one `fdatasync` however many sessions it touches
 //!   (sanitize groups records by session anyway).
+//! - **Overlapping syncs**: up to [`SYNCERS`] syncs run at once. The writer
+//!   waits for a free syncer, then takes everything waiting as one batch,
+//!   writes it and hands it over; a batch is acknowledged when its own
+//!   `fdatasync` returns, which covers everything written before it. While
+//!   every syncer is busy, requests pile up into the next batch, so on a disk
+//!   whose fsync takes milliseconds batches stay large and two syncs overlap
+//!   instead of queueing.
 //! - **Idempotent**: every stored `snapshotId` is indexed (rebuilt from the
 //!   logs at start-up), so a retried snapshot is acknowledged without a
 //!   second copy, across restarts too.
@@ -20,12 +27,15 @@ use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 
 use tokio::sync::oneshot;
 
 /// A log is closed and a new one started past this size.
 pub const ROTATE_AT: u64 = 64 * 1024 * 1024;
+
+/// Syncs in flight at once.
+pub const SYNCERS: usize = 2;
 
 /// What became of a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,11 +119,60 @@ fn new_log(dir: &Path) -> io::Result<Log> {
     }
 }
 
+/// A written batch waiting for its sync: the file, and who to answer.
+struct Written {
+    file: File,
+    /// Each job, and whether it was new (written) or a duplicate.
+    jobs: Vec<(Job, bool)>,
+}
+
+/// Syncs written batches and answers their jobs; on a failed sync, the new
+/// ids are forgotten so that a retry stores them.
+fn sync(written: &Mutex<mpsc::Receiver<Written>>, ids: &Mutex<HashSet<String>>, free: &mpsc::Sender<()>) {
+    loop {
+        let next = written.lock().unwrap_or_else(|e| e.into_inner()).recv();
+        let Ok(Written { file, jobs }) = next else {
+            return;
+        };
+        let synced = file.sync_data();
+        if synced.is_err() {
+            let mut ids = ids.lock().unwrap_or_else(|e| e.into_inner());
+            for (job, new) in &jobs {
+                if *new {
+                    ids.remove(&job.id);
+                }
+            }
+        }
+        for (job, new) in jobs {
+            let result = match (&synced, new) {
+                (_, false) => Ok(Stored::Duplicate),
+                (Ok(()), true) => Ok(Stored::New),
+                (Err(error), true) => Err(io::Error::new(error.kind(), error.to_string())),
+            };
+            let _ = job.done.send(result);
+        }
+        let _ = free.send(());
+    }
+}
+
 /// Runs the writer until every sender is gone; returns when all is flushed.
-pub fn run(dir: PathBuf, mut ids: HashSet<String>, jobs: mpsc::Receiver<Job>) {
+pub fn run(dir: PathBuf, ids: HashSet<String>, jobs: mpsc::Receiver<Job>) {
+    let ids = Arc::new(Mutex::new(ids));
+    let (to_sync, written) = mpsc::channel::<Written>();
+    let written = Arc::new(Mutex::new(written));
+    let (free, slots) = mpsc::channel::<()>();
+    let syncers: Vec<_> = (0..SYNCERS)
+        .map(|_| {
+            let (written, ids, free) = (written.clone(), ids.clone(), free.clone());
+            let _ = free.send(());
+            std::thread::spawn(move || sync(&written, &ids, &free))
+        })
+        .collect();
     let mut log: Option<Log> = None;
     while let Ok(first) = jobs.recv() {
-        // Group commit: everything already waiting shares one write and one fsync.
+        // Wait for a free syncer; meanwhile requests pile up behind `first`.
+        let _ = slots.recv();
+        // Group commit: everything waiting shares one write and one fsync.
         let mut batch = vec![first];
         while batch.len() < 4096
             && let Ok(next) = jobs.try_recv()
@@ -122,44 +181,54 @@ pub fn run(dir: PathBuf, mut ids: HashSet<String>, jobs: mpsc::Receiver<Job>) {
         }
         let mut buffer = Vec::new();
         let mut fresh = Vec::with_capacity(batch.len());
-        for job in &batch {
-            let new = ids.insert(job.id.clone());
-            if new {
-                buffer.extend_from_slice(job.line.as_bytes());
-                buffer.push(b'\n');
-            }
-            fresh.push(new);
-        }
-        let written = if buffer.is_empty() {
-            Ok(())
-        } else {
-            (|| {
-                if log.as_ref().is_none_or(|l| l.size >= ROTATE_AT) {
-                    log = Some(new_log(&dir)?);
+        {
+            let mut ids = ids.lock().unwrap_or_else(|e| e.into_inner());
+            for job in &batch {
+                let new = ids.insert(job.id.clone());
+                if new {
+                    buffer.extend_from_slice(job.line.as_bytes());
+                    buffer.push(b'\n');
                 }
-                let open = log.as_mut().expect("opened above");
-                open.file.write_all(&buffer)?;
-                open.size += buffer.len() as u64;
-                open.file.sync_data()
-            })()
-        };
-        if written.is_err() {
-            // Not durable: forget the ids so a retry stores them, and start a
-            // new log rather than append after a partial write.
-            for (job, new) in batch.iter().zip(&fresh) {
-                if *new {
-                    ids.remove(&job.id);
+                fresh.push(new);
+            }
+        }
+        let written = (|| {
+            if log.as_ref().is_none_or(|l| l.size >= ROTATE_AT) {
+                log = Some(new_log(&dir)?);
+            }
+            let open = log.as_mut().expect("opened above");
+            open.file.write_all(&buffer)?;
+            open.size += buffer.len() as u64;
+            open.file.try_clone()
+        })();
+        let jobs: Vec<(Job, bool)> = batch.into_iter().zip(fresh).collect();
+        match written {
+            Ok(file) => {
+                if to_sync.send(Written { file, jobs }).is_err() {
+                    return;
                 }
             }
-            log = None;
+            Err(error) => {
+                // The syncer was not used: it is free again.
+                let _ = free.send(());
+                // Not durable: forget the ids so a retry stores them, and
+                // start a new log rather than append after a partial write.
+                log = None;
+                let mut ids = ids.lock().unwrap_or_else(|e| e.into_inner());
+                for (job, new) in jobs {
+                    let result = if new {
+                        ids.remove(&job.id);
+                        Err(io::Error::new(error.kind(), error.to_string()))
+                    } else {
+                        Ok(Stored::Duplicate)
+                    };
+                    let _ = job.done.send(result);
+                }
+            }
         }
-        for (job, new) in batch.into_iter().zip(fresh) {
-            let result = match (&written, new) {
-                (_, false) => Ok(Stored::Duplicate),
-                (Ok(()), true) => Ok(Stored::New),
-                (Err(error), true) => Err(io::Error::new(error.kind(), error.to_string())),
-            };
-            let _ = job.done.send(result);
-        }
+    }
+    drop(to_sync);
+    for syncer in syncers {
+        let _ = syncer.join();
     }
 }
