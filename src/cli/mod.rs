@@ -92,6 +92,9 @@ enum Command {
     Lock(lock::Args),
     /// Receive Studio snapshots over HTTP into snapshots/raw/.
     Serve(serve::Args),
+    /// The run's supervisor (started by `fabric run`; see src/run/supervisor.rs).
+    #[command(name = "__supervise", hide = true)]
+    Supervise,
     /// Print a shell completion script (e.g. `fabric completions bash > ~/.local/share/bash-completion/completions/fabric`).
     Completions {
         /// The shell.
@@ -172,6 +175,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Lock(args) => lock::execute(args),
         Command::Serve(args) => serve::execute(&globals, args),
+        Command::Supervise => {
+            crate::run::supervisor::serve()?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Steps => {
             let registry = Registry::builtin();
             for name in registry.names() {

@@ -8,7 +8,10 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Mutex;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::supervisor::Supervisor;
 
 /// One command to run for a stage.
 pub struct Job<'a> {
@@ -67,30 +70,55 @@ impl Interrupts {
     }
 }
 
-/// Asks the kernel to kill the command if `fabric` dies (even by SIGKILL),
-/// so no orphan keeps writing into outs the next run is about to replace.
-#[allow(unsafe_code)]
-fn die_with_parent(command: &mut Command) {
-    // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no
-    // memory of the parent; it runs in the child between fork and exec.
-    unsafe {
-        command.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
+/// The run's supervisor, started with the first command (see
+/// [`super::supervisor`]); None when it could not start (the run goes on,
+/// with a warning, unprotected against a `kill -9` of `fabric`).
+fn supervisor() -> Option<&'static Supervisor> {
+    static SUPERVISOR: OnceLock<Option<Supervisor>> = OnceLock::new();
+    SUPERVISOR
+        .get_or_init(|| match Supervisor::start() {
+            Ok(supervisor) => Some(supervisor),
+            Err(error) => {
+                eprintln!("warning: no supervisor ({error}): commands may outlive a killed fabric");
+                None
+            }
+        })
+        .as_ref()
+}
+
+fn terminate_group(group: i32) {
+    kill_group(group, libc::SIGTERM);
 }
 
 #[allow(unsafe_code)]
-fn terminate_group(group: i32) {
+fn kill_group(group: i32, signal: i32) {
     // SAFETY: kill(2) with a negative pid signals a process group; it has no
     // memory-safety preconditions.
     unsafe {
-        libc::kill(-group, libc::SIGTERM);
+        libc::kill(-group, signal);
     }
 }
 
-/// Runs commands as local child processes, each in its own process group.
+/// Waits until the child `pid` has exited, leaving it a zombie (so that its
+/// pid, the group's id, stays reserved until it is reaped).
+#[allow(unsafe_code)]
+fn wait_without_reaping(pid: i32) {
+    loop {
+        // SAFETY: waitid writes only into the siginfo struct passed to it.
+        let done = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOWAIT)
+        };
+        if done == 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return;
+        }
+    }
+}
+
+/// Runs commands as local child processes, each in its own process group:
+/// a stage ends when its shell exits, and whatever the command left running
+/// in the group is killed then; the run's [`Supervisor`] kills the groups
+/// still running if `fabric` dies.
 pub struct LocalExecutor;
 
 /// What the threads watching a command report.
@@ -116,11 +144,14 @@ impl Executor for LocalExecutor {
             .stdout(writer.try_clone()?)
             .stderr(writer)
             .process_group(0);
-        die_with_parent(&mut command);
+        let supervisor = supervisor();
         let mut child = command.spawn()?;
         // The parent's copies of the write end go with `command`.
         drop(command);
         let group = child.id() as i32;
+        if let Some(supervisor) = supervisor {
+            supervisor.watch(group);
+        }
         interrupts.register(group);
         let (sender, events) = std::sync::mpsc::channel();
         let lines = sender.clone();
@@ -137,6 +168,11 @@ impl Executor for LocalExecutor {
             }
         });
         std::thread::spawn(move || {
+            // The stage ends with its shell: what it left running in its
+            // group is killed before the shell is reaped (while the group's
+            // id cannot be taken by another process).
+            wait_without_reaping(group);
+            kill_group(group, libc::SIGKILL);
             let _ = sender.send(Watch::Exited(child.wait()));
         });
         let mut status = None;
@@ -155,6 +191,9 @@ impl Executor for LocalExecutor {
                 Ok(Watch::Line(line)) => (job.output)(&line),
                 Ok(Watch::Exited(exit)) => {
                     interrupts.unregister(group);
+                    if let Some(supervisor) = supervisor {
+                        supervisor.release(group);
+                    }
                     status = Some(exit);
                     deadline = Some(std::time::Instant::now() + std::time::Duration::from_secs(2));
                 }

@@ -8,6 +8,7 @@
 
 pub mod executor;
 pub mod freshness;
+pub mod supervisor;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

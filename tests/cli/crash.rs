@@ -16,7 +16,9 @@ use rand::{RngExt, SeedableRng};
 
 use super::Workspace;
 
-/// Six stages in two chains, each writing a directory of files.
+/// Six stages in two chains, each writing a directory of files and leaving
+/// a background writer behind that would change an out after the stage
+/// ended (it must be killed, with the stage or with a killed fabric).
 fn crashing_workspace(ws: &Workspace) {
     let mut manifest = String::from("[params]\nv = 0\n\n");
     for chain in ["a", "b"] {
@@ -28,7 +30,7 @@ fn crashing_workspace(ws: &Workspace) {
                 format!("deps = [\"out/{chain}{}\"]\n", step - 1)
             };
             manifest.push_str(&format!(
-                "[stage.{name}]\ncmd = \"mkdir -p out/{name} && for i in $(seq 1 40); do seq 1 $((i * 50 + ${{params.v}})) > out/{name}/f$i; done\"\n{dep}outs = [\"out/{name}\"]\n\n"
+                "[stage.{name}]\ncmd = \"mkdir -p out/{name}; (sleep 0.3; echo late >> out/{name}/f1) & for i in $(seq 1 40); do seq 1 $((i * 50 + ${{params.v}})) > out/{name}/f$i; done\"\n{dep}outs = [\"out/{name}\"]\n\n"
             ));
         }
     }

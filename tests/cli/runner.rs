@@ -322,6 +322,61 @@ fn sigterm_ends_running_commands_and_leaves_the_lock_consistent() {
 }
 
 /// Pids of processes in process group `group` that are not zombies.
+/// After `kill -9` of `fabric`, nothing its commands started survives a
+/// second — the shell, a subshell it waits for, work it put in the
+/// background — so nothing writes into an out afterwards.
+#[test]
+fn after_kill_9_no_process_of_a_command_survives_and_nothing_writes_into_outs() {
+    let ws = Workspace::new();
+    ws.write(
+        "Fabric.toml",
+        "[stage.a]\ncmd = \"mkdir -p out && echo $$ > a.pid && (sleep 30; echo late > out/b.txt) & (sleep 30; echo late > out/c.txt); echo normal\"\nouts = [\"out\"]\n",
+    );
+    let mut run = ws.spawn(&["run"]);
+    while !ws.path("a.pid").exists() || ws.read("a.pid").trim().is_empty() {
+        assert!(run.try_wait().unwrap().is_none(), "the run ended early");
+        std::thread::yield_now();
+    }
+    let group: i32 = ws.read("a.pid").trim().parse().unwrap();
+    // Both subshells have started once the group has four members.
+    while live_members_of_group(group).len() < 4 {
+        std::thread::yield_now();
+    }
+    run.kill().unwrap();
+    run.wait().unwrap();
+    let killed = std::time::Instant::now();
+    while !live_members_of_group(group).is_empty() {
+        assert!(
+            killed.elapsed() < std::time::Duration::from_secs(1),
+            "still alive a second after fabric died: {:?}",
+            live_members_of_group(group)
+        );
+        std::thread::yield_now();
+    }
+    assert!(!ws.path("out/b.txt").exists() && !ws.path("out/c.txt").exists());
+}
+
+/// A stage ends with its shell: a writer it left in the background is
+/// killed then, so nothing changes an out after it was hashed and recorded.
+#[test]
+fn background_work_a_command_leaves_behind_ends_with_its_stage() {
+    let ws = Workspace::new();
+    ws.write(
+        "Fabric.toml",
+        "[stage.a]\ncmd = \"echo $$ > a.pid; mkdir -p out; echo first > out/f; (sleep 0.3; echo late >> out/f) &\"\nouts = [\"out\"]\n",
+    );
+    ws.ok(&["run"]);
+    let group: i32 = ws.read("a.pid").trim().parse().unwrap();
+    // Wait (bounded) until nothing of the command is left.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !live_members_of_group(group).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the background writer lives on");
+        std::thread::yield_now();
+    }
+    assert_eq!(ws.read("out/f"), "first\n");
+    assert_eq!(ws.fabric(&["status", "--check"]).code, 0);
+}
+
 fn live_members_of_group(group: i32) -> Vec<i32> {
     let mut live = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
