@@ -21,7 +21,8 @@ pub struct Job<'a> {
     pub cmd: &'a str,
     /// The working directory.
     pub dir: PathBuf,
-    /// Where stdout and stderr go.
+    /// Where stdout and stderr go (created when the command first prints;
+    /// absent when it printed nothing).
     pub log: &'a Path,
     /// Called with each line the command prints, as it prints it.
     pub output: &'a (dyn Fn(&str) + Sync),
@@ -131,7 +132,14 @@ enum Watch {
 
 impl Executor for LocalExecutor {
     fn execute(&self, job: &Job, interrupts: &Interrupts) -> io::Result<ExitStatus> {
-        let mut log = File::create(job.log)?;
+        // The log is created with the first line the command prints: a
+        // silent command creates no file (creating thousands of inodes is
+        // most of the cost of a large graph of short commands).
+        match std::fs::remove_file(job.log) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
+            _ => {}
+        }
+        let log_path = job.log.to_path_buf();
         // One pipe for stdout and stderr keeps their order; a copier thread
         // writes it to the log and passes each line on as it comes.
         let (reader, writer) = io::pipe()?;
@@ -158,8 +166,14 @@ impl Executor for LocalExecutor {
         std::thread::spawn(move || {
             let mut reader = BufReader::new(reader);
             let mut line = Vec::new();
+            let mut log: Option<File> = None;
             while matches!(reader.read_until(b'\n', &mut line), Ok(n) if n > 0) {
-                let _ = log.write_all(&line);
+                if log.is_none() {
+                    log = File::create(&log_path).ok();
+                }
+                if let Some(log) = log.as_mut() {
+                    let _ = log.write_all(&line);
+                }
                 let text = String::from_utf8_lossy(&line)
                     .trim_end_matches(['\n', '\r'])
                     .to_string();

@@ -508,10 +508,12 @@ impl Runner<'_> {
                         Some(code) => format!("command exited with status {code}"),
                         None => "command was killed by a signal".to_string(),
                     };
-                    return Ok(StageResult::failed(
-                        reasons,
-                        format!("{why}; log: {}\n{}", relative(&log, root), log_tail(&log, 20)),
-                    ));
+                    let output = if log.exists() {
+                        format!("log: {}\n{}", relative(&log, root), log_tail(&log, 20))
+                    } else {
+                        "it printed nothing".to_string()
+                    };
+                    return Ok(StageResult::failed(reasons, format!("{why}; {output}")));
                 }
             }
             Action::Step { name, with } => {
