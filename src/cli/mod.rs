@@ -375,7 +375,13 @@ fn parse_overrides(overrides: &[String], flags: &[String]) -> anyhow::Result<Vec
         });
     }
     for text in flags {
-        let (flag, value) = text.split_once('=').unwrap_or((text, ""));
+        let Some((flag, value)) = text.split_once('=') else {
+            return Err(UsageError::from(
+                Diagnostic::new(format!("`--{text}` needs a value"))
+                    .hint(format!("write `--{text} VALUE` or `--{text}=VALUE`")),
+            )
+            .into());
+        };
         parsed.push(manifest::Override {
             name: flag.replace('-', "_"),
             value: value.to_string(),
@@ -388,48 +394,78 @@ fn parse_overrides(overrides: &[String], flags: &[String]) -> anyhow::Result<Vec
 /// `fabric run --snapshots-dir DIR`: rewrites long options that `fabric run`
 /// does not have into the hidden `--param-flag NAME=VALUE`, so that any
 /// declared param can be set the way a make variable or a script flag is
-/// (the value is the next argument, or follows `=`). The manifest decides
-/// later whether such a param exists.
+/// (the value is the next argument, or follows `=`; a missing value is
+/// passed on as missing, and refused later). The manifest decides whether
+/// such a param exists. Also joins `--dry-run true|false` into one argument,
+/// so that a bare `--dry-run` can be followed by a target.
 fn params_as_flags(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     let command = <Cli as clap::CommandFactory>::command();
     let Some(run) = command.find_subcommand("run") else {
         return args;
     };
+    // The subcommand is the first argument that is neither a global option
+    // nor the value of one.
+    let mut at = 1;
+    while let Some(arg) = args.get(at).map(|a| a.to_string_lossy()) {
+        if arg == "-C" || arg == "--directory" || arg == "--manifest" {
+            at += 2;
+        } else if arg.starts_with('-') {
+            at += 1;
+        } else {
+            break;
+        }
+    }
+    if args.get(at).is_none_or(|a| a != "run") {
+        return args;
+    }
     let known: BTreeSet<String> = run
         .get_arguments()
         .chain(command.get_arguments())
         .filter_map(|arg| arg.get_long().map(String::from))
         .chain(["help".to_string()])
         .collect();
-    let Some(at) = args.iter().position(|arg| arg == "run") else {
-        return args;
-    };
     let mut rewritten: Vec<std::ffi::OsString> = args[..=at].to_vec();
-    let mut rest = args[at + 1..].iter();
+    let mut rest = args[at + 1..].iter().peekable();
     while let Some(arg) = rest.next() {
         let text = arg.to_string_lossy();
+        if text == "--" {
+            rewritten.push(arg.clone());
+            rewritten.extend(rest.cloned());
+            break;
+        }
         let Some(long) = text.strip_prefix("--").filter(|l| !l.is_empty()) else {
             rewritten.push(arg.clone());
-            if text == "--" {
-                rewritten.extend(rest.cloned());
-                break;
-            }
             continue;
         };
         let name = long.split('=').next().unwrap_or(long);
-        if known.contains(name) {
+        let value_follows =
+            |value: Option<&&std::ffi::OsString>| value.is_some_and(|v| !v.to_string_lossy().starts_with('-'));
+        if name == "dry-run" && !long.contains('=') {
+            match rest.peek().map(|v| v.to_string_lossy().into_owned()) {
+                Some(value) if value == "true" || value == "false" => {
+                    rest.next();
+                    rewritten.push(format!("--dry-run={value}").into());
+                }
+                _ => rewritten.push(arg.clone()),
+            }
+        } else if known.contains(name) {
             rewritten.push(arg.clone());
-            continue;
+        } else {
+            let pair = match long.split_once('=') {
+                Some(_) => long.to_string(),
+                None if value_follows(rest.peek()) => {
+                    format!(
+                        "{name}={}",
+                        rest.next()
+                            .map(|v| v.to_string_lossy().into_owned())
+                            .unwrap_or_default()
+                    )
+                }
+                None => name.to_string(),
+            };
+            rewritten.push("--param-flag".into());
+            rewritten.push(pair.into());
         }
-        let value = match long.split_once('=') {
-            Some((_, value)) => value.to_string(),
-            None => rest
-                .next()
-                .map(|v| v.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-        };
-        rewritten.push("--param-flag".into());
-        rewritten.push(format!("{name}={value}").into());
     }
     rewritten
 }

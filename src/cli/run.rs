@@ -16,8 +16,16 @@ pub struct Args {
     /// Stages or pipelines to bring up to date (default: all), with what they need.
     targets: Vec<String>,
     /// Print the plan (run / restore / up to date, and why) without doing it;
-    /// `--dry-run false` runs (as the Studio brief writes it).
-    #[arg(long, short = 'n', value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    /// `--dry-run false` runs (as the Studio brief writes it), and a bare
+    /// `--dry-run` (or `-n`) may be followed by targets.
+    #[arg(
+        long,
+        short = 'n',
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
     dry_run: Option<bool>,
     /// Run even if up to date: `--force` for every selected stage,
     /// `--force=STAGE` for one (repeatable).

@@ -15,7 +15,10 @@
 //!   instead of queueing.
 //! - **Idempotent**: every stored `snapshotId` is indexed (rebuilt from the
 //!   logs at start-up), so a retried snapshot is acknowledged without a
-//!   second copy, across restarts too.
+//!   second copy, across restarts too; a retry of a record whose batch is
+//!   still syncing gets that batch's outcome, never an early 200. A failed
+//!   sync fails its batch (and forgets its ids), and the log is not written
+//!   to again.
 //! - **No torn records, and only our own files repaired**: a record is one
 //!   line of one `write`; at start-up a log of the server's whose last line
 //!   lacks its newline (a crash mid-write, never acknowledged) is cut back to
@@ -23,10 +26,11 @@
 //!   neither read nor changed.
 //! - **File names never come from request data.**
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
 use tokio::sync::oneshot;
@@ -91,10 +95,13 @@ pub fn recover(dir: &Path) -> io::Result<HashSet<String>> {
     Ok(ids)
 }
 
-/// The open log and its size.
+/// The open log: where it is, the writer's handle, its size, and whether a
+/// sync of it failed (then no more is written to it).
 struct Log {
+    path: PathBuf,
     file: File,
     size: u64,
+    failed: Arc<AtomicBool>,
 }
 
 /// A new log in `dir`, its directory entry made durable.
@@ -103,14 +110,16 @@ fn new_log(dir: &Path) -> io::Result<Log> {
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        match OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(dir.join(format!("ingest-{stamp:024}.jsonl")))
-        {
+        let path = dir.join(format!("ingest-{stamp:024}.jsonl"));
+        match OpenOptions::new().create_new(true).append(true).open(&path) {
             Ok(file) => {
                 File::open(dir)?.sync_all()?;
-                return Ok(Log { file, size: 0 });
+                return Ok(Log {
+                    path,
+                    file,
+                    size: 0,
+                    failed: Arc::new(AtomicBool::new(false)),
+                });
             }
             // Two logs in one nanosecond: take the next stamp.
             Err(error) if error.kind() == io::ErrorKind::AlreadyExists => continue,
@@ -119,53 +128,74 @@ fn new_log(dir: &Path) -> io::Result<Log> {
     }
 }
 
-/// A written batch waiting for its sync: the file, and who to answer.
-struct Written {
-    file: File,
-    /// Each job, and whether it was new (written) or a duplicate.
-    jobs: Vec<(Job, bool)>,
+/// What the writer and the syncers share: the stored ids, and for each id
+/// whose batch is not yet synced, the retries waiting for its outcome.
+#[derive(Default)]
+struct Index {
+    ids: HashSet<String>,
+    in_flight: HashMap<String, Vec<oneshot::Sender<io::Result<Stored>>>>,
 }
 
-/// Syncs written batches and answers their jobs; on a failed sync, the new
-/// ids are forgotten so that a retry stores them.
-fn sync(written: &Mutex<mpsc::Receiver<Written>>, ids: &Mutex<HashSet<String>>, free: &mpsc::Sender<()>) {
+/// A written batch waiting for its sync.
+struct Written {
+    /// A description of the log opened before the batch was written, so
+    /// that a writeback error of the batch's pages is reported to this sync
+    /// (Linux reports such an error once per open file description).
+    file: File,
+    /// Set when the sync fails: the writer starts a new log.
+    failed: Arc<AtomicBool>,
+    /// The jobs whose records the batch wrote.
+    jobs: Vec<Job>,
+}
+
+/// Syncs written batches and answers their jobs, and the retries that
+/// arrived for them meanwhile; on a failed sync, the ids are forgotten so
+/// that a retry stores them again.
+fn sync(written: &Mutex<mpsc::Receiver<Written>>, index: &Mutex<Index>, free: &mpsc::Sender<()>) {
     loop {
         let next = written.lock().unwrap_or_else(|e| e.into_inner()).recv();
-        let Ok(Written { file, jobs }) = next else {
+        let Ok(Written { file, failed, jobs }) = next else {
             return;
         };
         let synced = file.sync_data();
         if synced.is_err() {
-            let mut ids = ids.lock().unwrap_or_else(|e| e.into_inner());
-            for (job, new) in &jobs {
-                if *new {
-                    ids.remove(&job.id);
-                }
+            failed.store(true, Ordering::SeqCst);
+        }
+        let mut index = index.lock().unwrap_or_else(|e| e.into_inner());
+        for job in jobs {
+            let retries = index.in_flight.remove(&job.id).unwrap_or_default();
+            if synced.is_err() {
+                index.ids.remove(&job.id);
+            }
+            let answer = |duplicate: bool| match &synced {
+                Ok(()) if duplicate => Ok(Stored::Duplicate),
+                Ok(()) => Ok(Stored::New),
+                Err(error) => Err(io::Error::new(error.kind(), error.to_string())),
+            };
+            let _ = job.done.send(answer(false));
+            for retry in retries {
+                let _ = retry.send(answer(true));
             }
         }
-        for (job, new) in jobs {
-            let result = match (&synced, new) {
-                (_, false) => Ok(Stored::Duplicate),
-                (Ok(()), true) => Ok(Stored::New),
-                (Err(error), true) => Err(io::Error::new(error.kind(), error.to_string())),
-            };
-            let _ = job.done.send(result);
-        }
+        drop(index);
         let _ = free.send(());
     }
 }
 
 /// Runs the writer until every sender is gone; returns when all is flushed.
 pub fn run(dir: PathBuf, ids: HashSet<String>, jobs: mpsc::Receiver<Job>) {
-    let ids = Arc::new(Mutex::new(ids));
+    let index = Arc::new(Mutex::new(Index {
+        ids,
+        in_flight: HashMap::new(),
+    }));
     let (to_sync, written) = mpsc::channel::<Written>();
     let written = Arc::new(Mutex::new(written));
     let (free, slots) = mpsc::channel::<()>();
     let syncers: Vec<_> = (0..SYNCERS)
         .map(|_| {
-            let (written, ids, free) = (written.clone(), ids.clone(), free.clone());
+            let (written, index, free) = (written.clone(), index.clone(), free.clone());
             let _ = free.send(());
-            std::thread::spawn(move || sync(&written, &ids, &free))
+            std::thread::spawn(move || sync(&written, &index, &free))
         })
         .collect();
     let mut log: Option<Log> = None;
@@ -179,51 +209,72 @@ pub fn run(dir: PathBuf, ids: HashSet<String>, jobs: mpsc::Receiver<Job>) {
         {
             batch.push(next);
         }
+        // A record already stored is answered at once; one whose batch is
+        // still syncing is answered with that batch's outcome.
         let mut buffer = Vec::new();
         let mut fresh = Vec::with_capacity(batch.len());
         {
-            let mut ids = ids.lock().unwrap_or_else(|e| e.into_inner());
-            for job in &batch {
-                let new = ids.insert(job.id.clone());
-                if new {
+            let mut index = index.lock().unwrap_or_else(|e| e.into_inner());
+            for job in batch {
+                if let Some(retries) = index.in_flight.get_mut(&job.id) {
+                    retries.push(job.done);
+                } else if index.ids.contains(&job.id) {
+                    let _ = job.done.send(Ok(Stored::Duplicate));
+                } else {
+                    index.ids.insert(job.id.clone());
+                    index.in_flight.insert(job.id.clone(), Vec::new());
                     buffer.extend_from_slice(job.line.as_bytes());
                     buffer.push(b'\n');
+                    fresh.push(job);
                 }
-                fresh.push(new);
             }
         }
+        if fresh.is_empty() {
+            let _ = free.send(());
+            continue;
+        }
         let written = (|| {
-            if log.as_ref().is_none_or(|l| l.size >= ROTATE_AT) {
+            if log
+                .as_ref()
+                .is_none_or(|l| l.size >= ROTATE_AT || l.failed.load(Ordering::SeqCst))
+            {
                 log = Some(new_log(&dir)?);
             }
             let open = log.as_mut().expect("opened above");
+            let sync_file = File::open(&open.path)?;
             open.file.write_all(&buffer)?;
             open.size += buffer.len() as u64;
-            open.file.try_clone()
+            Ok::<_, io::Error>((sync_file, open.failed.clone()))
         })();
-        let jobs: Vec<(Job, bool)> = batch.into_iter().zip(fresh).collect();
         match written {
-            Ok(file) => {
-                if to_sync.send(Written { file, jobs }).is_err() {
+            Ok((file, failed)) => {
+                if to_sync
+                    .send(Written {
+                        file,
+                        failed,
+                        jobs: fresh,
+                    })
+                    .is_err()
+                {
                     return;
                 }
             }
             Err(error) => {
-                // The syncer was not used: it is free again.
-                let _ = free.send(());
                 // Not durable: forget the ids so a retry stores them, and
                 // start a new log rather than append after a partial write.
                 log = None;
-                let mut ids = ids.lock().unwrap_or_else(|e| e.into_inner());
-                for (job, new) in jobs {
-                    let result = if new {
-                        ids.remove(&job.id);
-                        Err(io::Error::new(error.kind(), error.to_string()))
-                    } else {
-                        Ok(Stored::Duplicate)
-                    };
-                    let _ = job.done.send(result);
+                let mut index = index.lock().unwrap_or_else(|e| e.into_inner());
+                for job in fresh {
+                    index.ids.remove(&job.id);
+                    let failed = || Err(io::Error::new(error.kind(), error.to_string()));
+                    for retry in index.in_flight.remove(&job.id).unwrap_or_default() {
+                        let _ = retry.send(failed());
+                    }
+                    let _ = job.done.send(failed());
                 }
+                drop(index);
+                // The syncer was not used: it is free again.
+                let _ = free.send(());
             }
         }
     }

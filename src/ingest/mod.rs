@@ -254,8 +254,7 @@ async fn handle(state: &Shared, query: &HashMap<String, String>, headers: &Heade
     // one channel this server takes.
     let channel = headers
         .get(CHANNEL_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .or_else(|| query.get("channel").cloned());
     if let Some(other) = channel.as_deref().filter(|c| *c != CHANNEL) {
         return refuse(
@@ -293,7 +292,7 @@ async fn handle(state: &Shared, query: &HashMap<String, String>, headers: &Heade
         Err(error) => return refuse(state, StatusCode::BAD_REQUEST, "json", format!("invalid JSON: {error}")),
     };
     let serde_json::Value::Array(batch) = value else {
-        return store(state, &value).await.into_response(state);
+        return outcome(submit(state, &value)).await.into_response(state);
     };
     // A batch (the exporter's queue, flushed at once): one result per snapshot.
     if batch.len() > MAX_BATCH {
@@ -307,9 +306,12 @@ async fn handle(state: &Shared, query: &HashMap<String, String>, headers: &Heade
             ),
         );
     }
+    // Every record is handed to the writer first, so that the batch shares
+    // group commits; then the answers are collected in order.
+    let pending: Vec<_> = batch.iter().map(|record| submit(state, record)).collect();
     let mut results = Vec::with_capacity(batch.len());
-    for record in &batch {
-        let (status, mut body) = store(state, record).await.settle(state);
+    for submitted in pending {
+        let (status, mut body) = outcome(submitted).await.settle(state);
         body["code"] = json!(status.as_u16());
         results.push(body);
     }
@@ -358,8 +360,17 @@ async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, BodyError> {
 /// The most an oversized body is read (and discarded) before its 413.
 pub const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
 
-/// Sanitizes, verifies and stores one snapshot.
-async fn store(state: &Shared, value: &serde_json::Value) -> Outcome {
+/// A snapshot handed to the writer: its id as sent, its stored id, and
+/// where the writer answers.
+struct Submitted {
+    id: String,
+    stored_as: String,
+    acknowledged: oneshot::Receiver<std::io::Result<Stored>>,
+}
+
+/// Sanitizes and verifies one snapshot and hands it to the writer (or says
+/// why not).
+fn submit(state: &Shared, value: &serde_json::Value) -> Result<Submitted, Outcome> {
     let id = value
         .get("snapshotId")
         .and_then(|v| v.as_str())
@@ -369,36 +380,36 @@ async fn store(state: &Shared, value: &serde_json::Value) -> Outcome {
         .and_then(|v| v.as_str())
         .filter(|s| !s.is_empty());
     let (Some(id), Some(_)) = (id, session) else {
-        return Outcome::refused(
+        return Err(Outcome::refused(
             "ids",
             StatusCode::UNPROCESSABLE_ENTITY,
             "the record needs string `snapshotId` and `sessionId` fields",
-        );
+        ));
     };
     let id = id.to_string();
     let clean = match sanitize::clean_record(&value.to_string(), &state.config.key) {
         Ok(clean) => clean,
         Err(reason) if reason == "no_consent" => {
-            return Outcome::refused(
+            return Err(Outcome::refused(
                 "consent",
                 StatusCode::FORBIDDEN,
                 "the snapshot's consent flag (allowExport) is false: nothing of it was stored",
-            );
+            ));
         }
         Err(reason) => {
-            return Outcome::refused(
+            return Err(Outcome::refused(
                 "invalid",
                 StatusCode::UNPROCESSABLE_ENTITY,
                 format!("the snapshot would be dropped by sanitize ({reason}); nothing was stored"),
-            );
+            ));
         }
     };
     if let Err(problem) = privacy::check_snapshot(&clean) {
-        return Outcome::refused(
+        return Err(Outcome::refused(
             "privacy",
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("the privacy verifier refused the sanitized record ({problem}); nothing was stored"),
-        );
+        ));
     }
     let (done, acknowledged) = oneshot::channel();
     let stored_as = clean.snapshot_id.clone();
@@ -415,17 +426,30 @@ async fn store(state: &Shared, value: &serde_json::Value) -> Outcome {
         .map(|jobs| jobs.send(job).is_ok())
         .unwrap_or(false);
     if !sent {
-        return Outcome::refused(
+        return Err(Outcome::refused(
             "shutdown",
             StatusCode::SERVICE_UNAVAILABLE,
             "the server is shutting down",
-        );
+        ));
     }
-    match acknowledged.await {
+    Ok(Submitted {
+        id,
+        stored_as,
+        acknowledged,
+    })
+}
+
+/// What became of a submitted snapshot, once the writer answered.
+async fn outcome(submitted: Result<Submitted, Outcome>) -> Outcome {
+    let submitted = match submitted {
+        Ok(submitted) => submitted,
+        Err(refused) => return refused,
+    };
+    match submitted.acknowledged.await {
         Ok(Ok(stored)) => Outcome::Stored {
             duplicate: stored == Stored::Duplicate,
-            id,
-            stored_as,
+            id: submitted.id,
+            stored_as: submitted.stored_as,
         },
         Ok(Err(error)) => Outcome::refused(
             "storage",

@@ -21,7 +21,7 @@ use super::mlp::heads;
 use super::runtime;
 use super::tensors::f32_value;
 use crate::prime::dataset::{feature_layout, features};
-use crate::prime::schema::{AlsChannel, BloomOutcome, FlagCategory, Intensity, Mode, Severity, Snapshot};
+use crate::prime::schema::{self, AlsChannel, BloomOutcome, FlagCategory, Intensity, Mode, Severity, Snapshot};
 use crate::prime::tone::phrase;
 use crate::prime::vocabulary::COMMANDS;
 
@@ -59,6 +59,8 @@ pub fn typescript_module() -> String {
          export const SEVERITIES = {severities} as const;\n\
          export const COMMANDS: {{ type: string; needsTarget: boolean }}[] = {commands};\n\
          export const BLOOM_OUTCOMES = {outcomes} as const;\n\
+         /** The list limits sanitize keeps to (the newest items). */\n\
+         export const LIMITS = {limits};\n\
          /** Each head's classes, in the order of its `<head>_probs` output. */\n\
          export const HEADS: Record<string, string[]> = {heads};\n\
          /** The calm phrase for each guidance channel and intensity. */\n\
@@ -73,6 +75,11 @@ pub fn typescript_module() -> String {
         severities = names(Severity::ALL.iter().map(|s| s.name()).collect()),
         commands = json!(commands),
         outcomes = names(BloomOutcome::ALL.iter().map(|o| o.name()).collect()),
+        limits = json!({
+            "recentActions": schema::MAX_RECENT_ACTIONS,
+            "bloomTrace": schema::MAX_BLOOM_TRACE,
+            "issuedCommands": schema::MAX_ISSUED_COMMANDS,
+        }),
         heads = Value::Object(heads),
         phrases = Value::Object(phrases),
         layout = json!(feature_layout()),

@@ -43,13 +43,63 @@ function share<T>(items: T[], matches: (item: T) => boolean): number {
   return items.filter(matches).length / Math.max(items.length, 1);
 }
 
-/** The feature vector of a window (oldest first): FEATURE_LAYOUT, in order. */
-export function features(window: Snapshot[]): Float32Array {
+const lower = (text: unknown) => (typeof text === "string" ? text.toLowerCase() : "");
+const known = (names: readonly string[], text: unknown) => names.includes(lower(text));
+const newest = <T>(items: T[] | null | undefined, limit: number) => (items ?? []).slice(-limit);
+
+/**
+ * What Fabric's sanitize does to the fields the features read, so that a
+ * snapshot as the Studio builds it gives the features of its sanitized
+ * form: items with unknown channels, categories or outcomes dropped, lists
+ * cut to their newest LIMITS, unknown command types dropped, values clamped
+ * and rounded to four decimals. Sanitized snapshots pass through unchanged.
+ */
+export function normalize(s: Snapshot): Snapshot {
+  const commandTypes = COMMANDS.map((c) => c.type);
+  return {
+    ...s,
+    mode: lower(s.mode),
+    transport: { ...s.transport, tempo: round4(s.transport.tempo) },
+    alsChannels: (s.alsChannels ?? [])
+      .filter((r) => known(ALS_CHANNELS, r?.channel) && typeof r.normalized === "number")
+      .map((r) => ({ channel: lower(r.channel), normalized: round4(Math.min(Math.max(r.normalized, 0), 1)) })),
+    audioMetrics: {
+      ...s.audioMetrics,
+      latencyMs: round4(Math.min(s.audioMetrics.latencyMs, 999999)),
+      cpuLoad: round4(s.audioMetrics.cpuLoad),
+      dropouts: Math.min(s.audioMetrics.dropouts, 999999),
+    },
+    harmonicState: {
+      consonance: round4(s.harmonicState.consonance),
+      tension: round4(s.harmonicState.tension),
+      velocityEnergy: round4(s.harmonicState.velocityEnergy),
+    },
+    aiAnalysisFlags: (s.aiAnalysisFlags ?? []).filter(
+      (f) => known(FLAG_CATEGORIES, f?.category) && known(SEVERITIES, f?.severity),
+    ),
+    userMemorySummary: s.userMemorySummary
+      ? { recentActions: newest(s.userMemorySummary.recentActions, LIMITS.recentActions) }
+      : s.userMemorySummary,
+    bloomTrace: newest((s.bloomTrace ?? []).filter((b) => known(BLOOM_OUTCOMES, b?.outcome)), LIMITS.bloomTrace),
+    issuedCommands:
+      s.issuedCommands == null
+        ? s.issuedCommands
+        : newest(s.issuedCommands, LIMITS.issuedCommands).filter((c) => commandTypes.includes(c?.type)),
+  };
+}
+
+/**
+ * The feature vector of a window of snapshots (oldest first): FEATURE_LAYOUT,
+ * in order. Each snapshot is first normalized as sanitize would; what
+ * sanitize rewrites beyond that (free text, records it drops whole) is not
+ * redone here.
+ */
+export function features(rawWindow: Snapshot[]): Float32Array {
+  const window = rawWindow.map(normalize);
   const last = window[window.length - 1];
   const v: number[] = [];
-  for (const mode of MODES) v.push(last.mode.toLowerCase() === mode ? 1 : 0);
-  const als = (s: Snapshot, channel: string) =>
-    s.alsChannels.find((r) => r.channel.toLowerCase() === channel)?.normalized ?? 0;
+  for (const mode of MODES) v.push(last.mode === mode ? 1 : 0);
+  const als = (s: Snapshot, channel: string) => s.alsChannels.find((r) => r.channel === channel)?.normalized ?? 0;
   for (const channel of ALS_CHANNELS) v.push(als(last, channel));
   for (const channel of ALS_CHANNELS) v.push(window.reduce((sum, s) => sum + als(s, channel), 0) / window.length);
   const m = last.audioMetrics;
@@ -66,7 +116,7 @@ export function features(window: Snapshot[]): Float32Array {
   for (const category of FLAG_CATEGORIES) {
     for (const severity of SEVERITIES) {
       const count = last.aiAnalysisFlags.filter(
-        (f) => f.category.toLowerCase() === category && f.severity.toLowerCase() === severity,
+        (f) => lower(f.category) === category && lower(f.severity) === severity,
       ).length;
       v.push(Math.min(count, 3) / 3);
     }
@@ -75,7 +125,7 @@ export function features(window: Snapshot[]): Float32Array {
   for (const command of COMMANDS) v.push(share(actions, (a) => a === command.type));
   const history = last.issuedCommands ?? [];
   for (const command of COMMANDS) v.push(share(history, (c) => c.type === command.type));
-  for (const outcome of BLOOM_OUTCOMES) v.push(share(last.bloomTrace, (b) => b.outcome.toLowerCase() === outcome));
+  for (const outcome of BLOOM_OUTCOMES) v.push(share(last.bloomTrace, (b) => lower(b.outcome) === outcome));
   return Float32Array.from(v.map(round4));
 }
 

@@ -367,9 +367,21 @@ fn parse_typescript(text: &str) -> Result<BTreeMap<String, Declaration>, TsError
     let mut tags = BTreeMap::new();
     let mut in_comment = false;
     let mut open: Option<(String, Vec<TsField>)> = None;
+    // Lines as written, with union continuations (`  | "b"`, as formatters
+    // split long unions) joined to the line they continue.
+    let mut lines: Vec<(usize, String)> = Vec::new();
     for (index, raw) in text.lines().enumerate() {
-        let line_number = index + 1;
-        let line = raw.trim();
+        let trimmed = raw.trim();
+        match lines.last_mut() {
+            Some((_, previous)) if trimmed.starts_with('|') && !previous.starts_with("/*") => {
+                previous.push(' ');
+                previous.push_str(trimmed);
+            }
+            _ => lines.push((index + 1, trimmed.to_string())),
+        }
+    }
+    for (line_number, line) in lines {
+        let line = line.as_str();
         if in_comment || line.starts_with("/**") || line.starts_with("/*") {
             let body = line.trim_start_matches("/**").trim_start_matches("/*");
             in_comment = !body.contains("*/");
@@ -400,7 +412,16 @@ fn parse_typescript(text: &str) -> Result<BTreeMap<String, Declaration>, TsError
                 tags.clear();
                 continue;
             }
-            let field = line.trim_end_matches([';', ',']);
+            // A trailing `// comment` and `readonly` do not change the shape.
+            let code = match line.find("//") {
+                Some(at) if !line[..at].contains(['"', '\'']) => line[..at].trim_end(),
+                _ => line,
+            };
+            let code = code.strip_prefix("readonly ").unwrap_or(code);
+            if code.is_empty() {
+                continue;
+            }
+            let field = code.trim_end_matches([';', ',']);
             let (head, ty) = field
                 .split_once(':')
                 .ok_or_else(|| error(format!("expected `name: type;` in interface `{name}`, found `{line}`")))?;
@@ -675,6 +696,22 @@ mod tests {
             assert!(report.iter().any(|r| r.starts_with(line)), "{line}\n{report:#?}");
         }
         assert_eq!(report.len(), 7, "{report:#?}");
+    }
+
+    #[test]
+    fn comments_readonly_and_split_unions_do_not_count_as_drift() {
+        let formatted = typescript()
+            .replace("  tempo: number;", "  readonly tempo: number; // bpm")
+            .replace(
+                "export type Mode = \"passive\" | \"active\" | \"learning\" | \"optimizing\";",
+                "export type Mode =\n  | \"passive\"\n  | \"active\"\n  | \"learning\"\n  | \"optimizing\";",
+            );
+        assert!(formatted.contains("readonly tempo") && formatted.contains("  | \"learning\""));
+        let report = drift(
+            &shape_of_typescript(&formatted).unwrap(),
+            &shape_of_json_schema(&json_schema()),
+        );
+        assert_eq!(report, Vec::<String>::new());
     }
 
     #[test]

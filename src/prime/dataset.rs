@@ -341,9 +341,9 @@ pub fn features(window: &[Snapshot]) -> Vec<f32> {
         .collect()
 }
 
-/// Commands in `next` that were not in `current` (the lists keep the most
-/// recent 20, so `next` is `current` minus some oldest ones plus new ones).
-fn new_commands<'a>(current: &[DawCommand], next: &'a [DawCommand]) -> &'a [DawCommand] {
+/// Items of `next` that were not in `current` (the lists keep the most
+/// recent ones, so `next` is `current` minus some oldest ones plus new ones).
+fn new_items<'a, T: PartialEq>(current: &[T], next: &'a [T]) -> &'a [T] {
     for dropped in 0..=current.len() {
         let kept = &current[dropped..];
         if next.len() >= kept.len() && next[..kept.len()] == *kept {
@@ -356,18 +356,26 @@ fn new_commands<'a>(current: &[DawCommand], next: &'a [DawCommand]) -> &'a [DawC
 /// The ground-truth command after a window ending at `last`, seen in `next`.
 fn ground_truth(last: &Snapshot, next: &Snapshot) -> CommandTarget {
     let empty = Vec::new();
-    let fresh = new_commands(
+    let fresh = new_items(
         last.issued_commands.as_ref().unwrap_or(&empty),
         next.issued_commands.as_ref().unwrap_or(&empty),
     );
     if let Some(command) = fresh.first() {
         return CommandTarget::of(command);
     }
+    // Bloom events since the last snapshot: by time when both times are
+    // known, else (the times are optional) the events `next` adds to the trace.
     let since = last.captured();
-    next.bloom_trace
+    let timed = since.is_some() && next.bloom_trace.iter().all(|b| b.time().is_some());
+    let recent: &[BloomEvent] = if timed {
+        &next.bloom_trace
+    } else {
+        new_items(&last.bloom_trace, &next.bloom_trace)
+    };
+    recent
         .iter()
         .filter(|b| b.outcome == BloomOutcome::Accepted)
-        .filter(|b| b.time() > since)
+        .filter(|b| !timed || b.time() > since)
         .find(|b| super::vocabulary::command(&b.action).is_some())
         .map_or_else(CommandTarget::none, |b| CommandTarget {
             kind: b.action.clone(),
@@ -727,4 +735,60 @@ pub fn build(
         memo.commit()?;
     }
     Ok(card)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(bloom: serde_json::Value, captured_at: Option<&str>) -> Snapshot {
+        let mut value = serde_json::json!({
+            "snapshotId": "00000000-0000-4000-8000-000000000001", "sessionId": "s", "mode": "active",
+            "transport": {"isPlaying": true, "tempo": 120.0, "playheadBeats": 0.0,
+                          "cycle": {"enabled": false, "startBeats": 0.0, "endBeats": 4.0}},
+            "alsChannels": [], "audioMetrics": {"latencyMs": 5.0, "cpuLoad": 0.5, "dropouts": 0, "bufferSize": 256},
+            "harmonicState": {"key": "C", "scale": "major", "consonance": 0.5, "tension": 0.5, "velocityEnergy": 0.5},
+            "aiAnalysisFlags": [], "bloomTrace": bloom, "conversationTurns": []
+        });
+        if let Some(at) = captured_at {
+            value["capturedAt"] = at.into();
+        }
+        serde_json::from_value(value).unwrap()
+    }
+
+    /// The label is the Bloom suggestion accepted since the last snapshot,
+    /// whether or not the optional times are there.
+    #[test]
+    fn an_accepted_suggestion_is_new_with_or_without_times() {
+        let old = serde_json::json!({"action": "mix.eqCut", "source": "bloom", "outcome": "accepted", "at": "2026-11-24T10:00:00Z"});
+        let new = serde_json::json!({"action": "track.freeze", "source": "bloom", "outcome": "accepted", "at": "2026-11-24T10:00:05Z"});
+        let untimed = |mut event: serde_json::Value| {
+            event.as_object_mut().unwrap().remove("at");
+            event
+        };
+        for (last, next) in [
+            // Times known.
+            (
+                snapshot(serde_json::json!([old]), Some("2026-11-24T10:00:02Z")),
+                snapshot(serde_json::json!([old, new]), None),
+            ),
+            // The snapshot's time missing, the events' times there.
+            (
+                snapshot(serde_json::json!([old]), None),
+                snapshot(serde_json::json!([old, new]), None),
+            ),
+            // No times at all.
+            (
+                snapshot(serde_json::json!([untimed(old.clone())]), None),
+                snapshot(serde_json::json!([untimed(old.clone()), untimed(new.clone())]), None),
+            ),
+        ] {
+            assert_eq!(ground_truth(&last, &next).kind, "track.freeze");
+            assert_eq!(
+                ground_truth(&next, &next).kind,
+                super::super::vocabulary::NONE,
+                "nothing new"
+            );
+        }
+    }
 }

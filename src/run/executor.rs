@@ -187,6 +187,9 @@ impl Executor for LocalExecutor {
             // id cannot be taken by another process).
             wait_without_reaping(group);
             kill_group(group, libc::SIGKILL);
+            if let Some(supervisor) = supervisor {
+                supervisor.release(group);
+            }
             let _ = sender.send(Watch::Exited(child.wait()));
         });
         let mut status = None;
@@ -205,9 +208,6 @@ impl Executor for LocalExecutor {
                 Ok(Watch::Line(line)) => (job.output)(&line),
                 Ok(Watch::Exited(exit)) => {
                     interrupts.unregister(group);
-                    if let Some(supervisor) = supervisor {
-                        supervisor.release(group);
-                    }
                     status = Some(exit);
                     deadline = Some(std::time::Instant::now() + std::time::Duration::from_secs(2));
                 }

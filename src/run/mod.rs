@@ -511,7 +511,7 @@ impl Runner<'_> {
                     let output = if log.exists() {
                         format!("log: {}\n{}", relative(&log, root), log_tail(&log, 20))
                     } else {
-                        "it printed nothing".to_string()
+                        "no log: it printed nothing (or its log could not be written)".to_string()
                     };
                     return Ok(StageResult::failed(reasons, format!("{why}; {output}")));
                 }

@@ -82,15 +82,12 @@ pub fn serve() -> io::Result<()> {
     let mut groups = BTreeSet::new();
     for line in io::stdin().lock().lines() {
         let Ok(line) = line else { break };
-        let (sign, number) = line.split_at(line.len().min(1));
-        match (sign, number.parse::<i32>()) {
-            ("+", Ok(group)) if group > 1 => {
+        if let Some(group) = line.strip_prefix('+').and_then(|g| g.parse::<i32>().ok()) {
+            if group > 1 {
                 groups.insert(group);
             }
-            ("-", Ok(group)) => {
-                groups.remove(&group);
-            }
-            _ => {}
+        } else if let Some(group) = line.strip_prefix('-').and_then(|g| g.parse::<i32>().ok()) {
+            groups.remove(&group);
         }
     }
     for group in groups {

@@ -169,7 +169,7 @@ impl Step for Dataset {
         "prime.dataset"
     }
     fn version(&self) -> u32 {
-        6
+        7
     }
     fn summary(&self) -> &'static str {
         "sanitized sessions (dep 1) → train JSONL, test JSONL, card, [instruction-tuning JSONL] (outs 1–4); with: window_size, test_fraction, seed, augment_mode"

@@ -1146,6 +1146,26 @@ fn a_declared_param_can_be_written_as_an_option_of_run() {
     );
     let mistyped = ws.fabric(&["run", "--factor", "many"]);
     assert_eq!(mistyped.code, 2, "{}", mistyped.stderr);
+    let missing = ws.fabric(&["run", "--factor", "--keep-going"]);
+    assert_eq!(missing.code, 2);
+    assert!(
+        missing.stderr.contains("`--factor` needs a value"),
+        "{}",
+        missing.stderr
+    );
+    // A bare --dry-run (or -n) can be followed by targets.
+    for flag in ["--dry-run", "-n"] {
+        let plan = ws.ok(&["run", flag, "d"]);
+        assert_eq!(plan.stdout.lines().count(), 1, "{}", plan.stdout);
+    }
+    // Only `fabric run`'s options are read as params: `run` as another
+    // command's value stays what it is.
+    let status = ws.fabric(&["-C", ".", "status", "run"]);
+    assert!(
+        status.stderr.contains("no stage or pipeline is called `run`"),
+        "{}",
+        status.stderr
+    );
 }
 
 #[test]

@@ -463,6 +463,16 @@ async function check(path, session, vectors) {
     for (const [name, expected] of Object.entries(v.probs)) {
       out[name].data.forEach((p, k) => { maxDiff = Math.max(maxDiff, Math.abs(p - expected[k])); });
     }
+    // The same window as the Studio might send it before sanitize: other
+    // spellings, and items sanitize would drop.
+    const raw = v.window.map((s) => ({ ...s, mode: s.mode.toUpperCase(),
+      alsChannels: [...s.alsChannels.map((r) => ({ ...r, channel: r.channel.toUpperCase() })),
+                    { channel: "shimmer", value: 1, normalized: 0.5 }],
+      aiAnalysisFlags: [...s.aiAnalysisFlags, { category: "vibes", severity: "low", message: "odd" }],
+      bloomTrace: [...s.bloomTrace, { action: "mix.eqCut", source: "bloom", outcome: "maybe" }] }));
+    studio.features(raw).forEach((x, j) => {
+      if (x !== Math.fround(v.features[j])) problems.push(`vector ${i} (raw): feature ${studio.FEATURE_LAYOUT[j]} ${x} vs ${v.features[j]}`);
+    });
     const decision = await studio.decide(ort, session, v.window);
     if (!same(decision, v.decision)) problems.push(`vector ${i}: ${JSON.stringify(decision)} vs ${JSON.stringify(v.decision)}`);
   }
