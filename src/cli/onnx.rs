@@ -102,6 +102,35 @@ pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Warns when the model's card names another dataset than the one the test
+/// split belongs to (its card beside it: `NAME-test.jsonl` → `NAME.card.json`).
+fn warn_if_trained_on_other_data(model_dir: &std::path::Path, test: &std::path::Path) {
+    let hash = |path: &std::path::Path| -> Option<String> {
+        let card: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+        card.get("datasetHash")?.as_str().map(str::to_string)
+    };
+    let stem = test
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let Some(name) = stem.strip_suffix("-test") else {
+        return;
+    };
+    if let (Some(model), Some(data)) = (
+        hash(&model_dir.join("model-card.json")),
+        hash(&test.with_file_name(format!("{name}.card.json"))),
+    ) && model != data
+    {
+        eprintln!(
+            "warning: {} was trained on dataset {} but {} belongs to dataset {}: the scores compare a model with data it was not built for",
+            model_dir.display(),
+            &model[..12.min(model.len())],
+            test.display(),
+            &data[..12.min(data.len())]
+        );
+    }
+}
+
 /// `train --base-model gemini-…`: a hosted model cannot be tuned inside the
 /// sealed Fabric, so the tuning job is prepared for Vertex AI instead.
 fn prepare_hosted_tuning(args: &TrainArgs) -> anyhow::Result<ExitCode> {
@@ -181,6 +210,14 @@ pub fn evaluate(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
     let (candidate, log) = match (&args.model_dir, &args.predictions) {
         (_, Some(predictions)) => (Candidate::Predictions(predictions.clone()), None),
         (Some(model_dir), None) => {
+            let model = model_dir.join("model.onnx");
+            anyhow::ensure!(
+                model.exists() || !model_dir.join("tuning-job.json").exists(),
+                "{} holds a tuning job for a hosted model (see its TUNING.md), not a model.onnx: score the tuned model's answers with `fabric evaluate --predictions ANSWERS.jsonl --test-dataset {} --output-report ...`",
+                model_dir.display(),
+                args.test_dataset.display()
+            );
+            warn_if_trained_on_other_data(model_dir, &args.test_dataset);
             let log = model_dir.join("training-log.json");
             (
                 Candidate::Model(model_dir.join("model.onnx")),

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use crate::diagnostic::Diagnostic;
 use crate::prime::dataset::{self, DatasetOptions, DatasetPaths};
 use crate::prime::pseudonym::PseudonymKey;
 use crate::prime::simulate::{self, SimulateOptions};
@@ -114,7 +115,8 @@ pub fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
 pub fn sanitize(args: SanitizeArgs) -> anyhow::Result<ExitCode> {
     let as_file = Path::new(&args.schema);
     if args.schema.ends_with(".ts") || args.schema.ends_with(".json") || as_file.is_file() {
-        let report = contract::drift_of_file(as_file).map_err(anyhow::Error::msg)?;
+        let report =
+            contract::drift_of_file(as_file).map_err(|problem| super::UsageError::from(Diagnostic::new(problem)))?;
         if !report.is_empty() {
             eprintln!(
                 "error: {} differs from Fabric's snapshot schema {}:",

@@ -158,7 +158,7 @@ export interface Runtime {
   Tensor: new (type: "float32", data: Float32Array, dims: number[]) => unknown;
 }
 export interface Session {
-  run(feeds: Record<string, unknown>): Promise<Record<string, { data: ArrayLike<number> }>>;
+  run(feeds: Record<string, unknown>): Promise<Record<string, { data: unknown }>>;
 }
 
 /** Runs the model on one window and decodes its answer. */
@@ -166,6 +166,7 @@ export async function decide(runtime: Runtime, session: Session, window: Snapsho
   const input = features(window);
   const outputs = await session.run({ [INPUT]: new runtime.Tensor("float32", input, [1, input.length]) });
   const probs: Record<string, ArrayLike<number>> = {};
-  for (const head of Object.keys(HEADS)) probs[`${head}_probs`] = outputs[`${head}_probs`].data;
+  // The `<head>_probs` outputs are float32 tensors.
+  for (const head of Object.keys(HEADS)) probs[`${head}_probs`] = outputs[`${head}_probs`].data as ArrayLike<number>;
   return decode(probs);
 }

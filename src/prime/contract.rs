@@ -7,7 +7,7 @@
 //! reducing either file to the same [`Shape`]: every field path with its
 //! type, whether it is required, and its limits.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use serde_json::{Value, json};
@@ -324,7 +324,7 @@ fn json_kind(node: &Value) -> String {
 
 /// A problem reading a TypeScript schema file: where and what.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("line {line}: {problem}")]
+#[error("{line}: {problem}")]
 pub struct TsError {
     /// 1-based line.
     pub line: usize,
@@ -412,10 +412,12 @@ fn parse_typescript(text: &str) -> Result<BTreeMap<String, Declaration>, TsError
                 tags.clear();
                 continue;
             }
-            // A trailing `// comment` and `readonly` do not change the shape.
+            // Comments (`// …`, `/* … */`) and `readonly` do not change the shape.
+            let uncommented = strip_block_comments(line);
+            let line = uncommented.as_str();
             let code = match line.find("//") {
                 Some(at) if !line[..at].contains(['"', '\'']) => line[..at].trim_end(),
-                _ => line,
+                _ => line.trim_end(),
             };
             let code = code.strip_prefix("readonly ").unwrap_or(code);
             if code.is_empty() {
@@ -465,6 +467,63 @@ fn parse_typescript(text: &str) -> Result<BTreeMap<String, Declaration>, TsError
         });
     }
     Ok(declarations)
+}
+
+/// A line without its `/* … */` comments.
+fn strip_block_comments(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(start) = rest.find("/*") {
+        out.push_str(&rest[..start]);
+        match rest[start..].find("*/") {
+            Some(end) => rest = &rest[start + end + 2..],
+            None => return out,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The `export const NAME = …;` declarations of a TypeScript module, by
+/// name, with comments, whitespace and trailing commas dropped (the
+/// constants the Studio reads: limits, the command vocabulary, the
+/// archetypes).
+pub fn constants(text: &str) -> BTreeMap<String, String> {
+    let mut found = BTreeMap::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("export const ") {
+        rest = &rest[at + "export const ".len()..];
+        let Some((name, tail)) = rest.split_once('=') else {
+            break;
+        };
+        let name = name.split(':').next().unwrap_or(name).trim().to_string();
+        let mut depth = 0i32;
+        let mut end = tail.len();
+        for (i, c) in tail.char_indices() {
+            match c {
+                '[' | '{' | '(' => depth += 1,
+                ']' | '}' | ')' => depth -= 1,
+                ';' if depth == 0 => {
+                    end = i;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let value: String = tail[..end]
+            .lines()
+            .map(|l| strip_block_comments(l).split("//").next().unwrap_or("").to_string())
+            .collect::<String>()
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect::<String>()
+            .replace(",]", "]")
+            .replace(",}", "}")
+            .replace('\'', "\"");
+        found.insert(name, value);
+        rest = &tail[end..];
+    }
+    found
 }
 
 /// Splits a union at top-level `|`.
@@ -602,10 +661,7 @@ pub fn drift(theirs: &Shape, ours: &Shape) -> Vec<String> {
             None => report.push(format!("added: `{path}` ({}) is not in Fabric's schema", field.kind)),
             Some(own) => {
                 if own.kind != field.kind {
-                    report.push(format!(
-                        "retyped: `{path}` is {} here, {} in Fabric's schema",
-                        field.kind, own.kind
-                    ));
+                    report.push(retyped(path, &field.kind, &own.kind));
                 }
                 if own.required != field.required {
                     let word = |required: bool| if required { "required" } else { "optional" };
@@ -640,12 +696,62 @@ pub fn drift(theirs: &Shape, ours: &Shape) -> Vec<String> {
     report
 }
 
+/// How a field's kind differs: for two enumerations, what one adds and
+/// lacks; otherwise both kinds.
+fn retyped(path: &str, theirs: &str, ours: &str) -> String {
+    let literals = |kind: &str| -> Option<BTreeSet<String>> {
+        let parts: BTreeSet<String> = kind.split(" | ").map(str::to_string).collect();
+        parts
+            .iter()
+            .all(|p| p.starts_with('"') || p.parse::<f64>().is_ok() || p == "null")
+            .then_some(parts)
+    };
+    if let (Some(theirs), Some(ours)) = (literals(theirs), literals(ours)) {
+        let list = |set: Vec<&String>| set.into_iter().cloned().collect::<Vec<_>>().join(", ");
+        let adds = list(theirs.difference(&ours).collect());
+        let lacks = list(ours.difference(&theirs).collect());
+        let mut parts = Vec::new();
+        if !adds.is_empty() {
+            parts.push(format!("adds {adds}"));
+        }
+        if !lacks.is_empty() {
+            parts.push(format!("lacks {lacks}"));
+        }
+        return format!("retyped: `{path}` {} (against Fabric's schema)", parts.join("; "));
+    }
+    format!("retyped: `{path}` is {theirs} here, {ours} in Fabric's schema")
+}
+
 /// Reads a Studio schema file (`.json` JSON Schema or `.ts`) and reports
 /// how it differs from Fabric's own; Err when the file cannot be read.
 pub fn drift_of_file(path: &std::path::Path) -> Result<Vec<String>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut report = Vec::new();
     let theirs = match path.extension().and_then(|e| e.to_str()) {
-        Some("ts") => shape_of_typescript(&text).map_err(|e| format!("{}:{e}", path.display()))?,
+        Some("ts") => {
+            let given = constants(&text);
+            for (name, value) in constants(&typescript()) {
+                match given.get(&name) {
+                    None => report.push(format!("removed: constant `{name}` of Fabric's schema is missing")),
+                    Some(theirs) if *theirs != value => {
+                        let shown = |v: &str| {
+                            if v.len() <= 120 {
+                                format!(" `{v}`")
+                            } else {
+                                String::new()
+                            }
+                        };
+                        report.push(format!(
+                            "changed: constant `{name}` is{} here,{} in Fabric's schema",
+                            shown(theirs),
+                            shown(&value)
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+            shape_of_typescript(&text).map_err(|e| format!("{}:{e}", path.display()))?
+        }
         Some("json") => {
             let value: Value = serde_json::from_str(&text)
                 .map_err(|e| format!("{}:{}:{}: {e}", path.display(), e.line(), e.column()))?;
@@ -653,7 +759,8 @@ pub fn drift_of_file(path: &std::path::Path) -> Result<Vec<String>, String> {
         }
         _ => return Err(format!("{}: a schema file is `.ts` or `.json`", path.display())),
     };
-    Ok(drift(&theirs, &shape_of_json_schema(&json_schema())))
+    report.extend(drift(&theirs, &shape_of_json_schema(&json_schema())));
+    Ok(report)
 }
 
 #[cfg(test)]
@@ -712,6 +819,31 @@ mod tests {
             &shape_of_json_schema(&json_schema()),
         );
         assert_eq!(report, Vec::<String>::new());
+    }
+
+    #[test]
+    fn constants_and_enumerations_drift_readably() {
+        let ours = constants(&typescript());
+        assert_eq!(ours["PRIME_BRAIN_SCHEMA_VERSION"], "\"v1\"");
+        assert!(ours["PRIME_BRAIN_LIMITS"].contains("bloomTrace:24"), "{ours:?}");
+        assert!(ours["DAW_COMMANDS"].contains("mix.eqCut"), "{ours:?}");
+        let edited = typescript()
+            .replace("  bloomTrace: 24,", "  bloomTrace: 32,")
+            .replace("  mode: Mode;", "  mode: Mode; /* the mode */");
+        assert_ne!(constants(&edited)["PRIME_BRAIN_LIMITS"], ours["PRIME_BRAIN_LIMITS"]);
+        let report = drift(
+            &shape_of_typescript(&edited).unwrap(),
+            &shape_of_json_schema(&json_schema()),
+        );
+        assert_eq!(report, Vec::<String>::new(), "an inline comment is not a type");
+        assert_eq!(
+            retyped(
+                "mode",
+                "\"active\" | \"loud\" | \"passive\"",
+                "\"active\" | \"learning\" | \"passive\""
+            ),
+            "retyped: `mode` adds \"loud\"; lacks \"learning\" (against Fabric's schema)"
+        );
     }
 
     #[test]

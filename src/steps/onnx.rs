@@ -167,7 +167,7 @@ impl Step for Studio {
         "onnx.studio"
     }
     fn version(&self) -> u32 {
-        4
+        5
     }
     fn summary(&self) -> &'static str {
         "model.onnx (dep 1), sanitized sessions (dep 2) → TypeScript module, test vectors (outs 1–2); with: window_size, examples"

@@ -156,6 +156,22 @@ fn a_hosted_base_model_gets_its_tuning_job_prepared() {
             .starts_with("gs://")
     );
     assert!(ws.read("hosted/TUNING.md").contains("tuningJobs"));
+    let evaluated = ws.fabric(&[
+        "evaluate",
+        "--model-dir",
+        "hosted",
+        "--test-dataset",
+        "d/train-test.jsonl",
+        "--output-report",
+        "r/hosted.md",
+    ]);
+    assert_eq!(evaluated.code, 1);
+    assert!(
+        evaluated.stderr.contains("holds a tuning job for a hosted model")
+            && evaluated.stderr.contains("--predictions"),
+        "{}",
+        evaluated.stderr
+    );
 
     // A damaged export is named by file and line; a missing one says what makes it.
     let mut damaged = ws.read("d/train.sft.jsonl");

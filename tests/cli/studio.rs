@@ -51,7 +51,17 @@ fn the_briefs_commands_work_as_written_in_its_order() {
                 "{}",
                 outcome.stderr
             ),
-            "evaluate" => assert!(ws.path("reports/eval-v1.md").exists()),
+            "evaluate" => {
+                assert!(ws.path("reports/eval-v1.md").exists());
+                // The model in that directory came from the main job, on other data.
+                assert!(
+                    outcome
+                        .stderr
+                        .contains("warning: ./models/prime-brain-v1 was trained on dataset"),
+                    "{}",
+                    outcome.stderr
+                );
+            }
             "run" => {
                 assert!(
                     outcome.stderr.contains("ran train"),
@@ -103,7 +113,8 @@ fn sanitize_refuses_a_studio_schema_that_drifted_and_says_how() {
             "  sampleRate?: number | null;",
             "  sampleRate?: number | null;\n  roomSize: number;",
         )
-        .replace(" * @maxItems 24", " * @maxItems 32");
+        .replace(" * @maxItems 24", " * @maxItems 32")
+        .replace("  bloomTrace: 24,", "  bloomTrace: 32,");
     ws.write("schema.ts", &drifted);
     let refused = sanitize("schema.ts");
     assert_eq!(refused.code, 1);
@@ -112,6 +123,7 @@ fn sanitize_refuses_a_studio_schema_that_drifted_and_says_how() {
         "- retyped: `transport.tempo` is string here, number in Fabric's schema",
         "- added: `audioMetrics.roomSize` (number) is not in Fabric's schema",
         "- limit: `bloomTrace` maxItems is 32 here, 24 in Fabric's schema",
+        "- changed: constant `PRIME_BRAIN_LIMITS` is `{recentActions:10,bloomTrace:32,",
         "help: regenerate it with `fabric schema --format typescript`",
     ] {
         assert!(refused.stderr.contains(line), "{line}\n{}", refused.stderr);
@@ -139,9 +151,9 @@ fn sanitize_refuses_a_studio_schema_that_drifted_and_says_how() {
         "export interface PrimeBrainRawSnapshot {\n  mode passive\n}\n",
     );
     let bad = sanitize("bad.ts");
-    assert_eq!(bad.code, 1);
+    assert_eq!(bad.code, 2, "an unreadable schema file is a usage error");
     assert!(
-        bad.stderr.contains("bad.ts:line 2: expected `name: type;`"),
+        bad.stderr.contains("bad.ts:2: expected `name: type;`"),
         "{}",
         bad.stderr
     );
@@ -432,6 +444,42 @@ fn the_studio_module_runs_the_model_in_a_browser_as_fabric_does() {
         .output()
         .unwrap();
     assert!(tsc.status.success(), "{}", String::from_utf8_lossy(&tsc.stdout));
+    // The README's snippet type-checks against onnxruntime-web's own types.
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let snippet = readme
+        .split("### The model in the Studio")
+        .nth(1)
+        .and_then(|section| section.split("```ts\n").nth(1))
+        .and_then(|rest| rest.split("```").next())
+        .expect("the README shows how the Studio runs the model");
+    std::fs::write(
+        web.join("snippet.ts"),
+        format!("declare const lastTenSnapshots: import(\"./prime-brain\").Snapshot[];\n{snippet}\nexport {{}};\n"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(root().join(".fabric/node/node_modules"), web.join("node_modules")).unwrap();
+    let snippet_check = Command::new(root().join(".fabric/node/node_modules/.bin/tsc"))
+        .args([
+            "--noEmit",
+            "--strict",
+            "--target",
+            "es2022",
+            "--module",
+            "es2022",
+            "--moduleResolution",
+            "bundler",
+            "--skipLibCheck",
+            "snippet.ts",
+        ])
+        .current_dir(&web)
+        .output()
+        .unwrap();
+    assert!(
+        snippet_check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&snippet_check.stdout)
+    );
+    std::fs::remove_file(web.join("node_modules")).unwrap();
     for file in ["model.onnx", "test-vectors.json"] {
         std::fs::copy(ws.path(&format!("models/prime-brain-v1/{file}")), web.join(file)).unwrap();
     }
