@@ -203,28 +203,17 @@ impl<'a> Hasher<'a> {
         self.file(path, &relative_string(path, self.root), &meta)
     }
 
-    /// Hashes the workspace files matching `matcher` as one tree (a glob
+    /// Hashes the workspace files matching a glob as one tree (a glob
     /// matching nothing is an empty tree, not an error).
-    pub fn hash_glob(&self, matcher: &GlobMatcher) -> io::Result<Content> {
-        let mut found = Vec::new();
-        let walker = walkdir::WalkDir::new(self.root)
-            .sort_by_file_name()
+    pub fn hash_glob(&self, pattern: &str, matcher: &GlobMatcher) -> io::Result<Content> {
+        let found = glob_files(self.root, pattern, matcher)?
             .into_iter()
-            .filter_entry(|e| e.depth() != 1 || !is_ignored_root_entry(e.file_name()));
-        for entry in walker {
-            let entry = entry.map_err(io::Error::other)?;
-            if !entry.file_type().is_file() {
-                continue;
-            }
-            let relative = relative_string(entry.path(), self.root);
-            if matcher.is_match(&relative) {
-                found.push(ListedFile {
-                    path: entry.into_path(),
-                    entry: relative,
-                    dirent: None,
-                });
-            }
-        }
+            .map(|(path, entry)| ListedFile {
+                path,
+                entry,
+                dirent: None,
+            })
+            .collect();
         let entries = self.hash_files(found, "")?;
         let tree = Tree { entries };
         let hash = tree.digest();
@@ -291,6 +280,33 @@ pub fn hash_file(path: &Path, size: u64) -> io::Result<Digest> {
 /// Top-level workspace entries that are never workspace content.
 pub fn is_ignored_root_entry(name: &std::ffi::OsStr) -> bool {
     name == ".fabric" || name == ".git"
+}
+
+/// The workspace files a glob matches, sorted, as (absolute path, path
+/// relative to `root`): the walk starts at the pattern's literal prefix
+/// (`data/*.csv` reads `data/` only) and never enters `.fabric` or `.git`
+/// at the root.
+pub fn glob_files(root: &Path, pattern: &str, matcher: &GlobMatcher) -> io::Result<Vec<(PathBuf, String)>> {
+    let start = root.join(crate::paths::literal_prefix(pattern));
+    if !start.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut found = Vec::new();
+    let walker = walkdir::WalkDir::new(&start)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| e.path().parent() != Some(root) || !is_ignored_root_entry(e.file_name()));
+    for entry in walker {
+        let entry = entry.map_err(io::Error::other)?;
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let relative = relative_string(entry.path(), root);
+        if matcher.is_match(&relative) {
+            found.push((entry.into_path(), relative));
+        }
+    }
+    Ok(found)
 }
 
 fn relative_string(path: &Path, base: &Path) -> String {
@@ -403,5 +419,40 @@ mod tests {
         let path = dir.path().join("big");
         std::fs::write(&path, &bytes).unwrap();
         assert_eq!(hash_file(&path, bytes.len() as u64).unwrap(), Digest::of(&bytes));
+    }
+
+    #[test]
+    fn a_glob_reads_only_below_its_literal_prefix_and_never_fabrics_state() {
+        let dir = tempfile::tempdir().unwrap();
+        for file in [
+            "data/a.csv",
+            "data/sub/b.csv",
+            "other/c.csv",
+            ".fabric/d.csv",
+            "top.csv",
+        ] {
+            let path = dir.path().join(file);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, "x").unwrap();
+        }
+        let found = |pattern: &str| -> Vec<String> {
+            let matcher = globset::Glob::new(pattern).unwrap().compile_matcher();
+            glob_files(dir.path(), pattern, &matcher)
+                .unwrap()
+                .into_iter()
+                .map(|(_, relative)| relative)
+                .collect()
+        };
+        assert_eq!(found("data/*.csv"), ["data/a.csv", "data/sub/b.csv"]);
+        assert_eq!(
+            found("**/*.csv"),
+            ["data/a.csv", "data/sub/b.csv", "other/c.csv", "top.csv"]
+        );
+        assert_eq!(found("missing/*.csv"), Vec::<String>::new());
+        assert_eq!(
+            crate::paths::literal_prefix("data/raw/*.csv"),
+            std::path::PathBuf::from("data/raw")
+        );
+        assert_eq!(crate::paths::literal_prefix("*.csv"), std::path::PathBuf::new());
     }
 }

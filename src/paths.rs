@@ -138,6 +138,22 @@ pub fn escapes_through_symlink(
     false
 }
 
+/// The directory a glob pattern can only match below: its leading
+/// components without glob characters (`data/raw/*.csv` → `data/raw`).
+pub fn literal_prefix(pattern: &str) -> PathBuf {
+    let mut base = PathBuf::new();
+    for part in pattern.split('/') {
+        if part.contains(['*', '?', '[', '{']) {
+            break;
+        }
+        base.push(part);
+    }
+    if base.as_os_str() == pattern {
+        base.pop();
+    }
+    base
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

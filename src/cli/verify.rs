@@ -216,14 +216,9 @@ fn copy_inputs(workspace: &crate::manifest::Workspace, to: &Path) -> anyhow::Res
                 crate::manifest::Dep::Path(path) => {
                     paths.insert(path.as_str().into());
                 }
-                crate::manifest::Dep::Glob { matcher, .. } => {
-                    for entry in walkdir::WalkDir::new(root).into_iter().filter_map(Result::ok) {
-                        if let Ok(relative) = entry.path().strip_prefix(root)
-                            && entry.file_type().is_file()
-                            && matcher.is_match(relative)
-                        {
-                            paths.insert(relative.to_path_buf());
-                        }
+                crate::manifest::Dep::Glob { pattern, matcher } => {
+                    for (_, relative) in crate::hash::glob_files(root, pattern, matcher)? {
+                        paths.insert(relative.into());
                     }
                 }
             }

@@ -464,7 +464,7 @@ impl Loader<'_> {
                     continue;
                 }
             };
-            let base = literal_prefix(pattern);
+            let base = crate::paths::literal_prefix(pattern);
             let base_dir = self.root.join(&base);
             let before = found.len();
             for entry in walkdir::WalkDir::new(&base_dir).into_iter().filter_map(Result::ok) {
@@ -608,8 +608,8 @@ impl Loader<'_> {
             let value = if text.contains(['*', '?', '[', '{']) {
                 match Glob::new(&text) {
                     Ok(glob)
-                        if RelPath::new(literal_prefix(&text).to_str().unwrap_or("")).is_ok()
-                            || literal_prefix(&text).as_os_str().is_empty() =>
+                        if RelPath::new(crate::paths::literal_prefix(&text).to_str().unwrap_or("")).is_ok()
+                            || crate::paths::literal_prefix(&text).as_os_str().is_empty() =>
                     {
                         Dep::Glob {
                             pattern: text,
@@ -1123,20 +1123,6 @@ fn json_type(value: &Json) -> &'static str {
 }
 
 /// The directory part of a glob before its first wildcard.
-fn literal_prefix(pattern: &str) -> PathBuf {
-    let mut base = PathBuf::new();
-    for part in pattern.split('/') {
-        if part.contains(['*', '?', '[', '{']) {
-            break;
-        }
-        base.push(part);
-    }
-    if base.as_os_str() == pattern {
-        base.pop();
-    }
-    base
-}
-
 /// Finds the span of the quoted string `text` inside `span` of the source.
 fn locate_in(source: &str, span: std::ops::Range<usize>, text: &str) -> Option<std::ops::Range<usize>> {
     let area = source.get(span.clone())?;

@@ -55,7 +55,7 @@ pub fn hash_inputs(
     for dep in &stage.deps {
         let content = match &dep.value {
             Dep::Path(path) => hasher.hash(path)?,
-            Dep::Glob { matcher, .. } => hasher.hash_glob(matcher)?,
+            Dep::Glob { pattern, matcher } => hasher.hash_glob(pattern, matcher)?,
         };
         let value = content.digest().map_or_else(|| MISSING.to_string(), |d| d.to_string());
         deps.insert(dep.value.key().to_string(), value);
