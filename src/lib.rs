@@ -12,10 +12,13 @@
 //! - [`lock`] reads and writes `Fabric.lock`; [`store`] is the
 //!   content-addressed store and run cache, behind a `Storage` trait.
 //! - [`run`] plans and schedules stages; commands go through an `Executor`
-//!   ([`run::executor`]), built-in steps through the [`steps`] registry;
-//!   [`memo`] keeps a step's per-input-file results between runs.
-//! - [`prime`] is the Prime Brain data domain (schema, simulate, sanitize,
-//!   dataset) behind the `prime.*` steps.
+//!   ([`run::executor`]), watched by a per-run [`run::supervisor`] process
+//!   so none outlives a killed `fabric`; built-in steps go through the
+//!   [`steps`] registry; [`memo`] keeps a step's per-input-file results
+//!   between runs.
+//! - [`prime`] is the Prime Brain data domain (schema and the Studio
+//!   contract, simulate, sanitize, dataset) behind the `prime.*` steps;
+//!   [`onnx`] trains, evaluates and bundles the model for the Studio.
 //! - [`release`] publishes immutable releases and the changelog; [`verify`]
 //!   checks releases, changelog and lock for CI.
 //! - [`ingest`] is the HTTP endpoint (`fabric serve`) the Studio posts snapshots to.
