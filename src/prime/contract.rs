@@ -27,6 +27,28 @@ pub fn json_schema() -> Value {
     schema
 }
 
+/// Whether `name` is a field name of the schema (at any depth).
+pub fn is_field_name(name: &str) -> bool {
+    static NAMES: std::sync::LazyLock<std::collections::HashSet<String>> = std::sync::LazyLock::new(|| {
+        fn collect(value: &Value, names: &mut std::collections::HashSet<String>) {
+            match value {
+                Value::Object(map) => {
+                    if let Some(Value::Object(properties)) = map.get("properties") {
+                        names.extend(properties.keys().cloned());
+                    }
+                    map.values().for_each(|v| collect(v, names));
+                }
+                Value::Array(items) => items.iter().for_each(|v| collect(v, names)),
+                _ => {}
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        collect(&json_schema(), &mut names);
+        names
+    });
+    NAMES.contains(name)
+}
+
 /// The limits the JSON Schema carries, as JSDoc tags and back.
 const LIMITS: [&str; 8] = [
     "minimum",

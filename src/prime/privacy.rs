@@ -24,11 +24,9 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::LazyLock;
 
 use rayon::prelude::*;
 use serde::de;
-use serde_json::Value;
 
 use super::lexicon::{self, Placeholder};
 use super::{pseudonym, schema, vocabulary};
@@ -68,25 +66,6 @@ pub enum VerifyError {
         message: String,
     },
 }
-
-/// Field names of the v1 schema, from its generated JSON Schema.
-static FIELD_NAMES: LazyLock<HashSet<String>> = LazyLock::new(|| {
-    fn collect(value: &Value, names: &mut HashSet<String>) {
-        match value {
-            Value::Object(map) => {
-                if let Some(Value::Object(properties)) = map.get("properties") {
-                    names.extend(properties.keys().cloned());
-                }
-                map.values().for_each(|v| collect(v, names));
-            }
-            Value::Array(items) => items.iter().for_each(|v| collect(v, names)),
-            _ => {}
-        }
-    }
-    let mut names = HashSet::new();
-    collect(&super::contract::json_schema(), &mut names);
-    names
-});
 
 /// Distinct texts found safe, remembered per thread (records repeat their
 /// conversation windows and actions); cleared when full.
@@ -301,7 +280,7 @@ impl<'de> de::Visitor<'de> for Check<'_, '_> {
             let at = Location::Key(self.at, &key);
             let key_ok = if self.free_keys {
                 check_text(&key).or_else(|problem| fail(&at, format!("key: {problem}")))
-            } else if FIELD_NAMES.contains(key.as_ref()) {
+            } else if super::contract::is_field_name(key.as_ref()) {
                 Ok(())
             } else {
                 fail(&at, "not a field of the schema")
@@ -411,6 +390,7 @@ pub fn verify_dir(dir: &Path) -> Result<usize, VerifyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn free_text_is_vocabulary_placeholders_and_punctuation() {

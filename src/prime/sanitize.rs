@@ -676,7 +676,7 @@ pub fn clean_record(text: &str, key: &PseudonymKey) -> Result<Snapshot, String> 
 /// one record, or names why it is dropped.
 fn clean(text: &str, key: &PseudonymKey) -> Result<Clean, String> {
     schema::take_dropped_items();
-    let mut snapshot: Snapshot = serde_json::from_str(text).map_err(|error| drop_reason(&error))?;
+    let mut snapshot: Snapshot = serde_json::from_str(text).map_err(|error| drop_reason(text, &error))?;
     let mut normalized = schema::take_dropped_items();
     if snapshot.allow_export == Some(false) {
         return Err("no_consent".into());
@@ -709,20 +709,50 @@ fn clean(text: &str, key: &PseudonymKey) -> Result<Clean, String> {
     })
 }
 
-fn drop_reason(error: &serde_json::Error) -> String {
+/// Why a record does not read, with the field where that is known
+/// (`wrong_type:transport.tempo`, `missing_field:transport.cycle`). The
+/// path comes from reading the record once more, on this error path only;
+/// a segment that is not a schema field name (a map key: free text) shows
+/// as `*`, so no text of the record reaches the report.
+fn drop_reason(text: &str, error: &serde_json::Error) -> String {
     use serde_json::error::Category;
-    match error.classify() {
-        Category::Syntax | Category::Eof | Category::Io => "invalid_json".into(),
-        Category::Data => {
-            let message = error.to_string();
-            if let Some(rest) = message.strip_prefix("missing field `") {
-                format!("missing_field:{}", rest.split('`').next().unwrap_or(""))
-            } else if message.starts_with("invalid type") {
-                "wrong_type".into()
-            } else {
-                "invalid_value".into()
-            }
-        }
+    if matches!(error.classify(), Category::Syntax | Category::Eof | Category::Io) {
+        return "invalid_json".into();
+    }
+    let message = error.to_string();
+    let (kind, field) = if let Some(rest) = message.strip_prefix("missing field `") {
+        ("missing_field", rest.split('`').next().unwrap_or(""))
+    } else if message.starts_with("invalid type") {
+        ("wrong_type", "")
+    } else {
+        ("invalid_value", "")
+    };
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let path = match serde_path_to_error::deserialize::<_, Snapshot>(&mut deserializer) {
+        Err(error) => error
+            .path()
+            .iter()
+            .map(|segment| match segment {
+                serde_path_to_error::Segment::Map { key } if super::contract::is_field_name(key) => key.clone(),
+                serde_path_to_error::Segment::Seq { .. } => "[]".into(),
+                _ => "*".into(),
+            })
+            .filter(|segment| segment != "?")
+            .collect::<Vec<_>>()
+            .join(".")
+            .replace(".[]", "[]"),
+        Ok(_) => String::new(),
+    };
+    let path = [path.as_str(), field]
+        .iter()
+        .filter(|part| !part.is_empty() && **part != ".")
+        .copied()
+        .collect::<Vec<_>>()
+        .join(".");
+    if path.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}:{path}")
     }
 }
 
@@ -1047,10 +1077,29 @@ mod tests {
         }
 
         record["mode"] = "furious".into();
-        assert_eq!(clean_record(&record.to_string(), &KEY).unwrap_err(), "invalid_value");
+        assert_eq!(
+            clean_record(&record.to_string(), &KEY).unwrap_err(),
+            "invalid_value:mode"
+        );
         record["mode"] = "active".into();
         record["audioMetrics"]["bufferSize"] = serde_json::json!(256.5);
-        assert_eq!(clean_record(&record.to_string(), &KEY).unwrap_err(), "invalid_value");
+        assert_eq!(
+            clean_record(&record.to_string(), &KEY).unwrap_err(),
+            "invalid_value:audioMetrics.bufferSize"
+        );
+        // A reason names the field, never text of the record: a map key
+        // (free text) shows as `*`.
+        record["audioMetrics"]["bufferSize"] = serde_json::json!(256);
+        record["userMemorySummary"] = serde_json::json!({"recentActions": [], "preferences": {"Jane Doe": 5}});
+        assert_eq!(
+            clean_record(&record.to_string(), &KEY).unwrap_err(),
+            "wrong_type:userMemorySummary.preferences.*"
+        );
+        record["userMemorySummary"] = serde_json::json!({"preferences": {}});
+        assert_eq!(
+            clean_record(&record.to_string(), &KEY).unwrap_err(),
+            "missing_field:userMemorySummary.recentActions"
+        );
     }
 
     /// The verifier does not trust the redactor: a cleaner that lets one

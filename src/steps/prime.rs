@@ -105,7 +105,7 @@ impl Step for Sanitize {
         "prime.sanitize"
     }
     fn version(&self) -> u32 {
-        5
+        6
     }
     fn summary(&self) -> &'static str {
         "raw snapshots (dep 1) → per-session JSONL (out 1) and a report (out 2); with: schema = \"v1\""

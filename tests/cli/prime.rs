@@ -312,9 +312,9 @@ fn every_drop_reason_is_counted_and_duplicates_are_removed() {
     assert_eq!(report["records_out"], 2);
     let dropped = &report["dropped"];
     assert_eq!(dropped["missing_field:harmonicState"], 1);
-    assert_eq!(dropped["wrong_type"], 1);
+    assert_eq!(dropped["wrong_type:transport.tempo"], 1);
     assert_eq!(dropped["invalid:audioMetrics.cpuLoad"], 1);
-    assert_eq!(dropped["invalid_value"], 1);
+    assert_eq!(dropped["invalid_value:mode"], 1);
     assert_eq!(dropped["invalid:snapshotId"], 1);
     assert_eq!(dropped["invalid:sessionId"], 1);
     assert_eq!(dropped["duplicate"], 1);
