@@ -675,9 +675,7 @@ pub fn clean_record(text: &str, key: &PseudonymKey) -> Result<Snapshot, String> 
 /// Parses, validates, normalizes, pseudonymizes and rebuilds the free text of
 /// one record, or names why it is dropped.
 fn clean(text: &str, key: &PseudonymKey) -> Result<Clean, String> {
-    schema::take_dropped_items();
-    let mut snapshot: Snapshot = serde_json::from_str(text).map_err(|error| drop_reason(text, &error))?;
-    let mut normalized = schema::take_dropped_items();
+    let (mut snapshot, mut normalized) = schema::read_snapshot(text).map_err(|error| drop_reason(text, &error))?;
     if snapshot.allow_export == Some(false) {
         return Err("no_consent".into());
     }
@@ -728,7 +726,8 @@ fn drop_reason(text: &str, error: &serde_json::Error) -> String {
         ("invalid_value", "")
     };
     let mut deserializer = serde_json::Deserializer::from_str(text);
-    let path = match serde_path_to_error::deserialize::<_, Snapshot>(&mut deserializer) {
+    let (read, _) = schema::leniently(|| serde_path_to_error::deserialize::<_, Snapshot>(&mut deserializer));
+    let path = match read {
         Err(error) => error
             .path()
             .iter()

@@ -603,10 +603,11 @@ fn valid_key(key: &str) -> bool {
 /// Lists (and the guidance) whose items are dropped one by one when they do
 /// not read — an unknown channel or category, a misspelt field — instead of
 /// dropping the whole record: the Studio may know more than this Fabric.
-/// Each drop is counted by field; [`take_dropped_items`] collects the counts
-/// of the records read on this thread since it was last called.
+/// Leniency costs a second pass over each item, so it is switched on only
+/// for a record that did not read strictly ([`read_snapshot`]); each drop is
+/// counted by field.
 mod lenient {
-    use std::cell::RefCell;
+    use std::cell::{Cell, RefCell};
     use std::collections::BTreeMap;
 
     use serde::de::DeserializeOwned;
@@ -616,6 +617,9 @@ mod lenient {
     use super::{AlsReading, AnalysisFlag, BloomEvent, DawCommand, Guidance, Turn};
 
     thread_local! {
+        /// Whether items that do not read are dropped (else they fail the record).
+        pub(super) static ON: Cell<bool> = const { Cell::new(false) };
+        /// The items dropped, by field.
         pub(super) static DROPPED: RefCell<BTreeMap<&'static str, usize>> = const { RefCell::new(BTreeMap::new()) };
     }
 
@@ -631,6 +635,9 @@ mod lenient {
         deserializer: D,
         field: &'static str,
     ) -> Result<Vec<T>, D::Error> {
+        if !ON.get() {
+            return Vec::<T>::deserialize(deserializer);
+        }
         let raw = Vec::<Box<RawValue>>::deserialize(deserializer)?;
         Ok(raw.iter().filter_map(|item| read(item, field)).collect())
     }
@@ -652,6 +659,9 @@ mod lenient {
     }
 
     pub fn issued_commands<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Vec<DawCommand>>, D::Error> {
+        if !ON.get() {
+            return Option::<Vec<DawCommand>>::deserialize(deserializer);
+        }
         let raw = Option::<Vec<Box<RawValue>>>::deserialize(deserializer)?;
         Ok(raw.map(|raw| {
             raw.iter()
@@ -661,15 +671,37 @@ mod lenient {
     }
 
     pub fn guidance<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Guidance>, D::Error> {
+        if !ON.get() {
+            return Option::<Guidance>::deserialize(deserializer);
+        }
         let raw = Option::<Box<RawValue>>::deserialize(deserializer)?;
         Ok(raw.and_then(|raw| read(&raw, "dropped:guidance")))
     }
 }
 
-/// The items dropped by field (`dropped:alsChannels` …) while reading
-/// snapshots on this thread since the last call; the counts start over.
-pub fn take_dropped_items() -> BTreeMap<&'static str, usize> {
-    lenient::DROPPED.with(|dropped| std::mem::take(&mut *dropped.borrow_mut()))
+/// Reads one raw record: strictly first (the fast path, which every valid
+/// record takes), then, if that fails, leniently — items that do not read
+/// are dropped and returned counted by field (`dropped:alsChannels` …). The
+/// error is the lenient reading's: what is wrong with the record itself.
+pub fn read_snapshot(text: &str) -> Result<(Snapshot, BTreeMap<&'static str, usize>), serde_json::Error> {
+    if let Ok(snapshot) = serde_json::from_str(text) {
+        return Ok((snapshot, BTreeMap::new()));
+    }
+    let (read, dropped) = leniently(|| serde_json::from_str(text));
+    read.map(|snapshot| (snapshot, dropped))
+}
+
+/// Runs `read` with lenient item lists on this thread, and returns what it
+/// returned with the items it dropped, by field.
+pub fn leniently<T>(read: impl FnOnce() -> T) -> (T, BTreeMap<&'static str, usize>) {
+    lenient::ON.set(true);
+    lenient::DROPPED.with(|dropped| dropped.borrow_mut().clear());
+    let result = read();
+    lenient::ON.set(false);
+    (
+        result,
+        lenient::DROPPED.with(|dropped| std::mem::take(&mut *dropped.borrow_mut())),
+    )
 }
 
 /// Integer fields read from JSON integers and from integral floats (`256.0`),
