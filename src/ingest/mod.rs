@@ -292,7 +292,10 @@ async fn handle(state: &Shared, query: &HashMap<String, String>, headers: &Heade
         Err(error) => return refuse(state, StatusCode::BAD_REQUEST, "json", format!("invalid JSON: {error}")),
     };
     let serde_json::Value::Array(batch) = value else {
-        return outcome(submit(state, &value)).await.into_response(state);
+        // The record is sanitized from the bytes as sent, not re-serialized.
+        return outcome(submit(state, &value, &String::from_utf8_lossy(&bytes)))
+            .await
+            .into_response(state);
     };
     // A batch (the exporter's queue, flushed at once): one result per snapshot.
     if batch.len() > MAX_BATCH {
@@ -308,7 +311,10 @@ async fn handle(state: &Shared, query: &HashMap<String, String>, headers: &Heade
     }
     // Every record is handed to the writer first, so that the batch shares
     // group commits; then the answers are collected in order.
-    let pending: Vec<_> = batch.iter().map(|record| submit(state, record)).collect();
+    let pending: Vec<_> = batch
+        .iter()
+        .map(|record| submit(state, record, &record.to_string()))
+        .collect();
     let mut results = Vec::with_capacity(batch.len());
     for submitted in pending {
         let (status, mut body) = outcome(submitted).await.settle(state);
@@ -368,9 +374,9 @@ struct Submitted {
     acknowledged: oneshot::Receiver<std::io::Result<Stored>>,
 }
 
-/// Sanitizes and verifies one snapshot and hands it to the writer (or says
-/// why not).
-fn submit(state: &Shared, value: &serde_json::Value) -> Result<Submitted, Outcome> {
+/// Sanitizes and verifies one snapshot (`text`, whose parsed form is
+/// `value`) and hands it to the writer (or says why not).
+fn submit(state: &Shared, value: &serde_json::Value, text: &str) -> Result<Submitted, Outcome> {
     let id = value
         .get("snapshotId")
         .and_then(|v| v.as_str())
@@ -387,7 +393,7 @@ fn submit(state: &Shared, value: &serde_json::Value) -> Result<Submitted, Outcom
         ));
     };
     let id = id.to_string();
-    let clean = match sanitize::clean_record(&value.to_string(), &state.config.key) {
+    let clean = match sanitize::clean_record(text, &state.config.key) {
         Ok(clean) => clean,
         Err(reason) if reason == "no_consent" => {
             return Err(Outcome::refused(

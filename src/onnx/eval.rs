@@ -387,26 +387,42 @@ pub fn model_predictions(
         for example in chunk {
             features.extend_from_slice(&example.features);
         }
-        let outputs = session.run(ort::inputs!["features" => f32_value(&[chunk.len(), width], features)?])?;
-        let probs: Vec<Vec<f32>> = heads
-            .iter()
-            .map(|h| {
-                Ok(outputs[format!("{}_probs", h.name).as_str()]
-                    .try_extract_tensor::<f32>()?
-                    .1
-                    .to_vec())
-            })
-            .collect::<anyhow::Result<_>>()?;
-        for row in 0..chunk.len() {
-            let row_probs: Vec<&[f32]> = heads
-                .iter()
-                .zip(&probs)
-                .map(|(head, all)| &all[row * head.classes.len()..(row + 1) * head.classes.len()])
-                .collect();
-            predictions.push(decode(&heads, &row_probs));
+        for row in head_probabilities(&mut session, &heads, features, chunk.len(), width)? {
+            let slices: Vec<&[f32]> = row.iter().map(Vec::as_slice).collect();
+            predictions.push(decode(&heads, &slices));
         }
     }
     Ok(predictions)
+}
+
+/// Runs the model on `rows` feature vectors of `width` values (row-major)
+/// and returns, for each row, its probabilities per head in `heads` order.
+pub fn head_probabilities(
+    session: &mut ort::session::Session,
+    heads: &[Head],
+    features: Vec<f32>,
+    rows: usize,
+    width: usize,
+) -> anyhow::Result<Vec<Vec<Vec<f32>>>> {
+    let outputs = session.run(ort::inputs![super::mlp::INPUT => f32_value(&[rows, width], features)?])?;
+    let probs: Vec<Vec<f32>> = heads
+        .iter()
+        .map(|h| {
+            Ok(outputs[format!("{}_probs", h.name).as_str()]
+                .try_extract_tensor::<f32>()?
+                .1
+                .to_vec())
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok((0..rows)
+        .map(|row| {
+            heads
+                .iter()
+                .zip(&probs)
+                .map(|(head, all)| all[row * head.classes.len()..(row + 1) * head.classes.len()].to_vec())
+                .collect()
+        })
+        .collect())
 }
 
 /// The answer one row of the model's outputs gives (`probs` per head, in

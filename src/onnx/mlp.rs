@@ -29,6 +29,9 @@ use crate::prime::labels::allowed;
 use crate::prime::schema::{AlsChannel, Intensity, Mode};
 use crate::prime::vocabulary::{ARCHETYPES, COMMANDS, NONE};
 
+/// The name of the model's input: a `[N, features]` float tensor.
+pub const INPUT: &str = "features";
+
 /// One output head: a name and its class labels.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Head {
@@ -257,7 +260,7 @@ fn split(b: &mut GraphBuilder, value: &str, sizes: &[usize], axis: i64) -> Vec<S
 /// The inference graph with `params` baked in as initializers.
 pub fn inference_graph(arch: &Architecture, params: &[Param], metadata: Vec<(String, String)>) -> ModelProto {
     let mut b = GraphBuilder::new(super::proto::data_type::FLOAT);
-    let features = b.input("features", &[N, Dim::Fixed(arch.features)]);
+    let features = b.input(INPUT, &[N, Dim::Fixed(arch.features)]);
     for param in params {
         let values: Vec<f64> = param.values.iter().map(|v| f64::from(*v)).collect();
         b.initializer(&format!("param.{}", param.name), &param.dims, &values);
@@ -289,7 +292,7 @@ pub fn parameter_count(params: &[Param]) -> usize {
 /// param inputs' initializers.
 pub fn train_step_graph(arch: &Architecture, initial: &[Param], settings: &StepSettings, elem: i32) -> ModelProto {
     let mut b = GraphBuilder::new(elem);
-    let features = b.input("features", &[N, Dim::Fixed(arch.features)]);
+    let features = b.input(INPUT, &[N, Dim::Fixed(arch.features)]);
     let heads = heads();
     let labels: Vec<String> = heads
         .iter()
@@ -520,7 +523,7 @@ mod tests {
                 features[row * arch.features + m] = f64::from(u8::from(m == row % 4));
             }
         }
-        let mut batch = vec![("features".to_string(), vec![n, arch.features], features)];
+        let mut batch = vec![(INPUT.to_string(), vec![n, arch.features], features)];
         for head in heads() {
             let classes = head.classes.len();
             let mut y = vec![0.0; n * classes];

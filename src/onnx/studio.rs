@@ -17,9 +17,8 @@ use std::path::Path;
 use serde_json::{Value, json};
 
 use super::eval::decode;
-use super::mlp::heads;
+use super::mlp::{INPUT, heads};
 use super::runtime;
-use super::tensors::f32_value;
 use crate::prime::dataset::{feature_layout, features};
 use crate::prime::schema::{self, AlsChannel, BloomOutcome, FlagCategory, Intensity, Mode, Severity, Snapshot};
 use crate::prime::tone::phrase;
@@ -27,9 +26,6 @@ use crate::prime::vocabulary::COMMANDS;
 
 /// The hand-written part of the module.
 const TEMPLATE: &str = include_str!("studio.ts");
-
-/// The model's input name.
-pub const INPUT: &str = "features";
 
 /// The TypeScript module for the Studio.
 pub fn typescript_module() -> String {
@@ -125,25 +121,11 @@ pub fn test_vectors(
         let inputs: Vec<Vec<f32>> = chunk.iter().map(|w| features(w)).collect();
         let width = inputs[0].len();
         let flat: Vec<f32> = inputs.iter().flatten().copied().collect();
-        let outputs = session.run(ort::inputs![INPUT => f32_value(&[chunk.len(), width], flat)?])?;
-        let probs: Vec<Vec<f32>> = heads
-            .iter()
-            .map(|h| {
-                Ok(outputs[format!("{}_probs", h.name).as_str()]
-                    .try_extract_tensor::<f32>()?
-                    .1
-                    .to_vec())
-            })
-            .collect::<anyhow::Result<_>>()?;
-        for (row, input) in inputs.into_iter().enumerate() {
-            let rows: Vec<Vec<f32>> = heads
-                .iter()
-                .zip(&probs)
-                .map(|(h, p)| p[row * h.classes.len()..(row + 1) * h.classes.len()].to_vec())
-                .collect();
-            let slices: Vec<&[f32]> = rows.iter().map(Vec::as_slice).collect();
+        let rows = super::eval::head_probabilities(&mut session, &heads, flat, chunk.len(), width)?;
+        for (input, probs) in inputs.into_iter().zip(rows) {
+            let slices: Vec<&[f32]> = probs.iter().map(Vec::as_slice).collect();
             let decision = decode(&heads, &slices);
-            scored.push((input, rows, decision));
+            scored.push((input, probs, decision));
         }
     }
     // One window for each distinct decision first (so every decoding path

@@ -437,7 +437,7 @@ pub fn train(
                 features.extend_from_slice(&examples[i].features);
             }
             let mut inputs: Vec<(Cow<str>, SessionInputValue)> = Vec::with_capacity(state.len() + 9);
-            inputs.push(("features".into(), f32_value(&[n, width], features)?.into()));
+            inputs.push((super::mlp::INPUT.into(), f32_value(&[n, width], features)?.into()));
             for (h, head) in heads.iter().enumerate() {
                 let classes = head.classes.len();
                 let mut y = vec![0.0f32; n * classes];

@@ -727,7 +727,7 @@ fn drop_reason(text: &str, error: &serde_json::Error) -> String {
     };
     let mut deserializer = serde_json::Deserializer::from_str(text);
     let (read, _) = schema::leniently(|| serde_path_to_error::deserialize::<_, Snapshot>(&mut deserializer));
-    let path = match read {
+    let mut segments: Vec<String> = match read {
         Err(error) => error
             .path()
             .iter()
@@ -736,18 +736,13 @@ fn drop_reason(text: &str, error: &serde_json::Error) -> String {
                 serde_path_to_error::Segment::Seq { .. } => "[]".into(),
                 _ => "*".into(),
             })
-            .filter(|segment| segment != "?")
-            .collect::<Vec<_>>()
-            .join(".")
-            .replace(".[]", "[]"),
-        Ok(_) => String::new(),
+            .collect(),
+        Ok(_) => Vec::new(),
     };
-    let path = [path.as_str(), field]
-        .iter()
-        .filter(|part| !part.is_empty() && **part != ".")
-        .copied()
-        .collect::<Vec<_>>()
-        .join(".");
+    if !field.is_empty() {
+        segments.push(field.to_string());
+    }
+    let path = segments.join(".").replace(".[]", "[]");
     if path.is_empty() {
         kind.to_string()
     } else {

@@ -20,12 +20,12 @@ impl Server {
     fn start(ws: &Workspace, extra: &[&str]) -> Server {
         let mut args = vec!["serve", "--bind", "127.0.0.1:0", "--origin", "http://127.0.0.1:9"];
         args.extend_from_slice(extra);
-        let mut child = ws
-            .command(&args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        Server::spawn(ws.command(&args))
+    }
+
+    /// Starts `command` (a `fabric serve`) and reads the port it announces.
+    fn spawn(mut command: std::process::Command) -> Server {
+        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
         let mut line = String::new();
         BufReader::new(child.stdout.as_mut().unwrap())
             .read_line(&mut line)
@@ -62,6 +62,10 @@ fn http(
     body: &[u8],
 ) -> (u16, BTreeMap<String, String>, String) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    // A server that never answers fails the test rather than hanging it.
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
     let mut request = format!(
         "{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
@@ -466,25 +470,7 @@ const records = {records};
         records = Value::Array(records.clone()),
     );
     serve_page(page, html);
-    let profile = tempfile::tempdir().unwrap();
-    let output = std::process::Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--virtual-time-budget=10000",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(format!("http://127.0.0.1:{page_port}/"))
-        .output()
-        .expect("chromium is installed by scripts/setup");
-    let dom = String::from_utf8_lossy(&output.stdout);
+    let dom = super::headless_chromium(&format!("http://127.0.0.1:{page_port}/"), 10_000);
     assert!(
         dom.contains(r#"{"fetch":[201,201,201],"beacon":[true,true,true]}"#),
         "{dom}"
@@ -605,28 +591,17 @@ fn an_oversized_body_gets_a_413_that_real_clients_read() {
 #[test]
 fn half_sent_requests_cannot_starve_real_clients() {
     let ws = Workspace::new();
-    let mut child = std::process::Command::new("sh")
+    let mut limited = std::process::Command::new("sh");
+    limited
         .args([
             "-c",
             "ulimit -n 64 && exec \"$0\" serve --bind 127.0.0.1:0 --header-timeout 1",
             env!("CARGO_BIN_EXE_fabric"),
         ])
         .current_dir(ws.root())
-        .env("CI", "true")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port: u16 = line
-        .trim()
-        .strip_prefix("listening on http://127.0.0.1:")
-        .and_then(|rest| rest.split('/').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap();
+        .env("CI", "true");
+    let server = Server::spawn(limited);
+    let port = server.port;
     let slow: Vec<TcpStream> = (0..200)
         .map(|_| {
             let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -637,8 +612,7 @@ fn half_sent_requests_cannot_starve_real_clients() {
     let started = std::time::Instant::now();
     let (status, body) = post(port, &snapshot(50, "s", 0));
     let waited = started.elapsed();
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
     assert_eq!(status, 201, "{body}");
     assert!(waited < std::time::Duration::from_secs(15), "served after {waited:?}");
     // The slow ones were closed by the server, not left hanging.

@@ -219,3 +219,27 @@ outs = ["build/d.txt"]
         [self.count("a"), self.count("b"), self.count("c"), self.count("d")]
     }
 }
+
+/// The DOM of `url` after headless Chromium ran its scripts for at most
+/// `budget_ms` of virtual time (Chromium is installed by scripts/setup).
+fn headless_chromium(url: &str, budget_ms: u32) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let output = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--dump-dom",
+        ])
+        .arg(format!("--virtual-time-budget={budget_ms}"))
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(url)
+        .output()
+        .expect("chromium is installed by scripts/setup");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}

@@ -297,6 +297,11 @@ fn evaluation_gates_fail_a_regressed_model() {
         strict.stderr
     );
     assert!(ws.read("r/report.md").contains("- min_command_accuracy: FAILED"));
+    assert!(
+        !strict.stderr.contains("was trained on dataset"),
+        "the model and the test split come from one dataset: no warning: {}",
+        strict.stderr
+    );
 
     assert!(
         ws.read("r/report.md")

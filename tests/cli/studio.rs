@@ -543,24 +543,7 @@ async function check(path, session, vectors) {
     )
     .unwrap();
     let port = serve_dir(web);
-    let profile = tempfile::tempdir().unwrap();
-    let output = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--virtual-time-budget=60000",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(format!("http://127.0.0.1:{port}/"))
-        .output()
-        .expect("chromium is installed by scripts/setup");
-    let dom = String::from_utf8_lossy(&output.stdout);
+    let dom = super::headless_chromium(&format!("http://127.0.0.1:{port}/"), 60_000);
     let result: Value = dom
         .split("RESULT ")
         .nth(1)
