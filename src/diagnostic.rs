@@ -11,11 +11,13 @@ use std::path::PathBuf;
 use annotate_snippets::{AnnotationKind, Group, Level, Renderer, Snippet};
 
 /// A source location: a file (as shown to the user) and a byte span in it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Serialized without the file's text, which the reader attaches again.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Location {
     /// Path of the file, relative to the workspace when possible.
     pub file: PathBuf,
     /// The file's text, kept so the snippet can be shown.
+    #[serde(skip)]
     pub source: std::sync::Arc<str>,
     /// Byte range of the offending text.
     pub span: Range<usize>,

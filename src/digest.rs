@@ -97,6 +97,22 @@ impl KeyEncoder {
         self.bytes(tag, value.as_bytes())
     }
 
+    /// Adds the identity of the running fabric: its version and the size and
+    /// modification time of its executable, so a copy of derived state
+    /// (parsed lock, validated manifest) kept by one build is never trusted
+    /// by another, even of the same version.
+    pub fn binary(&mut self) -> &mut Self {
+        self.text(b'v', env!("CARGO_PKG_VERSION"));
+        let identity = std::env::current_exe()
+            .and_then(std::fs::metadata)
+            .map(|meta| {
+                use std::os::unix::fs::MetadataExt;
+                format!("{} {} {}", meta.len(), meta.mtime(), meta.mtime_nsec())
+            })
+            .unwrap_or_default();
+        self.text(b'x', &identity)
+    }
+
     /// The digest of everything added.
     pub fn finish(&self) -> Digest {
         self.0.finalize().into()

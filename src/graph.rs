@@ -17,7 +17,15 @@ use crate::manifest::{Dep, Workspace};
 
 /// Stages (by index into `Workspace::stages`) and their dependency edges.
 pub struct StageGraph {
-    graph: DiGraph<usize, Location>,
+    graph: DiGraph<usize, Why>,
+}
+
+/// Why an edge exists, to point at it in a diagnostic: the downstream
+/// stage's dep or `after` entry, by position.
+#[derive(Debug, Clone, Copy)]
+enum Why {
+    Dep(usize),
+    After(usize),
 }
 
 impl StageGraph {
@@ -75,7 +83,7 @@ impl StageGraph {
         }
 
         for (index, stage) in workspace.stages.iter().enumerate() {
-            for dep in &stage.deps {
+            for (position, dep) in stage.deps.iter().enumerate() {
                 let found = producers_of(&dep.value, &producers);
                 for producer in &found {
                     if *producer == index {
@@ -85,7 +93,7 @@ impl StageGraph {
                                 .hint("a stage cannot read what it writes; split it in two"),
                         );
                     } else {
-                        graph.update_edge(nodes[*producer], nodes[index], dep.at.clone());
+                        graph.update_edge(nodes[*producer], nodes[index], Why::Dep(position));
                     }
                 }
                 if let Dep::Path(path) = &dep.value
@@ -102,7 +110,7 @@ impl StageGraph {
                     );
                 }
             }
-            for after in &stage.after {
+            for (position, after) in stage.after.iter().enumerate() {
                 if let Some(other) = workspace.stage(&after.value) {
                     let other_index = workspace
                         .stages
@@ -115,7 +123,7 @@ impl StageGraph {
                                 .at(after.at.clone(), "itself"),
                         );
                     } else {
-                        graph.update_edge(nodes[other_index], nodes[index], after.at.clone());
+                        graph.update_edge(nodes[other_index], nodes[index], Why::After(position));
                     }
                 }
             }
@@ -150,10 +158,13 @@ impl StageGraph {
                 .map(|n| workspace.stages[self.graph[*n]].name.as_str())
                 .collect();
             all.sort();
-            let closing = self
-                .graph
-                .find_edge(cycle[cycle.len() - 1], cycle[0])
-                .map(|e| self.graph[e].clone());
+            let closing = self.graph.find_edge(cycle[cycle.len() - 1], cycle[0]).map(|e| {
+                let stage = &workspace.stages[self.graph[cycle[0]]];
+                match self.graph[e] {
+                    Why::Dep(position) => stage.deps[position].at.clone(),
+                    Why::After(position) => stage.after[position].at.clone(),
+                }
+            });
             let mut diagnostic = Diagnostic::new(format!(
                 "dependency cycle between stages {}: {} → {}",
                 all.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", "),

@@ -14,12 +14,13 @@
 //! Parsing TOML is the slowest part of a no-op run over a large lock, so the
 //! last `Fabric.lock` read or written is also kept parsed, as JSON, in
 //! `.fabric/lock.parsed`, under the BLAKE3 of the lock's bytes and the fabric
-//! version: it is used only when both match, so it can never disagree with
+//! binary ([`KeyEncoder::binary`]): it is used only when both match, so it can never disagree with
 //! the file (a stale or damaged copy is ignored and rewritten).
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -53,7 +54,7 @@ pub struct Lock {
     pub version: u32,
     /// Stage name → entry.
     #[serde(default)]
-    pub stage: BTreeMap<String, LockEntry>,
+    pub stage: BTreeMap<String, Arc<LockEntry>>,
 }
 
 impl Default for Lock {
@@ -176,17 +177,24 @@ impl Lock {
     }
 
     /// Reads `Fabric.lock` through its parsed copy.
+    /// The lock's text is only streamed through BLAKE3 to find its parsed
+    /// copy; it is read whole when it has to be parsed.
     fn read_parsed(files: &LockFiles) -> Result<Lock, Diagnostic> {
+        let streamed = match parsed_key_of_file(&files.lock) {
+            Ok(key) => Some(key),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Lock::default()),
+            Err(_) => None, // reading it whole reports the problem
+        };
+        if let Some(lock) = streamed.and_then(|key| {
+            let bytes = std::fs::read(&files.parsed).ok()?;
+            decode_parsed(&bytes, &key)
+        }) {
+            return Ok(lock);
+        }
         let Some(text) = read_text(&files.lock)? else {
             return Ok(Lock::default());
         };
         let key = parsed_key(&text);
-        if let Some(lock) = std::fs::read(&files.parsed)
-            .ok()
-            .and_then(|bytes| decode_parsed(&bytes, &key))
-        {
-            return Ok(lock);
-        }
         let lock = Lock::parse(&files.lock, &text)?;
         // Only an accelerator: failing to keep it costs the next run a parse.
         let _ = lock.write_parsed(&files.parsed, &key);
@@ -215,10 +223,15 @@ fn read_text(path: &Path) -> Result<Option<String>, Diagnostic> {
 
 /// What a parsed copy of the lock text `text` is kept under.
 fn parsed_key(text: &str) -> Digest {
-    KeyEncoder::new("fabric-lock-parsed")
-        .text(b'v', env!("CARGO_PKG_VERSION"))
-        .text(b'l', text)
-        .finish()
+    KeyEncoder::new("fabric-lock-parsed").binary().text(b'l', text).finish()
+}
+
+/// [`parsed_key`] of the lock file's text, streamed from the file.
+fn parsed_key_of_file(path: &Path) -> std::io::Result<Digest> {
+    Ok(KeyEncoder::new("fabric-lock-parsed")
+        .binary()
+        .file(b'l', path)?
+        .finish())
 }
 
 /// The lock in a parsed copy, when the copy is intact and kept under `key`.
@@ -281,7 +294,7 @@ impl Lock {
         for line in text.split_inclusive('\n').filter(|l| l.ends_with('\n')) {
             match serde_json::from_str::<JournalRecord>(line) {
                 Ok(JournalRecord::Set { stage, entry }) => {
-                    lock.stage.insert(stage, *entry);
+                    lock.stage.insert(stage, Arc::new(*entry));
                 }
                 Ok(JournalRecord::Remove { stage }) => {
                     lock.stage.remove(&stage);
@@ -354,7 +367,7 @@ mod tests {
         let mut lock = Lock::default();
         lock.stage.insert(
             "build".into(),
-            LockEntry {
+            Arc::new(LockEntry {
                 fingerprint: inputs.fingerprint(),
                 inputs,
                 outs: BTreeMap::from([(
@@ -367,7 +380,7 @@ mod tests {
                         executable: false,
                     },
                 )]),
-            },
+            }),
         );
         lock.write(&path).unwrap();
         assert_eq!(Lock::read(&path).unwrap(), lock);
@@ -429,18 +442,27 @@ mod tests {
             }
         };
         let mut lock = Lock::default();
-        lock.stage.insert("a".into(), entry("one"));
+        lock.stage.insert("a".into(), Arc::new(entry("one")));
         lock.write(&files.lock).unwrap();
         assert_eq!(Lock::load(&files).unwrap(), lock, "first read: parsed from TOML");
         assert!(files.parsed.exists(), "the first read keeps a parsed copy");
         assert_eq!(Lock::load(&files).unwrap(), lock, "second read: from the parsed copy");
 
+        // The copy is found by the file's streamed key: a copy kept under the
+        // key of the text (here holding another lock, to tell them apart) is read.
+        let text = std::fs::read_to_string(&files.lock).unwrap();
+        let mut marked = Lock::default();
+        marked.stage.insert("marked".into(), Arc::new(entry("marked")));
+        marked.write_parsed(&files.parsed, &parsed_key(&text)).unwrap();
+        assert_eq!(Lock::load(&files).unwrap(), marked);
+
         // Edited by hand (or by git): the copy no longer matches and is not used.
         let text = std::fs::read_to_string(&files.lock).unwrap().replace("one", "two");
         std::fs::write(&files.lock, text).unwrap();
         let mut edited = Lock::default();
-        edited.stage.insert("a".into(), entry("two"));
-        edited.stage.get_mut("a").unwrap().fingerprint = lock.stage["a"].fingerprint;
+        let mut two = entry("two");
+        two.fingerprint = lock.stage["a"].fingerprint;
+        edited.stage.insert("a".into(), Arc::new(two));
         assert_eq!(Lock::load(&files).unwrap(), edited);
 
         // A damaged copy is ignored.

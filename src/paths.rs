@@ -98,10 +98,13 @@ impl fmt::Display for RelPath {
     }
 }
 
-/// True when an existing prefix of `path` under `root` is a symlink that
-/// resolves outside `canonical_root` (the root with its own links resolved).
-/// `plain_dirs` remembers prefixes already found to be plain directories, so
-/// outs sharing a parent cost one `stat` each.
+/// True when a directory on the way to `path` under `root` is a symlink
+/// that resolves outside `canonical_root` (the root with its own links
+/// resolved): writing the out would then write outside the workspace. The
+/// last component is not checked: the runner removes an out before its
+/// stage runs and a restore replaces it, so a symlink there is replaced, never
+/// written through. `plain_dirs` remembers prefixes already found to be plain
+/// directories, so outs sharing a parent cost one `stat` in all.
 pub fn escapes_through_symlink(
     root: &Path,
     canonical_root: &Path,
@@ -109,12 +112,7 @@ pub fn escapes_through_symlink(
     plain_dirs: &mut std::collections::HashSet<String>,
 ) -> bool {
     let text = path.as_str();
-    let ends: Vec<usize> = text
-        .match_indices('/')
-        .map(|(i, _)| i)
-        .chain(std::iter::once(text.len()))
-        .collect();
-    for end in ends {
+    for (end, _) in text.match_indices('/') {
         let prefix = &text[..end];
         if plain_dirs.contains(prefix) {
             continue;
@@ -127,12 +125,10 @@ pub fn escapes_through_symlink(
                     Err(_) => true,
                 };
             }
-            Ok(meta) => {
-                if meta.is_dir() && end < text.len() {
-                    plain_dirs.insert(prefix.to_string());
-                }
+            Ok(meta) if meta.is_dir() => {
+                plain_dirs.insert(prefix.to_string());
             }
-            Err(_) => return false,
+            _ => return false,
         }
     }
     false

@@ -126,7 +126,7 @@ pub struct Publication<'a> {
     /// The note fragment, consumed on a new release.
     pub note: &'a Path,
     /// Lock entries of the producing stages.
-    pub upstream: &'a BTreeMap<String, LockEntry>,
+    pub upstream: &'a BTreeMap<String, std::sync::Arc<LockEntry>>,
     /// Where review records are kept, if the release looks for one.
     pub reviews: Option<&'a Path>,
 }

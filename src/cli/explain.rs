@@ -32,7 +32,7 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
     let lock = session.lock()?;
     let hasher = Hasher::new(&session.workspace.root, &session.cache);
     let current = freshness::inputs(&session.workspace.root, &session.registry, &hasher, stage)?;
-    let entry = lock.stage.get(&stage.name);
+    let entry = lock.stage.get(&stage.name).map(|e| &**e);
     let reasons = freshness::dirty_reasons(&hasher, stage, entry, &current)?;
     session.cache.save()?;
 

@@ -6,6 +6,7 @@
 //! step registry. All problems found are reported together, each with its
 //! file, line, column and a hint.
 
+mod cache;
 pub mod interpolate;
 mod raw;
 
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use globset::{Glob, GlobMatcher};
+use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use toml::Spanned;
 
@@ -27,7 +29,7 @@ use raw::{RawPipelineFile, RawStage, RawWorkspaceFile};
 pub const MANIFEST: &str = "Fabric.toml";
 
 /// A value together with where it was written.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Sited<T> {
     /// The value.
     pub value: T,
@@ -36,7 +38,8 @@ pub struct Sited<T> {
 }
 
 /// A stage dependency: a path or a glob pattern.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(into = "DepText", try_from = "DepText")]
 pub enum Dep {
     /// A file or directory.
     Path(RelPath),
@@ -62,17 +65,51 @@ impl Dep {
     }
 }
 
+/// A [`Dep`] as kept in the validated copy: the glob without its matcher.
+#[derive(Serialize, Deserialize)]
+enum DepText {
+    Path(RelPath),
+    Glob(String),
+}
+
+impl From<Dep> for DepText {
+    fn from(dep: Dep) -> DepText {
+        match dep {
+            Dep::Path(path) => DepText::Path(path),
+            Dep::Glob { pattern, .. } => DepText::Glob(pattern),
+        }
+    }
+}
+
+impl TryFrom<DepText> for Dep {
+    type Error = globset::Error;
+
+    fn try_from(dep: DepText) -> Result<Dep, globset::Error> {
+        Ok(match dep {
+            DepText::Path(path) => Dep::Path(path),
+            DepText::Glob(pattern) => Dep::Glob {
+                matcher: Glob::new(&pattern)?.compile_matcher(),
+                pattern,
+            },
+        })
+    }
+}
+
 /// What a stage does.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Action {
     /// A shell command, run with `sh -c` (after interpolation).
     Cmd(String),
     /// A built-in step with its resolved `with` arguments.
-    Step { name: String, with: Json },
+    Step {
+        name: String,
+        #[serde(with = "cache::json_text")]
+        with: Json,
+    },
 }
 
 /// One validated stage.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Stage {
     /// Unique name within the workspace.
     pub name: String,
@@ -99,6 +136,7 @@ pub struct Stage {
     /// Never run; keep the outs as they are.
     pub frozen: bool,
     /// The params the stage refers to, with their values.
+    #[serde(with = "cache::json_text")]
     pub params: BTreeMap<String, Json>,
     /// The `[stage.NAME]` table.
     pub at: Location,
@@ -112,7 +150,7 @@ impl Stage {
 }
 
 /// A named group of stages (one pipeline file).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Pipeline {
     /// Name used as a `fabric run` target.
     pub name: String,
@@ -123,7 +161,7 @@ pub struct Pipeline {
 }
 
 /// A loaded and validated workspace.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Workspace {
     /// The directory holding `Fabric.toml`.
     pub root: PathBuf,
@@ -193,15 +231,27 @@ pub struct Override {
 }
 
 /// Loads and validates the workspace at `root`, applying `overrides`.
+///
+/// An unchanged manifest is read from its validated copy ([`cache`]); the
+/// checks that look at the filesystem rather than the manifest run either way.
 pub fn load(root: &Path, overrides: &[Override], registry: &Registry) -> Result<Workspace, Diagnostics> {
-    Loader {
+    let canonical_root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+    if let Some(workspace) = cache::read(root, &canonical_root, overrides) {
+        return Ok(workspace);
+    }
+    let mut loader = Loader {
         root,
-        canonical_root: root.canonicalize().unwrap_or_else(|_| root.to_path_buf()),
+        canonical_root,
         plain_dirs: std::collections::HashSet::new(),
         registry,
         errors: Vec::new(),
-    }
-    .load(overrides)
+        includes: Vec::new(),
+        texts: Vec::new(),
+    };
+    let workspace = loader.load(overrides)?;
+    // Only an accelerator: failing to keep it costs the next load a parse.
+    let _ = cache::write(root, overrides, &loader.includes, &loader.texts, &workspace);
+    Ok(workspace)
 }
 
 /// One manifest file's text, named relative to the workspace.
@@ -236,13 +286,18 @@ struct Loader<'a> {
     plain_dirs: std::collections::HashSet<String>,
     registry: &'a Registry,
     errors: Vec<Diagnostic>,
+    /// `[workspace] include` patterns as written.
+    includes: Vec<String>,
+    /// The text of each file loaded, in the order of `Workspace::sources`.
+    texts: Vec<Arc<str>>,
 }
 
 impl Loader<'_> {
-    fn load(mut self, given: &[Override]) -> Result<Workspace, Diagnostics> {
+    fn load(&mut self, given: &[Override]) -> Result<Workspace, Diagnostics> {
         let Some((source, file)) = self.parse::<RawWorkspaceFile>(Path::new(MANIFEST)) else {
-            return Err(Diagnostics(self.errors));
+            return Err(Diagnostics(std::mem::take(&mut self.errors)));
         };
+        self.texts.push(source.text.clone());
         let source = Arc::new(source);
         let workspace = file.workspace.as_ref();
         let name = workspace
@@ -254,6 +309,7 @@ impl Loader<'_> {
             .join(workspace.and_then(|w| w.store.as_deref()).unwrap_or(".fabric/store"));
         let jobs = workspace.and_then(|w| w.jobs).unwrap_or(0);
         let includes = workspace.map(|w| w.include.clone()).unwrap_or_default();
+        self.includes = includes.iter().map(|i| i.get_ref().clone()).collect();
 
         let workspace_params = to_json_params(&file.params);
         let overrides: BTreeMap<String, String> = given.iter().map(|o| (o.name.clone(), o.value.clone())).collect();
@@ -289,6 +345,7 @@ impl Loader<'_> {
             let Some((pipeline_source, pipeline_file)) = self.parse::<RawPipelineFile>(&path) else {
                 continue;
             };
+            self.texts.push(pipeline_source.text.clone());
             let pipeline_source = Arc::new(pipeline_source);
             let pipeline_name = pipeline_file.pipeline.get_ref().name.get_ref().clone();
             if pipelines.iter().any(|p: &Pipeline| p.name == pipeline_name) {
@@ -347,7 +404,7 @@ impl Loader<'_> {
 
         let stages = self.validate_stages(declared);
         if !self.errors.is_empty() {
-            return Err(Diagnostics(self.errors));
+            return Err(Diagnostics(std::mem::take(&mut self.errors)));
         }
         pipelines.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Workspace {
@@ -464,19 +521,8 @@ impl Loader<'_> {
                     continue;
                 }
             };
-            let base = crate::paths::literal_prefix(pattern);
-            let base_dir = self.root.join(&base);
             let before = found.len();
-            for entry in walkdir::WalkDir::new(&base_dir).into_iter().filter_map(Result::ok) {
-                if !entry.file_type().is_file() {
-                    continue;
-                }
-                if let Ok(relative) = entry.path().strip_prefix(self.root)
-                    && glob.is_match(relative)
-                {
-                    found.insert(relative.to_path_buf());
-                }
-            }
+            found.extend(included_files(self.root, pattern, &glob));
             if found.len() == before && !pattern.contains(['*', '?', '[']) {
                 self.errors.push(
                     Diagnostic::new(format!("included file `{pattern}` does not exist"))
@@ -1021,6 +1067,20 @@ impl Resolver<'_> {
 }
 
 /// Converts TOML params to JSON values, the form params take everywhere else.
+/// The workspace files an `include` pattern names (workspace-relative).
+fn included_files(root: &Path, pattern: &str, glob: &GlobMatcher) -> Vec<PathBuf> {
+    let base_dir = root.join(crate::paths::literal_prefix(pattern));
+    walkdir::WalkDir::new(base_dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_type().is_file())
+        .filter_map(|entry| {
+            let relative = entry.path().strip_prefix(root).ok()?;
+            glob.is_match(relative).then(|| relative.to_path_buf())
+        })
+        .collect()
+}
+
 fn to_json_params(params: &BTreeMap<String, Spanned<toml::Value>>) -> BTreeMap<String, Json> {
     params
         .iter()

@@ -125,18 +125,20 @@ pub fn dirty_reasons(
     let Some(entry) = entry else {
         return Ok(vec![DirtyReason::NeverRan]);
     };
-    let mut reasons = crate::fingerprint::diff(&entry.inputs, inputs);
-    if reasons.is_empty() && entry.fingerprint != inputs.fingerprint() {
-        // Same components but another encoding: a fabric upgrade.
-        reasons.push(DirtyReason::FactChanged {
-            name: "fingerprint format".into(),
-            old: Some(entry.fingerprint.short()),
-            new: Some(inputs.fingerprint().short()),
-        });
-    }
-    if !reasons.is_empty() {
+    let fingerprint = inputs.fingerprint();
+    if entry.fingerprint != fingerprint {
+        let mut reasons = crate::fingerprint::diff(&entry.inputs, inputs);
+        if reasons.is_empty() {
+            // Same components but another encoding: a fabric upgrade.
+            reasons.push(DirtyReason::FactChanged {
+                name: "fingerprint format".into(),
+                old: Some(entry.fingerprint.short()),
+                new: Some(fingerprint.short()),
+            });
+        }
         return Ok(reasons);
     }
+    let mut reasons = Vec::new();
     for out in stage.out_paths() {
         let recorded = entry.outs.get(out.as_str());
         match hasher.hash(out)? {

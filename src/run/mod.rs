@@ -13,7 +13,7 @@ pub mod supervisor;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use crate::fingerprint::{DirtyReason, Inputs};
@@ -124,7 +124,7 @@ impl Runner<'_> {
         Hasher::new(&self.workspace.root, self.cache)
     }
 
-    fn lock_entry(&self, name: &str) -> Option<LockEntry> {
+    fn lock_entry(&self, name: &str) -> Option<Arc<LockEntry>> {
         self.lock
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -166,7 +166,7 @@ impl Runner<'_> {
             } else if stage.always_run {
                 reasons.insert(0, DirtyReason::AlwaysRun);
             }
-            let own = freshness::dirty_reasons(&hasher, stage, self.lock_entry(&stage.name).as_ref(), &inputs)?;
+            let own = freshness::dirty_reasons(&hasher, stage, self.lock_entry(&stage.name).as_deref(), &inputs)?;
             reasons.extend(own);
             let decision = if reasons.is_empty() {
                 Decision::UpToDate
@@ -405,7 +405,7 @@ impl Runner<'_> {
                 } else if stage.always_run {
                     vec![DirtyReason::AlwaysRun]
                 } else {
-                    freshness::dirty_reasons(&hasher, stage, entry.as_ref(), &inputs)?
+                    freshness::dirty_reasons(&hasher, stage, entry.as_deref(), &inputs)?
                 };
                 Known { inputs, reasons, deps }
             }
@@ -588,7 +588,7 @@ impl Runner<'_> {
     }
 
     /// The lock entries of every stage upstream of `stage` (transitively).
-    fn upstream_entries(&self, stage: &Stage) -> BTreeMap<String, LockEntry> {
+    fn upstream_entries(&self, stage: &Stage) -> BTreeMap<String, Arc<LockEntry>> {
         let Some(index) = self.workspace.stages.iter().position(|s| s.name == stage.name) else {
             return BTreeMap::new();
         };
@@ -610,7 +610,7 @@ impl Runner<'_> {
         let mut lock = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
         Lock::journal(&self.workspace.lock_files().journal, name, entry.as_ref())?;
         match entry {
-            Some(entry) => lock.stage.insert(name.to_string(), entry),
+            Some(entry) => lock.stage.insert(name.to_string(), Arc::new(entry)),
             None => lock.stage.remove(name),
         };
         Ok(())

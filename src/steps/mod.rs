@@ -29,7 +29,7 @@ pub struct StepContext<'a> {
     pub declared: Vec<String>,
     /// Lock entries of the stages upstream of this one, by name (for steps
     /// that record provenance, like releases).
-    pub upstream: BTreeMap<String, crate::lock::LockEntry>,
+    pub upstream: BTreeMap<String, std::sync::Arc<crate::lock::LockEntry>>,
     /// Where the stage keeps its step memo (`.fabric/memo/STAGE`).
     pub memo_path: PathBuf,
     /// Hashes files through the workspace's stat cache.

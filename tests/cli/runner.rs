@@ -816,6 +816,24 @@ fn outs_escaping_through_a_symlink_are_rejected() {
 }
 
 #[test]
+fn an_out_that_is_itself_a_symlink_is_replaced_not_written_through() {
+    let ws = Workspace::new();
+    let outside = tempfile::tempdir().unwrap();
+    let target = outside.path().join("precious.txt");
+    std::fs::write(&target, "keep me\n").unwrap();
+    std::os::unix::fs::symlink(&target, ws.path("result.txt")).unwrap();
+    ws.write(
+        "Fabric.toml",
+        "[stage.a]\ncmd = \"echo new > result.txt\"\nouts = [\"result.txt\"]\n",
+    );
+    ws.ok(&["run"]);
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me\n");
+    let out = ws.path("result.txt");
+    assert!(!std::fs::symlink_metadata(&out).unwrap().file_type().is_symlink());
+    assert_eq!(std::fs::read_to_string(out).unwrap(), "new\n");
+}
+
+#[test]
 fn glob_deps_track_matching_files() {
     let ws = Workspace::new();
     ws.write("data/a.csv", "1\n")
