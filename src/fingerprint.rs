@@ -24,8 +24,9 @@
 //! comments and key order in the manifest (the key is built from parsed
 //! values), the stage's `description` and `after` (they do not change outputs).
 
-use std::collections::BTreeMap;
 use std::fmt;
+
+use litemap::LiteMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -58,14 +59,14 @@ pub struct Inputs {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub with: String,
     /// Referenced params as canonical JSON.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub params: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "LiteMap::is_empty")]
+    pub params: LiteMap<String, String>,
     /// Dep path (or glob) → content hash; `missing` when absent.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub deps: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "LiteMap::is_empty")]
+    pub deps: LiteMap<String, String>,
     /// Env variable → short hash of its value, or `unset`.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "LiteMap::is_empty")]
+    pub env: LiteMap<String, String>,
     /// Declared outs, in declaration order.
     #[serde(default)]
     pub outs: Vec<String>,
@@ -73,8 +74,8 @@ pub struct Inputs {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub platform: String,
     /// Step facts.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub facts: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "LiteMap::is_empty")]
+    pub facts: LiteMap<String, String>,
 }
 
 /// The value recorded for a dep that does not exist.
@@ -312,7 +313,7 @@ fn describe(action: &ActionKey) -> String {
 
 type Change = (String, Option<String>, Option<String>);
 
-fn changed_entries(old: &BTreeMap<String, String>, new: &BTreeMap<String, String>) -> Vec<Change> {
+fn changed_entries(old: &LiteMap<String, String>, new: &LiteMap<String, String>) -> Vec<Change> {
     let mut names: Vec<&String> = old.keys().chain(new.keys()).collect();
     names.sort();
     names.dedup();
@@ -334,12 +335,12 @@ mod tests {
                 wdir: String::new(),
             },
             with: String::new(),
-            params: BTreeMap::from([("seed".into(), "57".into())]),
-            deps: BTreeMap::from([("in.txt".into(), "ab".repeat(32))]),
-            env: BTreeMap::from([("THEME".into(), MISSING.into())]),
+            params: LiteMap::from_iter([("seed".into(), "57".into())]),
+            deps: LiteMap::from_iter([("in.txt".into(), "ab".repeat(32))]),
+            env: LiteMap::from_iter([("THEME".into(), MISSING.into())]),
             outs: vec!["out".into()],
             platform: platform(),
-            facts: BTreeMap::new(),
+            facts: LiteMap::new(),
         }
     }
 

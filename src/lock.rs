@@ -22,6 +22,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use litemap::LiteMap;
 use serde::{Deserialize, Serialize};
 
 use crate::diagnostic::{Diagnostic, Location};
@@ -66,6 +67,9 @@ impl Default for Lock {
     }
 }
 
+/// Out path → what it held (a sorted small map: a stage has few outs).
+pub type OutRecords = LiteMap<String, OutRecord>;
+
 /// One stage's last successful run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LockEntry {
@@ -76,7 +80,7 @@ pub struct LockEntry {
     pub inputs: Inputs,
     /// Out path → what it held.
     #[serde(default, rename = "out")]
-    pub outs: BTreeMap<String, OutRecord>,
+    pub outs: OutRecords,
 }
 
 /// Whether an out is a file or a directory.
@@ -357,12 +361,12 @@ mod tests {
                 wdir: String::new(),
             },
             with: String::new(),
-            params: BTreeMap::from([("seed".into(), "1".into())]),
-            deps: BTreeMap::from([("src".into(), Digest::of(b"s").to_string())]),
-            env: BTreeMap::new(),
+            params: LiteMap::from_iter([("seed".into(), "1".into())]),
+            deps: LiteMap::from_iter([("src".into(), Digest::of(b"s").to_string())]),
+            env: LiteMap::new(),
             outs: vec!["out".into()],
             platform: "linux-x86_64".into(),
-            facts: BTreeMap::new(),
+            facts: LiteMap::new(),
         };
         let mut lock = Lock::default();
         lock.stage.insert(
@@ -370,7 +374,7 @@ mod tests {
             Arc::new(LockEntry {
                 fingerprint: inputs.fingerprint(),
                 inputs,
-                outs: BTreeMap::from([(
+                outs: LiteMap::from_iter([(
                     "out".into(),
                     OutRecord {
                         kind: OutKind::File,
@@ -428,17 +432,17 @@ mod tests {
                     wdir: String::new(),
                 },
                 with: String::new(),
-                params: BTreeMap::new(),
-                deps: BTreeMap::new(),
-                env: BTreeMap::new(),
+                params: LiteMap::new(),
+                deps: LiteMap::new(),
+                env: LiteMap::new(),
                 outs: Vec::new(),
                 platform: "linux-x86_64".into(),
-                facts: BTreeMap::new(),
+                facts: LiteMap::new(),
             };
             LockEntry {
                 fingerprint: inputs.fingerprint(),
                 inputs,
-                outs: BTreeMap::new(),
+                outs: LiteMap::new(),
             }
         };
         let mut lock = Lock::default();

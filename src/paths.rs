@@ -79,9 +79,21 @@ impl RelPath {
     }
 }
 
+/// True when `text` is already what [`RelPath::new`] makes of it: non-empty
+/// `/`-separated parts, none of them empty, `.` or `..`.
+fn is_normal(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..")
+}
+
 impl TryFrom<String> for RelPath {
     type Error = PathError;
     fn try_from(text: String) -> Result<Self, Self::Error> {
+        if is_normal(&text) {
+            return Ok(RelPath(text)); // as `new` would write it: keep the string
+        }
         RelPath::new(&text)
     }
 }
@@ -162,6 +174,15 @@ mod tests {
         assert!(matches!(RelPath::new("a/../../x"), Err(PathError::Escapes(_))));
         assert!(matches!(RelPath::new("/etc/passwd"), Err(PathError::Absolute(_))));
         assert!(matches!(RelPath::new("."), Err(PathError::Empty)));
+    }
+
+    #[test]
+    fn reading_a_path_back_agrees_with_parsing_it() {
+        for text in [
+            "a", "a/b", "a/./b", "./a", "a/", "a//b", "/a", "..", "a/..", "a/../b", ".", "", "a/.b", "..a/b", "a b/c",
+        ] {
+            assert_eq!(RelPath::try_from(text.to_string()), RelPath::new(text), "{text:?}");
+        }
     }
 
     #[test]

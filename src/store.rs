@@ -19,7 +19,7 @@
 //! miss, so what a power loss could damage is detected and recomputed, never
 //! used. (The lock, releases and ingested snapshots are fsync'd.)
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -182,7 +182,7 @@ impl Storage for LocalStorage {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
     /// Out path → record.
-    pub outs: BTreeMap<String, OutRecord>,
+    pub outs: crate::lock::OutRecords,
 }
 
 /// Why outs could not be restored.
@@ -239,7 +239,7 @@ impl Store {
     }
 
     /// Records that `fingerprint` produced `outs`.
-    pub fn record_run(&self, fingerprint: &Digest, outs: &BTreeMap<String, OutRecord>) -> io::Result<()> {
+    pub fn record_run(&self, fingerprint: &Digest, outs: &crate::lock::OutRecords) -> io::Result<()> {
         let bytes = serde_json::to_vec_pretty(&RunRecord { outs: outs.clone() }).map_err(io::Error::other)?;
         self.storage.put_record(RecordKind::Run, fingerprint, &bytes)
     }
@@ -365,7 +365,7 @@ impl Store {
                 if let Some(bytes) = self.storage.get_record(RecordKind::Run, &fingerprint)?
                     && let Ok(record) = serde_json::from_slice::<RunRecord>(&bytes)
                 {
-                    live_outs.extend(record.outs.into_values());
+                    live_outs.extend(record.outs.values().cloned());
                 }
             } else {
                 removed_runs += 1;

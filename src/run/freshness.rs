@@ -5,6 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::{Path, PathBuf};
 
+use litemap::LiteMap;
+
 use crate::digest::Digest;
 use crate::fingerprint::{ActionKey, DirtyReason, Inputs, MISSING, canonical_json, platform};
 use crate::hash::{Content, Hasher, TreeEntry};
@@ -50,7 +52,7 @@ pub fn hash_inputs(
             )
         }
     };
-    let mut deps = BTreeMap::new();
+    let mut deps = LiteMap::new();
     let mut contents = Vec::with_capacity(stage.deps.len());
     for dep in &stage.deps {
         let content = match &dep.value {
@@ -82,7 +84,7 @@ pub fn hash_inputs(
         env,
         outs: stage.out_paths().map(|p| p.to_string()).collect(),
         platform,
-        facts,
+        facts: facts.into_iter().collect(),
     };
     Ok((inputs, contents))
 }

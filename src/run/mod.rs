@@ -19,7 +19,7 @@ use std::time::Instant;
 use crate::fingerprint::{DirtyReason, Inputs};
 use crate::graph::StageGraph;
 use crate::hash::{Content, FileMemo, Hasher};
-use crate::lock::{Lock, LockEntry, OutRecord};
+use crate::lock::{Lock, LockEntry};
 use crate::manifest::{Action, Stage, Workspace};
 use crate::report::{Event, Outcome, Reporter, Summary};
 use crate::stat_cache::StatCache;
@@ -449,7 +449,7 @@ impl Runner<'_> {
         self.execute(stage, inputs, &deps, reasons)
     }
 
-    fn restore_outs(&self, outs: &BTreeMap<String, OutRecord>) -> Result<(), RestoreError> {
+    fn restore_outs(&self, outs: &crate::lock::OutRecords) -> Result<(), RestoreError> {
         for (path, record) in outs {
             let path = crate::paths::RelPath::new(path).map_err(|e| RestoreError::Absent(e.to_string()))?;
             self.store.restore(&self.workspace.root, &path, record)?;
@@ -557,7 +557,7 @@ impl Runner<'_> {
             }
         }
         let hasher = self.hasher();
-        let mut records = BTreeMap::new();
+        let mut records = crate::lock::OutRecords::new();
         for out in stage.out_paths() {
             let content = hasher.hash(out)?;
             if content == Content::Missing {
