@@ -4,8 +4,16 @@
 //! An entry is trusted only when device, inode, size, mtime and ctime all
 //! match. The racy-timestamp problem (a file rewritten within the timestamp
 //! granularity right after it was hashed keeps its mtime) is avoided the way
-//! git does it in spirit: a file whose mtime is within [`RACY_WINDOW`] of the
-//! moment it was hashed is not cached, so it is hashed again next time.
+//! git does it in spirit: a file whose mtime or ctime is within the racy
+//! window of the moment it was hashed is not cached, so it is hashed again
+//! next time. The window is the filesystem's timestamp granularity with a
+//! margin: [`RACY_WINDOW`] (2 s: FAT, HFS+, ext3 keep whole seconds, which
+//! shows as a zero sub-second part) unless the stamp has a sub-second part,
+//! then [`FINE_RACY_WINDOW`] (20 ms: ext4, XFS, btrfs, tmpfs take timestamps
+//! from the kernel's coarse clock, one tick of at most 10 ms). A rewrite after
+//! the hash therefore always lands on a later timestamp. Without the fine
+//! window, files written less than 2 s before a run (a fresh checkout, a data
+//! generator) were hashed again by every run within those 2 s.
 //!
 //! The file is a small binary format (magic, then fixed-width records) read
 //! and written whole; it is replaced atomically (not fsync'd: it is only an
@@ -24,8 +32,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::digest::Digest;
 
-/// Files modified this recently when hashed are not cached.
+/// Files with whole-second timestamps modified this recently when hashed are
+/// not cached.
 pub const RACY_WINDOW: Duration = Duration::from_secs(2);
+
+/// The same for files whose timestamps have a sub-second part.
+pub const FINE_RACY_WINDOW: Duration = Duration::from_millis(20);
 
 const MAGIC: &[u8; 12] = b"FABRICSTATE2";
 
@@ -52,8 +64,10 @@ impl Stamp {
     }
 
     fn is_racy(&self, hashed_at_ns: i128) -> bool {
-        let newest = self.mtime_ns.max(self.ctime_ns);
-        newest + RACY_WINDOW.as_nanos() as i128 > hashed_at_ns
+        const SECOND: i128 = 1_000_000_000;
+        let whole_seconds = self.mtime_ns % SECOND == 0 || self.ctime_ns % SECOND == 0;
+        let window = if whole_seconds { RACY_WINDOW } else { FINE_RACY_WINDOW };
+        self.mtime_ns.max(self.ctime_ns) + window.as_nanos() as i128 > hashed_at_ns
     }
 }
 
@@ -182,6 +196,34 @@ mod tests {
         let mut changed = stamp;
         changed.size += 1;
         assert_eq!(reloaded.get("f", &changed), None);
+    }
+
+    #[test]
+    fn the_racy_window_follows_the_timestamp_granularity() {
+        let at = |seconds: i128, nanos: i128| seconds * 1_000_000_000 + nanos;
+        let stamp = |mtime_ns, ctime_ns| Stamp {
+            dev: 1,
+            ino: 1,
+            size: 1,
+            mtime_ns,
+            ctime_ns,
+        };
+        let fine = stamp(at(100, 123_456_789), at(100, 123_456_789));
+        assert!(fine.is_racy(at(100, 140_000_000)), "17 ms later: racy");
+        assert!(!fine.is_racy(at(100, 150_000_000)), "27 ms later: settled");
+        let whole = stamp(at(100, 0), at(100, 0));
+        assert!(whole.is_racy(at(101, 500_000_000)), "whole seconds: 1.5 s is racy");
+        assert!(!whole.is_racy(at(102, 1)), "whole seconds: past 2 s");
+        let mixed = stamp(at(100, 123_456_789), at(100, 0));
+        assert!(
+            mixed.is_racy(at(101, 0)),
+            "either stamp in whole seconds takes the long window"
+        );
+        let changed_later = stamp(at(100, 123_456_789), at(105, 7));
+        assert!(
+            changed_later.is_racy(at(105, 10_000_000)),
+            "the newer of mtime and ctime counts"
+        );
     }
 
     #[test]

@@ -816,6 +816,29 @@ fn outs_escaping_through_a_symlink_are_rejected() {
 }
 
 #[test]
+fn a_dep_rewritten_right_after_a_run_with_the_same_size_is_seen() {
+    // The racy-timestamp case: a rewrite right after hashing, same size, so
+    // only the timestamp (and content) tells; every rewrite must rerun.
+    let ws = Workspace::new();
+    ws.write("in.txt", "v00\n");
+    ws.write(
+        "Fabric.toml",
+        &format!(
+            "[stage.copy]\ncmd = \"{} && cp in.txt out.txt\"\ndeps = [\"in.txt\"]\nouts = [\"out.txt\"]\n",
+            ws.tick("copy")
+        ),
+    );
+    ws.ok(&["run"]);
+    for round in 1..=20 {
+        let text = format!("v{round:02}\n");
+        ws.write("in.txt", &text);
+        ws.ok(&["run"]);
+        assert_eq!(ws.read("out.txt"), text, "round {round}");
+        assert_eq!(ws.count("copy"), round + 1, "round {round}");
+    }
+}
+
+#[test]
 fn an_out_that_is_itself_a_symlink_is_replaced_not_written_through() {
     let ws = Workspace::new();
     let outside = tempfile::tempdir().unwrap();
