@@ -133,11 +133,17 @@ impl Content {
 /// out and other stages' dep is looked at once.
 pub type FileMemo = Mutex<HashMap<RelPath, Content>>;
 
+/// Every path a hasher looked at (workspace-relative) with its stamp when it
+/// looked (`None`: nothing there), directories walked included: what a result
+/// computed from those paths rests on.
+pub type Witness = Mutex<Vec<(String, Option<Stamp>)>>;
+
 /// Hashes workspace paths, consulting and feeding the stat cache.
 pub struct Hasher<'a> {
     root: &'a Path,
     cache: &'a StatCache,
     memo: Option<&'a FileMemo>,
+    witness: Option<&'a Witness>,
 }
 
 impl<'a> Hasher<'a> {
@@ -147,6 +153,21 @@ impl<'a> Hasher<'a> {
             root,
             cache,
             memo: None,
+            witness: None,
+        }
+    }
+
+    /// The same hasher, noting every path it looks at in `witness`.
+    pub fn witnessed(self, witness: Option<&'a Witness>) -> Hasher<'a> {
+        Hasher { witness, ..self }
+    }
+
+    fn saw(&self, key: &str, stamp: Option<Stamp>) {
+        if let Some(witness) = self.witness {
+            witness
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((key.to_string(), stamp));
         }
     }
 
@@ -180,9 +201,13 @@ impl<'a> Hasher<'a> {
         let absolute = path.under(self.root);
         let meta = match std::fs::metadata(&absolute) {
             Ok(meta) => meta,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Content::Missing),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                self.saw(path.as_str(), None);
+                return Ok(Content::Missing);
+            }
             Err(error) => return Err(error),
         };
+        self.saw(path.as_str(), Some(Stamp::of(&meta)));
         if meta.is_dir() {
             let tree = self.tree(&absolute, path.as_str())?;
             let hash = tree.digest();
@@ -197,6 +222,22 @@ impl<'a> Hasher<'a> {
         }
     }
 
+    /// Hashes again the small files that were too fresh to cache when they
+    /// were hashed, so the ones that have settled since are cached: a run
+    /// does this last, and the run after it need not read the outs it just
+    /// wrote. A file still too fresh, large, or gone is left alone.
+    pub fn settle(&self) {
+        self.cache.take_racy().into_par_iter().for_each(|key| {
+            let path = self.root.join(&key);
+            if let Ok(meta) = std::fs::metadata(&path)
+                && meta.is_file()
+                && meta.len() < LARGE_FILE
+            {
+                let _ = self.file(&path, &key, &meta);
+            }
+        });
+    }
+
     /// The content hash of the file at `path` (absolute, inside the workspace).
     pub fn file_digest(&self, path: &Path) -> io::Result<Digest> {
         let meta = std::fs::metadata(path)?;
@@ -206,7 +247,8 @@ impl<'a> Hasher<'a> {
     /// Hashes the workspace files matching a glob as one tree (a glob
     /// matching nothing is an empty tree, not an error).
     pub fn hash_glob(&self, pattern: &str, matcher: &GlobMatcher) -> io::Result<Content> {
-        let found = glob_files(self.root, pattern, matcher)?
+        let mut dirs = Vec::new();
+        let found = glob_files(self.root, pattern, matcher, self.witness.map(|_| &mut dirs))?
             .into_iter()
             .map(|(path, entry)| ListedFile {
                 path,
@@ -214,6 +256,9 @@ impl<'a> Hasher<'a> {
                 dirent: None,
             })
             .collect();
+        for dir in dirs {
+            self.saw(&relative_string(&dir, self.root), Stamp::at(&dir));
+        }
         let entries = self.hash_files(found, "")?;
         let tree = Tree { entries };
         let hash = tree.digest();
@@ -223,7 +268,11 @@ impl<'a> Hasher<'a> {
     fn tree(&self, dir: &Path, key_prefix: &str) -> io::Result<Tree> {
         let mut files = Vec::new();
         let mut others = Vec::new();
-        list_tree(dir, "", &mut files, &mut others)?;
+        let mut dirs = Vec::new();
+        list_tree(dir, "", &mut files, &mut others, self.witness.map(|_| &mut dirs))?;
+        for (subdir, stamp) in dirs {
+            self.saw(&format!("{key_prefix}/{subdir}"), Some(stamp));
+        }
         let mut entries = self.hash_files(files, &format!("{key_prefix}/"))?;
         entries.extend(others);
         entries.sort_by(|a, b| a.path().cmp(b.path()));
@@ -240,7 +289,9 @@ impl<'a> Hasher<'a> {
                     Some(dirent) => dirent.metadata()?,
                     None => std::fs::metadata(&path)?,
                 };
-                let hash = self.file(&path, &format!("{key_prefix}{entry}"), &meta)?;
+                let key = format!("{key_prefix}{entry}");
+                self.saw(&key, Some(Stamp::of(&meta)));
+                let hash = self.file(&path, &key, &meta)?;
                 Ok(TreeEntry::File {
                     path: entry,
                     hash,
@@ -286,9 +337,19 @@ pub fn is_ignored_root_entry(name: &std::ffi::OsStr) -> bool {
 /// relative to `root`): the walk starts at the pattern's literal prefix
 /// (`data/*.csv` reads `data/` only) and never enters `.fabric` or `.git`
 /// at the root.
-pub fn glob_files(root: &Path, pattern: &str, matcher: &GlobMatcher) -> io::Result<Vec<(PathBuf, String)>> {
+/// With `dirs`, the directories walked (or the one that would have been)
+/// are added to it.
+pub fn glob_files(
+    root: &Path,
+    pattern: &str,
+    matcher: &GlobMatcher,
+    mut dirs: Option<&mut Vec<PathBuf>>,
+) -> io::Result<Vec<(PathBuf, String)>> {
     let start = root.join(crate::paths::literal_prefix(pattern));
     if !start.is_dir() {
+        if let Some(dirs) = dirs {
+            dirs.push(start);
+        }
         return Ok(Vec::new());
     }
     let mut found = Vec::new();
@@ -298,6 +359,11 @@ pub fn glob_files(root: &Path, pattern: &str, matcher: &GlobMatcher) -> io::Resu
         .filter_entry(|e| e.path().parent() != Some(root) || !is_ignored_root_entry(e.file_name()));
     for entry in walker {
         let entry = entry.map_err(io::Error::other)?;
+        if entry.file_type().is_dir()
+            && let Some(dirs) = dirs.as_deref_mut()
+        {
+            dirs.push(entry.path().to_path_buf());
+        }
         if !entry.file_type().is_file() {
             continue;
         }
@@ -326,7 +392,14 @@ struct ListedFile {
 
 /// Lists `dir` recursively (`prefix` is its path in the tree): regular
 /// files, symlinks by target, and empty directories.
-fn list_tree(dir: &Path, prefix: &str, files: &mut Vec<ListedFile>, others: &mut Vec<TreeEntry>) -> io::Result<()> {
+/// With `dirs`, each subdirectory's path and stamp are added to it.
+fn list_tree(
+    dir: &Path,
+    prefix: &str,
+    files: &mut Vec<ListedFile>,
+    others: &mut Vec<TreeEntry>,
+    mut dirs: Option<&mut Vec<(String, Stamp)>>,
+) -> io::Result<()> {
     let mut entries = std::fs::read_dir(dir)?.collect::<io::Result<Vec<_>>>()?;
     if entries.is_empty() && !prefix.is_empty() {
         others.push(TreeEntry::Empty {
@@ -344,7 +417,16 @@ fn list_tree(dir: &Path, prefix: &str, files: &mut Vec<ListedFile>, others: &mut
                 target: target.to_string_lossy().into_owned(),
             });
         } else if file_type.is_dir() {
-            list_tree(&entry.path(), &format!("{relative}/"), files, others)?;
+            if let Some(dirs) = dirs.as_deref_mut() {
+                dirs.push((relative.clone(), Stamp::of(&entry.metadata()?)));
+            }
+            list_tree(
+                &entry.path(),
+                &format!("{relative}/"),
+                files,
+                others,
+                dirs.as_deref_mut(),
+            )?;
         } else if file_type.is_file() {
             files.push(ListedFile {
                 path: entry.path(),
@@ -363,6 +445,35 @@ mod tests {
     fn hash_dir(root: &Path, name: &str) -> Content {
         let cache = StatCache::load(&root.join(".fabric/state"));
         Hasher::new(root, &cache).hash(&RelPath::new(name).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn files_too_fresh_to_cache_are_cached_once_settled() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(root.join("out.txt"), b"just written").unwrap();
+        let cache = StatCache::load(&root.join("state"));
+        let hasher = Hasher::new(root, &cache);
+        let path = RelPath::new("out.txt").unwrap();
+        let Content::File { hash, .. } = hasher.hash(&path).unwrap() else {
+            panic!("a file")
+        };
+        let meta = std::fs::metadata(root.join("out.txt")).unwrap();
+        let stamp = Stamp::of(&meta);
+        assert_eq!(cache.get("out.txt", &stamp), None, "too fresh to cache when hashed");
+        // Let the clock pass the racy window (a condition on time, not on another thread).
+        let written = meta.modified().unwrap().max(
+            std::time::UNIX_EPOCH
+                + std::time::Duration::from_nanos((meta.ctime() as u64) * 1_000_000_000 + meta.ctime_nsec() as u64),
+        );
+        while SystemTime::now() < written + crate::stat_cache::RACY_WINDOW {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        hasher.settle();
+        assert_eq!(cache.get("out.txt", &stamp), Some(hash), "cached once settled");
+        hasher.settle();
+        assert!(cache.take_racy().is_empty(), "settling takes the list");
     }
 
     #[test]
@@ -437,7 +548,7 @@ mod tests {
         }
         let found = |pattern: &str| -> Vec<String> {
             let matcher = globset::Glob::new(pattern).unwrap().compile_matcher();
-            glob_files(dir.path(), pattern, &matcher)
+            glob_files(dir.path(), pattern, &matcher, None)
                 .unwrap()
                 .into_iter()
                 .map(|(_, relative)| relative)

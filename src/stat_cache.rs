@@ -26,8 +26,8 @@ use std::fs::Metadata;
 use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::digest::Digest;
@@ -42,7 +42,7 @@ pub const FINE_RACY_WINDOW: Duration = Duration::from_millis(20);
 const MAGIC: &[u8; 12] = b"FABRICSTATE2";
 
 /// What identifies one version of a file on disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Stamp {
     dev: u64,
     ino: u64,
@@ -63,7 +63,15 @@ impl Stamp {
         }
     }
 
-    fn is_racy(&self, hashed_at_ns: i128) -> bool {
+    /// The stamp of what is at `path` now (symlinks followed); `None` when
+    /// nothing is.
+    pub fn at(path: &Path) -> Option<Stamp> {
+        std::fs::metadata(path).ok().map(|meta| Stamp::of(&meta))
+    }
+
+    /// True when the file was modified too close to `at` (nanoseconds since
+    /// the epoch) for a later rewrite to be sure to change the stamp.
+    pub fn is_racy(&self, hashed_at_ns: i128) -> bool {
         const SECOND: i128 = 1_000_000_000;
         let whole_seconds = self.mtime_ns % SECOND == 0 || self.ctime_ns % SECOND == 0;
         let window = if whole_seconds { RACY_WINDOW } else { FINE_RACY_WINDOW };
@@ -77,6 +85,8 @@ pub struct StatCache {
     /// BLAKE3 of the key → what the file was and hashed to.
     entries: RwLock<HashMap<Digest, (Stamp, Digest)>>,
     dirty: AtomicBool,
+    /// Keys of files that were too fresh to cache when hashed.
+    racy: Mutex<Vec<String>>,
 }
 
 impl StatCache {
@@ -91,6 +101,7 @@ impl StatCache {
             path: path.to_path_buf(),
             entries: RwLock::new(entries),
             dirty: AtomicBool::new(false),
+            racy: Mutex::new(Vec::new()),
         }
     }
 
@@ -107,18 +118,29 @@ impl StatCache {
     /// unless the file is too fresh to be trusted later.
     pub fn insert(&self, key: &str, stamp: Stamp, digest: Digest, hashed_at: SystemTime) {
         let hashed_at_ns = hashed_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128);
+        let key_text = key;
         let key = Digest::of(key.as_bytes());
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
         if stamp.is_racy(hashed_at_ns) {
             if entries.remove(&key).is_some() {
                 self.dirty.store(true, Ordering::Relaxed);
             }
+            drop(entries);
+            self.racy
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(key_text.to_string());
             return;
         }
         if entries.get(&key) != Some(&(stamp, digest)) {
             entries.insert(key, (stamp, digest));
             self.dirty.store(true, Ordering::Relaxed);
         }
+    }
+
+    /// The keys of the files found too fresh to cache since the last call.
+    pub fn take_racy(&self) -> Vec<String> {
+        std::mem::take(&mut *self.racy.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Writes the cache back if it changed.

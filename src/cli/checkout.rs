@@ -32,7 +32,7 @@ fn saved(store: &crate::store::Store, content: &Content) -> bool {
 
 pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
     let session = Session::open(globals, &[])?;
-    let _guard = session.lock_workspace(true)?;
+    let _guard = super::lock_workspace(&session.workspace.root, true)?;
     let selection = session.resolve(&args.stages)?;
     let lock = session.lock()?;
     let hasher = Hasher::new(&session.workspace.root, &session.cache);

@@ -18,7 +18,7 @@ pub struct Args {
 
 pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
     let session = Session::open(globals, &[])?;
-    let _guard = session.lock_workspace(true)?;
+    let _guard = super::lock_workspace(&session.workspace.root, true)?;
     let lock = session.lock()?;
     let pinned = lock.stage.values().map(|e| e.fingerprint).collect();
     let keep_since = SystemTime::now() - Duration::from_secs(args.keep_days * 86_400);

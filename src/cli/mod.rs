@@ -20,7 +20,7 @@ use std::collections::BTreeSet;
 use std::fs::{File, TryLockError};
 use std::io::IsTerminal;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Mutex;
 
@@ -313,44 +313,8 @@ impl Session {
             reporter,
             interrupts,
             lock: Mutex::new(self.lock()?),
+            witness: None,
         })
-    }
-
-    /// Takes the workspace's run lock (`.fabric/run.lock`, an OS file lock that
-    /// is released when the process ends, however it ends).
-    fn lock_workspace(&self, wait: bool) -> anyhow::Result<File> {
-        let dir = self.workspace.state_dir();
-        std::fs::create_dir_all(&dir)?;
-        let path = dir.join("run.lock");
-        let mut file = File::options()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) if wait => {
-                eprintln!("waiting for another fabric run in this workspace to finish…");
-                file.lock()?;
-            }
-            Err(TryLockError::WouldBlock) => {
-                let holder = std::fs::read_to_string(&path).unwrap_or_default();
-                let holder = holder.trim();
-                let who = if holder.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (pid {holder})")
-                };
-                anyhow::bail!(
-                    "another `fabric run` is using this workspace{who}; wait for it to finish, or pass --wait to queue behind it"
-                );
-            }
-            Err(TryLockError::Error(error)) => return Err(error.into()),
-        }
-        file.set_len(0)?;
-        write!(file, "{}", std::process::id())?;
-        Ok(file)
     }
 
     fn index(&self, stage: &str) -> Option<usize> {
@@ -480,4 +444,41 @@ fn reporter(verbose: bool, quiet: bool, json: bool, stream: bool) -> Box<dyn cra
     } else {
         Box::new(PlainReporter { verbose, quiet, stream })
     }
+}
+
+/// Takes the workspace's run lock (`.fabric/run.lock`, an OS file lock that
+/// is released when the process ends, however it ends).
+fn lock_workspace(root: &Path, wait: bool) -> anyhow::Result<File> {
+    let dir = root.join(".fabric");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("run.lock");
+    let mut file = File::options()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) if wait => {
+            eprintln!("waiting for another fabric run in this workspace to finish…");
+            file.lock()?;
+        }
+        Err(TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            let holder = holder.trim();
+            let who = if holder.is_empty() {
+                String::new()
+            } else {
+                format!(" (pid {holder})")
+            };
+            anyhow::bail!(
+                "another `fabric run` is using this workspace{who}; wait for it to finish, or pass --wait to queue behind it"
+            );
+        }
+        Err(TryLockError::Error(error)) => return Err(error.into()),
+    }
+    file.set_len(0)?;
+    write!(file, "{}", std::process::id())?;
+    Ok(file)
 }

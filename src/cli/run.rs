@@ -5,10 +5,18 @@ use std::process::ExitCode;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
 use super::{Globals, Session, UsageError, reporter};
 use crate::diagnostic::Diagnostic;
+use crate::hash::Witness;
+use crate::manifest::Action;
+use crate::report::{Event, Outcome, Reporter, Summary};
 use crate::run::executor::Interrupts;
-use crate::run::{Decision, Force};
+use crate::run::{Decision, Force, noop};
+use crate::stat_cache::Stamp;
+use crate::steps::Registry;
 
 /// Arguments of `fabric run`.
 #[derive(Debug, clap::Args)]
@@ -67,8 +75,27 @@ pub struct Args {
 }
 
 pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
-    let session = Session::open_with_flags(globals, &args.param, &args.param_flag)?;
+    let started = now_ns();
     let dry_run = args.dry_run.unwrap_or(false);
+    // A real run holds the workspace before it reads anything, so that a run
+    // it waited for is seen.
+    let root = globals.root()?;
+    let _guard = if dry_run {
+        None
+    } else {
+        Some(super::lock_workspace(&root, args.wait)?)
+    };
+    let request = (!dry_run && args.force.is_empty()).then(|| noop::Request::new(&root, &request_args(&args)));
+    if let Some(request) = request
+        && let Some(stages) = noop::recall(&root, request, &Registry::builtin())
+    {
+        let reporter = reporter(args.verbose, args.quiet, args.json, !args.no_stream);
+        report_up_to_date(reporter.as_ref(), stages);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let lock_files = [LOCK, JOURNAL].map(|path| (path.to_string(), Stamp::at(&root.join(path))));
+
+    let session = Session::open_with_flags(globals, &args.param, &args.param_flag)?;
     let selection = session.select(&args.targets, args.downstream)?;
     let force = if args.force.iter().any(String::is_empty) {
         Force::All
@@ -83,15 +110,10 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
         Force::Stages(args.force.iter().cloned().collect())
     };
     let interrupts = Interrupts::default();
-    let reporter = reporter(args.verbose, args.quiet, args.json, !args.no_stream);
-    // A real run holds the workspace before it reads the lock, so that a run
-    // it waited for is seen.
-    let _guard = if dry_run {
-        None
-    } else {
-        Some(session.lock_workspace(args.wait)?)
-    };
-    let runner = session.runner(reporter.as_ref(), &interrupts)?;
+    let reporter = Watching::new(reporter(args.verbose, args.quiet, args.json, !args.no_stream));
+    let witness = Witness::default();
+    let mut runner = session.runner(&reporter, &interrupts)?;
+    runner.witness = request.map(|_| &witness);
 
     if dry_run {
         let plan = runner.plan(&selection, &force)?;
@@ -135,6 +157,22 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
         handle.close();
         summary
     });
+    if let Some(request) = request {
+        let kept = match reporter.up_to_date() {
+            Some(stages) => {
+                let mut grounds = grounds(&session, &selection);
+                grounds.observed.extend(lock_files);
+                grounds
+                    .observed
+                    .extend(witness.into_inner().unwrap_or_else(|e| e.into_inner()));
+                noop::remember(&root, request, started, stages, grounds)
+            }
+            None => noop::forget(&root),
+        };
+        if let Err(error) = kept {
+            eprintln!("warning: could not keep .fabric/noop ({error}); the next run plans as usual");
+        }
+    }
     Ok(if summary.interrupted {
         ExitCode::from(130)
     } else if summary.failed > 0 || summary.skipped > 0 {
@@ -142,6 +180,115 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `Fabric.lock` and the journal of an unfinished run, workspace-relative.
+const LOCK: &str = "Fabric.lock";
+const JOURNAL: &str = ".fabric/lock.journal";
+
+/// What of the command line can change a run's verdict.
+fn request_args(args: &Args) -> Vec<String> {
+    let targets = args.targets.iter().map(|t| format!("target {t}"));
+    let params = args.param.iter().map(|p| format!("-P {p}"));
+    let flags = args.param_flag.iter().map(|p| format!("--{p}"));
+    let downstream = args.downstream.then(|| "--downstream".to_string());
+    targets.chain(params).chain(flags).chain(downstream).collect()
+}
+
+/// What the selected stages' fingerprints read besides paths: the
+/// environment variables they declare and the facts of their steps; and the
+/// manifest files they were loaded from.
+fn grounds(session: &Session, selection: &BTreeSet<usize>) -> noop::Grounds {
+    let stages = || selection.iter().map(|i| &session.workspace.stages[*i]);
+    let env: BTreeSet<&String> = stages().flat_map(|s| &s.env).collect();
+    let steps: BTreeSet<&String> = stages()
+        .filter_map(|s| match &s.action {
+            Action::Step { name, .. } => Some(name),
+            Action::Cmd(_) => None,
+        })
+        .collect();
+    noop::Grounds {
+        observed: session.workspace.observed.clone(),
+        env: env
+            .into_iter()
+            .map(|name| (name.clone(), noop::Grounds::env_value(name)))
+            .collect(),
+        facts: steps
+            .into_iter()
+            .filter_map(|name| {
+                let facts = noop::Grounds::step_facts(&session.registry, name, &session.workspace.root)?;
+                Some((name.clone(), facts))
+            })
+            .collect(),
+    }
+}
+
+/// Reports `stages` as found up to date, as a run that planned would.
+fn report_up_to_date(reporter: &dyn Reporter, stages: Vec<String>) {
+    reporter.report(Event::RunStarted { stages: stages.len() });
+    let mut summary = Summary::default();
+    for stage in stages {
+        summary.add(&stage, Outcome::UpToDate);
+        reporter.report(Event::StageFinished {
+            stage,
+            outcome: Outcome::UpToDate,
+            elapsed: Default::default(),
+            reasons: Vec::new(),
+            error: None,
+        });
+    }
+    reporter.report(Event::RunFinished { summary });
+}
+
+/// Passes events on, noting whether the run found everything up to date
+/// (and in which order it reported the stages).
+struct Watching {
+    inner: Box<dyn Reporter>,
+    up_to_date: Mutex<Option<Vec<String>>>,
+}
+
+impl Watching {
+    fn new(inner: Box<dyn Reporter>) -> Watching {
+        Watching {
+            inner,
+            up_to_date: Mutex::new(Some(Vec::new())),
+        }
+    }
+
+    /// The stages reported, when every one was up to date and nothing else happened.
+    fn up_to_date(&self) -> Option<Vec<String>> {
+        self.up_to_date.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+impl Reporter for Watching {
+    fn report(&self, event: Event) {
+        {
+            let mut seen = self.up_to_date.lock().unwrap_or_else(|e| e.into_inner());
+            match &event {
+                Event::RunStarted { .. } => {}
+                Event::RunFinished { summary } if summary.interrupted => *seen = None,
+                Event::RunFinished { .. } => {}
+                Event::StageFinished {
+                    stage,
+                    outcome: Outcome::UpToDate,
+                    ..
+                } => {
+                    if let Some(stages) = seen.as_mut() {
+                        stages.push(stage.clone());
+                    }
+                }
+                _ => *seen = None,
+            }
+        }
+        self.inner.report(event);
+    }
+}
+
+fn now_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
 }
 
 /// Drops lock entries of stages no longer declared, so the lock describes

@@ -158,6 +158,7 @@ fn reproduce(session: &Session, stages: &[String]) -> anyhow::Result<Vec<Failure
         reporter: &reporter,
         interrupts: &interrupts,
         lock: Mutex::new(workspace.load_lock().unwrap_or_default()),
+        witness: None,
     };
     let selection: BTreeSet<usize> = stages
         .iter()
@@ -217,7 +218,7 @@ fn copy_inputs(workspace: &crate::manifest::Workspace, to: &Path) -> anyhow::Res
                     paths.insert(path.as_str().into());
                 }
                 crate::manifest::Dep::Glob { pattern, matcher } => {
-                    for (_, relative) in crate::hash::glob_files(root, pattern, matcher)? {
+                    for (_, relative) in crate::hash::glob_files(root, pattern, matcher, None)? {
                         paths.insert(relative.into());
                     }
                 }

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::{MANIFEST, Override, Workspace, included_files};
 use crate::diagnostic::Location;
 use crate::digest::{Digest, KeyEncoder};
+use crate::stat_cache::Stamp;
 
 /// What `.fabric/manifest.parsed` starts with.
 const MAGIC: &[u8] = b"FABRICMANIFEST1\n";
@@ -54,6 +55,7 @@ fn key(root: &Path, overrides: &[Override], manifest: &str) -> Digest {
 
 /// The workspace as last loaded, when nothing it was made from has changed.
 pub(super) fn read(root: &Path, canonical_root: &Path, overrides: &[Override]) -> Option<Workspace> {
+    let mut observed = vec![(MANIFEST.to_string(), Stamp::at(&root.join(MANIFEST)))];
     let manifest = std::fs::read_to_string(root.join(MANIFEST)).ok()?;
     let bytes = std::fs::read(path(root)).ok()?;
     let rest = bytes.strip_prefix(MAGIC)?;
@@ -70,7 +72,7 @@ pub(super) fn read(root: &Path, canonical_root: &Path, overrides: &[Override]) -
     let mut files = BTreeSet::new();
     for pattern in &includes {
         let glob = Glob::new(pattern).ok()?.compile_matcher();
-        files.extend(included_files(root, pattern, &glob));
+        files.extend(included_files(root, pattern, &glob, &mut observed));
     }
     if workspace.sources.first().map(PathBuf::as_path) != Some(Path::new(MANIFEST))
         || !files.iter().eq(&workspace.sources[1..])
@@ -81,6 +83,7 @@ pub(super) fn read(root: &Path, canonical_root: &Path, overrides: &[Override]) -
     let mut texts: HashMap<PathBuf, Arc<str>> = HashMap::new();
     texts.insert(PathBuf::from(MANIFEST), manifest.into());
     for (file, digest) in files.into_iter().zip(&included) {
+        observed.push((file.to_string_lossy().into_owned(), Stamp::at(&root.join(&file))));
         let text = std::fs::read_to_string(root.join(&file)).ok()?;
         if Digest::of(text.as_bytes()) != *digest {
             return None;
@@ -106,6 +109,7 @@ pub(super) fn read(root: &Path, canonical_root: &Path, overrides: &[Override]) -
             attach(location, &texts)?;
         }
     }
+    workspace.observed = observed;
     Some(workspace)
 }
 

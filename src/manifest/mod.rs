@@ -177,7 +177,14 @@ pub struct Workspace {
     pub pipelines: Vec<Pipeline>,
     /// The manifest files loaded (`Fabric.toml` first), workspace-relative.
     pub sources: Vec<PathBuf>,
+    /// The manifest files and the directories `include` walked, each with
+    /// its stamp taken before it was read: what this load rests on.
+    #[serde(skip)]
+    pub observed: Observed,
 }
+
+/// Workspace-relative paths and their stamps when looked at (`None`: absent).
+pub type Observed = Vec<(String, Option<crate::stat_cache::Stamp>)>;
 
 impl Workspace {
     /// The stage called `name`.
@@ -247,6 +254,7 @@ pub fn load(root: &Path, overrides: &[Override], registry: &Registry) -> Result<
         errors: Vec::new(),
         includes: Vec::new(),
         texts: Vec::new(),
+        observed: Vec::new(),
     };
     let workspace = loader.load(overrides)?;
     // Only an accelerator: failing to keep it costs the next load a parse.
@@ -290,6 +298,8 @@ struct Loader<'a> {
     includes: Vec<String>,
     /// The text of each file loaded, in the order of `Workspace::sources`.
     texts: Vec<Arc<str>>,
+    /// See [`Workspace::observed`].
+    observed: Observed,
 }
 
 impl Loader<'_> {
@@ -415,6 +425,7 @@ impl Loader<'_> {
             stages,
             pipelines,
             sources,
+            observed: std::mem::take(&mut self.observed),
         })
     }
 
@@ -422,6 +433,10 @@ impl Loader<'_> {
     /// become diagnostics.
     fn parse<T: serde::de::DeserializeOwned>(&mut self, relative: &Path) -> Option<(Source, T)> {
         let path = self.root.join(relative);
+        self.observed.push((
+            relative.to_string_lossy().into_owned(),
+            crate::stat_cache::Stamp::at(&path),
+        ));
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             Err(error) => {
@@ -522,7 +537,7 @@ impl Loader<'_> {
                 }
             };
             let before = found.len();
-            found.extend(included_files(self.root, pattern, &glob));
+            found.extend(included_files(self.root, pattern, &glob, &mut self.observed));
             if found.len() == before && !pattern.contains(['*', '?', '[']) {
                 self.errors.push(
                     Diagnostic::new(format!("included file `{pattern}` does not exist"))
@@ -1067,18 +1082,32 @@ impl Resolver<'_> {
 }
 
 /// Converts TOML params to JSON values, the form params take everywhere else.
-/// The workspace files an `include` pattern names (workspace-relative).
-fn included_files(root: &Path, pattern: &str, glob: &GlobMatcher) -> Vec<PathBuf> {
-    let base_dir = root.join(crate::paths::literal_prefix(pattern));
-    walkdir::WalkDir::new(base_dir)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|entry| entry.file_type().is_file())
-        .filter_map(|entry| {
-            let relative = entry.path().strip_prefix(root).ok()?;
-            glob.is_match(relative).then(|| relative.to_path_buf())
-        })
-        .collect()
+/// The workspace files an `include` pattern names (workspace-relative); the
+/// directories walked go to `observed` with their stamps.
+fn included_files(root: &Path, pattern: &str, glob: &GlobMatcher, observed: &mut Observed) -> Vec<PathBuf> {
+    let base = crate::paths::literal_prefix(pattern);
+    let base_dir = root.join(&base);
+    if !base_dir.is_dir() {
+        observed.push((
+            base.to_string_lossy().into_owned(),
+            crate::stat_cache::Stamp::at(&base_dir),
+        ));
+    }
+    let mut files = Vec::new();
+    for entry in walkdir::WalkDir::new(base_dir).into_iter().filter_map(Result::ok) {
+        let Ok(relative) = entry.path().strip_prefix(root) else {
+            continue;
+        };
+        if entry.file_type().is_dir() {
+            observed.push((
+                relative.to_string_lossy().into_owned(),
+                crate::stat_cache::Stamp::at(entry.path()),
+            ));
+        } else if entry.file_type().is_file() && glob.is_match(relative) {
+            files.push(relative.to_path_buf());
+        }
+    }
+    files
 }
 
 fn to_json_params(params: &BTreeMap<String, Spanned<toml::Value>>) -> BTreeMap<String, Json> {

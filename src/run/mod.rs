@@ -8,6 +8,7 @@
 
 pub mod executor;
 pub mod freshness;
+pub mod noop;
 pub mod supervisor;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,7 +19,7 @@ use std::time::Instant;
 
 use crate::fingerprint::{DirtyReason, Inputs};
 use crate::graph::StageGraph;
-use crate::hash::{Content, FileMemo, Hasher};
+use crate::hash::{Content, FileMemo, Hasher, Witness};
 use crate::lock::{Lock, LockEntry};
 use crate::manifest::{Action, Stage, Workspace};
 use crate::report::{Event, Outcome, Reporter, Summary};
@@ -92,6 +93,9 @@ pub struct Runner<'a> {
     pub interrupts: &'a Interrupts,
     /// The lock, updated after each stage.
     pub lock: Mutex<Lock>,
+    /// Where to note every path looked at, when the caller wants to know
+    /// what the run's verdicts rest on ([`noop`]).
+    pub witness: Option<&'a Witness>,
 }
 
 /// A stage's current inputs and why it differs from the lock (empty: up to date).
@@ -121,7 +125,7 @@ impl StageResult {
 
 impl Runner<'_> {
     fn hasher(&self) -> Hasher<'_> {
-        Hasher::new(&self.workspace.root, self.cache)
+        Hasher::new(&self.workspace.root, self.cache).witnessed(self.witness)
     }
 
     fn lock_entry(&self, name: &str) -> Option<Arc<LockEntry>> {
@@ -338,6 +342,7 @@ impl Runner<'_> {
             });
         }
         drop(lock);
+        self.hasher().settle();
         if let Err(error) = self.cache.save() {
             self.reporter.report(Event::Warning {
                 stage: "(stat cache)".into(),
