@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::{Digest, KeyEncoder};
 use crate::paths::RelPath;
-use crate::stat_cache::{Stamp, StatCache};
+use crate::stat_cache::{Listing, Look, Stamp, StatCache};
 
 /// Files at least this large are memory-mapped and hashed multi-threaded.
 const LARGE_FILE: u64 = 4 << 20;
@@ -133,10 +133,9 @@ impl Content {
 /// out and other stages' dep is looked at once.
 pub type FileMemo = Mutex<HashMap<RelPath, Content>>;
 
-/// Every path a hasher looked at (workspace-relative) with its stamp when it
-/// looked (`None`: nothing there), directories walked included: what a result
-/// computed from those paths rests on.
-pub type Witness = Mutex<Vec<(String, Option<Stamp>)>>;
+/// Every path a hasher looked at, directories walked included, as it was
+/// then: what a result computed from those paths rests on.
+pub type Witness = Mutex<Vec<Look>>;
 
 /// Hashes workspace paths, consulting and feeding the stat cache.
 pub struct Hasher<'a> {
@@ -162,12 +161,14 @@ impl<'a> Hasher<'a> {
         Hasher { witness, ..self }
     }
 
-    fn saw(&self, key: &str, stamp: Option<Stamp>) {
+    fn saw(&self, key: &str, stamp: Option<Stamp>, hash: Option<Digest>, listing: Option<Listing>) {
         if let Some(witness) = self.witness {
-            witness
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push((key.to_string(), stamp));
+            witness.lock().unwrap_or_else(PoisonError::into_inner).push(Look {
+                path: key.to_string(),
+                stamp,
+                hash,
+                listing,
+            });
         }
     }
 
@@ -202,18 +203,19 @@ impl<'a> Hasher<'a> {
         let meta = match std::fs::metadata(&absolute) {
             Ok(meta) => meta,
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
-                self.saw(path.as_str(), None);
+                self.saw(path.as_str(), None, None, None);
                 return Ok(Content::Missing);
             }
             Err(error) => return Err(error),
         };
-        self.saw(path.as_str(), Some(Stamp::of(&meta)));
         if meta.is_dir() {
-            let tree = self.tree(&absolute, path.as_str())?;
+            let (tree, listing) = self.tree(&absolute, path.as_str())?;
+            self.saw(path.as_str(), Some(Stamp::of(&meta)), None, listing);
             let hash = tree.digest();
             Ok(Content::Dir { tree, hash })
         } else {
             let hash = self.file(&absolute, path.as_str(), &meta)?;
+            self.saw(path.as_str(), Some(Stamp::of(&meta)), Some(hash), None);
             Ok(Content::File {
                 hash,
                 size: meta.len(),
@@ -256,32 +258,37 @@ impl<'a> Hasher<'a> {
                 dirent: None,
             })
             .collect();
-        for dir in dirs {
-            self.saw(&relative_string(&dir, self.root), Stamp::at(&dir));
+        let (entries, stamps): (Vec<TreeEntry>, Vec<Stamp>) = self.hash_files(found, "")?.into_iter().unzip();
+        if self.witness.is_some() {
+            let files = entries.iter().map(|e| e.path().to_string()).zip(stamps);
+            let listed = glob_listing_entries(self.root, files, &dirs);
+            self.saw(pattern, None, None, Some(Listing::of(true, listed)));
         }
-        let entries = self.hash_files(found, "")?;
         let tree = Tree { entries };
         let hash = tree.digest();
         Ok(Content::Dir { tree, hash })
     }
 
-    fn tree(&self, dir: &Path, key_prefix: &str) -> io::Result<Tree> {
+    /// The tree under `dir`, and what it listed when witnessing.
+    fn tree(&self, dir: &Path, key_prefix: &str) -> io::Result<(Tree, Option<Listing>)> {
         let mut files = Vec::new();
         let mut others = Vec::new();
         let mut dirs = Vec::new();
         list_tree(dir, "", &mut files, &mut others, self.witness.map(|_| &mut dirs))?;
-        for (subdir, stamp) in dirs {
-            self.saw(&format!("{key_prefix}/{subdir}"), Some(stamp));
-        }
-        let mut entries = self.hash_files(files, &format!("{key_prefix}/"))?;
+        let (mut entries, stamps): (Vec<TreeEntry>, Vec<Stamp>) =
+            self.hash_files(files, &format!("{key_prefix}/"))?.into_iter().unzip();
+        let listing = self.witness.map(|_| {
+            let files = entries.iter().map(|e| e.path().to_string()).zip(stamps);
+            Listing::of(false, tree_listing_entries(files, dirs, &others))
+        });
         entries.extend(others);
         entries.sort_by(|a, b| a.path().cmp(b.path()));
-        Ok(Tree { entries })
+        Ok((Tree { entries }, listing))
     }
 
     /// Hashes files in parallel; `key_prefix` plus the entry path is the
     /// file's workspace-relative path (its stat-cache key).
-    fn hash_files(&self, files: Vec<ListedFile>, key_prefix: &str) -> io::Result<Vec<TreeEntry>> {
+    fn hash_files(&self, files: Vec<ListedFile>, key_prefix: &str) -> io::Result<Vec<(TreeEntry, Stamp)>> {
         files
             .into_par_iter()
             .map(|ListedFile { path, entry, dirent }| {
@@ -289,15 +296,14 @@ impl<'a> Hasher<'a> {
                     Some(dirent) => dirent.metadata()?,
                     None => std::fs::metadata(&path)?,
                 };
-                let key = format!("{key_prefix}{entry}");
-                self.saw(&key, Some(Stamp::of(&meta)));
-                let hash = self.file(&path, &key, &meta)?;
-                Ok(TreeEntry::File {
+                let hash = self.file(&path, &format!("{key_prefix}{entry}"), &meta)?;
+                let file = TreeEntry::File {
                     path: entry,
                     hash,
                     size: meta.len(),
                     executable: meta.permissions().mode() & 0o111 != 0,
-                })
+                };
+                Ok((file, Stamp::of(&meta)))
             })
             .collect()
     }
@@ -373,6 +379,68 @@ pub fn glob_files(
         }
     }
     Ok(found)
+}
+
+/// What a tree under `dir` lists now (see [`Listing`]), read the way the
+/// hasher lists it, without reading any file.
+pub fn tree_listing(dir: &Path) -> io::Result<Listing> {
+    let (mut files, mut others, mut dirs) = (Vec::new(), Vec::new(), Vec::new());
+    list_tree(dir, "", &mut files, &mut others, Some(&mut dirs))?;
+    let files = files
+        .into_iter()
+        .map(|file| {
+            let meta = match &file.dirent {
+                Some(dirent) => dirent.metadata()?,
+                None => std::fs::metadata(&file.path)?,
+            };
+            Ok((file.entry, Stamp::of(&meta)))
+        })
+        .collect::<io::Result<Vec<_>>>()?;
+    Ok(Listing::of(
+        false,
+        tree_listing_entries(files.into_iter(), dirs, &others),
+    ))
+}
+
+/// What the glob `pattern` lists now (see [`Listing`]), walked the way the
+/// hasher walks it, without reading any file.
+pub fn glob_listing(root: &Path, pattern: &str) -> io::Result<Listing> {
+    let matcher = globset::Glob::new(pattern).map_err(io::Error::other)?.compile_matcher();
+    let mut dirs = Vec::new();
+    let files = glob_files(root, pattern, &matcher, Some(&mut dirs))?
+        .into_iter()
+        .map(|(path, entry)| Ok((entry, Stamp::of(&std::fs::metadata(&path)?))))
+        .collect::<io::Result<Vec<_>>>()?;
+    Ok(Listing::of(true, glob_listing_entries(root, files.into_iter(), &dirs)))
+}
+
+/// A tree's listing entries: its files and subdirectories with their stamps,
+/// its symlinks by name.
+fn tree_listing_entries(
+    files: impl Iterator<Item = (String, Stamp)>,
+    dirs: Vec<(String, Stamp)>,
+    others: &[TreeEntry],
+) -> Vec<(String, Option<Stamp>)> {
+    let symlinks = others.iter().filter_map(|entry| match entry {
+        TreeEntry::Symlink { path, .. } => Some((path.clone(), None)),
+        _ => None,
+    });
+    files
+        .chain(dirs)
+        .map(|(path, stamp)| (path, Some(stamp)))
+        .chain(symlinks)
+        .collect()
+}
+
+/// A glob's listing entries: the files it matched and the directories
+/// walked, with their stamps.
+fn glob_listing_entries(
+    root: &Path,
+    files: impl Iterator<Item = (String, Stamp)>,
+    dirs: &[PathBuf],
+) -> Vec<(String, Option<Stamp>)> {
+    let dirs = dirs.iter().map(|dir| (relative_string(dir, root), Stamp::at(dir)));
+    files.map(|(path, stamp)| (path, Some(stamp))).chain(dirs).collect()
 }
 
 fn relative_string(path: &Path, base: &Path) -> String {

@@ -63,6 +63,11 @@ impl Stamp {
         }
     }
 
+    /// The size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
     /// The stamp of what is at `path` now (symlinks followed); `None` when
     /// nothing is.
     pub fn at(path: &Path) -> Option<Stamp> {
@@ -76,6 +81,76 @@ impl Stamp {
         let whole_seconds = self.mtime_ns % SECOND == 0 || self.ctime_ns % SECOND == 0;
         let window = if whole_seconds { RACY_WINDOW } else { FINE_RACY_WINDOW };
         self.mtime_ns.max(self.ctime_ns) + window.as_nanos() as i128 > hashed_at_ns
+    }
+}
+
+/// One look at a workspace path (relative): its stamp (`None`: nothing
+/// there) and, for a file whose bytes were hashed, their hash; for a
+/// directory or glob dep, what it listed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Look {
+    /// The workspace-relative path (the pattern, for a glob).
+    pub path: String,
+    /// What was there.
+    pub stamp: Option<Stamp>,
+    /// The BLAKE3 of the file's bytes, when they were hashed.
+    pub hash: Option<Digest>,
+    /// What a directory or glob dep listed.
+    pub listing: Option<Listing>,
+}
+
+/// What a directory tree or a glob listed, kept without naming its entries
+/// (a raw file's name may name a person): the BLAKE3 of every entry's path
+/// and stamp, and the newest modification among them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Listing {
+    /// A glob's matches (and the directories walked) rather than a tree.
+    pub glob: bool,
+    /// The entries' paths and stamps, digested.
+    pub digest: Digest,
+    /// The entry modified last (by mtime or ctime).
+    pub newest: Option<Stamp>,
+}
+
+impl Listing {
+    /// The listing of `entries` (paths relative to the tree or workspace;
+    /// `None`: a symlink, listed by name).
+    pub fn of(glob: bool, mut entries: Vec<(String, Option<Stamp>)>) -> Listing {
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut key = crate::digest::KeyEncoder::new("fabric-listing-v1");
+        let mut newest: Option<Stamp> = None;
+        for (path, stamp) in &entries {
+            key.text(b'p', path);
+            if let Some(stamp) = stamp {
+                let time = |s: &Stamp| s.mtime_ns.max(s.ctime_ns);
+                if newest.is_none_or(|n| time(stamp) > time(&n)) {
+                    newest = Some(*stamp);
+                }
+                for value in [stamp.dev, stamp.ino, stamp.size] {
+                    key.bytes(b'n', &value.to_le_bytes());
+                }
+                for value in [stamp.mtime_ns, stamp.ctime_ns] {
+                    key.bytes(b't', &value.to_le_bytes());
+                }
+            }
+        }
+        Listing {
+            glob,
+            digest: key.finish(),
+            newest,
+        }
+    }
+}
+
+impl Look {
+    /// A look at `path` (relative to `root`) now, without reading it.
+    pub fn now(root: &Path, path: &str) -> Look {
+        Look {
+            path: path.to_string(),
+            stamp: Stamp::at(&root.join(path)),
+            hash: None,
+            listing: None,
+        }
     }
 }
 

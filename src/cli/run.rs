@@ -15,7 +15,7 @@ use crate::manifest::Action;
 use crate::report::{Event, Outcome, Reporter, Summary};
 use crate::run::executor::Interrupts;
 use crate::run::{Decision, Force, noop};
-use crate::stat_cache::Stamp;
+use crate::stat_cache::Look;
 use crate::steps::Registry;
 
 /// Arguments of `fabric run`.
@@ -93,7 +93,7 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
         report_up_to_date(reporter.as_ref(), stages);
         return Ok(ExitCode::SUCCESS);
     }
-    let lock_files = [LOCK, JOURNAL].map(|path| (path.to_string(), Stamp::at(&root.join(path))));
+    let lock_files = [LOCK, JOURNAL].map(|path| Look::now(&root, path));
 
     let session = Session::open_with_flags(globals, &args.param, &args.param_flag)?;
     let selection = session.select(&args.targets, args.downstream)?;
@@ -158,8 +158,8 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
         summary
     });
     if let Some(request) = request {
-        let kept = match reporter.up_to_date() {
-            Some(stages) => {
+        let kept = match reporter.verdict() {
+            Verdict::UpToDate(stages) => {
                 let mut grounds = grounds(&session, &selection);
                 grounds.observed.extend(lock_files);
                 grounds
@@ -167,7 +167,34 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
                     .extend(witness.into_inner().unwrap_or_else(|e| e.into_inner()));
                 noop::remember(&root, request, started, stages, grounds)
             }
-            None => noop::forget(&root),
+            Verdict::Built => {
+                // The verdict the next run would reach: plan once more.
+                let replanned = now_ns();
+                let witness = Witness::default();
+                runner.witness = Some(&witness);
+                let plan = runner.plan(&selection, &Force::Nothing).unwrap_or_default();
+                if !plan.is_empty()
+                    && plan
+                        .iter()
+                        .all(|p| matches!(p.decision, Decision::UpToDate | Decision::Frozen))
+                {
+                    let stages = plan
+                        .iter()
+                        .map(|p| session.workspace.stages[p.stage].name.clone())
+                        .collect();
+                    let mut grounds = grounds(&session, &selection);
+                    grounds
+                        .observed
+                        .extend([noop::hashed_look(&root, LOCK), Look::now(&root, JOURNAL)]);
+                    grounds
+                        .observed
+                        .extend(witness.into_inner().unwrap_or_else(|e| e.into_inner()));
+                    noop::remember(&root, request, replanned, stages, grounds)
+                } else {
+                    noop::forget(&root)
+                }
+            }
+            Verdict::Other => noop::forget(&root),
         };
         if let Err(error) = kept {
             eprintln!("warning: could not keep .fabric/noop ({error}); the next run plans as usual");
@@ -240,45 +267,69 @@ fn report_up_to_date(reporter: &dyn Reporter, stages: Vec<String>) {
     reporter.report(Event::RunFinished { summary });
 }
 
-/// Passes events on, noting whether the run found everything up to date
-/// (and in which order it reported the stages).
+/// Passes events on, noting what the run came to.
 struct Watching {
     inner: Box<dyn Reporter>,
-    up_to_date: Mutex<Option<Vec<String>>>,
+    seen: Mutex<Seen>,
+}
+
+/// What a run came to, as its events tell.
+#[derive(Default)]
+struct Seen {
+    /// Stages reported up to date, in order.
+    up_to_date: Vec<String>,
+    /// A stage ran or was restored.
+    acted: bool,
+    /// A stage failed, was skipped or cancelled, or a warning was given.
+    troubled: bool,
+}
+
+/// What the no-op memo can make of a run.
+enum Verdict {
+    /// Every stage was up to date: these, in the order reported.
+    UpToDate(Vec<String>),
+    /// Stages ran or were restored, and nothing went wrong.
+    Built,
+    /// Something went wrong.
+    Other,
 }
 
 impl Watching {
     fn new(inner: Box<dyn Reporter>) -> Watching {
         Watching {
             inner,
-            up_to_date: Mutex::new(Some(Vec::new())),
+            seen: Mutex::new(Seen::default()),
         }
     }
 
-    /// The stages reported, when every one was up to date and nothing else happened.
-    fn up_to_date(&self) -> Option<Vec<String>> {
-        self.up_to_date.lock().unwrap_or_else(|e| e.into_inner()).take()
+    fn verdict(&self) -> Verdict {
+        let seen = std::mem::take(&mut *self.seen.lock().unwrap_or_else(|e| e.into_inner()));
+        if seen.troubled {
+            Verdict::Other
+        } else if seen.acted {
+            Verdict::Built
+        } else {
+            Verdict::UpToDate(seen.up_to_date)
+        }
     }
 }
 
 impl Reporter for Watching {
     fn report(&self, event: Event) {
         {
-            let mut seen = self.up_to_date.lock().unwrap_or_else(|e| e.into_inner());
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
             match &event {
-                Event::RunStarted { .. } => {}
-                Event::RunFinished { summary } if summary.interrupted => *seen = None,
-                Event::RunFinished { .. } => {}
-                Event::StageFinished {
-                    stage,
-                    outcome: Outcome::UpToDate,
-                    ..
-                } => {
-                    if let Some(stages) = seen.as_mut() {
-                        stages.push(stage.clone());
-                    }
-                }
-                _ => *seen = None,
+                Event::StageFinished { stage, outcome, .. } => match outcome {
+                    Outcome::UpToDate => seen.up_to_date.push(stage.clone()),
+                    Outcome::Ran | Outcome::Restored => seen.acted = true,
+                    _ => seen.troubled = true,
+                },
+                Event::Warning { .. } => seen.troubled = true,
+                Event::RunFinished { summary } if summary.interrupted => seen.troubled = true,
+                Event::RunStarted { .. }
+                | Event::StageStarted { .. }
+                | Event::Output { .. }
+                | Event::RunFinished { .. } => {}
             }
         }
         self.inner.report(event);

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::{MANIFEST, Override, Workspace, included_files};
 use crate::diagnostic::Location;
 use crate::digest::{Digest, KeyEncoder};
-use crate::stat_cache::Stamp;
+use crate::stat_cache::Look;
 
 /// What `.fabric/manifest.parsed` starts with.
 const MAGIC: &[u8] = b"FABRICMANIFEST1\n";
@@ -55,8 +55,10 @@ fn key(root: &Path, overrides: &[Override], manifest: &str) -> Digest {
 
 /// The workspace as last loaded, when nothing it was made from has changed.
 pub(super) fn read(root: &Path, canonical_root: &Path, overrides: &[Override]) -> Option<Workspace> {
-    let mut observed = vec![(MANIFEST.to_string(), Stamp::at(&root.join(MANIFEST)))];
+    let mut look = Look::now(root, MANIFEST);
     let manifest = std::fs::read_to_string(root.join(MANIFEST)).ok()?;
+    look.hash = Some(Digest::of(manifest.as_bytes()));
+    let mut observed = vec![look];
     let bytes = std::fs::read(path(root)).ok()?;
     let rest = bytes.strip_prefix(MAGIC)?;
     let (stored, body) = rest.split_at_checked(32)?;
@@ -83,11 +85,13 @@ pub(super) fn read(root: &Path, canonical_root: &Path, overrides: &[Override]) -
     let mut texts: HashMap<PathBuf, Arc<str>> = HashMap::new();
     texts.insert(PathBuf::from(MANIFEST), manifest.into());
     for (file, digest) in files.into_iter().zip(&included) {
-        observed.push((file.to_string_lossy().into_owned(), Stamp::at(&root.join(&file))));
+        let mut look = Look::now(root, &file.to_string_lossy());
         let text = std::fs::read_to_string(root.join(&file)).ok()?;
         if Digest::of(text.as_bytes()) != *digest {
             return None;
         }
+        look.hash = Some(*digest);
+        observed.push(look);
         texts.insert(file, text.into());
     }
 

@@ -177,14 +177,15 @@ pub struct Workspace {
     pub pipelines: Vec<Pipeline>,
     /// The manifest files loaded (`Fabric.toml` first), workspace-relative.
     pub sources: Vec<PathBuf>,
-    /// The manifest files and the directories `include` walked, each with
-    /// its stamp taken before it was read: what this load rests on.
+    /// The manifest files (with the hash of the text read) and the
+    /// directories `include` walked, each stamped before it was read: what
+    /// this load rests on.
     #[serde(skip)]
     pub observed: Observed,
 }
 
-/// Workspace-relative paths and their stamps when looked at (`None`: absent).
-pub type Observed = Vec<(String, Option<crate::stat_cache::Stamp>)>;
+/// Workspace paths as they were when looked at.
+pub type Observed = Vec<crate::stat_cache::Look>;
 
 impl Workspace {
     /// The stage called `name`.
@@ -433,10 +434,7 @@ impl Loader<'_> {
     /// become diagnostics.
     fn parse<T: serde::de::DeserializeOwned>(&mut self, relative: &Path) -> Option<(Source, T)> {
         let path = self.root.join(relative);
-        self.observed.push((
-            relative.to_string_lossy().into_owned(),
-            crate::stat_cache::Stamp::at(&path),
-        ));
+        let mut look = crate::stat_cache::Look::now(self.root, &relative.to_string_lossy());
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             Err(error) => {
@@ -445,6 +443,8 @@ impl Loader<'_> {
                 return None;
             }
         };
+        look.hash = Some(crate::digest::Digest::of(text.as_bytes()));
+        self.observed.push(look);
         let source = Source {
             file: relative.to_path_buf(),
             text: text.into(),
@@ -1088,10 +1088,7 @@ fn included_files(root: &Path, pattern: &str, glob: &GlobMatcher, observed: &mut
     let base = crate::paths::literal_prefix(pattern);
     let base_dir = root.join(&base);
     if !base_dir.is_dir() {
-        observed.push((
-            base.to_string_lossy().into_owned(),
-            crate::stat_cache::Stamp::at(&base_dir),
-        ));
+        observed.push(crate::stat_cache::Look::now(root, &base.to_string_lossy()));
     }
     let mut files = Vec::new();
     for entry in walkdir::WalkDir::new(base_dir).into_iter().filter_map(Result::ok) {
@@ -1099,10 +1096,7 @@ fn included_files(root: &Path, pattern: &str, glob: &GlobMatcher, observed: &mut
             continue;
         };
         if entry.file_type().is_dir() {
-            observed.push((
-                relative.to_string_lossy().into_owned(),
-                crate::stat_cache::Stamp::at(entry.path()),
-            ));
+            observed.push(crate::stat_cache::Look::now(root, &relative.to_string_lossy()));
         } else if entry.file_type().is_file() && glob.is_match(relative) {
             files.push(relative.to_path_buf());
         }

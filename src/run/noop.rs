@@ -16,9 +16,13 @@
 //! way to decide. Anything else, and the run plans as usual.
 //!
 //! A stamp only vouches for a file that was not written within the racy
-//! window of the run that recorded it (see [`crate::stat_cache`]); a run that
-//! saw such a file records nothing. The memo is an accelerator: unreadable,
-//! damaged or stale, it is ignored.
+//! window before the verdict was reached (see [`crate::stat_cache`]); for a
+//! file written later than that (the last outs of a build) the memo keeps the
+//! hash of its bytes, and recalling reads the file again to compare. A
+//! directory that fresh, or a file that was not hashed, means no memo. A
+//! build that ran stages plans once more at its end to reach the verdict the
+//! next run would reach; a no-op run's own plan is the verdict. The memo is
+//! an accelerator: unreadable, damaged or stale, it is ignored.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -27,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::{Digest, KeyEncoder};
 use crate::manifest::Observed;
-use crate::stat_cache::Stamp;
+use crate::stat_cache::{Look, Stamp};
 use crate::steps::Registry;
 
 /// What `.fabric/noop` starts with.
@@ -53,7 +57,7 @@ impl Request {
 /// What a verdict rested on besides the request.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Grounds {
-    /// Paths and their stamps (`None`: absent), each taken before it was read.
+    /// Paths as they were when read (the stamp taken before reading).
     pub observed: Observed,
     /// Environment variables the stages declare, and the BLAKE3 of each value.
     pub env: Vec<(String, Option<Digest>)>,
@@ -75,9 +79,7 @@ impl Grounds {
     /// True when every path still has its stamp and every variable and fact
     /// its value.
     fn hold(&self, root: &Path, registry: &Registry) -> bool {
-        self.observed
-            .iter()
-            .all(|(path, stamp)| Stamp::at(&root.join(path)) == *stamp)
+        self.observed.iter().all(|look| still(root, look))
             && self.env.iter().all(|(name, value)| Grounds::env_value(name) == *value)
             && self
                 .facts
@@ -95,6 +97,35 @@ struct Memo {
     grounds: Grounds,
 }
 
+/// True when `look` still describes its path: the same stamp and, when a
+/// hash was kept, the same bytes.
+fn still(root: &Path, look: &Look) -> bool {
+    let path = root.join(&look.path);
+    if let Some(listing) = &look.listing {
+        let now = if listing.glob {
+            crate::hash::glob_listing(root, &look.path)
+        } else {
+            crate::hash::tree_listing(&path)
+        };
+        return (listing.glob || Stamp::at(&path) == look.stamp) && now.is_ok_and(|now| now.digest == listing.digest);
+    }
+    Stamp::at(&path) == look.stamp
+        && look.hash.is_none_or(|hash| {
+            let size = look.stamp.map_or(0, |s| s.size());
+            crate::hash::hash_file(&path, size).is_ok_and(|now| now == hash)
+        })
+}
+
+/// A look at `path` (relative to `root`) now, with the hash of its bytes:
+/// for a file written too recently for its stamp to vouch for it.
+pub fn hashed_look(root: &Path, path: &str) -> Look {
+    let mut look = Look::now(root, path);
+    look.hash = look
+        .stamp
+        .and_then(|stamp| crate::hash::hash_file(&root.join(path), stamp.size()).ok());
+    look
+}
+
 fn path(root: &Path) -> PathBuf {
     root.join(".fabric/noop")
 }
@@ -107,27 +138,37 @@ pub fn recall(root: &Path, request: Request, registry: &Registry) -> Option<Vec<
     (memo.request == request.0 && memo.grounds.hold(root, registry)).then_some(memo.stages)
 }
 
-/// Keeps the verdict "`stages` are up to date" for `request`, from a run that
-/// started at `started` (nanoseconds since the epoch), unless a path it read
-/// was written too close to that moment to be vouched for by its stamp, or
-/// changed while the run went on.
+/// Keeps the verdict "`stages` are up to date" for `request`, reached from
+/// looks taken after `started` (nanoseconds since the epoch), unless a
+/// directory or an unhashed file was written too close to that moment to be
+/// vouched for by its stamp, or a path changed while the run went on.
 pub fn remember(
     root: &Path,
     request: Request,
     started: i128,
     stages: Vec<String>,
-    grounds: Grounds,
+    mut grounds: Grounds,
 ) -> std::io::Result<()> {
-    let settled = grounds
-        .observed
-        .iter()
-        .all(|(_, stamp)| stamp.is_none_or(|stamp| !stamp.is_racy(started)));
-    let unchanged = grounds
-        .observed
-        .iter()
-        .all(|(path, stamp)| Stamp::at(&root.join(path)) == *stamp);
-    if !settled || !unchanged {
-        return forget(root);
+    // A settled stamp vouches for its path; a fresh one only through the
+    // hash of the bytes, which recall compares.
+    for look in &mut grounds.observed {
+        let newest = look.listing.as_ref().and_then(|l| l.newest);
+        if newest.is_some_and(|stamp| stamp.is_racy(started)) {
+            return forget(root); // an entry too fresh for its stamp, and its bytes not kept
+        }
+        match look.stamp {
+            Some(stamp) if stamp.is_racy(started) => {
+                if look.hash.is_none() {
+                    return forget(root);
+                }
+            }
+            _ => look.hash = None,
+        }
+    }
+    grounds.observed.sort_by(|a, b| a.path.cmp(&b.path));
+    grounds.observed.dedup();
+    if !grounds.observed.iter().all(|look| still(root, look)) {
+        return forget(root); // changed while the run went on
     }
     let memo = Memo {
         request: request.0,
@@ -146,5 +187,105 @@ pub fn forget(root: &Path) -> std::io::Result<()> {
     match std::fs::remove_file(path(root)) {
         Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now_ns() -> i128 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as i128
+    }
+
+    #[test]
+    fn a_look_holds_only_while_stamp_and_kept_bytes_are_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), b"same size").unwrap();
+        let look = hashed_look(dir.path(), "f");
+        assert!(still(dir.path(), &look));
+        let wrong_bytes = Look {
+            hash: Some(Digest::of(b"other byte")),
+            ..look.clone()
+        };
+        assert!(!still(dir.path(), &wrong_bytes), "bytes compared when a hash is kept");
+        let gone = Look {
+            stamp: None,
+            hash: None,
+            ..look.clone()
+        };
+        assert!(!still(dir.path(), &gone), "absent then, present now");
+        std::fs::write(dir.path().join("f"), b"same-size").unwrap();
+        assert!(!still(dir.path(), &look));
+    }
+
+    #[test]
+    fn fresh_paths_are_kept_by_their_bytes_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir(root.join(".fabric")).unwrap();
+        std::fs::write(root.join("f"), b"fresh").unwrap();
+        std::fs::create_dir(root.join("d")).unwrap();
+        let request = Request::new(root, &[]);
+        let registry = Registry::builtin();
+        let started = now_ns() - 1_000_000_000; // the files are newer: too fresh for stamps
+        let grounds = |observed| Grounds {
+            observed,
+            ..Grounds::default()
+        };
+
+        remember(
+            root,
+            request,
+            started,
+            vec!["s".into()],
+            grounds(vec![hashed_look(root, "f")]),
+        )
+        .unwrap();
+        assert_eq!(recall(root, request, &registry), Some(vec!["s".to_string()]));
+        assert_eq!(
+            recall(root, Request::new(root, &["t".into()]), &registry),
+            None,
+            "another request"
+        );
+
+        remember(
+            root,
+            request,
+            started,
+            vec!["s".into()],
+            grounds(vec![Look::now(root, "f")]),
+        )
+        .unwrap();
+        assert_eq!(
+            recall(root, request, &registry),
+            None,
+            "a fresh file without its hash: no memo"
+        );
+        remember(
+            root,
+            request,
+            started,
+            vec!["s".into()],
+            grounds(vec![Look::now(root, "d")]),
+        )
+        .unwrap();
+        assert_eq!(recall(root, request, &registry), None, "a fresh directory: no memo");
+
+        let settled = now_ns() + 10_000_000_000; // as if the files were long written
+        remember(
+            root,
+            request,
+            settled,
+            vec!["s".into()],
+            grounds(vec![hashed_look(root, "f")]),
+        )
+        .unwrap();
+        let bytes = std::fs::read(path(root)).unwrap();
+        let memo: Memo = postcard::from_bytes(bytes.strip_prefix(MAGIC).unwrap()).unwrap();
+        assert_eq!(memo.grounds.observed[0].hash, None, "a settled stamp vouches alone");
     }
 }
