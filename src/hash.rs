@@ -387,7 +387,7 @@ pub fn tree_listing(dir: &Path) -> io::Result<Listing> {
     let (mut files, mut others, mut dirs) = (Vec::new(), Vec::new(), Vec::new());
     list_tree(dir, "", &mut files, &mut others, Some(&mut dirs))?;
     let files = files
-        .into_iter()
+        .into_par_iter()
         .map(|file| {
             let meta = match &file.dirent {
                 Some(dirent) => dirent.metadata()?,
@@ -408,7 +408,7 @@ pub fn glob_listing(root: &Path, pattern: &str) -> io::Result<Listing> {
     let matcher = globset::Glob::new(pattern).map_err(io::Error::other)?.compile_matcher();
     let mut dirs = Vec::new();
     let files = glob_files(root, pattern, &matcher, Some(&mut dirs))?
-        .into_iter()
+        .into_par_iter()
         .map(|(path, entry)| Ok((entry, Stamp::of(&std::fs::metadata(&path)?))))
         .collect::<io::Result<Vec<_>>>()?;
     Ok(Listing::of(true, glob_listing_entries(root, files.into_iter(), &dirs)))

@@ -27,6 +27,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::digest::{Digest, KeyEncoder};
@@ -79,7 +80,7 @@ impl Grounds {
     /// True when every path still has its stamp and every variable and fact
     /// its value.
     fn hold(&self, root: &Path, registry: &Registry) -> bool {
-        self.observed.iter().all(|look| still(root, look))
+        self.observed.par_iter().all(|look| still(root, look))
             && self.env.iter().all(|(name, value)| Grounds::env_value(name) == *value)
             && self
                 .facts
@@ -141,7 +142,7 @@ pub fn recall(root: &Path, request: Request, registry: &Registry) -> Option<Vec<
 /// Keeps the verdict "`stages` are up to date" for `request`, reached from
 /// looks taken after `started` (nanoseconds since the epoch), unless a
 /// directory or an unhashed file was written too close to that moment to be
-/// vouched for by its stamp, or a path changed while the run went on.
+/// vouched for by its stamp.
 pub fn remember(
     root: &Path,
     request: Request,
@@ -167,9 +168,8 @@ pub fn remember(
     }
     grounds.observed.sort_by(|a, b| a.path.cmp(&b.path));
     grounds.observed.dedup();
-    if !grounds.observed.iter().all(|look| still(root, look)) {
-        return forget(root); // changed while the run went on
-    }
+    // A path changed since it was looked at needs no check here: its stamp
+    // (or kept bytes) no longer match, so recall will plan.
     let memo = Memo {
         request: request.0,
         stages,
