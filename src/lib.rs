@@ -15,7 +15,8 @@
 //!   ([`run::executor`]), watched by a per-run [`run::supervisor`] process
 //!   so none outlives a killed `fabric`; built-in steps go through the
 //!   [`steps`] registry; [`memo`] keeps a step's per-input-file results
-//!   between runs.
+//!   between runs; [`run::noop`] keeps what an "all up to date" verdict
+//!   rested on, so an unchanged workspace is answered without planning.
 //! - [`prime`] is the Prime Brain data domain (schema and the Studio
 //!   contract, simulate, sanitize, dataset) behind the `prime.*` steps;
 //!   [`onnx`] trains, evaluates and bundles the model for the Studio.

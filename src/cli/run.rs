@@ -167,34 +167,7 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
                     .extend(witness.into_inner().unwrap_or_else(|e| e.into_inner()));
                 noop::remember(&root, request, started, stages, grounds)
             }
-            Verdict::Built => {
-                // The verdict the next run would reach: plan once more.
-                let replanned = now_ns();
-                let witness = Witness::default();
-                runner.witness = Some(&witness);
-                let plan = runner.plan(&selection, &Force::Nothing).unwrap_or_default();
-                if !plan.is_empty()
-                    && plan
-                        .iter()
-                        .all(|p| matches!(p.decision, Decision::UpToDate | Decision::Frozen))
-                {
-                    let stages = plan
-                        .iter()
-                        .map(|p| session.workspace.stages[p.stage].name.clone())
-                        .collect();
-                    let mut grounds = grounds(&session, &selection);
-                    grounds
-                        .observed
-                        .extend([noop::hashed_look(&root, LOCK), Look::now(&root, JOURNAL)]);
-                    grounds
-                        .observed
-                        .extend(witness.into_inner().unwrap_or_else(|e| e.into_inner()));
-                    noop::remember(&root, request, replanned, stages, grounds)
-                } else {
-                    noop::forget(&root)
-                }
-            }
-            Verdict::Other => noop::forget(&root),
+            Verdict::Acted => noop::forget(&root),
         };
         if let Err(error) = kept {
             eprintln!("warning: could not keep .fabric/noop ({error}); the next run plans as usual");
@@ -278,20 +251,17 @@ struct Watching {
 struct Seen {
     /// Stages reported up to date, in order.
     up_to_date: Vec<String>,
-    /// A stage ran or was restored.
+    /// Anything else happened: a stage ran, was restored, failed or was not
+    /// run, a warning was given, the run was interrupted.
     acted: bool,
-    /// A stage failed, was skipped or cancelled, or a warning was given.
-    troubled: bool,
 }
 
 /// What the no-op memo can make of a run.
 enum Verdict {
     /// Every stage was up to date: these, in the order reported.
     UpToDate(Vec<String>),
-    /// Stages ran or were restored, and nothing went wrong.
-    Built,
-    /// Something went wrong.
-    Other,
+    /// A stage ran, was restored, failed or was not run, or a warning was given.
+    Acted,
 }
 
 impl Watching {
@@ -304,10 +274,8 @@ impl Watching {
 
     fn verdict(&self) -> Verdict {
         let seen = std::mem::take(&mut *self.seen.lock().unwrap_or_else(|e| e.into_inner()));
-        if seen.troubled {
-            Verdict::Other
-        } else if seen.acted {
-            Verdict::Built
+        if seen.acted {
+            Verdict::Acted
         } else {
             Verdict::UpToDate(seen.up_to_date)
         }
@@ -321,11 +289,10 @@ impl Reporter for Watching {
             match &event {
                 Event::StageFinished { stage, outcome, .. } => match outcome {
                     Outcome::UpToDate => seen.up_to_date.push(stage.clone()),
-                    Outcome::Ran | Outcome::Restored => seen.acted = true,
-                    _ => seen.troubled = true,
+                    _ => seen.acted = true,
                 },
-                Event::Warning { .. } => seen.troubled = true,
-                Event::RunFinished { summary } if summary.interrupted => seen.troubled = true,
+                Event::Warning { .. } => seen.acted = true,
+                Event::RunFinished { summary } if summary.interrupted => seen.acted = true,
                 Event::RunStarted { .. }
                 | Event::StageStarted { .. }
                 | Event::Output { .. }
