@@ -301,7 +301,8 @@ impl Session {
         Ok(picked)
     }
 
-    /// A runner over this session with the lock as it is on disk.
+    /// A runner over this session with the lock as it is on disk, running
+    /// commands outside any run lock (`run` hands its lock to the executor).
     fn runner<'a>(&'a self, reporter: &'a dyn Reporter, interrupts: &'a Interrupts) -> anyhow::Result<Runner<'a>> {
         Ok(Runner {
             workspace: &self.workspace,
@@ -309,7 +310,7 @@ impl Session {
             registry: &self.registry,
             store: &self.store,
             cache: &self.cache,
-            executor: &LocalExecutor,
+            executor: &UNLOCKED,
             reporter,
             interrupts,
             lock: Mutex::new(self.lock()?),
@@ -321,6 +322,9 @@ impl Session {
         self.workspace.stages.iter().position(|s| s.name == stage)
     }
 }
+
+/// The executor for commands no run lock covers.
+static UNLOCKED: LocalExecutor = LocalExecutor::new();
 
 /// Splits `-P name=value` overrides and adds those written as `--name value`.
 fn parse_overrides(overrides: &[String], flags: &[String]) -> anyhow::Result<Vec<manifest::Override>> {
@@ -447,7 +451,8 @@ fn reporter(verbose: bool, quiet: bool, json: bool, stream: bool) -> Box<dyn cra
 }
 
 /// Takes the workspace's run lock (`.fabric/run.lock`, an OS file lock that
-/// is released when the process ends, however it ends).
+/// is released when the process ends, however it ends, and its run's
+/// supervisor with it; the file names the holder's pid).
 fn lock_workspace(root: &Path, wait: bool) -> anyhow::Result<File> {
     let dir = root.join(".fabric");
     std::fs::create_dir_all(&dir)?;
@@ -466,15 +471,20 @@ fn lock_workspace(root: &Path, wait: bool) -> anyhow::Result<File> {
         }
         Err(TryLockError::WouldBlock) => {
             let holder = std::fs::read_to_string(&path).unwrap_or_default();
-            let holder = holder.trim();
-            let who = if holder.is_empty() {
-                String::new()
-            } else {
-                format!(" (pid {holder})")
-            };
-            anyhow::bail!(
-                "another `fabric run` is using this workspace{who}; wait for it to finish, or pass --wait to queue behind it"
-            );
+            match holder.trim().parse::<u32>() {
+                // A run killed outright: its supervisor holds the lock until
+                // the commands it left are dead, which takes a moment.
+                Ok(pid) if !crate::run::group::is_running(pid) => {
+                    eprintln!("waiting for the commands of an ended run (pid {pid}) to be stopped…");
+                    file.lock()?;
+                }
+                Ok(pid) => anyhow::bail!(
+                    "another `fabric run` is using this workspace (pid {pid}); wait for it to finish, or pass --wait to queue behind it"
+                ),
+                Err(_) => anyhow::bail!(
+                    "another `fabric run` is using this workspace; wait for it to finish, or pass --wait to queue behind it"
+                ),
+            }
         }
         Err(TryLockError::Error(error)) => return Err(error.into()),
     }

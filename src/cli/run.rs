@@ -13,7 +13,7 @@ use crate::diagnostic::Diagnostic;
 use crate::hash::Witness;
 use crate::manifest::Action;
 use crate::report::{Event, Outcome, Reporter, Summary};
-use crate::run::executor::Interrupts;
+use crate::run::executor::{Interrupts, LocalExecutor};
 use crate::run::{Decision, Force, noop};
 use crate::stat_cache::Look;
 use crate::steps::Registry;
@@ -80,7 +80,7 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
     // A real run holds the workspace before it reads anything, so that a run
     // it waited for is seen.
     let root = globals.root()?;
-    let _guard = if dry_run {
+    let guard = if dry_run {
         None
     } else {
         Some(super::lock_workspace(&root, args.wait)?)
@@ -113,6 +113,10 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
     let reporter = Watching::new(reporter(args.verbose, args.quiet, args.json, !args.no_stream));
     let witness = Witness::default();
     let mut runner = session.runner(&reporter, &interrupts)?;
+    let executor = guard.as_ref().map(LocalExecutor::holding).transpose()?;
+    if let Some(executor) = &executor {
+        runner.executor = executor;
+    }
     runner.witness = request.map(|_| &witness);
 
     if dry_run {

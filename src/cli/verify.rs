@@ -154,7 +154,7 @@ fn reproduce(session: &Session, stages: &[String]) -> anyhow::Result<Vec<Failure
         registry: &registry,
         store: &store,
         cache: &cache,
-        executor: &LocalExecutor,
+        executor: &LocalExecutor::new(),
         reporter: &reporter,
         interrupts: &interrupts,
         lock: Mutex::new(workspace.load_lock().unwrap_or_default()),

@@ -7,9 +7,9 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::Mutex;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::supervisor::Supervisor;
 
@@ -71,33 +71,8 @@ impl Interrupts {
     }
 }
 
-/// The run's supervisor, started with the first command (see
-/// [`super::supervisor`]); None when it could not start (the run goes on,
-/// with a warning, unprotected against a `kill -9` of `fabric`).
-fn supervisor() -> Option<&'static Supervisor> {
-    static SUPERVISOR: OnceLock<Option<Supervisor>> = OnceLock::new();
-    SUPERVISOR
-        .get_or_init(|| match Supervisor::start() {
-            Ok(supervisor) => Some(supervisor),
-            Err(error) => {
-                eprintln!("warning: no supervisor ({error}): commands may outlive a killed fabric");
-                None
-            }
-        })
-        .as_ref()
-}
-
 fn terminate_group(group: i32) {
-    kill_group(group, libc::SIGTERM);
-}
-
-#[allow(unsafe_code)]
-fn kill_group(group: i32, signal: i32) {
-    // SAFETY: kill(2) with a negative pid signals a process group; it has no
-    // memory-safety preconditions.
-    unsafe {
-        libc::kill(-group, signal);
-    }
+    super::group::signal(group, libc::SIGTERM);
 }
 
 /// Waits until the child `pid` has exited, leaving it a zombie (so that its
@@ -118,9 +93,53 @@ fn wait_without_reaping(pid: i32) {
 
 /// Runs commands as local child processes, each in its own process group:
 /// a stage ends when its shell exits, and whatever the command left running
-/// in the group is killed then; the run's [`Supervisor`] kills the groups
-/// still running if `fabric` dies.
-pub struct LocalExecutor;
+/// in the group is killed then; the run's [`Supervisor`] (started with the
+/// first command) kills the groups still running if `fabric` dies.
+pub struct LocalExecutor {
+    /// The workspace's run lock, handed to the supervisor.
+    run_lock: Option<File>,
+    supervisor: OnceLock<Option<Arc<Supervisor>>>,
+}
+
+impl LocalExecutor {
+    /// An executor for commands no run lock covers (a scratch copy).
+    pub const fn new() -> LocalExecutor {
+        LocalExecutor {
+            run_lock: None,
+            supervisor: OnceLock::new(),
+        }
+    }
+
+    /// An executor for a run that holds the workspace's `run_lock`: the
+    /// supervisor shares the lock, so after a `kill -9` of `fabric` the
+    /// next run waits until the commands left behind are dead.
+    pub fn holding(run_lock: &File) -> io::Result<LocalExecutor> {
+        Ok(LocalExecutor {
+            run_lock: Some(run_lock.try_clone()?),
+            supervisor: OnceLock::new(),
+        })
+    }
+
+    /// The run's supervisor; None when it could not start (the run goes
+    /// on, with a warning, unprotected against a `kill -9` of `fabric`).
+    fn supervisor(&self) -> Option<Arc<Supervisor>> {
+        self.supervisor
+            .get_or_init(|| match Supervisor::start(self.run_lock.as_ref()) {
+                Ok(supervisor) => Some(Arc::new(supervisor)),
+                Err(error) => {
+                    eprintln!("warning: no supervisor ({error}): commands may outlive a killed fabric");
+                    None
+                }
+            })
+            .clone()
+    }
+}
+
+impl Default for LocalExecutor {
+    fn default() -> Self {
+        LocalExecutor::new()
+    }
+}
 
 /// What the threads watching a command report.
 enum Watch {
@@ -152,12 +171,12 @@ impl Executor for LocalExecutor {
             .stdout(writer.try_clone()?)
             .stderr(writer)
             .process_group(0);
-        let supervisor = supervisor();
+        let supervisor = self.supervisor();
         let mut child = command.spawn()?;
         // The parent's copies of the write end go with `command`.
         drop(command);
         let group = child.id() as i32;
-        if let Some(supervisor) = supervisor {
+        if let Some(supervisor) = &supervisor {
             supervisor.watch(group);
         }
         interrupts.register(group);
@@ -184,13 +203,16 @@ impl Executor for LocalExecutor {
         std::thread::spawn(move || {
             // The stage ends with its shell: what it left running in its
             // group is killed before the shell is reaped (while the group's
-            // id cannot be taken by another process).
+            // id cannot be taken by another process), and the stage is over
+            // once none of it runs.
             wait_without_reaping(group);
-            kill_group(group, libc::SIGKILL);
+            super::group::signal(group, libc::SIGKILL);
+            let exit = child.wait();
+            super::group::await_death(group);
             if let Some(supervisor) = supervisor {
                 supervisor.release(group);
             }
-            let _ = sender.send(Watch::Exited(child.wait()));
+            let _ = sender.send(Watch::Exited(exit));
         });
         let mut status = None;
         let mut deadline = None;

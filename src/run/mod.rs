@@ -8,6 +8,7 @@
 
 pub mod executor;
 pub mod freshness;
+pub mod group;
 pub mod noop;
 pub mod supervisor;
 

@@ -6,9 +6,17 @@
 //! have ended (`-GROUP`). When the pipe closes — `fabric` finished, or died
 //! however it died, `kill -9` included, since the kernel closes its end —
 //! the supervisor kills every group still registered (SIGKILL to the whole
-//! group: the shell, its children, anything it backgrounded in the group)
-//! and exits. So no command keeps writing into outs the next run will
-//! replace or record.
+//! group: the shell, its children, anything it backgrounded in the group),
+//! waits until none of their processes runs, and exits. So no command keeps
+//! writing into outs the next run will replace or record.
+//!
+//! The supervisor also holds the workspace's run lock: its stdout is the
+//! lock file, sharing the open file that `fabric` locked, and such a lock
+//! is released only when every descriptor of it is closed. After a
+//! `kill -9` of `fabric` the lock therefore passes to the next run only
+//! once the killed run's commands are dead, however late the supervisor
+//! gets the processor (a test run on a loaded machine once saw a killed
+//! run's background writer append to an out the next run had recorded).
 //!
 //! Why a separate process and not `PR_SET_PDEATHSIG` in each child: the
 //! death signal reaches only the direct child (not what it starts), and
@@ -21,6 +29,7 @@
 //! registration.
 
 use std::collections::BTreeSet;
+use std::fs::File;
 use std::io::{self, BufRead, Write};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -31,18 +40,23 @@ pub const SUBCOMMAND: &str = "__supervise";
 
 /// `fabric`'s side: the pipe to a running supervisor.
 pub struct Supervisor {
-    pipe: Mutex<ChildStdin>,
-    // Kept so that the handle is not dropped while fabric runs.
-    _child: Child,
+    /// None once closed (when the run is over).
+    pipe: Mutex<Option<ChildStdin>>,
+    child: Child,
 }
 
 impl Supervisor {
-    /// Starts a supervisor from this executable.
-    pub fn start() -> io::Result<Supervisor> {
+    /// Starts a supervisor from this executable, holding `run_lock` (the
+    /// workspace's locked run lock file) until it exits.
+    pub fn start(run_lock: Option<&File>) -> io::Result<Supervisor> {
+        let holds = match run_lock {
+            Some(lock) => Stdio::from(lock.try_clone()?),
+            None => Stdio::null(),
+        };
         let mut child = Command::new(std::env::current_exe()?)
             .arg(SUBCOMMAND)
             .stdin(Stdio::piped())
-            .stdout(Stdio::null())
+            .stdout(holds)
             .stderr(Stdio::null())
             .process_group(0)
             .spawn()?;
@@ -51,8 +65,8 @@ impl Supervisor {
             .take()
             .ok_or_else(|| io::Error::other("no pipe to the supervisor"))?;
         Ok(Supervisor {
-            pipe: Mutex::new(pipe),
-            _child: child,
+            pipe: Mutex::new(Some(pipe)),
+            child,
         })
     }
 
@@ -68,17 +82,27 @@ impl Supervisor {
 
     fn send(&self, line: &str) {
         // A supervisor that is gone cannot be helped; the run goes on.
-        let _ = self
-            .pipe
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .write_all(line.as_bytes());
+        if let Some(pipe) = self.pipe.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            let _ = pipe.write_all(line.as_bytes());
+        }
+    }
+}
+
+impl Drop for Supervisor {
+    /// The run is over: closing the pipe ends the supervisor, and waiting
+    /// for it frees the run lock it shares when `fabric` exits, not a
+    /// moment later (the next run would wait for it).
+    fn drop(&mut self) {
+        self.pipe.get_mut().unwrap_or_else(|e| e.into_inner()).take();
+        let _ = self.child.wait();
     }
 }
 
 /// The supervisor's side: reads registrations from stdin until it closes,
-/// then kills every group still registered.
+/// then kills every group still registered and waits until they are dead.
+/// It writes nothing: its stdout may be the run lock.
 pub fn serve() -> io::Result<()> {
+    ignore_hangups();
     let mut groups = BTreeSet::new();
     for line in io::stdin().lock().lines() {
         let Ok(line) = line else { break };
@@ -90,17 +114,22 @@ pub fn serve() -> io::Result<()> {
             groups.remove(&group);
         }
     }
+    for &group in &groups {
+        super::group::signal(group, libc::SIGKILL);
+    }
     for group in groups {
-        kill_group(group);
+        super::group::await_death(group);
     }
     Ok(())
 }
 
+/// A hangup must not end the supervisor before the commands: the kernel
+/// sends one to a stopped supervisor when `fabric` dies (its group is then
+/// orphaned), and a closing terminal sends one to what it started.
 #[allow(unsafe_code)]
-fn kill_group(group: i32) {
-    // SAFETY: kill(2) with a negative pid signals a process group; it has
-    // no memory-safety preconditions.
+fn ignore_hangups() {
+    // SAFETY: setting a signal's disposition to "ignore" runs no handler.
     unsafe {
-        libc::kill(-group, libc::SIGKILL);
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
     }
 }
