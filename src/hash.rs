@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::{Digest, KeyEncoder};
 use crate::paths::RelPath;
-use crate::stat_cache::{Listing, Look, Stamp, StatCache};
+use crate::stat_cache::{Listing, Look, Stamp, StatCache, now_ns};
 
 /// Files at least this large are memory-mapped and hashed multi-threaded.
 const LARGE_FILE: u64 = 4 << 20;
@@ -133,9 +133,46 @@ impl Content {
 /// out and other stages' dep is looked at once.
 pub type FileMemo = Mutex<HashMap<RelPath, Content>>;
 
-/// Every path a hasher looked at, directories walked included, as it was
-/// then: what a result computed from those paths rests on.
-pub type Witness = Mutex<Vec<Look>>;
+/// What a run saw, in order: every path a hasher looked at (directories
+/// walked included) as it was then, and every path the run itself cleared
+/// to write it anew. What a verdict computed from those paths rests on
+/// ([`crate::run::noop`]).
+#[derive(Default)]
+pub struct Witness(Mutex<Vec<Sighting>>);
+
+/// One thing a [`Witness`] saw.
+// Nearly every sighting is a look: boxing it would allocate for nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sighting {
+    /// A look, and when it was taken (nanoseconds since the epoch, read
+    /// before the stamp).
+    Look(Look, i128),
+    /// A path (with everything under it) removed or rewritten by the run:
+    /// what was seen there before no longer counts.
+    Cleared(String),
+}
+
+impl Witness {
+    /// Notes a look taken at `at`.
+    pub fn look(&self, look: Look, at: i128) {
+        self.push(Sighting::Look(look, at));
+    }
+
+    /// Notes that the run clears `path` (before it does).
+    pub fn clear(&self, path: &str) {
+        self.push(Sighting::Cleared(path.to_string()));
+    }
+
+    fn push(&self, sighting: Sighting) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).push(sighting);
+    }
+
+    /// Everything seen, in order.
+    pub fn into_sightings(self) -> Vec<Sighting> {
+        self.0.into_inner().unwrap_or_else(PoisonError::into_inner)
+    }
+}
 
 /// Hashes workspace paths, consulting and feeding the stat cache.
 pub struct Hasher<'a> {
@@ -161,14 +198,15 @@ impl<'a> Hasher<'a> {
         Hasher { witness, ..self }
     }
 
-    fn saw(&self, key: &str, stamp: Option<Stamp>, hash: Option<Digest>, listing: Option<Listing>) {
+    fn saw(&self, at: i128, key: &str, stamp: Option<Stamp>, hash: Option<Digest>, listing: Option<Listing>) {
         if let Some(witness) = self.witness {
-            witness.lock().unwrap_or_else(PoisonError::into_inner).push(Look {
+            let look = Look {
                 path: key.to_string(),
                 stamp,
                 hash,
                 listing,
-            });
+            };
+            witness.look(look, at);
         }
     }
 
@@ -200,22 +238,23 @@ impl<'a> Hasher<'a> {
 
     fn hash_now(&self, path: &RelPath) -> io::Result<Content> {
         let absolute = path.under(self.root);
+        let at = self.witness.map_or(0, |_| now_ns());
         let meta = match std::fs::metadata(&absolute) {
             Ok(meta) => meta,
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
-                self.saw(path.as_str(), None, None, None);
+                self.saw(at, path.as_str(), None, None, None);
                 return Ok(Content::Missing);
             }
             Err(error) => return Err(error),
         };
         if meta.is_dir() {
             let (tree, listing) = self.tree(&absolute, path.as_str())?;
-            self.saw(path.as_str(), Some(Stamp::of(&meta)), None, listing);
+            self.saw(at, path.as_str(), Some(Stamp::of(&meta)), None, listing);
             let hash = tree.digest();
             Ok(Content::Dir { tree, hash })
         } else {
             let hash = self.file(&absolute, path.as_str(), &meta)?;
-            self.saw(path.as_str(), Some(Stamp::of(&meta)), Some(hash), None);
+            self.saw(at, path.as_str(), Some(Stamp::of(&meta)), Some(hash), None);
             Ok(Content::File {
                 hash,
                 size: meta.len(),
@@ -228,14 +267,17 @@ impl<'a> Hasher<'a> {
     /// were hashed, so the ones that have settled since are cached: a run
     /// does this last, and the run after it need not read the outs it just
     /// wrote. A file still too fresh, large, or gone is left alone.
+    /// Each file hashed again is a new look.
     pub fn settle(&self) {
         self.cache.take_racy().into_par_iter().for_each(|key| {
             let path = self.root.join(&key);
+            let at = now_ns();
             if let Ok(meta) = std::fs::metadata(&path)
                 && meta.is_file()
                 && meta.len() < LARGE_FILE
+                && let Ok(hash) = self.file(&path, &key, &meta)
             {
-                let _ = self.file(&path, &key, &meta);
+                self.saw(at, &key, Some(Stamp::of(&meta)), Some(hash), None);
             }
         });
     }
@@ -249,6 +291,7 @@ impl<'a> Hasher<'a> {
     /// Hashes the workspace files matching a glob as one tree (a glob
     /// matching nothing is an empty tree, not an error).
     pub fn hash_glob(&self, pattern: &str, matcher: &GlobMatcher) -> io::Result<Content> {
+        let at = self.witness.map_or(0, |_| now_ns());
         let mut dirs = Vec::new();
         let found = glob_files(self.root, pattern, matcher, self.witness.map(|_| &mut dirs))?
             .into_iter()
@@ -262,7 +305,7 @@ impl<'a> Hasher<'a> {
         if self.witness.is_some() {
             let files = entries.iter().map(|e| e.path().to_string()).zip(stamps);
             let listed = glob_listing_entries(self.root, files, &dirs);
-            self.saw(pattern, None, None, Some(Listing::of(true, listed)));
+            self.saw(at, pattern, None, None, Some(Listing::of(true, listed)));
         }
         let tree = Tree { entries };
         let hash = tree.digest();

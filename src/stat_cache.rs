@@ -84,6 +84,13 @@ impl Stamp {
     }
 }
 
+/// Now, in nanoseconds since the epoch (the unit of stamps and looks).
+pub fn now_ns() -> i128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
+}
+
 /// One look at a workspace path (relative): its stamp (`None`: nothing
 /// there) and, for a file whose bytes were hashed, their hash; for a
 /// directory or glob dep, what it listed.

@@ -15,7 +15,7 @@ use crate::manifest::Action;
 use crate::report::{Event, Outcome, Reporter, Summary};
 use crate::run::executor::{Interrupts, LocalExecutor};
 use crate::run::{Decision, Force, noop};
-use crate::stat_cache::Look;
+use crate::stat_cache::now_ns;
 use crate::steps::Registry;
 
 /// Arguments of `fabric run`.
@@ -93,7 +93,7 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
         report_up_to_date(reporter.as_ref(), stages);
         return Ok(ExitCode::SUCCESS);
     }
-    let lock_files = [LOCK, JOURNAL].map(|path| Look::now(&root, path));
+    let lock_files = [LOCK, JOURNAL].map(|path| noop::look_now(&root, path));
 
     let session = Session::open_with_flags(globals, &args.param, &args.param_flag)?;
     let selection = session.select(&args.targets, args.downstream)?;
@@ -162,16 +162,23 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
         summary
     });
     if let Some(request) = request {
-        let kept = match reporter.verdict() {
-            Verdict::UpToDate(stages) => {
-                let mut grounds = grounds(&session, &selection);
-                grounds.observed.extend(lock_files);
-                grounds
-                    .observed
-                    .extend(witness.into_inner().unwrap_or_else(|e| e.into_inner()));
-                noop::remember(&root, request, started, stages, grounds)
+        let lock_files = match reporter.verdict() {
+            // The lock as this run found it, or as it left it.
+            Verdict::UpToDate(stages) => Some((stages, lock_files)),
+            Verdict::Built if !memorable(&session, &selection) => None,
+            Verdict::Built => Some((
+                order_names(&session, &selection),
+                [LOCK, JOURNAL].map(|path| noop::look_now(&root, path)),
+            )),
+            Verdict::Acted => None,
+        };
+        let seen = noop::settled(witness.into_sightings());
+        let kept = match (lock_files, seen) {
+            (Some((stages, lock_files)), Some(mut seen)) => {
+                seen.extend(lock_files);
+                noop::remember(&root, request, started, stages, grounds(&session, &selection), seen)
             }
-            Verdict::Acted => noop::forget(&root),
+            _ => noop::forget(&root),
         };
         if let Err(error) = kept {
             eprintln!("warning: could not keep .fabric/noop ({error}); the next run plans as usual");
@@ -227,6 +234,27 @@ fn grounds(session: &Session, selection: &BTreeSet<usize>) -> noop::Grounds {
     }
 }
 
+/// True when a build of `selection` can keep a memo: no stage in it is
+/// frozen (the next run reports it when a worker gets to it, in no fixed
+/// order) or always runs.
+fn memorable(session: &Session, selection: &BTreeSet<usize>) -> bool {
+    selection.iter().all(|&index| {
+        let stage = &session.workspace.stages[index];
+        !stage.frozen && !stage.always_run
+    })
+}
+
+/// The stages of `selection` in the order a run that finds them all up to
+/// date reports them: the topological order the scheduler works in.
+fn order_names(session: &Session, selection: &BTreeSet<usize>) -> Vec<String> {
+    session
+        .graph
+        .order(selection)
+        .into_iter()
+        .map(|index| session.workspace.stages[index].name.clone())
+        .collect()
+}
+
 /// Reports `stages` as found up to date, as a run that planned would.
 fn report_up_to_date(reporter: &dyn Reporter, stages: Vec<String>) {
     reporter.report(Event::RunStarted { stages: stages.len() });
@@ -255,7 +283,9 @@ struct Watching {
 struct Seen {
     /// Stages reported up to date, in order.
     up_to_date: Vec<String>,
-    /// Anything else happened: a stage ran, was restored, failed or was not
+    /// A stage ran.
+    built: bool,
+    /// Anything else happened: a stage was restored, failed or was not
     /// run, a warning was given, the run was interrupted.
     acted: bool,
 }
@@ -264,7 +294,9 @@ struct Seen {
 enum Verdict {
     /// Every stage was up to date: these, in the order reported.
     UpToDate(Vec<String>),
-    /// A stage ran, was restored, failed or was not run, or a warning was given.
+    /// Stages ran, and every other one was up to date.
+    Built,
+    /// A stage was restored, failed or was not run, or a warning was given.
     Acted,
 }
 
@@ -280,6 +312,8 @@ impl Watching {
         let seen = std::mem::take(&mut *self.seen.lock().unwrap_or_else(|e| e.into_inner()));
         if seen.acted {
             Verdict::Acted
+        } else if seen.built {
+            Verdict::Built
         } else {
             Verdict::UpToDate(seen.up_to_date)
         }
@@ -293,6 +327,7 @@ impl Reporter for Watching {
             match &event {
                 Event::StageFinished { stage, outcome, .. } => match outcome {
                     Outcome::UpToDate => seen.up_to_date.push(stage.clone()),
+                    Outcome::Ran => seen.built = true,
                     _ => seen.acted = true,
                 },
                 Event::Warning { .. } => seen.acted = true,
@@ -305,12 +340,6 @@ impl Reporter for Watching {
         }
         self.inner.report(event);
     }
-}
-
-fn now_ns() -> i128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i128)
 }
 
 /// Drops lock entries of stages no longer declared, so the lock describes

@@ -94,8 +94,8 @@ pub struct Runner<'a> {
     pub interrupts: &'a Interrupts,
     /// The lock, updated after each stage.
     pub lock: Mutex<Lock>,
-    /// Where to note every path looked at, when the caller wants to know
-    /// what the run's verdicts rest on ([`noop`]).
+    /// Where to note every path looked at and every out cleared, when the
+    /// caller wants to know what the run's verdicts rest on ([`noop`]).
     pub witness: Option<&'a Witness>,
 }
 
@@ -430,6 +430,7 @@ impl Runner<'_> {
             if entry.is_some() {
                 self.record(&stage.name, None)?;
             }
+            self.clearing(stage);
             match self.restore_outs(&record.outs) {
                 Ok(()) => {
                     self.record(
@@ -453,6 +454,15 @@ impl Runner<'_> {
             }
         }
         self.execute(stage, inputs, &deps, reasons)
+    }
+
+    /// Notes that `stage`'s outs are about to be written anew.
+    fn clearing(&self, stage: &Stage) {
+        if let Some(witness) = self.witness {
+            for out in stage.out_paths() {
+                witness.clear(out.as_str());
+            }
+        }
     }
 
     fn restore_outs(&self, outs: &crate::lock::OutRecords) -> Result<(), RestoreError> {
@@ -479,6 +489,7 @@ impl Runner<'_> {
         if self.lock_entry(&stage.name).is_some() {
             self.record(&stage.name, None)?;
         }
+        self.clearing(stage);
         for out in stage.out_paths() {
             let path = out.under(root);
             remove_path(&path)?;

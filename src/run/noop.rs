@@ -2,29 +2,37 @@
 //! rested on, so the next identical request can check that instead of
 //! planning again.
 //!
-//! A run that finds every selected stage up to date (nothing ran, was
-//! restored, failed or warned) keeps, under the request (targets, options and
-//! params as given, the fabric binary, the workspace root): the stamp of every
-//! path the verdict read, each taken before it was read — the manifest files
-//! and the directories `include` walked, `Fabric.lock` and its journal, every
-//! dep and out and every directory listed to hash them — and the values of the
-//! environment variables and step facts that enter the fingerprints. The next
-//! run with the same request stats those paths; when every stamp is the same
-//! and so are the variables and facts, it reports the same verdict without
-//! loading the manifest, the lock or the graph. The planner decided once and
-//! nothing it read has changed: this is a memo of its answer, not a second
-//! way to decide. Anything else, and the run plans as usual.
+//! A run that leaves every selected stage up to date (each was found up to
+//! date or ran; nothing failed, was restored or warned) keeps, under the
+//! request (targets, options and params as given, the fabric binary, the
+//! workspace root): the stamp of every path the verdict read, each taken
+//! before it was read — the manifest files and the directories `include`
+//! walked, `Fabric.lock` and its journal, every dep and out and every
+//! directory listed to hash them — and the values of the environment
+//! variables and step facts that enter the fingerprints. The next run with
+//! the same request stats those paths; when every stamp is the same and so
+//! are the variables and facts, it reports every stage up to date without
+//! loading the manifest, the lock or the graph. This is a memo of the
+//! planner's answer, not a second way to decide. Anything else, and the run
+//! plans as usual.
+//!
+//! A build keeps it from its own looks, without planning again (which made
+//! an edit-and-rerun over 100,000 files 2.4 times slower, benches/README.md):
+//! a stage that runs clears its outs first, and what was seen of a path
+//! before the run last cleared it no longer counts; every look since must
+//! agree ([`settled`]), or a path changed during the run and there is no
+//! memo. Each stage's lock entry was made from those same looks.
 //!
 //! A stamp only vouches for a file that was not written within the racy
-//! window before the verdict was reached (see [`crate::stat_cache`]); for a
-//! file written later than that (data written just before the run) the memo keeps the
-//! hash of its bytes, and recalling reads the file again to compare. A
-//! directory that fresh, or a file that was not hashed, means no memo. Only a
-//! run that found everything up to date keeps a memo: a build would have to
-//! plan once more to know the next run's verdict, which made an edit-and-rerun
-//! over 100,000 files 2.4 times slower (benches/README.md). The memo is an
-//! accelerator: unreadable, damaged or stale, it is ignored.
+//! window before it was looked at (see [`crate::stat_cache`]); for a file
+//! written later than that (an out just written, data written just before
+//! the run) the memo keeps the hash of its bytes, and recalling reads the
+//! file again to compare. A run hashes such small files again at its end,
+//! and that later look is the one kept. A directory that fresh, or a file
+//! that was not hashed, means no memo. The memo is an accelerator:
+//! unreadable, damaged or stale, it is ignored.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -32,8 +40,9 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::digest::{Digest, KeyEncoder};
+use crate::hash::Sighting;
 use crate::manifest::Observed;
-use crate::stat_cache::{Look, Stamp};
+use crate::stat_cache::{Look, Stamp, now_ns};
 use crate::steps::Registry;
 
 /// What `.fabric/noop` starts with.
@@ -130,32 +139,89 @@ pub fn recall(root: &Path, request: Request, registry: &Registry) -> Option<Vec<
     (memo.request == request.0 && memo.grounds.hold(root, registry)).then_some(memo.stages)
 }
 
-/// Keeps the verdict "`stages` are up to date" for `request`, reached from
-/// looks taken after `started` (nanoseconds since the epoch), unless a
-/// directory or an unhashed file was written too close to that moment to be
-/// vouched for by its stamp.
+/// The looks a run's verdict rests on, from what its witness saw: for each
+/// path, its looks since the run last cleared it (wrote it anew as an out),
+/// which must all agree; the latest is kept, with when it was taken. `None`
+/// when two looks disagree (the path changed during the run) or a path the
+/// run cleared was not looked at again (restored outs are not read back: a
+/// run that restored keeps no memo).
+pub fn settled(sightings: Vec<Sighting>) -> Option<Vec<(Look, i128)>> {
+    // None: cleared, not looked at since.
+    let mut latest: BTreeMap<String, Option<(Look, i128)>> = BTreeMap::new();
+    for sighting in sightings {
+        match sighting {
+            Sighting::Cleared(path) => {
+                let under = format!("{path}/");
+                let inside: Vec<String> = latest
+                    .range(under.clone()..)
+                    .take_while(|(key, _)| key.starts_with(&under))
+                    .map(|(key, _)| key.clone())
+                    .collect();
+                for key in inside {
+                    latest.remove(&key);
+                }
+                latest.insert(path, None);
+            }
+            Sighting::Look(look, at) => match latest.get_mut(&look.path) {
+                Some(Some((seen, when))) => {
+                    if *seen != look {
+                        return None;
+                    }
+                    *when = at;
+                }
+                Some(slot) => *slot = Some((look, at)),
+                None => {
+                    latest.insert(look.path.clone(), Some((look, at)));
+                }
+            },
+        }
+    }
+    latest.into_values().collect()
+}
+
+/// A look at `path` now, with the hash of its bytes when it was written too
+/// recently for its stamp to vouch for it (the lock a run just wrote).
+pub fn look_now(root: &Path, path: &str) -> (Look, i128) {
+    let at = now_ns();
+    let mut look = Look::now(root, path);
+    if let Some(stamp) = look.stamp.filter(|stamp| stamp.is_racy(at)) {
+        look.hash = crate::hash::hash_file(&root.join(path), stamp.size()).ok();
+    }
+    (look, at)
+}
+
+/// Keeps the verdict "`stages` are up to date" for `request`. `grounds`
+/// holds looks taken after `started` (nanoseconds since the epoch), `seen`
+/// looks with the moment each was taken. No memo when a directory or an
+/// unhashed file was written too close to the moment it was looked at to
+/// be vouched for by its stamp.
 pub fn remember(
     root: &Path,
     request: Request,
     started: i128,
     stages: Vec<String>,
     mut grounds: Grounds,
+    seen: Vec<(Look, i128)>,
 ) -> std::io::Result<()> {
+    let manifest = std::mem::take(&mut grounds.observed)
+        .into_iter()
+        .map(|look| (look, started));
     // A settled stamp vouches for its path; a fresh one only through the
     // hash of the bytes, which recall compares.
-    for look in &mut grounds.observed {
+    for (mut look, at) in manifest.chain(seen) {
         let newest = look.listing.as_ref().and_then(|l| l.newest);
-        if newest.is_some_and(|stamp| stamp.is_racy(started)) {
+        if newest.is_some_and(|stamp| stamp.is_racy(at)) {
             return forget(root); // an entry too fresh for its stamp, and its bytes not kept
         }
         match look.stamp {
-            Some(stamp) if stamp.is_racy(started) => {
+            Some(stamp) if stamp.is_racy(at) => {
                 if look.hash.is_none() {
                     return forget(root);
                 }
             }
             _ => look.hash = None,
         }
+        grounds.observed.push(look);
     }
     grounds.observed.sort_by(|a, b| a.path.cmp(&b.path));
     grounds.observed.dedup();
@@ -192,13 +258,6 @@ mod tests {
             .stamp
             .and_then(|stamp| crate::hash::hash_file(&root.join(path), stamp.size()).ok());
         look
-    }
-
-    fn now_ns() -> i128 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as i128
     }
 
     #[test]
@@ -243,6 +302,7 @@ mod tests {
             started,
             vec!["s".into()],
             grounds(vec![hashed_look(root, "f")]),
+            Vec::new(),
         )
         .unwrap();
         assert_eq!(recall(root, request, &registry), Some(vec!["s".to_string()]));
@@ -258,6 +318,7 @@ mod tests {
             started,
             vec!["s".into()],
             grounds(vec![Look::now(root, "f")]),
+            Vec::new(),
         )
         .unwrap();
         assert_eq!(
@@ -271,6 +332,7 @@ mod tests {
             started,
             vec!["s".into()],
             grounds(vec![Look::now(root, "d")]),
+            Vec::new(),
         )
         .unwrap();
         assert_eq!(recall(root, request, &registry), None, "a fresh directory: no memo");
@@ -282,10 +344,56 @@ mod tests {
             settled,
             vec!["s".into()],
             grounds(vec![hashed_look(root, "f")]),
+            Vec::new(),
         )
         .unwrap();
         let bytes = std::fs::read(path(root)).unwrap();
         let memo: Memo = postcard::from_bytes(bytes.strip_prefix(MAGIC).unwrap()).unwrap();
         assert_eq!(memo.grounds.observed[0].hash, None, "a settled stamp vouches alone");
+    }
+
+    fn seen(path: &str, size: u64) -> Look {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), vec![b'x'; size as usize]).unwrap();
+        Look {
+            path: path.to_string(),
+            ..hashed_look(dir.path(), "f")
+        }
+    }
+
+    fn look(look: &Look, at: i128) -> Sighting {
+        Sighting::Look(look.clone(), at)
+    }
+
+    #[test]
+    fn agreeing_looks_settle_on_the_latest_moment() {
+        let a = seen("a", 1);
+        assert_eq!(settled(vec![look(&a, 1), look(&a, 5)]), Some(vec![(a, 5)]));
+    }
+
+    #[test]
+    fn a_path_seen_two_ways_settles_nothing() {
+        let (before, after) = (seen("a", 1), seen("a", 2));
+        assert_eq!(settled(vec![look(&before, 1), look(&after, 2)]), None);
+    }
+
+    #[test]
+    fn what_was_seen_before_the_run_cleared_a_path_no_longer_counts() {
+        let (old, new, inside) = (seen("out", 1), seen("out", 2), seen("out/f", 3));
+        let other = seen("outer", 4);
+        let sightings = vec![
+            look(&old, 1),
+            look(&inside, 1),
+            look(&other, 1),
+            Sighting::Cleared("out".into()),
+            look(&new, 2),
+        ];
+        assert_eq!(settled(sightings), Some(vec![(new, 2), (other, 1)]));
+    }
+
+    #[test]
+    fn a_cleared_path_not_seen_again_settles_nothing() {
+        let a = seen("a", 1);
+        assert_eq!(settled(vec![look(&a, 1), Sighting::Cleared("a".into())]), None);
     }
 }

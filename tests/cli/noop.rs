@@ -238,11 +238,62 @@ fn a_step_fact_changed() {
     assert!(stderr.contains("1 ran"), "{stderr}");
 }
 
+/// A build keeps the memo from its own looks: the run after it is
+/// answered, with the report a planned run gives, and nothing runs.
 #[test]
-fn a_build_keeps_no_memo_and_the_run_after_it_plans() {
+fn a_build_keeps_the_memo_and_the_run_after_it_is_answered() {
     let ws = workspace();
-    ws.write("data/a/x.txt", "x3\n");
-    ws.ok(&["run"]);
-    assert!(!ws.path(".fabric/noop").exists(), "a run that ran stages keeps no memo");
+    ws.write("Fabric.toml", &ws.read("Fabric.toml").replace("n = 1", "n = 2"));
+    let built = ws.ok(&["run"]).stderr;
+    assert!(built.contains("1 ran, 0 restored, 4 up to date"), "{built}");
+    let counts = || -> Vec<usize> {
+        ["dir", "glob", "env", "param", "later"]
+            .iter()
+            .map(|s| ws.count(s))
+            .collect()
+    };
+    let before = counts();
+    let answered = ws.ok(&["run", "-v"]).stderr;
+    assert!(served_by_memo(&ws, &["-v"]), "the run right after a build is answered");
+    assert!(answered.contains("0 ran, 0 restored, 5 up to date"), "{answered}");
+    std::fs::remove_file(ws.path(".fabric/noop")).unwrap();
+    assert_eq!(
+        ws.ok(&["run", "-v"]).stderr,
+        answered,
+        "the same words as a planned run"
+    );
+    assert_eq!(counts(), before, "nothing ran");
+    assert_eq!(ws.read("out/param"), "2\n");
+}
+
+/// A command that changes its own dep: the lock holds what the stage read,
+/// the file now holds more, and the run after the build must see it.
+#[test]
+fn a_dep_changed_by_the_build_itself_is_seen_by_the_next_run() {
+    let ws = Workspace::new();
+    ws.write("data/s.txt", "one\n");
+    ws.write(
+        "Fabric.toml",
+        &format!(
+            "[stage.grow]\ncmd = \"{} && cat data/s.txt > out.txt && echo more >> data/s.txt\"\ndeps = [\"data/s.txt\"]\nouts = [\"out.txt\"]\n",
+            ws.tick("grow")
+        ),
+    );
+    for runs in 1..=3 {
+        ws.ok(&["run"]);
+        assert_eq!(ws.count("grow"), runs, "every run sees the dep its last run changed");
+    }
+}
+
+/// Restored outs are not read back, so a run that restored keeps no memo;
+/// the run after it plans, finds everything up to date and keeps one.
+#[test]
+fn a_build_that_restored_keeps_no_memo() {
+    let ws = workspace();
+    assert!(!served_by_memo(&ws, &["-P", "n=2"]));
+    let restored = ws.ok(&["run"]).stderr;
+    assert!(restored.contains("1 restored"), "{restored}");
+    assert!(!ws.path(".fabric/noop").exists());
     assert!(!served_by_memo(&ws, &[]), "the next run plans");
+    until_memo_serves(&ws, &[]);
 }
