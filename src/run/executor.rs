@@ -3,14 +3,17 @@
 
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use super::group;
 use super::supervisor::Supervisor;
 
 /// One command to run for a stage.
@@ -72,7 +75,7 @@ impl Interrupts {
 }
 
 fn terminate_group(group: i32) {
-    super::group::signal(group, libc::SIGTERM);
+    group::signal(group, libc::SIGTERM);
 }
 
 /// Waits until the child `pid` has exited, leaving it a zombie (so that its
@@ -141,14 +144,6 @@ impl Default for LocalExecutor {
     }
 }
 
-/// What the threads watching a command report.
-enum Watch {
-    /// A line it printed.
-    Line(String),
-    /// It exited.
-    Exited(io::Result<ExitStatus>),
-}
-
 impl Executor for LocalExecutor {
     fn execute(&self, job: &Job, interrupts: &Interrupts) -> io::Result<ExitStatus> {
         // The log is created with the first line the command prints: a
@@ -158,11 +153,9 @@ impl Executor for LocalExecutor {
             Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
             _ => {}
         }
-        let log_path = job.log.to_path_buf();
-        // One pipe for stdout and stderr keeps their order; a copier thread
-        // writes it to the log and passes each line on as it comes.
-        let (reader, writer) = io::pipe()?;
-        let mut command = Command::new("sh");
+        // One pipe for stdout and stderr keeps their order.
+        let (mut reader, writer) = io::pipe()?;
+        let mut command = Command::new("/bin/sh");
         command
             .arg("-c")
             .arg(job.cmd)
@@ -180,62 +173,150 @@ impl Executor for LocalExecutor {
             supervisor.watch(group);
         }
         interrupts.register(group);
-        let (sender, events) = std::sync::mpsc::channel();
-        let lines = sender.clone();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(reader);
-            let mut line = Vec::new();
-            let mut log: Option<File> = None;
-            while matches!(reader.read_until(b'\n', &mut line), Ok(n) if n > 0) {
-                if log.is_none() {
-                    log = File::create(&log_path).ok();
-                }
-                if let Some(log) = log.as_mut() {
-                    let _ = log.write_all(&line);
-                }
-                let text = String::from_utf8_lossy(&line)
-                    .trim_end_matches(['\n', '\r'])
-                    .to_string();
-                let _ = lines.send(Watch::Line(text));
-                line.clear();
+        // This thread watches the pipe and the shell's exit together: no
+        // thread is started per command (each would cost a stack and, on
+        // exit, a TLB shootdown across the cores).
+        let exited = match pidfd_open(group) {
+            Ok(exited) => exited,
+            Err(error) => {
+                group::signal(group, libc::SIGKILL);
+                let _ = child.wait();
+                return Err(io::Error::other(format!(
+                    "cannot watch the command (pidfd_open: {error}); Fabric needs Linux 5.3 or later"
+                )));
             }
-        });
-        std::thread::spawn(move || {
-            // The stage ends with its shell: what it left running in its
-            // group is killed before the shell is reaped (while the group's
-            // id cannot be taken by another process), and the stage is over
-            // once none of it runs.
-            wait_without_reaping(group);
-            super::group::signal(group, libc::SIGKILL);
-            let exit = child.wait();
-            super::group::await_death(group);
-            if let Some(supervisor) = supervisor {
-                supervisor.release(group);
-            }
-            let _ = sender.send(Watch::Exited(exit));
-        });
-        let mut status = None;
-        let mut deadline = None;
+        };
+        let mut printed = Printed::new(job);
+        let mut open = true;
         loop {
-            let event = match deadline {
-                None => events.recv().map_err(|_| ()),
-                // After the exit, output still in the pipe is passed on; a
-                // backgrounded grandchild that keeps the pipe open must not
-                // hold the stage (its output still goes to the log).
-                Some(deadline) => events
-                    .recv_timeout(deadline - std::time::Instant::now().min(deadline))
-                    .map_err(|_| ()),
-            };
-            match event {
-                Ok(Watch::Line(line)) => (job.output)(&line),
-                Ok(Watch::Exited(exit)) => {
-                    interrupts.unregister(group);
-                    status = Some(exit);
-                    deadline = Some(std::time::Instant::now() + std::time::Duration::from_secs(2));
-                }
-                Err(()) => break,
+            let watched = [exited.as_raw_fd(), reader.as_raw_fd()];
+            let readiness = ready(&watched[..if open { 2 } else { 1 }], None)?;
+            if open && readiness[1] {
+                open = printed.read_from(&mut reader)?;
+            }
+            if readiness[0] {
+                break;
             }
         }
-        status.unwrap_or_else(|| Err(io::Error::other("the command's watcher stopped")))
+        // The stage ends with its shell: what it left running in its group
+        // is killed before the shell is reaped (while the group's id cannot
+        // be taken by another process), and the stage is over once none of
+        // it runs.
+        wait_without_reaping(group);
+        group::signal(group, libc::SIGKILL);
+        let status = child.wait();
+        group::await_death(group);
+        if let Some(supervisor) = &supervisor {
+            supervisor.release(group);
+        }
+        interrupts.unregister(group);
+        // Output still in the pipe is passed on; a backgrounded grandchild
+        // that kept the pipe open (it is dead now, but may have passed the
+        // pipe on) must not hold the stage.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while open && ready(&[reader.as_raw_fd()], Some(deadline))?[0] {
+            open = printed.read_from(&mut reader)?;
+        }
+        printed.finish();
+        status
+    }
+}
+
+/// What a command prints, passed on line by line as it comes and kept in
+/// its log (created with the first line).
+struct Printed<'a> {
+    job: &'a Job<'a>,
+    log: Option<File>,
+    /// The start of a line not yet ended.
+    pending: Vec<u8>,
+}
+
+impl<'a> Printed<'a> {
+    fn new(job: &'a Job<'a>) -> Printed<'a> {
+        Printed {
+            job,
+            log: None,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Reads what the pipe holds (it is ready) and passes on every line it
+    /// completes; false at the end of the output.
+    fn read_from(&mut self, pipe: &mut io::PipeReader) -> io::Result<bool> {
+        let mut chunk = [0u8; 8192];
+        let n = match pipe.read(&mut chunk) {
+            Ok(n) => n,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => return Ok(true),
+            Err(error) => return Err(error),
+        };
+        self.pending.extend_from_slice(&chunk[..n]);
+        while let Some(end) = self.pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=end).collect();
+            self.pass_on(&line);
+        }
+        Ok(n > 0)
+    }
+
+    /// Passes on a last line that did not end with a newline.
+    fn finish(mut self) {
+        if !self.pending.is_empty() {
+            let line = std::mem::take(&mut self.pending);
+            self.pass_on(&line);
+        }
+    }
+
+    fn pass_on(&mut self, line: &[u8]) {
+        if self.log.is_none() {
+            self.log = File::create(self.job.log).ok();
+        }
+        if let Some(log) = self.log.as_mut() {
+            let _ = log.write_all(line);
+        }
+        let text = String::from_utf8_lossy(line);
+        (self.job.output)(text.trim_end_matches(['\n', '\r']));
+    }
+}
+
+/// A descriptor that becomes readable when process `pid` exits.
+#[allow(unsafe_code)]
+fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor
+    // or -1; it touches no memory of ours.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor was just opened and belongs to nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Waits until one of `fds` is readable (or at its end), or until
+/// `deadline`; which of them are.
+#[allow(unsafe_code)]
+fn ready(fds: &[RawFd], deadline: Option<Instant>) -> io::Result<Vec<bool>> {
+    let mut polled: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    loop {
+        let timeout = deadline.map_or(-1, |d| {
+            d.saturating_duration_since(Instant::now())
+                .as_millis()
+                .min(i32::MAX as u128) as i32
+        });
+        // SAFETY: poll writes only into the `revents` of the array passed,
+        // whose length it is given.
+        let n = unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, timeout) };
+        if n >= 0 {
+            return Ok(polled.iter().map(|p| p.revents != 0).collect());
+        }
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::Interrupted {
+            return Err(error);
+        }
     }
 }

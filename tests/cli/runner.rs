@@ -418,6 +418,41 @@ fn a_finished_run_leaves_the_workspace_free() {
     }
 }
 
+/// What a command prints on stdout and stderr goes to its log in order,
+/// a last line without a newline included.
+#[test]
+fn a_commands_output_is_logged_in_order_to_its_last_unended_line() {
+    let ws = Workspace::new();
+    ws.write(
+        "Fabric.toml",
+        "[stage.a]\ncmd = \"echo one; echo two >&2; echo three; printf four\"\n",
+    );
+    ws.ok(&["run"]);
+    assert_eq!(ws.read(".fabric/logs/a.log"), "one\ntwo\nthree\nfour");
+}
+
+/// A process that left the command's group but holds its output pipe (a
+/// daemon) does not hold the stage: it ends with its shell.
+#[test]
+fn a_process_outside_the_group_holding_the_output_does_not_hold_the_stage() {
+    let ws = Workspace::new();
+    ws.write(
+        "Fabric.toml",
+        "[stage.a]\ncmd = \"setsid sleep 60 & echo $! > daemon.pid; echo done\"\n",
+    );
+    let started = std::time::Instant::now();
+    ws.ok(&["run"]);
+    let took = started.elapsed();
+    let daemon: i32 = ws.read("daemon.pid").trim().parse().unwrap();
+    // SAFETY: ending the process this test started.
+    unsafe { libc::kill(daemon, libc::SIGKILL) };
+    assert!(
+        took < std::time::Duration::from_secs(30),
+        "the stage waited for the daemon: {took:?}"
+    );
+    assert_eq!(ws.read(".fabric/logs/a.log"), "done\n");
+}
+
 /// The pid of the supervisor `fabric` (pid `parent`) started.
 fn supervisor_of(parent: i32) -> i32 {
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
