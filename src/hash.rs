@@ -517,7 +517,7 @@ fn list_tree(
             path: prefix.trim_end_matches('/').to_string(),
         });
     }
-    entries.sort_by_key(std::fs::DirEntry::file_name);
+    entries.sort_by_cached_key(std::fs::DirEntry::file_name);
     for entry in entries {
         let relative = format!("{prefix}{}", entry.file_name().to_string_lossy());
         let file_type = entry.file_type()?;

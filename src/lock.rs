@@ -174,10 +174,28 @@ impl Lock {
         crate::atomic::write(path, |file| file.write_all(text.as_bytes()))
     }
 
-    /// The text of `Fabric.lock`.
+    /// The text of `Fabric.lock`: the text TOML gives the whole lock, built
+    /// one stage at a time (the serializer joins a document's tables in time
+    /// quadratic in their number: 4.5 of the 6 s a one-change rerun of 20,000
+    /// stages took).
     fn to_text(&self) -> std::io::Result<String> {
-        let text = toml::to_string(self).map_err(std::io::Error::other)?;
-        Ok(format!("# Written by fabric. Commit it; do not edit by hand.\n{text}"))
+        /// One stage of the lock, as the whole lock serializes it.
+        #[derive(Serialize)]
+        struct Stage<'a> {
+            stage: BTreeMap<&'a str, &'a LockEntry>,
+        }
+        let mut text = format!(
+            "# Written by fabric. Commit it; do not edit by hand.\nversion = {}\n",
+            self.version
+        );
+        for (name, entry) in &self.stage {
+            let one = Stage {
+                stage: BTreeMap::from([(name.as_str(), entry.as_ref())]),
+            };
+            text.push('\n');
+            text.push_str(&toml::to_string(&one).map_err(std::io::Error::other)?);
+        }
+        Ok(text)
     }
 
     /// Reads `Fabric.lock` through its parsed copy.
@@ -386,6 +404,20 @@ mod tests {
                 )]),
             }),
         );
+        let mut other = (*lock.stage["build"]).clone();
+        other.inputs.outs = vec!["out dir/\"quoted\".txt".into(), "b".into()];
+        other.inputs.env = LiteMap::from_iter([("HOME".into(), "unset".into())]);
+        other.outs = LiteMap::new();
+        lock.stage.insert("a-first".into(), Arc::new(other.clone()));
+        lock.stage.insert("z_last".into(), Arc::new(other));
+        // Built a stage at a time, the text is what TOML makes of the whole.
+        let whole = toml::to_string(&lock).unwrap();
+        assert_eq!(
+            lock.to_text().unwrap(),
+            format!("# Written by fabric. Commit it; do not edit by hand.\n{whole}")
+        );
+        lock.stage.remove("a-first");
+        lock.stage.remove("z_last");
         lock.write(&path).unwrap();
         assert_eq!(Lock::read(&path).unwrap(), lock);
 

@@ -52,6 +52,15 @@ impl Memo<'_> {
         }
     }
 
+    /// Where the step keeps another memo of its own, beside this one
+    /// (`.fabric/memo/STAGE.KIND`: stage names hold no dot).
+    pub fn beside(&self, kind: &str) -> std::path::PathBuf {
+        let mut name = self.path.clone().into_os_string();
+        name.push(".");
+        name.push(kind);
+        name.into()
+    }
+
     /// The memo of the last successful run.
     pub fn reader(&self) -> MemoReader {
         MemoReader::open(&self.path, &self.domain)

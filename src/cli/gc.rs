@@ -29,7 +29,8 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Removes the step memos (`.fabric/memo/STAGE`) of stages no longer declared.
+/// Removes the step memos (`.fabric/memo/STAGE`, `.fabric/memo/STAGE.KIND`)
+/// of stages no longer declared.
 fn remove_orphan_memos(session: &Session, dry_run: bool) -> anyhow::Result<usize> {
     let Ok(entries) = std::fs::read_dir(session.workspace.state_dir().join("memo")) else {
         return Ok(0);
@@ -38,7 +39,8 @@ fn remove_orphan_memos(session: &Session, dry_run: bool) -> anyhow::Result<usize
     for entry in entries {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if session.workspace.stage(&name).is_none() {
+        let stage = name.split('.').next().unwrap_or_default();
+        if session.workspace.stage(stage).is_none() {
             if !dry_run {
                 std::fs::remove_file(entry.path())?;
             }

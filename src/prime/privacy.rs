@@ -28,6 +28,9 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::de;
 
+use crate::digest::Digest;
+use crate::memo::{FieldWriter, Fields, MemoReader, MemoWriter};
+
 use super::lexicon::{self, Placeholder};
 use super::{pseudonym, schema, vocabulary};
 
@@ -349,11 +352,25 @@ pub fn check_snapshot(snapshot: &schema::Snapshot) -> Result<(), Unsafe> {
     check_line(&serde_json::to_string(snapshot).expect("a snapshot serializes"))
 }
 
+/// What [`verify_dir`] checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verified {
+    /// Records in the files (those passed earlier included).
+    pub records: usize,
+    /// Files parsed and checked this time.
+    pub parsed: usize,
+}
+
 /// Re-reads every `*.jsonl` file under `dir` and checks every record, in
-/// parallel. Returns the number of records checked.
-pub fn verify_dir(dir: &Path) -> Result<usize, VerifyError> {
+/// parallel.
+///
+/// With `passed` (a memo file), a file whose exact bytes this build of
+/// fabric passed before is not parsed again: its bytes are hashed, and the
+/// memo names the hashes that passed. A file with other bytes is checked in
+/// full. The memo is rewritten with what passed when everything did.
+pub fn verify_dir(dir: &Path, passed: Option<&Path>) -> Result<Verified, VerifyError> {
     let mut files = Vec::new();
-    for entry in walkdir::WalkDir::new(dir) {
+    for entry in walkdir::WalkDir::new(dir).sort_by_file_name() {
         let entry = entry.map_err(|e| VerifyError::Unreadable {
             file: dir.to_path_buf(),
             message: e.to_string(),
@@ -362,29 +379,97 @@ pub fn verify_dir(dir: &Path) -> Result<usize, VerifyError> {
             files.push(entry.into_path());
         }
     }
-    files
-        .par_iter()
-        .map(|file| {
-            let unreadable = |message: String| VerifyError::Unreadable {
-                file: file.clone(),
-                message,
-            };
-            if file.extension().is_none_or(|e| e != "jsonl") {
-                return Err(unreadable("not a sanitized session file (*.jsonl)".into()));
-            }
-            let text = std::fs::read_to_string(file).map_err(|e| unreadable(e.to_string()))?;
-            let mut records = 0;
-            for (n, line) in text.lines().enumerate() {
-                check_line(line).map_err(|problem| VerifyError::Unsafe {
-                    file: file.clone(),
-                    line: n + 1,
-                    problem,
-                })?;
-                records += 1;
-            }
-            Ok(records)
+    let unreadable = |file: &Path, message: String| VerifyError::Unreadable {
+        file: file.to_path_buf(),
+        message,
+    };
+    for file in &files {
+        if file.extension().is_none_or(|e| e != "jsonl") {
+            return Err(unreadable(file, "not a sanitized session file (*.jsonl)".into()));
+        }
+    }
+    let names: Vec<String> = files
+        .iter()
+        .map(|file| file.strip_prefix(dir).unwrap_or(file).to_string_lossy().into_owned())
+        .collect();
+    let domain = crate::digest::KeyEncoder::new("fabric-privacy-passed-v1")
+        .binary()
+        .finish();
+    let hashes: Vec<Option<Digest>> = match passed {
+        Some(_) => files
+            .par_iter()
+            .map(|file| {
+                let size = std::fs::metadata(file)
+                    .map_err(|e| unreadable(file, e.to_string()))?
+                    .len();
+                let hash = crate::hash::hash_file(file, size).map_err(|e| unreadable(file, e.to_string()))?;
+                Ok(Some(hash))
+            })
+            .collect::<Result<_, VerifyError>>()?,
+        None => vec![None; files.len()],
+    };
+    let mut memo = passed.map(|path| MemoReader::open(path, &domain));
+    let known: Vec<Option<usize>> = names
+        .iter()
+        .zip(&hashes)
+        .map(|(name, hash)| {
+            let bytes = memo.as_mut()?.take(name, hash.as_ref()?)?;
+            Some(Fields::new(&bytes).number()? as usize)
         })
-        .sum()
+        .collect();
+    let counts = files
+        .par_iter()
+        .zip(known)
+        .map(|(file, known)| match known {
+            Some(records) => Ok((records, 0)),
+            None => check_file(file).map(|records| (records, 1)),
+        })
+        .collect::<Result<Vec<(usize, usize)>, VerifyError>>()?;
+    if let Some(path) = passed {
+        // An accelerator: a memo that cannot be written is only missed next time.
+        let _ = remember_passed(path, &domain, &names, &hashes, &counts);
+    }
+    Ok(Verified {
+        records: counts.iter().map(|c| c.0).sum(),
+        parsed: counts.iter().map(|c| c.1).sum(),
+    })
+}
+
+/// Checks every record of one sanitized session file; how many it holds.
+fn check_file(file: &Path) -> Result<usize, VerifyError> {
+    let text = std::fs::read_to_string(file).map_err(|e| VerifyError::Unreadable {
+        file: file.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let mut records = 0;
+    for (n, line) in text.lines().enumerate() {
+        check_line(line).map_err(|problem| VerifyError::Unsafe {
+            file: file.to_path_buf(),
+            line: n + 1,
+            problem,
+        })?;
+        records += 1;
+    }
+    Ok(records)
+}
+
+/// Writes the memo of the files that passed: name, content hash, records.
+fn remember_passed(
+    path: &Path,
+    domain: &Digest,
+    names: &[String],
+    hashes: &[Option<Digest>],
+    counts: &[(usize, usize)],
+) -> std::io::Result<()> {
+    let mut writer = MemoWriter::create(path, domain)?;
+    for ((name, hash), (records, _)) in names.iter().zip(hashes).zip(counts) {
+        if let Some(hash) = hash {
+            let mut fields = FieldWriter::default();
+            fields.number(*records as u64);
+            writer.put(name, hash, &fields.finish())?;
+        }
+    }
+    writer.commit()
 }
 
 #[cfg(test)]
@@ -454,5 +539,37 @@ mod tests {
         for line in ["[1]", "\"text\"", "{\"mode\": \"active\"} trailing", "{\"mode\": "] {
             assert!(check_line(line).is_err(), "{line}");
         }
+    }
+
+    #[test]
+    fn a_file_passed_before_is_not_parsed_again_and_changed_bytes_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        let memo = dir.path().join("passed");
+        let good = r#"{"sessionId":"0123456789abcdef0123456789abcdef","harmonicState":{"key":"F#","scale":"minor"}}"#;
+        std::fs::write(out.join("a.jsonl"), format!("{good}\n{good}\n")).unwrap();
+        std::fs::write(out.join("b.jsonl"), format!("{good}\n")).unwrap();
+        let first = verify_dir(&out, Some(&memo)).unwrap();
+        assert_eq!(first, Verified { records: 3, parsed: 2 });
+        let again = verify_dir(&out, Some(&memo)).unwrap();
+        assert_eq!(
+            again,
+            Verified { records: 3, parsed: 0 },
+            "passed bytes are not parsed again"
+        );
+        // Other bytes under a name that passed: checked, and a leak caught.
+        let leak = good.replace("minor", "Priya");
+        std::fs::write(out.join("b.jsonl"), format!("{leak}\n")).unwrap();
+        assert!(matches!(
+            verify_dir(&out, Some(&memo)),
+            Err(VerifyError::Unsafe { line: 1, .. })
+        ));
+        assert!(verify_dir(&out, None).is_err(), "and without a memo");
+        std::fs::write(out.join("b.jsonl"), format!("{good}\n{good}\n")).unwrap();
+        assert_eq!(
+            verify_dir(&out, Some(&memo)).unwrap(),
+            Verified { records: 4, parsed: 1 }
+        );
     }
 }

@@ -601,8 +601,9 @@ fn sanitize_with(
         (read, collector_thread.join().expect("the collector does not panic"))
     });
     let _ = std::fs::remove_dir_all(&partial);
+    let passed = memo.map(|memo| memo.beside("verified"));
     let (mut report, memo) = read.and(collected)?;
-    if let Err(error) = privacy::verify_dir(output) {
+    if let Err(error) = privacy::verify_dir(output, passed.as_deref()) {
         let _ = std::fs::remove_dir_all(output);
         return Err(error.into());
     }
