@@ -219,8 +219,9 @@ fn read_len(reader: &mut impl Read) -> io::Result<u64> {
 
 fn read_bytes(reader: &mut impl Read) -> io::Result<Vec<u8>> {
     let len = read_len(reader)?;
-    let mut bytes = Vec::new();
-    // `take` bounds a damaged length by what the file really holds.
+    // `take` bounds a damaged length by what the file really holds; the
+    // room reserved at once is bounded too.
+    let mut bytes = Vec::with_capacity(len.min(1 << 20) as usize);
     reader.take(len).read_to_end(&mut bytes)?;
     if bytes.len() as u64 != len {
         return Err(io::ErrorKind::UnexpectedEof.into());
