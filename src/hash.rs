@@ -293,14 +293,7 @@ impl<'a> Hasher<'a> {
     pub fn hash_glob(&self, pattern: &str, matcher: &GlobMatcher) -> io::Result<Content> {
         let at = self.witness.map_or(0, |_| now_ns());
         let mut dirs = Vec::new();
-        let found = glob_files(self.root, pattern, matcher, self.witness.map(|_| &mut dirs))?
-            .into_iter()
-            .map(|(path, entry)| ListedFile {
-                path,
-                entry,
-                dirent: None,
-            })
-            .collect();
+        let found = glob_files(self.root, pattern, matcher, self.witness.map(|_| &mut dirs))?;
         let (entries, stamps): (Vec<TreeEntry>, Vec<Stamp>) = self.hash_files(found, "")?.into_iter().unzip();
         if self.witness.is_some() {
             let files = entries.iter().map(|e| e.path().to_string()).zip(stamps);
@@ -334,11 +327,9 @@ impl<'a> Hasher<'a> {
     fn hash_files(&self, files: Vec<ListedFile>, key_prefix: &str) -> io::Result<Vec<(TreeEntry, Stamp)>> {
         files
             .into_par_iter()
-            .map(|ListedFile { path, entry, dirent }| {
-                let meta = match dirent {
-                    Some(dirent) => dirent.metadata()?,
-                    None => std::fs::metadata(&path)?,
-                };
+            .map(|file| {
+                let meta = file.metadata()?;
+                let ListedFile { path, entry, .. } = file;
                 let hash = self.file(&path, &format!("{key_prefix}{entry}"), &meta)?;
                 let file = TreeEntry::File {
                     path: entry,
@@ -382,8 +373,8 @@ pub fn is_ignored_root_entry(name: &std::ffi::OsStr) -> bool {
     name == ".fabric" || name == ".git"
 }
 
-/// The workspace files a glob matches, sorted, as (absolute path, path
-/// relative to `root`): the walk starts at the pattern's literal prefix
+/// The workspace files a glob matches, sorted by path (each with its path
+/// relative to `root` as its entry): the walk starts at the pattern's literal prefix
 /// (`data/*.csv` reads `data/` only) and never enters `.fabric` or `.git`
 /// at the root.
 /// With `dirs`, the directories walked (or the one that would have been)
@@ -393,7 +384,7 @@ pub fn glob_files(
     pattern: &str,
     matcher: &GlobMatcher,
     mut dirs: Option<&mut Vec<PathBuf>>,
-) -> io::Result<Vec<(PathBuf, String)>> {
+) -> io::Result<Vec<ListedFile>> {
     let start = root.join(crate::paths::literal_prefix(pattern));
     if !start.is_dir() {
         if let Some(dirs) = dirs {
@@ -402,26 +393,44 @@ pub fn glob_files(
         return Ok(Vec::new());
     }
     let mut found = Vec::new();
-    let walker = walkdir::WalkDir::new(&start)
-        .sort_by_file_name()
-        .into_iter()
-        .filter_entry(|e| e.path().parent() != Some(root) || !is_ignored_root_entry(e.file_name()));
-    for entry in walker {
-        let entry = entry.map_err(io::Error::other)?;
-        if entry.file_type().is_dir()
-            && let Some(dirs) = dirs.as_deref_mut()
-        {
-            dirs.push(entry.path().to_path_buf());
-        }
-        if !entry.file_type().is_file() {
+    walk_glob(root, &start, matcher, &mut found, &mut dirs)?;
+    Ok(found)
+}
+
+/// Walks `dir` in name order for [`glob_files`] (symlinks not followed),
+/// keeping each matching file's directory entry for the stat.
+fn walk_glob(
+    root: &Path,
+    dir: &Path,
+    matcher: &GlobMatcher,
+    found: &mut Vec<ListedFile>,
+    dirs: &mut Option<&mut Vec<PathBuf>>,
+) -> io::Result<()> {
+    if let Some(dirs) = dirs.as_deref_mut() {
+        dirs.push(dir.to_path_buf());
+    }
+    let mut entries = std::fs::read_dir(dir)?.collect::<io::Result<Vec<_>>>()?;
+    entries.sort_by_cached_key(std::fs::DirEntry::file_name);
+    for entry in entries {
+        if dir == root && is_ignored_root_entry(&entry.file_name()) {
             continue;
         }
-        let relative = relative_string(entry.path(), root);
-        if matcher.is_match(&relative) {
-            found.push((entry.into_path(), relative));
+        let file_type = entry.file_type()?;
+        let path = entry.path();
+        if file_type.is_dir() {
+            walk_glob(root, &path, matcher, found, dirs)?;
+        } else if file_type.is_file() {
+            let relative = relative_string(&path, root);
+            if matcher.is_match(&relative) {
+                found.push(ListedFile {
+                    path,
+                    entry: relative,
+                    dirent: Some(entry),
+                });
+            }
         }
     }
-    Ok(found)
+    Ok(())
 }
 
 /// What a tree under `dir` lists now (see [`Listing`]), read the way the
@@ -431,13 +440,7 @@ pub fn tree_listing(dir: &Path) -> io::Result<Listing> {
     list_tree(dir, "", &mut files, &mut others, Some(&mut dirs))?;
     let files = files
         .into_par_iter()
-        .map(|file| {
-            let meta = match &file.dirent {
-                Some(dirent) => dirent.metadata()?,
-                None => std::fs::metadata(&file.path)?,
-            };
-            Ok((file.entry, Stamp::of(&meta)))
-        })
+        .map(|file| Ok((file.entry.clone(), Stamp::of(&file.metadata()?))))
         .collect::<io::Result<Vec<_>>>()?;
     Ok(Listing::of(
         false,
@@ -452,7 +455,7 @@ pub fn glob_listing(root: &Path, pattern: &str) -> io::Result<Listing> {
     let mut dirs = Vec::new();
     let files = glob_files(root, pattern, &matcher, Some(&mut dirs))?
         .into_par_iter()
-        .map(|(path, entry)| Ok((entry, Stamp::of(&std::fs::metadata(&path)?))))
+        .map(|file| Ok((file.entry.clone(), Stamp::of(&file.metadata()?))))
         .collect::<io::Result<Vec<_>>>()?;
     Ok(Listing::of(true, glob_listing_entries(root, files.into_iter(), &dirs)))
 }
@@ -491,14 +494,26 @@ fn relative_string(path: &Path, base: &Path) -> String {
 }
 
 /// A regular file found by a listing.
-struct ListedFile {
-    path: PathBuf,
-    /// The path relative to the listed directory.
-    entry: String,
+pub struct ListedFile {
+    /// Its path.
+    pub path: PathBuf,
+    /// The path relative to the listed directory (to the workspace, for a glob).
+    pub entry: String,
     /// Its directory entry, when read from one: stat'ing through it is
     /// relative to the open directory (no path lookup), and it is done on
     /// the hashing threads.
     dirent: Option<std::fs::DirEntry>,
+}
+
+impl ListedFile {
+    /// The file's metadata (it is a regular file, not a symlink), through
+    /// its directory entry when there is one.
+    fn metadata(&self) -> io::Result<std::fs::Metadata> {
+        match &self.dirent {
+            Some(dirent) => dirent.metadata(),
+            None => std::fs::metadata(&self.path),
+        }
+    }
 }
 
 /// Lists `dir` recursively (`prefix` is its path in the tree): regular
@@ -662,7 +677,7 @@ mod tests {
             glob_files(dir.path(), pattern, &matcher, None)
                 .unwrap()
                 .into_iter()
-                .map(|(_, relative)| relative)
+                .map(|file| file.entry)
                 .collect()
         };
         assert_eq!(found("data/*.csv"), ["data/a.csv", "data/sub/b.csv"]);

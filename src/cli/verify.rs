@@ -218,8 +218,8 @@ fn copy_inputs(workspace: &crate::manifest::Workspace, to: &Path) -> anyhow::Res
                     paths.insert(path.as_str().into());
                 }
                 crate::manifest::Dep::Glob { pattern, matcher } => {
-                    for (_, relative) in crate::hash::glob_files(root, pattern, matcher, None)? {
-                        paths.insert(relative.into());
+                    for file in crate::hash::glob_files(root, pattern, matcher, None)? {
+                        paths.insert(file.entry.into());
                     }
                 }
             }
