@@ -172,13 +172,13 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
             )),
             Verdict::Acted => None,
         };
-        let seen = noop::settled(witness.into_sightings());
-        let kept = match (lock_files, seen) {
-            (Some((stages, lock_files)), Some(mut seen)) => {
+        // Only a run that can keep a memo sorts out what it saw.
+        let kept = match lock_files.and_then(|kept| Some((kept, noop::settled(witness.into_sightings())?))) {
+            Some(((stages, lock_files), mut seen)) => {
                 seen.extend(lock_files);
                 noop::remember(&root, request, started, stages, grounds(&session, &selection), seen)
             }
-            _ => noop::forget(&root),
+            None => noop::forget(&root),
         };
         if let Err(error) = kept {
             eprintln!("warning: could not keep .fabric/noop ({error}); the next run plans as usual");

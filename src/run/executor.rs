@@ -78,22 +78,6 @@ fn terminate_group(group: i32) {
     group::signal(group, libc::SIGTERM);
 }
 
-/// Waits until the child `pid` has exited, leaving it a zombie (so that its
-/// pid, the group's id, stays reserved until it is reaped).
-#[allow(unsafe_code)]
-fn wait_without_reaping(pid: i32) {
-    loop {
-        // SAFETY: waitid writes only into the siginfo struct passed to it.
-        let done = unsafe {
-            let mut info: libc::siginfo_t = std::mem::zeroed();
-            libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOWAIT)
-        };
-        if done == 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-            return;
-        }
-    }
-}
-
 /// Runs commands as local child processes, each in its own process group:
 /// a stage ends when its shell exits, and whatever the command left running
 /// in the group is killed then; the run's [`Supervisor`] (started with the
@@ -198,11 +182,10 @@ impl Executor for LocalExecutor {
                 break;
             }
         }
-        // The stage ends with its shell: what it left running in its group
-        // is killed before the shell is reaped (while the group's id cannot
-        // be taken by another process), and the stage is over once none of
-        // it runs.
-        wait_without_reaping(group);
+        // The stage ends with its shell (exited, not yet reaped): what it
+        // left running in its group is killed before the shell is reaped
+        // (while the group's id cannot be taken by another process), and the
+        // stage is over once none of it runs.
         group::signal(group, libc::SIGKILL);
         let status = child.wait();
         group::await_death(group);

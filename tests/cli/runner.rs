@@ -293,11 +293,8 @@ fn sigterm_ends_running_commands_and_leaves_the_lock_consistent() {
         "Fabric.toml",
         "[stage.quick]\ncmd = \"echo q > quick.out\"\nouts = [\"quick.out\"]\n\n[stage.sleepy]\ncmd = \"echo $$ > sleepy.pid; sleep 300; touch sleepy.out\"\nouts = [\"sleepy.out\"]\nafter = [\"quick\"]\n",
     );
-    let run = ws.spawn(&["run", "-j", "1"]);
-    while !ws.path("sleepy.pid").exists() || ws.read("sleepy.pid").trim().is_empty() {
-        std::thread::yield_now();
-    }
-    let shell: i32 = ws.read("sleepy.pid").trim().parse().unwrap();
+    let mut run = ws.spawn(&["run", "-j", "1"]);
+    let shell = pid_written(&ws, &mut run, "sleepy.pid");
     // SAFETY: sending a signal to a child process.
     unsafe { libc::kill(run.id() as i32, libc::SIGTERM) };
     let ended = run.wait_with_output().unwrap();
@@ -321,7 +318,6 @@ fn sigterm_ends_running_commands_and_leaves_the_lock_consistent() {
     assert_eq!(ws.fabric(&["status", "--check"]).code, 1);
 }
 
-/// Pids of processes in process group `group` that are not zombies.
 /// After `kill -9` of `fabric`, nothing its commands started survives a
 /// second — the shell, a subshell it waits for, work it put in the
 /// background — so nothing writes into an out afterwards.
@@ -333,11 +329,7 @@ fn after_kill_9_no_process_of_a_command_survives_and_nothing_writes_into_outs() 
         "[stage.a]\ncmd = \"mkdir -p out && echo $$ > a.pid && (sleep 30; echo late > out/b.txt) & (sleep 30; echo late > out/c.txt); echo normal\"\nouts = [\"out\"]\n",
     );
     let mut run = ws.spawn(&["run"]);
-    while !ws.path("a.pid").exists() || ws.read("a.pid").trim().is_empty() {
-        assert!(run.try_wait().unwrap().is_none(), "the run ended early");
-        std::thread::yield_now();
-    }
-    let group: i32 = ws.read("a.pid").trim().parse().unwrap();
+    let group = pid_written(&ws, &mut run, "a.pid");
     // Both subshells have started once the group has four members.
     while live_members_of_group(group).len() < 4 {
         std::thread::yield_now();
@@ -370,11 +362,7 @@ fn the_run_after_a_kill_9_waits_until_the_killed_runs_commands_are_dead() {
         "[params]\nnap = 30\n\n[stage.a]\ncmd = \"mkdir -p out; echo early > out/f; if [ ${params.nap} -gt 0 ]; then (sleep 30; echo late >> out/f) & echo $! > writer.pid; sleep 30; fi\"\nouts = [\"out\"]\n",
     );
     let mut run = ws.spawn(&["run"]);
-    while !ws.path("writer.pid").exists() || ws.read("writer.pid").trim().is_empty() {
-        assert!(run.try_wait().unwrap().is_none(), "the run ended early");
-        std::thread::yield_now();
-    }
-    let writer: i32 = ws.read("writer.pid").trim().parse().unwrap();
+    let writer = pid_written(&ws, &mut run, "writer.pid");
     let supervisor = supervisor_of(run.id() as i32);
     let held_open = std::fs::OpenOptions::new()
         .write(true)
@@ -455,26 +443,18 @@ fn a_process_outside_the_group_holding_the_output_does_not_hold_the_stage() {
 
 /// The pid of the supervisor `fabric` (pid `parent`) started.
 fn supervisor_of(parent: i32) -> i32 {
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        let ppid = stat
-            .rfind(')')
-            .and_then(|end| stat[end + 2..].split(' ').nth(1))
-            .and_then(|p| p.parse::<i32>().ok());
-        if ppid == Some(parent) && cmdline.split(|b| *b == 0).any(|arg| arg == b"__supervise") {
-            return pid;
-        }
-    }
-    panic!("fabric (pid {parent}) has no supervisor");
+    processes()
+        .into_iter()
+        .find(|p| {
+            let cmdline = std::fs::read(format!("/proc/{}/cmdline", p.pid)).unwrap_or_default();
+            p.parent == parent && cmdline.split(|b| *b == 0).any(|arg| arg == b"__supervise")
+        })
+        .unwrap_or_else(|| panic!("fabric (pid {parent}) has no supervisor"))
+        .pid
 }
 
 fn process_is_live(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|stat| stat.rfind(')').is_some_and(|end| !stat[end + 2..].starts_with('Z')))
+    process(pid).is_some_and(|p| p.state != "Z")
 }
 
 /// A stage ends with its shell: a writer it left in the background is
@@ -494,23 +474,51 @@ fn background_work_a_command_leaves_behind_ends_with_its_stage() {
     assert_eq!(ws.fabric(&["status", "--check"]).code, 0);
 }
 
+/// Pids of processes in process group `group` that are not zombies.
 fn live_members_of_group(group: i32) -> Vec<i32> {
-    let mut live = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // Fields after the parenthesised command name: state ppid pgrp ...
-        let after = &stat[stat.rfind(')').unwrap() + 2..];
-        let fields: Vec<&str> = after.split(' ').collect();
-        if fields[0] != "Z" && fields[2].parse::<i32>() == Ok(group) {
-            live.push(pid);
-        }
+    processes()
+        .into_iter()
+        .filter(|p| p.state != "Z" && p.group == group)
+        .map(|p| p.pid)
+        .collect()
+}
+
+/// A process as `/proc/PID/stat` describes it (read here independently of
+/// the code under test).
+struct Process {
+    pid: i32,
+    state: String,
+    parent: i32,
+    group: i32,
+}
+
+fn process(pid: i32) -> Option<Process> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name: state ppid pgrp ...
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
+    Some(Process {
+        pid,
+        state: fields.first()?.to_string(),
+        parent: fields.get(1)?.parse().ok()?,
+        group: fields.get(2)?.parse().ok()?,
+    })
+}
+
+fn processes() -> Vec<Process> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| process(entry.file_name().to_string_lossy().parse().ok()?))
+        .collect()
+}
+
+/// Waits until a command of `run` wrote its pid into `file`, and returns it.
+fn pid_written(ws: &Workspace, run: &mut std::process::Child, file: &str) -> i32 {
+    while !ws.path(file).exists() || ws.read(file).trim().is_empty() {
+        assert!(run.try_wait().unwrap().is_none(), "the run ended early");
+        std::thread::yield_now();
     }
-    live
+    ws.read(file).trim().parse().unwrap()
 }
 
 #[test]
