@@ -52,6 +52,28 @@ impl Memo<'_> {
         }
     }
 
+    /// The files the stage's fingerprint found under `dir` (a directory dep:
+    /// its whole tree), in path order component by component: what a walk of
+    /// `dir` in name order finds, without walking it again.
+    pub fn files_under(&self, dir: &Path) -> Vec<KnownFile> {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = dir.as_os_str().as_bytes();
+        let mut files: Vec<KnownFile> = self
+            .known
+            .iter()
+            .filter_map(|(path, hash)| {
+                let name = path.as_os_str().as_bytes().strip_prefix(dir)?.strip_prefix(b"/")?;
+                Some(KnownFile {
+                    name: String::from_utf8_lossy(name).into_owned(),
+                    path: path.clone(),
+                    hash: *hash,
+                })
+            })
+            .collect();
+        files.sort_unstable_by(|a, b| path_order(Path::new(&a.name), Path::new(&b.name)));
+        files
+    }
+
     /// Where the step keeps another memo of its own, beside this one
     /// (`.fabric/memo/STAGE.KIND`: stage names hold no dot).
     pub fn beside(&self, kind: &str) -> std::path::PathBuf {
@@ -70,6 +92,30 @@ impl Memo<'_> {
     pub fn writer(&self) -> io::Result<MemoWriter> {
         MemoWriter::create(&self.path, &self.domain)
     }
+}
+
+/// The order of memo entries: path order component by component (as
+/// `Path::cmp` and a walk in name order), compared as bytes with the
+/// separator ranked first, which is the same for the normalized paths steps
+/// use and far cheaper than parsing components.
+pub fn path_order(a: &Path, b: &Path) -> Ordering {
+    use std::os::unix::ffi::OsStrExt;
+    fn ranked(path: &Path) -> impl Iterator<Item = u8> + '_ {
+        let bytes = path.as_os_str().as_bytes();
+        bytes.iter().map(|&byte| if byte == b'/' { 0 } else { byte })
+    }
+    ranked(a).cmp(ranked(b))
+}
+
+/// An input file the stage's fingerprint found, as [`Memo::files_under`]
+/// gives it.
+pub struct KnownFile {
+    /// Where it is.
+    pub path: std::path::PathBuf,
+    /// Its path under the directory asked for: its key in the memo.
+    pub name: String,
+    /// Its content hash.
+    pub hash: Digest,
 }
 
 /// The old memo, read forward as the step asks for files in order.
@@ -107,7 +153,7 @@ impl MemoReader {
         loop {
             let (next_path, next_hash) = self.next.as_ref()?;
             let wanted = next_hash == hash;
-            match Path::new(next_path.as_str()).cmp(Path::new(path)) {
+            match path_order(Path::new(next_path.as_str()), Path::new(path)) {
                 Ordering::Greater => return None,
                 Ordering::Less => self.skip_result(),
                 Ordering::Equal if wanted => return self.read_result(),
@@ -328,6 +374,39 @@ mod tests {
         let mut memo = MemoReader::open(&path, &domain);
         assert_eq!(memo.take("x/y", &a).as_deref(), Some(&b"result a"[..]));
         assert_eq!(memo.take("z", &c), None);
+    }
+
+    #[test]
+    fn path_order_is_component_order() {
+        let paths = ["a", "a b", "a-b/c", "a.json", "a/b.json", "a/b/c", "a/b0", "ab", "b"];
+        for x in paths {
+            for y in paths {
+                let (x, y) = (Path::new(x), Path::new(y));
+                assert_eq!(path_order(x, y), x.cmp(y), "{x:?} against {y:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn files_under_a_dep_come_in_walk_order_with_their_hashes() {
+        let root = Path::new("/w");
+        let known: std::collections::HashMap<_, _> = ["raw/a.json", "raw/a/b.json", "raw-2/c.json", "raw/b.json"]
+            .into_iter()
+            .map(|path| (root.join(path), Digest::of(path.as_bytes())))
+            .collect();
+        let cache = crate::stat_cache::StatCache::load(Path::new("/nonexistent"));
+        let hasher = Hasher::new(root, &cache);
+        let memo = Memo {
+            path: root.join(".fabric/memo/s"),
+            domain: Digest::of(b"d"),
+            hasher: &hasher,
+            known: &known,
+        };
+        let files = memo.files_under(&root.join("raw"));
+        let names: Vec<_> = files.iter().map(|file| file.name.as_str()).collect();
+        assert_eq!(names, ["a/b.json", "a.json", "b.json"]);
+        assert_eq!(files[0].path, root.join("raw/a/b.json"));
+        assert_eq!(files[0].hash, Digest::of(b"raw/a/b.json"));
     }
 
     #[test]

@@ -240,10 +240,9 @@ struct Collector<'a> {
     /// This run's memo, with the hasher that checks that computed outcomes
     /// are those of the content their memo key names.
     memo: Option<(MemoWriter, &'a Hasher<'a>)>,
-    /// The outcomes of the file being collected (`None` once they outgrew
-    /// [`MEMO_FILE_LIMIT`]) and whether they were computed now (rather than
-    /// taken from the old memo).
-    memo_file: Option<(usize, Option<FieldWriter>, bool)>,
+    /// The outcomes of the file being computed (`None` once they outgrew
+    /// [`MEMO_FILE_LIMIT`]).
+    memo_file: Option<(usize, Option<FieldWriter>)>,
 }
 
 impl<'a> Collector<'a> {
@@ -267,34 +266,45 @@ impl<'a> Collector<'a> {
         }
     }
 
-    /// Takes outcomes in input order, by input file index (and whether they
-    /// were computed now).
-    fn take(&mut self, outcomes: Vec<(usize, Vec<Outcome>, bool)>, inputs: &[Input]) -> Result<(), SanitizeError> {
-        for (file, outcomes, computed) in outcomes {
+    /// Takes outcomes in input order, by input file index (with the memo
+    /// result they came from, when the old memo kept them).
+    fn take(
+        &mut self,
+        outcomes: Vec<(usize, Vec<Outcome>, Option<Vec<u8>>)>,
+        inputs: &[Input],
+    ) -> Result<(), SanitizeError> {
+        for (file, outcomes, kept) in outcomes {
             if self.memo.is_some() && inputs[file].memo_key.is_some() {
-                self.remember(file, &outcomes, computed, inputs)?;
+                match kept {
+                    Some(result) => self.keep(file, &result, inputs)?,
+                    None => self.remember(file, &outcomes, inputs)?,
+                }
             }
             self.take_file(outcomes)?;
         }
         Ok(())
     }
 
-    /// Adds outcomes of input `file` to the memo (a file's outcomes may come
-    /// in several pieces; each file is written once the next one starts).
-    fn remember(
-        &mut self,
-        file: usize,
-        outcomes: &[Outcome],
-        computed: bool,
-        inputs: &[Input],
-    ) -> Result<(), SanitizeError> {
-        if self.memo_file.as_ref().is_some_and(|(current, _, _)| *current != file) {
+    /// Carries the old memo's result for input `file` into the new memo as
+    /// it was read.
+    fn keep(&mut self, file: usize, result: &[u8], inputs: &[Input]) -> Result<(), SanitizeError> {
+        self.flush_memo(inputs)?;
+        if let (Some((memo, _)), Some((path, hash))) = (self.memo.as_mut(), &inputs[file].memo_key) {
+            memo.put(path, hash, result).map_err(io_error(&inputs[file].path))?;
+        }
+        Ok(())
+    }
+
+    /// Adds outcomes computed for input `file` to the memo (a file's
+    /// outcomes may come in several pieces; each file is written once the
+    /// next one starts).
+    fn remember(&mut self, file: usize, outcomes: &[Outcome], inputs: &[Input]) -> Result<(), SanitizeError> {
+        if self.memo_file.as_ref().is_some_and(|(current, _)| *current != file) {
             self.flush_memo(inputs)?;
         }
-        let (_, kept, now) = self
+        let (_, kept) = self
             .memo_file
-            .get_or_insert_with(|| (file, Some(FieldWriter::default()), false));
-        *now |= computed;
+            .get_or_insert_with(|| (file, Some(FieldWriter::default())));
         if let Some(fields) = kept {
             encode(outcomes, fields);
             if fields.written() > MEMO_FILE_LIMIT {
@@ -304,15 +314,15 @@ impl<'a> Collector<'a> {
         Ok(())
     }
 
+    /// Writes the computed outcomes of the file collected last to the memo.
     fn flush_memo(&mut self, inputs: &[Input]) -> Result<(), SanitizeError> {
-        if let (Some((memo, hasher)), Some((file, Some(fields), computed))) =
-            (self.memo.as_mut(), self.memo_file.take())
+        if let (Some((memo, hasher)), Some((file, Some(fields)))) = (self.memo.as_mut(), self.memo_file.take())
             && let Some((path, hash)) = &inputs[file].memo_key
         {
             // A file edited while the run read it holds other content than
             // its key names: keep nothing for it.
             let input = &inputs[file].path;
-            if !computed || hasher.file_digest(input).ok().as_ref() == Some(hash) {
+            if hasher.file_digest(input).ok().as_ref() == Some(hash) {
                 memo.put(path, hash, &fields.finish()).map_err(io_error(input))?;
             }
         }
@@ -455,8 +465,13 @@ const MEMO_FILE_LIMIT: usize = 16 << 20;
 enum Work {
     /// A raw record of input file `file`.
     Raw { file: usize, raw: Raw },
-    /// Every outcome of input file `file`, kept by the memo.
-    Known { file: usize, outcomes: Vec<Outcome> },
+    /// Every outcome of input file `file`, kept by the memo (decoded from
+    /// `result`).
+    Known {
+        file: usize,
+        outcomes: Vec<Outcome>,
+        result: Vec<u8>,
+    },
 }
 
 /// Hands the work to `consume` in chunks, in file and line order: whole
@@ -483,11 +498,20 @@ fn read_chunks(
     };
     for (index, input) in inputs.iter().enumerate() {
         let kept = match (&input.memo_key, memo.as_mut()) {
-            (Some((path, hash)), Some(memo)) => memo.take(path, hash).and_then(|bytes| decode(&bytes)),
+            (Some((path, hash)), Some(memo)) => memo
+                .take(path, hash)
+                .and_then(|result| Some((decode(&result)?, result))),
             _ => None,
         };
-        if let Some(outcomes) = kept {
-            push(Work::Known { file: index, outcomes }, &mut chunk)?;
+        if let Some((outcomes, result)) = kept {
+            push(
+                Work::Known {
+                    file: index,
+                    outcomes,
+                    result,
+                },
+                &mut chunk,
+            )?;
             continue;
         }
         let file = &input.path;
@@ -546,26 +570,27 @@ fn sanitize_with(
     key: &PseudonymKey,
     cleaner: Cleaner,
 ) -> Result<SanitizeReport, SanitizeError> {
-    let files = input_files(input)?;
-    if files.is_empty() {
+    let inputs: Vec<Input> = match memo {
+        // The files the stage's fingerprint found, with their hashes as memo
+        // keys: the memo is read in path order, so it is keyed by the path
+        // itself (local state beside the raw input).
+        Some(memo) => memo
+            .files_under(input)
+            .into_iter()
+            .filter(|file| is_snapshot_file(&file.path))
+            .map(|file| Input {
+                path: file.path,
+                memo_key: Some((file.name, file.hash)),
+            })
+            .collect(),
+        None => input_files(input)?
+            .into_iter()
+            .map(|path| Input { path, memo_key: None })
+            .collect(),
+    };
+    if inputs.is_empty() {
         return Err(SanitizeError::NoInput(input.to_path_buf()));
     }
-    let inputs = files
-        .into_par_iter()
-        .map(|path| {
-            let memo_key = match memo {
-                Some(memo) => {
-                    let hash = memo.content_hash(&path).map_err(io_error(&path))?;
-                    // The memo is read in path order, so it is keyed by the
-                    // path itself (local state beside the raw input).
-                    let name = path.strip_prefix(input).unwrap_or(&path).to_string_lossy().into_owned();
-                    Some((name, hash))
-                }
-                None => None,
-            };
-            Ok(Input { path, memo_key })
-        })
-        .collect::<Result<Vec<_>, SanitizeError>>()?;
     std::fs::create_dir_all(output).map_err(io_error(output))?;
     let partial = output.join(".partial");
     let writer = match memo {
@@ -575,7 +600,7 @@ fn sanitize_with(
     let collector = Collector::new(partial.clone(), inputs.len(), writer);
     // Reading and cleaning run on the rayon pool while the collector thread
     // takes the previous chunks; a bounded channel keeps memory to a few chunks.
-    let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<(usize, Vec<Outcome>, bool)>>(2);
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<(usize, Vec<Outcome>, Option<Vec<u8>>)>>(2);
     let inputs = &inputs;
     let (read, collected) = std::thread::scope(|scope| {
         let collector_thread = scope.spawn(move || {
@@ -589,8 +614,8 @@ fn sanitize_with(
             let outcomes = chunk
                 .into_par_iter()
                 .map(|work| match work {
-                    Work::Known { file, outcomes } => Ok((file, outcomes, false)),
-                    Work::Raw { file, raw } => Ok((file, vec![cleaner(&raw.text()?, key).map(Cleaned::from)], true)),
+                    Work::Known { file, outcomes, result } => Ok((file, outcomes, Some(result))),
+                    Work::Raw { file, raw } => Ok((file, vec![cleaner(&raw.text()?, key).map(Cleaned::from)], None)),
                 })
                 .collect::<Result<Vec<_>, SanitizeError>>()?;
             // A closed channel means the collector failed; its error is reported below.
@@ -642,13 +667,18 @@ fn finish_session(on_disk: Option<&Path>, in_memory: &[String], target: &Path) -
         .collect();
     records.sort_unstable();
     let mut name = blake3::Hasher::new();
-    let mut writer = BufWriter::new(File::create(target).map_err(io_error(target))?);
+    let mut writer = BufWriter::with_capacity(1 << 20, File::create(target).map_err(io_error(target))?);
     for (_, content, record) in records {
         name.update(content.as_bytes()).update(b"\n");
         writeln!(writer, "{record}").map_err(io_error(target))?;
     }
     writer.flush().map_err(io_error(target))?;
     Ok(name.finalize().to_hex()[..32].to_string())
+}
+
+/// Whether sanitize reads the file at `path`: `*.json` and `*.jsonl`.
+fn is_snapshot_file(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "json" || e == "jsonl")
 }
 
 /// Input files under `dir`, sorted by path.
@@ -659,8 +689,7 @@ fn input_files(dir: &Path) -> Result<Vec<PathBuf>, SanitizeError> {
             path: dir.to_path_buf(),
             source: e.into(),
         })?;
-        let is_snapshot = entry.path().extension().is_some_and(|e| e == "json" || e == "jsonl");
-        if entry.file_type().is_file() && is_snapshot {
+        if entry.file_type().is_file() && is_snapshot_file(entry.path()) {
             files.push(entry.into_path());
         }
     }
