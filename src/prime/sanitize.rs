@@ -138,6 +138,10 @@ struct Cleaned {
 /// One record's result: cleaned, or the reason it is dropped.
 type Outcome = Result<Cleaned, String>;
 
+/// Outcomes of one input file (by index), with the memo result they were
+/// decoded from when the old memo kept them.
+type FileOutcomes = (usize, Vec<Outcome>, Option<Vec<u8>>);
+
 /// Appends a file's outcomes to its memo result.
 fn encode(outcomes: &[Outcome], fields: &mut FieldWriter) {
     for outcome in outcomes {
@@ -268,11 +272,7 @@ impl<'a> Collector<'a> {
 
     /// Takes outcomes in input order, by input file index (with the memo
     /// result they came from, when the old memo kept them).
-    fn take(
-        &mut self,
-        outcomes: Vec<(usize, Vec<Outcome>, Option<Vec<u8>>)>,
-        inputs: &[Input],
-    ) -> Result<(), SanitizeError> {
+    fn take(&mut self, outcomes: Vec<FileOutcomes>, inputs: &[Input]) -> Result<(), SanitizeError> {
         for (file, outcomes, kept) in outcomes {
             if self.memo.is_some() && inputs[file].memo_key.is_some() {
                 match kept {
@@ -465,13 +465,52 @@ const MEMO_FILE_LIMIT: usize = 16 << 20;
 enum Work {
     /// A raw record of input file `file`.
     Raw { file: usize, raw: Raw },
-    /// Every outcome of input file `file`, kept by the memo (decoded from
-    /// `result`).
-    Known {
-        file: usize,
-        outcomes: Vec<Outcome>,
-        result: Vec<u8>,
-    },
+    /// The memo's result for input file `file`: every outcome of it,
+    /// decoded by the cleaning threads.
+    Known { file: usize, result: Vec<u8> },
+}
+
+/// About how many bytes of memo result one record takes: known files count
+/// as that many records towards a chunk, which bounds memory alike.
+const RESULT_BYTES_PER_RECORD: usize = 2048;
+
+impl Work {
+    /// Cleans the raw record, or decodes the kept result (cleaning the file
+    /// again should it not decode): the file's outcomes, with the result
+    /// they were decoded from.
+    fn outcomes(self, inputs: &[Input], key: &PseudonymKey, cleaner: Cleaner) -> Result<FileOutcomes, SanitizeError> {
+        let clean = |raw: Raw| -> Result<Outcome, SanitizeError> { Ok(cleaner(&raw.text()?, key).map(Cleaned::from)) };
+        match self {
+            Work::Raw { file, raw } => Ok((file, vec![clean(raw)?], None)),
+            Work::Known { file, result } => match decode(&result) {
+                Some(outcomes) => Ok((file, outcomes, Some(result))),
+                None => {
+                    let mut outcomes = Vec::new();
+                    for_each_raw(&inputs[file].path, |raw| {
+                        outcomes.push(clean(raw)?);
+                        Ok(())
+                    })?;
+                    Ok((file, outcomes, None))
+                }
+            },
+        }
+    }
+}
+
+/// Hands each raw record of input file `path` to `take`: the whole file for
+/// `*.json`, each line that is not blank for `*.jsonl`.
+fn for_each_raw(path: &Path, mut take: impl FnMut(Raw) -> Result<(), SanitizeError>) -> Result<(), SanitizeError> {
+    if path.extension().is_some_and(|e| e == "json") {
+        return take(Raw::File(path.to_path_buf()));
+    }
+    let reader = BufReader::new(File::open(path).map_err(io_error(path))?);
+    for line in reader.lines() {
+        let line = line.map_err(io_error(path))?;
+        if !line.trim().is_empty() {
+            take(Raw::Line(line))?;
+        }
+    }
+    Ok(())
 }
 
 /// Hands the work to `consume` in chunks, in file and line order: whole
@@ -487,7 +526,7 @@ fn read_chunks(
     let mut push = |work: Work, chunk: &mut Vec<Work>| -> Result<(), SanitizeError> {
         size += match &work {
             Work::Raw { .. } => 1,
-            Work::Known { outcomes, .. } => outcomes.len().max(1),
+            Work::Known { result, .. } => 1 + result.len() / RESULT_BYTES_PER_RECORD,
         };
         chunk.push(work);
         if size >= CHUNK {
@@ -498,45 +537,12 @@ fn read_chunks(
     };
     for (index, input) in inputs.iter().enumerate() {
         let kept = match (&input.memo_key, memo.as_mut()) {
-            (Some((path, hash)), Some(memo)) => memo
-                .take(path, hash)
-                .and_then(|result| Some((decode(&result)?, result))),
+            (Some((path, hash)), Some(memo)) => memo.take(path, hash),
             _ => None,
         };
-        if let Some((outcomes, result)) = kept {
-            push(
-                Work::Known {
-                    file: index,
-                    outcomes,
-                    result,
-                },
-                &mut chunk,
-            )?;
-            continue;
-        }
-        let file = &input.path;
-        if file.extension().is_some_and(|e| e == "json") {
-            push(
-                Work::Raw {
-                    file: index,
-                    raw: Raw::File(file.clone()),
-                },
-                &mut chunk,
-            )?;
-            continue;
-        }
-        let reader = BufReader::new(File::open(file).map_err(io_error(file))?);
-        for line in reader.lines() {
-            let line = line.map_err(io_error(file))?;
-            if !line.trim().is_empty() {
-                push(
-                    Work::Raw {
-                        file: index,
-                        raw: Raw::Line(line),
-                    },
-                    &mut chunk,
-                )?;
-            }
+        match kept {
+            Some(result) => push(Work::Known { file: index, result }, &mut chunk)?,
+            None => for_each_raw(&input.path, |raw| push(Work::Raw { file: index, raw }, &mut chunk))?,
         }
     }
     if !chunk.is_empty() {
@@ -600,7 +606,7 @@ fn sanitize_with(
     let collector = Collector::new(partial.clone(), inputs.len(), writer);
     // Reading and cleaning run on the rayon pool while the collector thread
     // takes the previous chunks; a bounded channel keeps memory to a few chunks.
-    let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<(usize, Vec<Outcome>, Option<Vec<u8>>)>>(2);
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<FileOutcomes>>(2);
     let inputs = &inputs;
     let (read, collected) = std::thread::scope(|scope| {
         let collector_thread = scope.spawn(move || {
@@ -613,10 +619,7 @@ fn sanitize_with(
         let read = read_chunks(inputs, memo.map(Memo::reader), |chunk| {
             let outcomes = chunk
                 .into_par_iter()
-                .map(|work| match work {
-                    Work::Known { file, outcomes, result } => Ok((file, outcomes, Some(result))),
-                    Work::Raw { file, raw } => Ok((file, vec![cleaner(&raw.text()?, key).map(Cleaned::from)], None)),
-                })
+                .map(|work| work.outcomes(inputs, key, cleaner))
                 .collect::<Result<Vec<_>, SanitizeError>>()?;
             // A closed channel means the collector failed; its error is reported below.
             let _ = sender.send(outcomes);
@@ -1124,6 +1127,66 @@ mod tests {
             clean_record(&record.to_string(), &KEY).unwrap_err(),
             "missing_field:userMemorySummary.recentActions"
         );
+    }
+
+    /// With a memo, kept results are used as read, a result that does not
+    /// decode has its file cleaned again, and the output is byte for byte
+    /// the output of a run without a memo.
+    #[test]
+    fn kept_results_and_damaged_ones_give_the_output_of_a_run_without_memo() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("raw");
+        std::fs::create_dir_all(input.join("sub")).unwrap();
+        std::fs::write(
+            input.join("a.jsonl"),
+            raw_line("s1", "more reverb") + "\n\n" + &raw_line("s2", "less") + "\n",
+        )
+        .unwrap();
+        std::fs::write(input.join("sub/b.json"), raw_line("s1", "Jane wants it louder")).unwrap();
+        let cache = crate::stat_cache::StatCache::load(&dir.path().join("state"));
+        let hasher = Hasher::new(dir.path(), &cache);
+        let known = walkdir::WalkDir::new(&input)
+            .into_iter()
+            .map(Result::unwrap)
+            .filter(|entry| entry.file_type().is_file())
+            .map(|entry| (entry.path().to_path_buf(), hasher.file_digest(entry.path()).unwrap()))
+            .collect();
+        let memo = Memo {
+            path: dir.path().join("memo"),
+            domain: Digest::of(b"sanitize test"),
+            hasher: &hasher,
+            known: &known,
+        };
+        let files_of = |output: &Path| -> Vec<(std::ffi::OsString, String)> {
+            let mut files: Vec<_> = std::fs::read_dir(output)
+                .unwrap()
+                .map(|entry| {
+                    let entry = entry.unwrap();
+                    (entry.file_name(), std::fs::read_to_string(entry.path()).unwrap())
+                })
+                .collect();
+            files.sort();
+            files
+        };
+        let plain = sanitize(&input, &dir.path().join("plain"), None, &KEY).unwrap();
+        let expected = files_of(&dir.path().join("plain"));
+        for (run, damage) in [("first", false), ("kept", false), ("damaged", true)] {
+            if damage {
+                // Same domain, paths and hashes; results that do not decode.
+                let mut writer = memo.writer().unwrap();
+                for file in memo.files_under(&input) {
+                    writer.put(&file.name, &file.hash, &[7]).unwrap();
+                }
+                writer.commit().unwrap();
+            }
+            let output = dir.path().join(run);
+            assert_eq!(sanitize(&input, &output, Some(&memo), &KEY).unwrap(), plain, "{run}");
+            assert_eq!(files_of(&output), expected, "{run}");
+        }
+        // The damaged results were replaced by good ones.
+        let mut reader = memo.reader();
+        let file = &memo.files_under(&input)[0];
+        assert!(decode(&reader.take(&file.name, &file.hash).unwrap()).is_some());
     }
 
     /// The verifier does not trust the redactor: a cleaner that lets one
