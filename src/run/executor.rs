@@ -149,6 +149,9 @@ impl Executor for LocalExecutor {
             .stderr(writer)
             .process_group(0);
         let supervisor = self.supervisor();
+        if let Some(supervisor) = &supervisor {
+            command.env(super::supervisor::MARK, supervisor.mark());
+        }
         let mut child = command.spawn()?;
         // The parent's copies of the write end go with `command`.
         drop(command);

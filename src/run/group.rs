@@ -62,6 +62,33 @@ fn has_running_member(group: i32) -> bool {
     })
 }
 
+/// The process groups of the live processes whose environment holds the
+/// entry `entry` (`NAME=VALUE`). Processes of other users, and zombies
+/// (their environment is gone), are not seen.
+pub fn marked(entry: &str) -> std::collections::BTreeSet<i32> {
+    let Ok(processes) = std::fs::read_dir("/proc") else {
+        return Default::default();
+    };
+    let entry = entry.as_bytes();
+    processes
+        .flatten()
+        .filter(|process| {
+            process
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .filter_map(|process| {
+            let environ = std::fs::read(process.path().join("environ")).ok()?;
+            environ
+                .split(|&byte| byte == 0)
+                .any(|held| held == entry)
+                .then_some(())?;
+            running_in(&std::fs::read_to_string(process.path().join("stat")).ok()?)
+        })
+        .collect()
+}
+
 /// The process group of a live (not zombie) process, from its
 /// `/proc/PID/stat` line: `PID (COMMAND) STATE PPID PGRP …`, where the
 /// command may itself hold spaces and parentheses.

@@ -10,6 +10,14 @@
 //! waits until none of their processes runs, and exits. So no command keeps
 //! writing into outs the next run will replace or record.
 //!
+//! A command could also escape its registration: `fabric` may die between
+//! starting a command and telling the supervisor its group, and a command
+//! may leave its group (`setsid`). So every command's environment carries
+//! [`MARK`] naming the supervisor, and a supervisor whose `fabric` died
+//! (the pipe closed without [`DONE`]) also kills, with their groups, every
+//! process still holding its mark: whatever a command started, unless it
+//! scrubbed its environment. After a normal end nothing is scanned.
+//!
 //! The supervisor also holds the workspace's run lock: its stdout is the
 //! lock file, sharing the open file that `fabric` locked, and such a lock
 //! is released only when every descriptor of it is closed. After a
@@ -24,9 +32,8 @@
 //! `posix_spawn`, the fast way to start the thousands of short commands a
 //! large graph runs. The supervisor runs in its own process group, so a
 //! Ctrl-C at the terminal reaches `fabric` (which ends its commands itself)
-//! and not the supervisor. Not covered: a process that leaves its group
-//! (`setsid`, a daemon), and the microseconds between a spawn and its
-//! registration.
+//! and not the supervisor. Not covered: a process that both leaves its
+//! group and clears its environment.
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -37,6 +44,16 @@ use std::sync::Mutex;
 
 /// The hidden subcommand that runs [`serve`].
 pub const SUBCOMMAND: &str = "__supervise";
+
+/// The environment variable every command gets: the supervisor's pid.
+pub const MARK: &str = "FABRIC_SUPERVISOR";
+
+/// What `fabric` says last when it ends normally.
+const DONE: &str = "done";
+
+/// How many times a supervisor looks again for marked processes after
+/// killing those it found (a process may fork while it looks).
+const MARK_SWEEPS: usize = 20;
 
 /// `fabric`'s side: the pipe to a running supervisor.
 pub struct Supervisor {
@@ -70,6 +87,11 @@ impl Supervisor {
         })
     }
 
+    /// The environment entry that marks a command of this run (`MARK`'s value).
+    pub fn mark(&self) -> String {
+        self.child.id().to_string()
+    }
+
     /// Registers a running process group.
     pub fn watch(&self, group: i32) {
         self.send(&format!("+{group}\n"));
@@ -93,19 +115,23 @@ impl Drop for Supervisor {
     /// for it frees the run lock it shares when `fabric` exits, not a
     /// moment later (the next run would wait for it).
     fn drop(&mut self) {
+        self.send(&format!("{DONE}\n"));
         self.pipe.get_mut().unwrap_or_else(|e| e.into_inner()).take();
         let _ = self.child.wait();
     }
 }
 
 /// The supervisor's side: reads registrations from stdin until it closes,
-/// then kills every group still registered and waits until they are dead.
-/// It writes nothing: its stdout may be the run lock.
+/// then kills every group still registered and, unless `fabric` said it was
+/// done, every process holding this supervisor's mark, and waits until they
+/// are dead. It writes nothing: its stdout may be the run lock.
 pub fn serve() -> io::Result<()> {
     ignore_hangups();
     let mut groups = BTreeSet::new();
+    let mut done = false;
     for line in io::stdin().lock().lines() {
         let Ok(line) = line else { break };
+        done = line == DONE;
         if let Some(group) = line.strip_prefix('+').and_then(|g| g.parse::<i32>().ok()) {
             if group > 1 {
                 groups.insert(group);
@@ -120,7 +146,28 @@ pub fn serve() -> io::Result<()> {
     for group in groups {
         super::group::await_death(group);
     }
+    if !done {
+        end_marked(&format!("{MARK}={}", std::process::id()));
+    }
     Ok(())
+}
+
+/// Kills every process whose environment holds `mark`, with its group, and
+/// waits until they are dead; looks again until none is left.
+fn end_marked(mark: &str) {
+    for _ in 0..MARK_SWEEPS {
+        // A process is always in its group: killing the group kills it.
+        let groups = super::group::marked(mark);
+        if groups.is_empty() {
+            return;
+        }
+        for &group in &groups {
+            super::group::signal(group, libc::SIGKILL);
+        }
+        for group in groups {
+            super::group::await_death(group);
+        }
+    }
 }
 
 /// A hangup must not end the supervisor before the commands: the kernel

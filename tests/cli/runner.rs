@@ -348,6 +348,35 @@ fn after_kill_9_no_process_of_a_command_survives_and_nothing_writes_into_outs() 
     assert!(!ws.path("out/b.txt").exists() && !ws.path("out/c.txt").exists());
 }
 
+/// A process that left its command's group (`setsid`) still carries the
+/// run's mark in its environment: after `kill -9` of `fabric` the
+/// supervisor ends it too. (The same sweep ends a command `fabric` died
+/// too early to register.)
+#[test]
+fn after_kill_9_a_process_that_left_its_group_is_ended_too() {
+    let ws = Workspace::new();
+    ws.write(
+        "Fabric.toml",
+        "[stage.a]\ncmd = \"mkdir -p out; setsid sh -c 'sleep 30; echo late > out/late.txt' & echo $! > escaped.pid; sleep 30\"\nouts = [\"out\"]\n",
+    );
+    let mut run = ws.spawn(&["run"]);
+    let escaped = pid_written(&ws, &mut run, "escaped.pid");
+    while process(escaped).is_some_and(|p| p.group != escaped) {
+        std::thread::yield_now();
+    }
+    run.kill().unwrap();
+    run.wait().unwrap();
+    let killed = std::time::Instant::now();
+    while process_is_live(escaped) && killed.elapsed() < std::time::Duration::from_secs(5) {
+        std::thread::yield_now();
+    }
+    let survived = process_is_live(escaped);
+    // SAFETY: ending the process this test started, should it have survived.
+    unsafe { libc::kill(escaped, libc::SIGKILL) };
+    assert!(!survived, "the process that left its group outlived the killed run");
+    assert!(!ws.path("out/late.txt").exists());
+}
+
 /// After `kill -9` of `fabric`, the workspace passes to the next run only
 /// once the killed run's commands are dead: its supervisor holds the run
 /// lock until then. The test keeps the supervisor from acting (it holds a
