@@ -370,13 +370,15 @@ pub fn hash_file(path: &Path, size: u64) -> io::Result<Digest> {
 
 /// Top-level workspace entries that are never workspace content.
 pub fn is_ignored_root_entry(name: &std::ffi::OsStr) -> bool {
-    name == ".fabric" || name == ".git"
+    name == crate::layout::Layout::STATE_DIR || name == ".git"
 }
 
 /// The workspace files a glob matches, sorted by path (each with its path
 /// relative to `root` as its entry): the walk starts at the pattern's literal prefix
-/// (`data/*.csv` reads `data/` only) and never enters `.fabric` or `.git`
-/// at the root.
+/// (`data/*.csv` reads `data/` only), never enters `.fabric` or `.git` at
+/// the root, and does not descend into a build or cache directory (one
+/// holding a `CACHEDIR.TAG`, like cargo's `target/`) unless the pattern
+/// names it before its first wildcard.
 /// With `dirs`, the directories walked (or the one that would have been)
 /// are added to it.
 pub fn glob_files(
@@ -418,6 +420,14 @@ fn walk_glob(
         let file_type = entry.file_type()?;
         let path = entry.path();
         if file_type.is_dir() {
+            if is_cache_dir(&path) {
+                // Kept among the walked directories: a removed tag shows as a
+                // change of its directory.
+                if let Some(dirs) = dirs.as_deref_mut() {
+                    dirs.push(path);
+                }
+                continue;
+            }
             walk_glob(root, &path, matcher, found, dirs)?;
         } else if file_type.is_file() {
             let relative = relative_string(&path, root);
@@ -431,6 +441,17 @@ fn walk_glob(
         }
     }
     Ok(())
+}
+
+/// Whether `dir` is tagged as a cache or build directory, as the Cache
+/// Directory Tagging Specification says: a `CACHEDIR.TAG` file starting
+/// with its signature (cargo tags `target/` so).
+fn is_cache_dir(dir: &Path) -> bool {
+    const SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
+    let mut start = [0u8; SIGNATURE.len()];
+    std::fs::File::open(dir.join("CACHEDIR.TAG"))
+        .and_then(|mut tag| io::Read::read_exact(&mut tag, &mut start))
+        .is_ok_and(|()| start == SIGNATURE)
 }
 
 /// What a tree under `dir` lists now (see [`Listing`]), read the way the
@@ -667,11 +688,19 @@ mod tests {
             "other/c.csv",
             ".fabric/d.csv",
             "top.csv",
+            "target/e.csv",
+            "target/debug/f.csv",
+            "notes/g.csv",
         ] {
             let path = dir.path().join(file);
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(path, "x").unwrap();
         }
+        // `target/` is a tagged build directory; `notes/` has a tag without
+        // the signature.
+        let signature = "Signature: 8a477f597d28d172789f06886806bc55\n# a build directory\n";
+        std::fs::write(dir.path().join("target/CACHEDIR.TAG"), signature).unwrap();
+        std::fs::write(dir.path().join("notes/CACHEDIR.TAG"), "not a signature").unwrap();
         let found = |pattern: &str| -> Vec<String> {
             let matcher = globset::Glob::new(pattern).unwrap().compile_matcher();
             glob_files(dir.path(), pattern, &matcher, None)
@@ -683,8 +712,10 @@ mod tests {
         assert_eq!(found("data/*.csv"), ["data/a.csv", "data/sub/b.csv"]);
         assert_eq!(
             found("**/*.csv"),
-            ["data/a.csv", "data/sub/b.csv", "other/c.csv", "top.csv"]
+            ["data/a.csv", "data/sub/b.csv", "notes/g.csv", "other/c.csv", "top.csv"]
         );
+        // Named before the first wildcard, a build directory is walked.
+        assert_eq!(found("target/**/*.csv"), ["target/debug/f.csv", "target/e.csv"]);
         assert_eq!(found("missing/*.csv"), Vec::<String>::new());
         assert_eq!(
             crate::paths::literal_prefix("data/raw/*.csv"),

@@ -9,6 +9,7 @@
 //! - [`hash`] hashes files and directories with BLAKE3, helped by the
 //!   [`stat_cache`]; [`fingerprint`] turns a stage's inputs into its cache key
 //!   and explains changes; [`digest`] holds the hash type and canonical encoder.
+//! - [`layout`] names every file Fabric keeps in a workspace (`.fabric/`).
 //! - [`lock`] reads and writes `Fabric.lock`; [`store`] is the
 //!   content-addressed store and run cache, behind a `Storage` trait.
 //! - [`run`] plans and schedules stages; commands go through an `Executor`
@@ -36,6 +37,7 @@ pub mod graph;
 pub mod hash;
 pub mod ingest;
 pub mod jsonl;
+pub mod layout;
 pub mod lock;
 pub mod manifest;
 pub mod memo;

@@ -32,7 +32,7 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
 /// Removes the step memos (`.fabric/memo/STAGE`, `.fabric/memo/STAGE.KIND`)
 /// of stages no longer declared.
 fn remove_orphan_memos(session: &Session, dry_run: bool) -> anyhow::Result<usize> {
-    let Ok(entries) = std::fs::read_dir(session.workspace.state_dir().join("memo")) else {
+    let Ok(entries) = std::fs::read_dir(session.workspace.layout().step_memos()) else {
         return Ok(0);
     };
     let mut removed = 0;

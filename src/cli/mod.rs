@@ -250,7 +250,7 @@ impl Session {
         let workspace = manifest::load(&root, &overrides, &registry).map_err(UsageError)?;
         let graph = StageGraph::build(&workspace).map_err(UsageError)?;
         let store = Store::new(Box::new(LocalStorage::new(&workspace.store)));
-        let cache = StatCache::load(&workspace.state_dir().join("state"));
+        let cache = StatCache::load(&workspace.layout().stat_cache());
         Ok(Session {
             workspace,
             graph,
@@ -454,9 +454,9 @@ fn reporter(verbose: bool, quiet: bool, json: bool, stream: bool) -> Box<dyn cra
 /// is released when the process ends, however it ends, and its run's
 /// supervisor with it; the file names the holder's pid).
 fn lock_workspace(root: &Path, wait: bool) -> anyhow::Result<File> {
-    let dir = root.join(".fabric");
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join("run.lock");
+    let layout = crate::layout::Layout::new(root);
+    std::fs::create_dir_all(layout.state_dir())?;
+    let path = layout.run_lock();
     let mut file = File::options()
         .create(true)
         .truncate(false)

@@ -8,6 +8,8 @@ use signal_hook::iterator::Signals;
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 
+use crate::layout::Layout;
+
 use super::{Globals, Session, UsageError, reporter};
 use crate::diagnostic::Diagnostic;
 use crate::hash::Witness;
@@ -93,7 +95,7 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
         report_up_to_date(reporter.as_ref(), stages);
         return Ok(ExitCode::SUCCESS);
     }
-    let lock_files = [LOCK, JOURNAL].map(|path| noop::look_now(&root, path));
+    let lock_files = [Layout::LOCK, Layout::JOURNAL].map(|path| noop::look_now(&root, path));
 
     let session = Session::open_with_flags(globals, &args.param, &args.param_flag)?;
     let selection = session.select(&args.targets, args.downstream)?;
@@ -168,7 +170,7 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
             Verdict::Built if !memorable(&session, &selection) => None,
             Verdict::Built => Some((
                 order_names(&session, &selection),
-                [LOCK, JOURNAL].map(|path| noop::look_now(&root, path)),
+                [Layout::LOCK, Layout::JOURNAL].map(|path| noop::look_now(&root, path)),
             )),
             Verdict::Acted => None,
         };
@@ -192,10 +194,6 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
         ExitCode::SUCCESS
     })
 }
-
-/// `Fabric.lock` and the journal of an unfinished run, workspace-relative.
-const LOCK: &str = "Fabric.lock";
-const JOURNAL: &str = ".fabric/lock.journal";
 
 /// What of the command line can change a run's verdict.
 fn request_args(args: &Args) -> Vec<String> {
@@ -353,7 +351,7 @@ fn forget_undeclared_stages(session: &Session, runner: &crate::run::Runner) -> a
         .cloned()
         .collect();
     for name in gone {
-        crate::lock::Lock::journal(&session.workspace.lock_files().journal, &name, None)?;
+        crate::lock::Lock::journal(&session.workspace.layout().lock_files().journal, &name, None)?;
         lock.stage.remove(&name);
         eprintln!("forgot stage {name}: it is no longer declared");
     }

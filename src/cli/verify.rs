@@ -9,6 +9,7 @@ use super::{Globals, Session, UsageError};
 use crate::diagnostic::Diagnostic;
 use crate::graph::StageGraph;
 use crate::hash::Hasher;
+use crate::layout::Layout;
 use crate::manifest;
 use crate::report::plain::PlainReporter;
 use crate::run::executor::{Interrupts, LocalExecutor};
@@ -140,8 +141,9 @@ fn reproduce(session: &Session, stages: &[String]) -> anyhow::Result<Vec<Failure
     let registry = crate::steps::Registry::builtin();
     let workspace = manifest::load(scratch.path(), &[], &registry).map_err(UsageError)?;
     let graph = StageGraph::build(&workspace).map_err(UsageError)?;
-    let store = Store::new(Box::new(LocalStorage::new(&scratch.path().join(".fabric/empty-store"))));
-    let cache = StatCache::load(&scratch.path().join(".fabric/state"));
+    let scratch_layout = Layout::new(scratch.path());
+    let store = Store::new(Box::new(LocalStorage::new(&scratch_layout.store(None))));
+    let cache = StatCache::load(&scratch_layout.stat_cache());
     let reporter = PlainReporter {
         stream: false,
         verbose: false,
@@ -203,14 +205,14 @@ fn reproduce(session: &Session, stages: &[String]) -> anyhow::Result<Vec<Failure
     Ok(failures)
 }
 
-/// Copies the manifests, the lock, the pseudonym key and every stage's deps into `to`.
+/// Copies the manifests, the lock, the workspace's keys and every stage's deps into `to`.
 fn copy_inputs(workspace: &crate::manifest::Workspace, to: &Path) -> anyhow::Result<()> {
     let root = &workspace.root;
     let mut paths: BTreeSet<std::path::PathBuf> = workspace.sources.iter().cloned().collect();
-    paths.insert("Fabric.lock".into());
-    // Sanitize reruns with the same pseudonym key (it stays on this machine:
-    // the scratch copy is private and removed afterwards).
-    paths.insert(crate::prime::pseudonym::KEY_FILE.into());
+    paths.insert(Layout::LOCK.into());
+    // Steps rerun with the same keys (sanitize's pseudonym key; they stay on
+    // this machine: the scratch copy is private and removed afterwards).
+    paths.insert(Layout::KEYS.into());
     for stage in &workspace.stages {
         for dep in &stage.deps {
             match &dep.value {

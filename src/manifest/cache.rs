@@ -39,7 +39,7 @@ struct Kept {
 }
 
 fn path(root: &Path) -> PathBuf {
-    root.join(".fabric/manifest.parsed")
+    crate::layout::Layout::new(root).manifest_cache()
 }
 
 fn key(root: &Path, overrides: &[Override], manifest: &str) -> Digest {
@@ -140,7 +140,7 @@ pub(super) fn write(
     };
     let bytes = postcard::to_stdvec(&kept).map_err(std::io::Error::other)?;
     let key = key(root, overrides, manifest);
-    if !root.join(".fabric").is_dir() {
+    if !crate::layout::Layout::new(root).state_dir().is_dir() {
         return Ok(()); // loading alone does not create the state directory
     }
     crate::atomic::replace(&path(root), |file| {

@@ -196,24 +196,14 @@ impl Workspace {
             .map(|i| &self.stages[i])
     }
 
-    /// The `.fabric` directory holding state, logs and locks.
-    pub fn state_dir(&self) -> PathBuf {
-        self.root.join(".fabric")
-    }
-
-    /// `Fabric.lock`, the journal of a run in progress (or interrupted) and
-    /// the lock's parsed copy.
-    pub fn lock_files(&self) -> crate::lock::LockFiles {
-        crate::lock::LockFiles {
-            lock: self.root.join("Fabric.lock"),
-            journal: self.state_dir().join("lock.journal"),
-            parsed: self.state_dir().join("lock.parsed"),
-        }
+    /// Where Fabric keeps its own files in this workspace.
+    pub fn layout(&self) -> crate::layout::Layout {
+        crate::layout::Layout::new(&self.root)
     }
 
     /// The lock as it stands: `Fabric.lock` plus any journal.
     pub fn load_lock(&self) -> Result<crate::lock::Lock, Diagnostic> {
-        crate::lock::Lock::load(&self.lock_files())
+        crate::lock::Lock::load(&self.layout().lock_files())
     }
 }
 
@@ -315,9 +305,7 @@ impl Loader<'_> {
             .and_then(|w| w.name.clone())
             .or_else(|| self.root.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_else(|| "workspace".into());
-        let store = self
-            .root
-            .join(workspace.and_then(|w| w.store.as_deref()).unwrap_or(".fabric/store"));
+        let store = crate::layout::Layout::new(self.root).store(workspace.and_then(|w| w.store.as_deref()));
         let jobs = workspace.and_then(|w| w.jobs).unwrap_or(0);
         let includes = workspace.map(|w| w.include.clone()).unwrap_or_default();
         self.includes = includes.iter().map(|i| i.get_ref().clone()).collect();

@@ -76,8 +76,7 @@ pub fn find_library(workspace: Option<&Path>) -> Result<PathBuf, String> {
         candidates.push(dir.join("lib"));
     }
     if let Some(root) = workspace {
-        candidates.push(root.join(".fabric/python/onnxruntime/capi"));
-        candidates.push(root.join(".fabric/lib"));
+        candidates.extend(crate::layout::Layout::new(root).onnx_runtime_dirs());
     }
     for dir in candidates {
         if let Some(found) = library_in(&dir) {

@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 /// The environment variable that carries a shared key.
 pub const KEY_ENV: &str = "FABRIC_PSEUDONYM_KEY";
 
-/// Where a workspace keeps its key, relative to the workspace root.
-pub const KEY_FILE: &str = ".fabric/keys/pseudonym.key";
+/// The name of the key among the workspace's keys ([`crate::layout::Layout::key`]).
+const KEY_NAME: &str = "pseudonym.key";
 
 /// The secret key of the pseudonyms.
 #[derive(Clone)]
@@ -71,7 +71,7 @@ impl PseudonymKey {
             }
             return Ok(PseudonymKey(bytes));
         }
-        let path = root.join(KEY_FILE);
+        let path = crate::layout::Layout::new(root).key(KEY_NAME);
         let io = |source| KeyError::Io {
             path: path.clone(),
             source,
@@ -172,7 +172,7 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join(KEY_FILE))
+            let mode = std::fs::metadata(crate::layout::Layout::new(dir.path()).key(KEY_NAME))
                 .unwrap()
                 .permissions()
                 .mode();
@@ -187,7 +187,7 @@ mod tests {
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
         assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
-        std::fs::write(dir.path().join(KEY_FILE), b"short").unwrap();
+        std::fs::write(crate::layout::Layout::new(dir.path()).key(KEY_NAME), b"short").unwrap();
         assert!(matches!(
             PseudonymKey::for_workspace(dir.path()),
             Err(KeyError::BadFile(_))

@@ -333,7 +333,7 @@ impl Runner<'_> {
         }
         let lock = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
         // Nothing journaled, nothing to fold: a no-op run writes no lock.
-        let files = self.workspace.lock_files();
+        let files = self.workspace.layout().lock_files();
         if files.journal.exists()
             && let Err(error) = lock.compact(&files)
         {
@@ -497,10 +497,10 @@ impl Runner<'_> {
                 std::fs::create_dir_all(parent)?;
             }
         }
-        let state_dir = self.workspace.state_dir();
+        let layout = self.workspace.layout();
         match &stage.action {
             Action::Cmd(cmd) => {
-                let logs = state_dir.join("logs");
+                let logs = layout.logs();
                 std::fs::create_dir_all(&logs)?;
                 let log = logs.join(format!("{}.log", stage.name));
                 let dir = stage.wdir.as_ref().map_or_else(|| root.clone(), |w| w.under(root));
@@ -538,7 +538,7 @@ impl Runner<'_> {
                     .registry
                     .get(name)
                     .ok_or_else(|| anyhow::anyhow!("unknown step `{name}`"))?;
-                let scratch_root = state_dir.join("tmp");
+                let scratch_root = layout.scratch();
                 std::fs::create_dir_all(&scratch_root)?;
                 let scratch = tempfile::Builder::new()
                     .prefix(&format!("{}-", stage.name))
@@ -553,7 +553,7 @@ impl Runner<'_> {
                     outs: outs.clone(),
                     declared: stage.out_paths().map(|p| p.to_string()).collect(),
                     upstream: self.upstream_entries(stage),
-                    memo_path: self.workspace.state_dir().join("memo").join(&stage.name),
+                    memo_path: layout.step_memo(&stage.name),
                     hasher: &self.hasher(),
                     dep_files: freshness::dep_files(root, stage, deps),
                     note: &|message| {
@@ -625,7 +625,7 @@ impl Runner<'_> {
     /// `Fabric.lock` when the run ends.
     fn record(&self, name: &str, entry: Option<LockEntry>) -> std::io::Result<()> {
         let mut lock = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
-        Lock::journal(&self.workspace.lock_files().journal, name, entry.as_ref())?;
+        Lock::journal(&self.workspace.layout().lock_files().journal, name, entry.as_ref())?;
         match entry {
             Some(entry) => lock.stage.insert(name.to_string(), Arc::new(entry)),
             None => lock.stage.remove(name),

@@ -128,7 +128,7 @@ fn still(root: &Path, look: &Look) -> bool {
 }
 
 fn path(root: &Path) -> PathBuf {
-    root.join(".fabric/noop")
+    crate::layout::Layout::new(root).noop_memo()
 }
 
 /// The stages found up to date by the last run of `request`, when nothing

@@ -334,18 +334,26 @@ fn after_kill_9_no_process_of_a_command_survives_and_nothing_writes_into_outs() 
     while live_members_of_group(group).len() < 4 {
         std::thread::yield_now();
     }
+    assert!(
+        gone_within_a_second_of_kill_9(&mut run, || live_members_of_group(group).is_empty()),
+        "still alive a second after fabric died: {:?}",
+        live_members_of_group(group)
+    );
+    assert!(!ws.path("out/b.txt").exists() && !ws.path("out/c.txt").exists());
+}
+
+/// Kills `run` (`kill -9`) and tells whether `gone` holds within a second.
+fn gone_within_a_second_of_kill_9(run: &mut std::process::Child, gone: impl Fn() -> bool) -> bool {
     run.kill().unwrap();
     run.wait().unwrap();
     let killed = std::time::Instant::now();
-    while !live_members_of_group(group).is_empty() {
-        assert!(
-            killed.elapsed() < std::time::Duration::from_secs(1),
-            "still alive a second after fabric died: {:?}",
-            live_members_of_group(group)
-        );
+    while !gone() {
+        if killed.elapsed() > std::time::Duration::from_secs(1) {
+            return false;
+        }
         std::thread::yield_now();
     }
-    assert!(!ws.path("out/b.txt").exists() && !ws.path("out/c.txt").exists());
+    true
 }
 
 /// A process that left its command's group (`setsid`) still carries the
@@ -364,16 +372,13 @@ fn after_kill_9_a_process_that_left_its_group_is_ended_too() {
     while process(escaped).is_some_and(|p| p.group != escaped) {
         std::thread::yield_now();
     }
-    run.kill().unwrap();
-    run.wait().unwrap();
-    let killed = std::time::Instant::now();
-    while process_is_live(escaped) && killed.elapsed() < std::time::Duration::from_secs(5) {
-        std::thread::yield_now();
-    }
-    let survived = process_is_live(escaped);
+    let ended = gone_within_a_second_of_kill_9(&mut run, || !process_is_live(escaped));
     // SAFETY: ending the process this test started, should it have survived.
     unsafe { libc::kill(escaped, libc::SIGKILL) };
-    assert!(!survived, "the process that left its group outlived the killed run");
+    assert!(
+        ended,
+        "the process that left its group outlived the killed run by a second"
+    );
     assert!(!ws.path("out/late.txt").exists());
 }
 
