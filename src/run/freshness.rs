@@ -116,6 +116,30 @@ pub fn dep_files(root: &Path, stage: &Stage, contents: &[Content]) -> HashMap<Pa
     files
 }
 
+/// Why `stage` runs whatever its inputs: `--force` names it, or it is
+/// marked `always_run`.
+pub fn unconditional(stage: &Stage, force: &super::Force) -> Option<DirtyReason> {
+    if force.covers(&stage.name) {
+        Some(DirtyReason::Forced)
+    } else if stage.always_run {
+        Some(DirtyReason::AlwaysRun)
+    } else {
+        None
+    }
+}
+
+/// Whether a stale stage with these reasons may take its outs from the run
+/// cache instead of running: not when it runs unconditionally, nor while a
+/// stage upstream is still to change (its inputs are not known yet).
+pub fn restorable(reasons: &[DirtyReason]) -> bool {
+    !reasons.iter().any(|reason| {
+        matches!(
+            reason,
+            DirtyReason::Forced | DirtyReason::AlwaysRun | DirtyReason::UpstreamStale { .. }
+        )
+    })
+}
+
 /// Why the stage differs from its lock entry: changed inputs first, then outs
 /// that were edited or deleted since they were recorded. Empty means up to date.
 pub fn dirty_reasons(

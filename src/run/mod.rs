@@ -166,22 +166,14 @@ impl Runner<'_> {
                     });
                 }
             }
-            if force.covers(&stage.name) {
-                reasons.insert(0, DirtyReason::Forced);
-            } else if stage.always_run {
-                reasons.insert(0, DirtyReason::AlwaysRun);
+            if let Some(reason) = freshness::unconditional(stage, force) {
+                reasons.insert(0, reason);
             }
             let own = freshness::dirty_reasons(&hasher, stage, self.lock_entry(&stage.name).as_deref(), &inputs)?;
             reasons.extend(own);
             let decision = if reasons.is_empty() {
                 Decision::UpToDate
-            } else if !reasons.iter().any(|r| {
-                matches!(
-                    r,
-                    DirtyReason::Forced | DirtyReason::AlwaysRun | DirtyReason::UpstreamStale { .. }
-                )
-            }) && self.store.lookup_run(&inputs.fingerprint()).is_some()
-            {
+            } else if freshness::restorable(&reasons) && self.store.lookup_run(&inputs.fingerprint()).is_some() {
                 Decision::Restore
             } else {
                 Decision::Run
@@ -362,7 +354,7 @@ impl Runner<'_> {
     /// forced, always run, never recorded, or an error) leaves it all to the
     /// worker. `memo` is given while no stage runs.
     fn precheck(&self, stage: &Stage, force: &Force, memo: Option<&FileMemo>) -> Option<Known> {
-        if stage.frozen || stage.always_run || force.covers(&stage.name) {
+        if stage.frozen || freshness::unconditional(stage, force).is_some() {
             return None;
         }
         let entry = self.lock_entry(&stage.name)?;
@@ -401,17 +393,13 @@ impl Runner<'_> {
                 )
             });
         }
-        let forced = force.covers(&stage.name) || stage.always_run;
         let Known { inputs, reasons, deps } = match known {
             Some(known) => known,
             None => {
                 let (inputs, deps) = freshness::hash_inputs(&self.workspace.root, self.registry, &hasher, stage)?;
-                let reasons = if force.covers(&stage.name) {
-                    vec![DirtyReason::Forced]
-                } else if stage.always_run {
-                    vec![DirtyReason::AlwaysRun]
-                } else {
-                    freshness::dirty_reasons(&hasher, stage, entry.as_deref(), &inputs)?
+                let reasons = match freshness::unconditional(stage, force) {
+                    Some(reason) => vec![reason],
+                    None => freshness::dirty_reasons(&hasher, stage, entry.as_deref(), &inputs)?,
                 };
                 Known { inputs, reasons, deps }
             }
@@ -424,7 +412,9 @@ impl Runner<'_> {
                 error: None,
             });
         }
-        if !forced && let Some(record) = self.store.lookup_run(&fingerprint) {
+        if freshness::restorable(&reasons)
+            && let Some(record) = self.store.lookup_run(&fingerprint)
+        {
             // Clear the old record first: an interrupted restore must not
             // leave the lock vouching for half-replaced outs.
             if entry.is_some() {
