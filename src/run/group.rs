@@ -14,9 +14,14 @@ use std::time::{Duration, Instant};
 /// (a hung network filesystem) takes longer; it is then left to the kernel.
 const DEATH_WAIT: Duration = Duration::from_secs(2);
 
-/// Sends `signal` to every process in `group`.
+/// Sends `signal` to every process in `group`. A group id below 2 is never
+/// signalled: `kill(-1)` would reach every process of the user, `kill(0)`
+/// the caller's own group.
 #[allow(unsafe_code)]
 pub fn signal(group: i32, signal: i32) {
+    if group < 2 {
+        return;
+    }
     // SAFETY: kill(2) with a negative pid signals a process group; it has no
     // memory-safety preconditions.
     unsafe {
