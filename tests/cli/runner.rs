@@ -331,15 +331,20 @@ fn after_kill_9_no_process_of_a_command_survives_and_nothing_writes_into_outs() 
     let mut run = ws.spawn(&["run"]);
     let group = pid_written(&ws, &mut run, "a.pid");
     // Both subshells have started once the group has four members.
-    while live_members_of_group(group).len() < 4 {
-        std::thread::yield_now();
-    }
+    until(|| live_members_of_group(group).len() >= 4);
     assert!(
         gone_within_a_second_of_kill_9(&mut run, || live_members_of_group(group).is_empty()),
         "still alive a second after fabric died: {:?}",
         live_members_of_group(group)
     );
     assert!(!ws.path("out/b.txt").exists() && !ws.path("out/c.txt").exists());
+}
+
+/// Returns once `done` holds (the test's own timeout bounds the wait).
+fn until(done: impl Fn() -> bool) {
+    while !done() {
+        std::thread::yield_now();
+    }
 }
 
 /// Kills `run` (`kill -9`) and tells whether `gone` holds within a second.
@@ -369,9 +374,7 @@ fn after_kill_9_a_process_that_left_its_group_is_ended_too() {
     );
     let mut run = ws.spawn(&["run"]);
     let escaped = pid_written(&ws, &mut run, "escaped.pid");
-    while process(escaped).is_some_and(|p| p.group != escaped) {
-        std::thread::yield_now();
-    }
+    until(|| process(escaped).is_none_or(|p| p.group == escaped));
     let ended = gone_within_a_second_of_kill_9(&mut run, || !process_is_live(escaped));
     // SAFETY: ending the process this test started, should it have survived.
     unsafe { libc::kill(escaped, libc::SIGKILL) };
