@@ -6,8 +6,7 @@ use std::process::ExitCode;
 use super::{Globals, Session, UsageError};
 use crate::diagnostic::{Diagnostic, did_you_mean};
 use crate::fingerprint::{ActionKey, Inputs};
-use crate::hash::Hasher;
-use crate::run::freshness;
+use crate::run::{Decision, Force, freshness};
 
 /// Arguments of `fabric explain`.
 #[derive(Debug, clap::Args)]
@@ -29,11 +28,17 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
         }
         return Err(UsageError::from(diagnostic).into());
     };
-    let lock = session.lock()?;
-    let hasher = Hasher::new(&session.workspace.root, &session.cache);
-    let current = freshness::inputs(&session.workspace.root, &session.registry, &hasher, stage)?;
-    let entry = lock.stage.get(&stage.name).map(|e| &**e);
-    let reasons = freshness::dirty_reasons(&hasher, stage, entry, &current)?;
+    let planner = session.planner()?;
+    let hasher = planner.hasher();
+    let index = session.index(&stage.name).expect("the stage was just found");
+    let verdict = planner.decide(index, &Force::Nothing, Vec::new(), &hasher)?;
+    // A frozen stage is not decided; its components are shown all the same.
+    let current = match verdict.inputs {
+        Some(inputs) => inputs,
+        None => freshness::inputs(&session.workspace.root, &session.registry, &hasher, stage)?,
+    };
+    let entry = planner.lock_entry(&stage.name);
+    let entry = entry.as_deref();
     session.cache.save()?;
 
     println!("stage `{}`", stage.name);
@@ -66,12 +71,16 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     println!();
-    if reasons.is_empty() {
-        println!("Up to date: every component matches Fabric.lock and the outs are as recorded.");
-    } else {
-        println!("Stale because:");
-        for reason in reasons {
-            println!("  - {reason}");
+    match verdict.decision {
+        Decision::Frozen => println!("Frozen: `fabric run` never runs it (`frozen = true`)."),
+        Decision::UpToDate => {
+            println!("Up to date: every component matches Fabric.lock and the outs are as recorded.")
+        }
+        Decision::Restore | Decision::Run => {
+            println!("Stale because:");
+            for reason in verdict.reasons {
+                println!("  - {reason}");
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -22,7 +22,6 @@ use std::io::IsTerminal;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Mutex;
 
 use clap::{Parser, Subcommand};
 
@@ -30,9 +29,7 @@ use crate::diagnostic::{Diagnostic, Diagnostics, did_you_mean};
 use crate::graph::StageGraph;
 use crate::lock::Lock;
 use crate::manifest::{self, Workspace};
-use crate::report::Reporter;
-use crate::run::Runner;
-use crate::run::executor::{Interrupts, LocalExecutor};
+use crate::run::Planner;
 use crate::stat_cache::StatCache;
 use crate::steps::Registry;
 use crate::store::{LocalStorage, Store};
@@ -301,30 +298,22 @@ impl Session {
         Ok(picked)
     }
 
-    /// A runner over this session with the lock as it is on disk, running
-    /// commands outside any run lock (`run` hands its lock to the executor).
-    fn runner<'a>(&'a self, reporter: &'a dyn Reporter, interrupts: &'a Interrupts) -> anyhow::Result<Runner<'a>> {
-        Ok(Runner {
-            workspace: &self.workspace,
-            graph: &self.graph,
-            registry: &self.registry,
-            store: &self.store,
-            cache: &self.cache,
-            executor: &UNLOCKED,
-            reporter,
-            interrupts,
-            lock: Mutex::new(self.lock()?),
-            witness: None,
-        })
+    /// A planner over this session with the lock as it is on disk.
+    fn planner(&self) -> anyhow::Result<Planner<'_>> {
+        Ok(Planner::new(
+            &self.workspace,
+            &self.graph,
+            &self.registry,
+            &self.store,
+            &self.cache,
+            self.lock()?,
+        ))
     }
 
     fn index(&self, stage: &str) -> Option<usize> {
         self.workspace.stages.iter().position(|s| s.name == stage)
     }
 }
-
-/// The executor for commands no run lock covers.
-static UNLOCKED: LocalExecutor = LocalExecutor::new();
 
 /// Splits `-P name=value` overrides and adds those written as `--name value`.
 fn parse_overrides(overrides: &[String], flags: &[String]) -> anyhow::Result<Vec<manifest::Override>> {

@@ -15,8 +15,8 @@ use crate::diagnostic::Diagnostic;
 use crate::hash::Witness;
 use crate::manifest::Action;
 use crate::report::{Event, Outcome, Reporter, Summary};
-use crate::run::executor::{Interrupts, LocalExecutor};
-use crate::run::{Decision, Force, noop};
+use crate::run::executor::LocalExecutor;
+use crate::run::{Decision, Force, Planner, Runner, noop};
 use crate::stat_cache::now_ns;
 use crate::steps::Registry;
 
@@ -111,18 +111,12 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
         }
         Force::Stages(args.force.iter().cloned().collect())
     };
-    let interrupts = Interrupts::default();
     let reporter = Watching::new(reporter(args.verbose, args.quiet, args.json, !args.no_stream));
     let witness = Witness::default();
-    let mut runner = session.runner(&reporter, &interrupts)?;
-    let executor = guard.as_ref().map(LocalExecutor::holding).transpose()?;
-    if let Some(executor) = &executor {
-        runner.executor = executor;
-    }
-    runner.witness = request.map(|_| &witness);
+    let planner = session.planner()?.witnessed(request.map(|_| &witness));
 
     if dry_run {
-        let plan = runner.plan(&selection, &force)?;
+        let plan = planner.plan(&selection, &force)?;
         for planned in plan {
             let stage = &session.workspace.stages[planned.stage];
             let word = match planned.decision {
@@ -141,7 +135,12 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
-    forget_undeclared_stages(&session, &runner)?;
+    forget_undeclared_stages(&session, &planner)?;
+    let executor = match &guard {
+        Some(run_lock) => LocalExecutor::holding(run_lock)?,
+        None => LocalExecutor::new()?,
+    };
+    let runner = Runner::new(planner, &executor, &reporter);
     let jobs = args
         .jobs
         .filter(|j| *j > 0)
@@ -151,12 +150,12 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
     let handle = signals.handle();
     let summary = std::thread::scope(|scope| {
-        let interrupts = &interrupts;
+        let runner = &runner;
         scope.spawn(move || {
             // Keep listening until the handle closes: the iterator owns the
             // wake-up pipe that `close` writes to.
             for _ in signals.forever() {
-                interrupts.interrupt();
+                runner.interrupt();
             }
         });
         let summary = runner.run(&selection, &force, jobs, args.keep_going);
@@ -342,8 +341,8 @@ impl Reporter for Watching {
 
 /// Drops lock entries of stages no longer declared, so the lock describes
 /// the workspace as it is (their cached outs stay in the store until `gc`).
-fn forget_undeclared_stages(session: &Session, runner: &crate::run::Runner) -> anyhow::Result<()> {
-    let mut lock = runner.lock.lock().unwrap_or_else(|e| e.into_inner());
+fn forget_undeclared_stages(session: &Session, planner: &Planner) -> anyhow::Result<()> {
+    let mut lock = planner.lock.lock().unwrap_or_else(|e| e.into_inner());
     let gone: Vec<String> = lock
         .stage
         .keys()

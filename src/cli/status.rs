@@ -3,8 +3,6 @@
 use std::process::ExitCode;
 
 use super::{Globals, Session};
-use crate::report::plain::PlainReporter;
-use crate::run::executor::Interrupts;
 use crate::run::{Decision, Force};
 
 /// Arguments of `fabric status`.
@@ -29,14 +27,7 @@ pub struct Args {
 pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
     let session = Session::open(globals, &args.param)?;
     let selection = session.select(&args.targets, false)?;
-    let quiet = PlainReporter {
-        stream: false,
-        verbose: false,
-        quiet: true,
-    };
-    let interrupts = Interrupts::default();
-    let runner = session.runner(&quiet, &interrupts)?;
-    let plan = runner.plan(&selection, &Force::Nothing)?;
+    let plan = session.planner()?.plan(&selection, &Force::Nothing)?;
     let stale: Vec<_> = plan
         .iter()
         .filter(|p| matches!(p.decision, Decision::Run | Decision::Restore))

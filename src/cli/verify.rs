@@ -3,7 +3,6 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Mutex;
 
 use super::{Globals, Session, UsageError};
 use crate::diagnostic::Diagnostic;
@@ -12,8 +11,8 @@ use crate::hash::Hasher;
 use crate::layout::Layout;
 use crate::manifest;
 use crate::report::plain::PlainReporter;
-use crate::run::executor::{Interrupts, LocalExecutor};
-use crate::run::{Decision, Force, Runner};
+use crate::run::executor::LocalExecutor;
+use crate::run::{Decision, Force, Planner, Runner};
 use crate::stat_cache::StatCache;
 use crate::store::{LocalStorage, Store};
 use crate::verify::{self, Failure};
@@ -65,15 +64,8 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
             failures.extend(verify::lock_outs(lock, &session.store, &hasher));
         }
         if args.fresh {
-            let reporter = PlainReporter {
-                stream: false,
-                verbose: false,
-                quiet: true,
-            };
-            let interrupts = Interrupts::default();
-            let runner = session.runner(&reporter, &interrupts)?;
             let all = (0..session.workspace.stages.len()).collect();
-            for planned in runner.plan(&all, &Force::Nothing)? {
+            for planned in session.planner()?.plan(&all, &Force::Nothing)? {
                 if matches!(planned.decision, Decision::Run | Decision::Restore) {
                     let reasons: Vec<String> = planned.reasons.iter().map(ToString::to_string).collect();
                     failures.push(Failure {
@@ -149,19 +141,16 @@ fn reproduce(session: &Session, stages: &[String]) -> anyhow::Result<Vec<Failure
         verbose: false,
         quiet: true,
     };
-    let interrupts = Interrupts::default();
-    let runner = Runner {
-        workspace: &workspace,
-        graph: &graph,
-        registry: &registry,
-        store: &store,
-        cache: &cache,
-        executor: &LocalExecutor::new(),
-        reporter: &reporter,
-        interrupts: &interrupts,
-        lock: Mutex::new(workspace.load_lock().unwrap_or_default()),
-        witness: None,
-    };
+    let planner = Planner::new(
+        &workspace,
+        &graph,
+        &registry,
+        &store,
+        &cache,
+        workspace.load_lock().unwrap_or_default(),
+    );
+    let executor = LocalExecutor::new()?;
+    let runner = Runner::new(planner, &executor, &reporter);
     let selection: BTreeSet<usize> = stages
         .iter()
         .filter_map(|name| workspace.stages.iter().position(|s| &s.name == name))

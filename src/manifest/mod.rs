@@ -9,6 +9,7 @@
 mod cache;
 pub mod interpolate;
 mod raw;
+mod resources;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -24,6 +25,8 @@ use crate::paths::RelPath;
 use crate::steps::Registry;
 use interpolate::{Piece, Reference};
 use raw::{RawPipelineFile, RawStage, RawWorkspaceFile};
+use resources::RawResources;
+pub use resources::Resources;
 
 /// The name of the workspace manifest.
 pub const MANIFEST: &str = "Fabric.toml";
@@ -131,6 +134,8 @@ pub struct Stage {
     pub after: Vec<Sited<String>>,
     /// Working directory of a `cmd`, relative to the workspace.
     pub wdir: Option<RelPath>,
+    /// What the stage asks of a cluster scheduler.
+    pub resources: Resources,
     /// Run every time, whatever the fingerprint says.
     pub always_run: bool,
     /// Never run; keep the outs as they are.
@@ -804,6 +809,20 @@ impl Loader<'_> {
             },
         };
 
+        let resources = match raw.resources.as_ref().map(RawResources::check).transpose() {
+            Ok(resources) => resources.unwrap_or_default(),
+            Err(invalid) => {
+                for value in invalid {
+                    self.errors.push(
+                        Diagnostic::new(value.message)
+                            .at(source.at(value.span), "in `resources`")
+                            .hint(value.hint),
+                    );
+                }
+                Resources::default()
+            }
+        };
+
         if self.errors.len() > errors_before {
             return None;
         }
@@ -818,6 +837,7 @@ impl Loader<'_> {
             env,
             after,
             wdir,
+            resources,
             always_run: raw.always_run,
             frozen: raw.frozen,
             params: used_params,

@@ -65,6 +65,7 @@ pub struct RawStage {
     #[serde(default)]
     pub after: Vec<Spanned<String>>,
     pub wdir: Option<Spanned<String>>,
+    pub resources: Option<super::resources::RawResources>,
     #[serde(default)]
     pub always_run: bool,
     #[serde(default)]

@@ -1,100 +1,171 @@
 //! Where commands run: the [`Executor`] seam (local processes now; a Slurm
-//! executor later) and the interrupt machinery that ends running commands.
+//! executor later: a job carries all it needs to run elsewhere, and its end
+//! is an exit code, a signal or a reason it was lost, not a local status).
 
-use std::collections::BTreeSet;
+use std::collections::VecDeque;
+use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::group;
 use super::supervisor::Supervisor;
+pub use crate::manifest::Resources;
 
-/// One command to run for a stage.
-pub struct Job<'a> {
-    /// The stage name (for executors that label their work).
-    pub stage: &'a str,
+/// One command to run for a stage, with everything an executor that runs
+/// it elsewhere (a cluster) needs to know.
+pub struct Job {
+    /// The stage name (executors label their work with it).
+    pub stage: String,
     /// The shell command, run with `sh -c`.
-    pub cmd: &'a str,
+    pub cmd: String,
     /// The working directory.
     pub dir: PathBuf,
+    /// The stage's declared environment variables that are set, with their
+    /// values (a local command inherits the whole environment anyway).
+    pub env: Vec<(String, OsString)>,
+    /// The declared outs, as absolute paths.
+    pub outs: Vec<PathBuf>,
     /// Where stdout and stderr go (created when the command first prints;
     /// absent when it printed nothing).
-    pub log: &'a Path,
-    /// Called with each line the command prints, as it prints it.
-    pub output: &'a (dyn Fn(&str) + Sync),
+    pub log: PathBuf,
+    /// What the stage asks of a cluster (the local executor ignores it).
+    pub resources: Resources,
 }
 
-/// Runs stage commands.
+/// Names a submitted job within its executor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct JobId(pub u64);
+
+/// How a job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobEnd {
+    /// The command exited with this code.
+    Exited(i32),
+    /// The command was killed by this signal.
+    Signalled(i32),
+    /// The job is gone without an exit status (cancelled, lost by the
+    /// cluster, or not startable); why.
+    Lost(String),
+}
+
+impl JobEnd {
+    /// True for exit code 0.
+    pub fn success(&self) -> bool {
+        *self == JobEnd::Exited(0)
+    }
+}
+
+impl std::fmt::Display for JobEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JobEnd::Exited(code) => write!(f, "command exited with status {code}"),
+            JobEnd::Signalled(signal) => write!(f, "command was killed by a signal ({signal})"),
+            JobEnd::Lost(why) => write!(f, "job lost: {why}"),
+        }
+    }
+}
+
+/// What an executor reports about its jobs.
+#[derive(Debug)]
+pub enum JobEvent {
+    /// A job printed a line.
+    Output(JobId, String),
+    /// A job ended (reported once per job).
+    Ended(JobId, JobEnd),
+    /// [`Executor::wake`] was called.
+    Woken,
+}
+
+/// Runs stage commands: submit returns at once, and the caller collects
+/// what happens through [`Executor::next_event`]; so how many jobs are in
+/// flight is the caller's choice, not a number of threads.
 pub trait Executor: Send + Sync {
-    /// Runs `job` to completion (or until interrupted) and returns its status.
-    fn execute(&self, job: &Job, interrupts: &Interrupts) -> io::Result<ExitStatus>;
-}
-
-/// Tracks running process groups so that Ctrl-C / SIGTERM can end them all.
-#[derive(Default)]
-pub struct Interrupts {
-    interrupted: AtomicBool,
-    groups: Mutex<BTreeSet<i32>>,
-}
-
-impl Interrupts {
-    /// True once an interrupt arrived.
-    pub fn is_interrupted(&self) -> bool {
-        self.interrupted.load(Ordering::SeqCst)
-    }
-
-    /// Records the interrupt and terminates every running process group.
-    pub fn interrupt(&self) {
-        let groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
-        self.interrupted.store(true, Ordering::SeqCst);
-        for group in groups.iter() {
-            terminate_group(*group);
-        }
-    }
-
-    /// Registers a started process group; one started after an interrupt is
-    /// terminated at once.
-    fn register(&self, group: i32) {
-        let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
-        groups.insert(group);
-        if self.interrupted.load(Ordering::SeqCst) {
-            terminate_group(group);
-        }
-    }
-
-    fn unregister(&self, group: i32) {
-        self.groups.lock().unwrap_or_else(|e| e.into_inner()).remove(&group);
-    }
-}
-
-fn terminate_group(group: i32) {
-    group::signal(group, libc::SIGTERM);
+    /// Starts `job`.
+    fn submit(&self, job: Job) -> io::Result<JobId>;
+    /// Blocks until a submitted job prints a line or ends, or until
+    /// [`Executor::wake`] is called.
+    fn next_event(&self) -> JobEvent;
+    /// Makes the `next_event` waiting now (or the next one) return
+    /// [`JobEvent::Woken`]: the caller has something else to attend to.
+    fn wake(&self);
+    /// Ends a job (it is still reported, as ended by a signal or lost).
+    fn cancel(&self, job: JobId);
+    /// Ends every job and refuses new ones.
+    fn cancel_all(&self);
 }
 
 /// Runs commands as local child processes, each in its own process group:
 /// a stage ends when its shell exits, and whatever the command left running
 /// in the group is killed then; the run's [`Supervisor`] (started with the
 /// first command) kills the groups still running if `fabric` dies.
+///
+/// No thread is started per command: [`Executor::next_event`] watches every
+/// running command's output pipe and exit (a pidfd) with one `poll`, and
+/// [`Executor::submit`] and [`Executor::wake`] wake it through a pipe of
+/// its own.
 pub struct LocalExecutor {
     /// The workspace's run lock, handed to the supervisor.
     run_lock: Option<File>,
     supervisor: OnceLock<Option<Arc<Supervisor>>>,
+    jobs: Mutex<Jobs>,
+    next_id: AtomicU64,
+    /// Written by `submit` to wake the watcher.
+    wake: io::PipeWriter,
+    woken: io::PipeReader,
+    /// Events seen and not yet returned.
+    events: Mutex<VecDeque<JobEvent>>,
+}
+
+/// The running commands.
+#[derive(Default)]
+struct Jobs {
+    running: Vec<Running>,
+    /// Set by `cancel_all`: no command starts any more.
+    cancelled: bool,
+}
+
+/// What `submit` writes to the watcher's wake-up pipe.
+const SUBMITTED: u8 = b's';
+/// What `wake` writes to it.
+const WAKE: u8 = b'w';
+
+/// One running command.
+struct Running {
+    id: JobId,
+    child: Child,
+    /// Its process group (the shell's pid).
+    group: i32,
+    /// Readable once the shell has exited.
+    exited: OwnedFd,
+    reader: io::PipeReader,
+    /// False once the pipe is at its end.
+    open: bool,
+    printed: Printed,
+    /// Once the shell has exited: how it ended, and until when what is
+    /// left in the pipe is still read.
+    ended: Option<(JobEnd, Instant)>,
 }
 
 impl LocalExecutor {
     /// An executor for commands no run lock covers (a scratch copy).
-    pub const fn new() -> LocalExecutor {
-        LocalExecutor {
+    pub fn new() -> io::Result<LocalExecutor> {
+        let (woken, wake) = io::pipe()?;
+        Ok(LocalExecutor {
             run_lock: None,
             supervisor: OnceLock::new(),
-        }
+            jobs: Mutex::default(),
+            next_id: AtomicU64::new(0),
+            wake,
+            woken,
+            events: Mutex::default(),
+        })
     }
 
     /// An executor for a run that holds the workspace's `run_lock`: the
@@ -103,7 +174,7 @@ impl LocalExecutor {
     pub fn holding(run_lock: &File) -> io::Result<LocalExecutor> {
         Ok(LocalExecutor {
             run_lock: Some(run_lock.try_clone()?),
-            supervisor: OnceLock::new(),
+            ..LocalExecutor::new()?
         })
     }
 
@@ -120,29 +191,139 @@ impl LocalExecutor {
             })
             .clone()
     }
-}
 
-impl Default for LocalExecutor {
-    fn default() -> Self {
-        LocalExecutor::new()
+    fn jobs(&self) -> std::sync::MutexGuard<'_, Jobs> {
+        self.jobs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits until a command prints, exits, or a new one starts, and turns
+    /// what happened into events.
+    fn watch(&self, events: &mut VecDeque<JobEvent>) {
+        // Commands are added only by `submit` (at the end) and removed only
+        // here, so the first `watched` of them are still those polled.
+        let (fds, watched, deadline) = {
+            let jobs = self.jobs();
+            let mut fds = vec![self.woken.as_raw_fd()];
+            for job in &jobs.running {
+                if job.ended.is_none() {
+                    fds.push(job.exited.as_raw_fd());
+                }
+                if job.open {
+                    fds.push(job.reader.as_raw_fd());
+                }
+            }
+            let deadline = jobs
+                .running
+                .iter()
+                .filter_map(|job| job.ended.as_ref().map(|e| e.1))
+                .min();
+            (fds, jobs.running.len(), deadline)
+        };
+        let readiness = match ready(&fds, deadline) {
+            Ok(readiness) => readiness,
+            Err(error) => {
+                // Nothing can be watched any more: every command is lost.
+                let mut jobs = self.jobs();
+                for mut job in jobs.running.drain(..) {
+                    group::signal(job.group, libc::SIGKILL);
+                    let _ = job.child.wait();
+                    events.push_back(JobEvent::Ended(
+                        job.id,
+                        JobEnd::Lost(format!("cannot watch it: {error}")),
+                    ));
+                }
+                return;
+            }
+        };
+        if readiness[0] {
+            // What is there is read at once: a byte per submit (new commands
+            // to watch) or wake (the caller wants control back).
+            let mut bytes = [0u8; 256];
+            let n = (&self.woken).read(&mut bytes).unwrap_or(0);
+            if bytes[..n].contains(&WAKE) {
+                events.push_back(JobEvent::Woken);
+            }
+        }
+        let mut jobs = self.jobs();
+        let mut next = 1;
+        let mut index = 0;
+        for _ in 0..watched {
+            let job = &mut jobs.running[index];
+            let exited = job.ended.is_none() && {
+                next += 1;
+                readiness[next - 1]
+            };
+            let printed = job.open && {
+                next += 1;
+                readiness[next - 1]
+            };
+            if printed {
+                match job.printed.read_from(job.id, &mut job.reader, events) {
+                    Ok(open) => job.open = open,
+                    Err(_) => job.open = false,
+                }
+            }
+            if exited {
+                job.ended = Some((self.reap(job), Instant::now() + Duration::from_secs(2)));
+            }
+            let drained = job
+                .ended
+                .as_ref()
+                .is_some_and(|(_, until)| !job.open || Instant::now() >= *until);
+            if drained {
+                let mut job = jobs.running.remove(index);
+                job.printed.finish(job.id, events);
+                let (end, _) = job.ended.take().expect("drained jobs have ended");
+                events.push_back(JobEvent::Ended(job.id, end));
+            } else {
+                index += 1;
+            }
+        }
+    }
+
+    /// Ends what the exited shell left in its group and how it ended.
+    fn reap(&self, job: &mut Running) -> JobEnd {
+        // The stage ends with its shell (exited, not yet reaped): what it
+        // left running in its group is killed before the shell is reaped
+        // (while the group's id cannot be taken by another process), and the
+        // stage is over once none of it runs. Output still in the pipe is
+        // passed on after; a process outside the group that kept the pipe
+        // open must not hold the stage for more than two seconds.
+        group::signal(job.group, libc::SIGKILL);
+        let status = job.child.wait();
+        group::await_death(job.group);
+        if let Some(supervisor) = self.supervisor.get().and_then(Option::as_ref) {
+            supervisor.release(job.group);
+        }
+        match status {
+            Ok(status) => match (status.code(), status.signal()) {
+                (Some(code), _) => JobEnd::Exited(code),
+                (None, Some(signal)) => JobEnd::Signalled(signal),
+                (None, None) => JobEnd::Lost("no exit status".into()),
+            },
+            Err(error) => JobEnd::Lost(format!("cannot reap the command: {error}")),
+        }
     }
 }
 
 impl Executor for LocalExecutor {
-    fn execute(&self, job: &Job, interrupts: &Interrupts) -> io::Result<ExitStatus> {
+    fn submit(&self, job: Job) -> io::Result<JobId> {
+        if self.jobs().cancelled {
+            return Err(io::Error::other("interrupted"));
+        }
         // The log is created with the first line the command prints: a
         // silent command creates no file (creating thousands of inodes is
         // most of the cost of a large graph of short commands).
-        match std::fs::remove_file(job.log) {
+        match std::fs::remove_file(&job.log) {
             Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
             _ => {}
         }
         // One pipe for stdout and stderr keeps their order.
-        let (mut reader, writer) = io::pipe()?;
+        let (reader, writer) = io::pipe()?;
         let mut command = Command::new("/bin/sh");
         command
             .arg("-c")
-            .arg(job.cmd)
+            .arg(&job.cmd)
             .current_dir(&job.dir)
             .stdin(Stdio::null())
             .stdout(writer.try_clone()?)
@@ -159,10 +340,6 @@ impl Executor for LocalExecutor {
         if let Some(supervisor) = &supervisor {
             supervisor.watch(group);
         }
-        interrupts.register(group);
-        // This thread watches the pipe and the shell's exit together: no
-        // thread is started per command (each would cost a stack and, on
-        // exit, a TLB shootdown across the cores).
         let exited = match pidfd_open(group) {
             Ok(exited) => exited,
             Err(error) => {
@@ -173,54 +350,73 @@ impl Executor for LocalExecutor {
                 )));
             }
         };
-        let mut printed = Printed::new(job);
-        let mut open = true;
-        loop {
-            let watched = [exited.as_raw_fd(), reader.as_raw_fd()];
-            let readiness = ready(&watched[..if open { 2 } else { 1 }], None)?;
-            if open && readiness[1] {
-                open = printed.read_from(&mut reader)?;
-            }
-            if readiness[0] {
-                break;
-            }
+        let id = JobId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let mut jobs = self.jobs();
+        // An interrupt that came while the command started ends it now.
+        if jobs.cancelled {
+            terminate_group(group);
         }
-        // The stage ends with its shell (exited, not yet reaped): what it
-        // left running in its group is killed before the shell is reaped
-        // (while the group's id cannot be taken by another process), and the
-        // stage is over once none of it runs.
-        group::signal(group, libc::SIGKILL);
-        let status = child.wait();
-        group::await_death(group);
-        if let Some(supervisor) = &supervisor {
-            supervisor.release(group);
-        }
-        interrupts.unregister(group);
-        // Output still in the pipe is passed on; a backgrounded grandchild
-        // that kept the pipe open (it is dead now, but may have passed the
-        // pipe on) must not hold the stage.
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while open && ready(&[reader.as_raw_fd()], Some(deadline))?[0] {
-            open = printed.read_from(&mut reader)?;
-        }
-        printed.finish();
-        status
+        jobs.running.push(Running {
+            id,
+            child,
+            group,
+            exited,
+            reader,
+            open: true,
+            printed: Printed::new(job.log),
+            ended: None,
+        });
+        drop(jobs);
+        (&self.wake).write_all(&[SUBMITTED])?;
+        Ok(id)
     }
+
+    fn next_event(&self) -> JobEvent {
+        let mut events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if let Some(event) = events.pop_front() {
+                return event;
+            }
+            self.watch(&mut events);
+        }
+    }
+
+    fn wake(&self) {
+        let _ = (&self.wake).write_all(&[WAKE]);
+    }
+
+    fn cancel(&self, job: JobId) {
+        if let Some(running) = self.jobs().running.iter().find(|r| r.id == job && r.ended.is_none()) {
+            terminate_group(running.group);
+        }
+    }
+
+    fn cancel_all(&self) {
+        let mut jobs = self.jobs();
+        jobs.cancelled = true;
+        for running in jobs.running.iter().filter(|r| r.ended.is_none()) {
+            terminate_group(running.group);
+        }
+    }
+}
+
+fn terminate_group(group: i32) {
+    group::signal(group, libc::SIGTERM);
 }
 
 /// What a command prints, passed on line by line as it comes and kept in
 /// its log (created with the first line).
-struct Printed<'a> {
-    job: &'a Job<'a>,
+struct Printed {
+    path: PathBuf,
     log: Option<File>,
     /// The start of a line not yet ended.
     pending: Vec<u8>,
 }
 
-impl<'a> Printed<'a> {
-    fn new(job: &'a Job<'a>) -> Printed<'a> {
+impl Printed {
+    fn new(path: PathBuf) -> Printed {
         Printed {
-            job,
+            path,
             log: None,
             pending: Vec::new(),
         }
@@ -228,7 +424,7 @@ impl<'a> Printed<'a> {
 
     /// Reads what the pipe holds (it is ready) and passes on every line it
     /// completes; false at the end of the output.
-    fn read_from(&mut self, pipe: &mut io::PipeReader) -> io::Result<bool> {
+    fn read_from(&mut self, id: JobId, pipe: &mut io::PipeReader, events: &mut VecDeque<JobEvent>) -> io::Result<bool> {
         let mut chunk = [0u8; 8192];
         let n = match pipe.read(&mut chunk) {
             Ok(n) => n,
@@ -238,28 +434,28 @@ impl<'a> Printed<'a> {
         self.pending.extend_from_slice(&chunk[..n]);
         while let Some(end) = self.pending.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = self.pending.drain(..=end).collect();
-            self.pass_on(&line);
+            self.pass_on(id, &line, events);
         }
         Ok(n > 0)
     }
 
     /// Passes on a last line that did not end with a newline.
-    fn finish(mut self) {
+    fn finish(&mut self, id: JobId, events: &mut VecDeque<JobEvent>) {
         if !self.pending.is_empty() {
             let line = std::mem::take(&mut self.pending);
-            self.pass_on(&line);
+            self.pass_on(id, &line, events);
         }
     }
 
-    fn pass_on(&mut self, line: &[u8]) {
+    fn pass_on(&mut self, id: JobId, line: &[u8], events: &mut VecDeque<JobEvent>) {
         if self.log.is_none() {
-            self.log = File::create(self.job.log).ok();
+            self.log = File::create(&self.path).ok();
         }
         if let Some(log) = self.log.as_mut() {
             let _ = log.write_all(line);
         }
         let text = String::from_utf8_lossy(line);
-        (self.job.output)(text.trim_end_matches(['\n', '\r']));
+        events.push_back(JobEvent::Output(id, text.trim_end_matches(['\n', '\r']).to_string()));
     }
 }
 
@@ -303,6 +499,120 @@ fn ready(fds: &[RawFd], deadline: Option<Instant>) -> io::Result<Vec<bool>> {
         let error = io::Error::last_os_error();
         if error.kind() != io::ErrorKind::Interrupted {
             return Err(error);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(dir: &std::path::Path, name: &str, cmd: &str) -> Job {
+        Job {
+            stage: name.into(),
+            cmd: cmd.into(),
+            dir: dir.to_path_buf(),
+            env: Vec::new(),
+            outs: Vec::new(),
+            log: dir.join(format!("{name}.log")),
+            resources: Resources::default(),
+        }
+    }
+
+    /// Every event until `id` ends: the lines it printed and how it ended
+    /// (events of other jobs are kept in `others`).
+    fn follow(executor: &LocalExecutor, id: JobId, others: &mut Vec<JobEvent>) -> (Vec<String>, JobEnd) {
+        let mut lines = Vec::new();
+        loop {
+            match executor.next_event() {
+                JobEvent::Output(job, line) if job == id => lines.push(line),
+                JobEvent::Ended(job, end) if job == id => return (lines, end),
+                other => others.push(other),
+            }
+        }
+    }
+
+    #[test]
+    fn exit_codes_signals_and_output_are_reported_as_they_happen() {
+        let dir = tempfile::tempdir().unwrap();
+        let executor = LocalExecutor::new().unwrap();
+        let mut others = Vec::new();
+        let ok = executor
+            .submit(job(dir.path(), "ok", "echo a; echo b >&2; printf c"))
+            .unwrap();
+        let (lines, end) = follow(&executor, ok, &mut others);
+        assert_eq!(lines, ["a", "b", "c"]);
+        assert!(end.success());
+        assert_eq!(std::fs::read_to_string(dir.path().join("ok.log")).unwrap(), "a\nb\nc");
+
+        let failed = executor.submit(job(dir.path(), "failed", "exit 3")).unwrap();
+        let (lines, end) = follow(&executor, failed, &mut others);
+        assert_eq!((lines.len(), &end), (0, &JobEnd::Exited(3)));
+        assert!(!end.success());
+        assert!(
+            !dir.path().join("failed.log").exists(),
+            "a silent command leaves no log"
+        );
+
+        let killed = executor.submit(job(dir.path(), "killed", "kill -9 $$")).unwrap();
+        assert_eq!(
+            follow(&executor, killed, &mut others).1,
+            JobEnd::Signalled(libc::SIGKILL)
+        );
+        assert!(others.is_empty(), "{others:?}");
+    }
+
+    #[test]
+    fn cancel_ends_one_job_and_cancel_all_ends_the_rest_and_refuses_new_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let executor = LocalExecutor::new().unwrap();
+        let first = executor.submit(job(dir.path(), "first", "sleep 60")).unwrap();
+        let second = executor.submit(job(dir.path(), "second", "sleep 60")).unwrap();
+        executor.cancel(first);
+        let mut others = Vec::new();
+        assert_eq!(
+            follow(&executor, first, &mut others).1,
+            JobEnd::Signalled(libc::SIGTERM)
+        );
+        assert!(others.is_empty(), "the second job still runs: {others:?}");
+        executor.cancel_all();
+        assert_eq!(
+            follow(&executor, second, &mut others).1,
+            JobEnd::Signalled(libc::SIGTERM)
+        );
+        assert!(executor.submit(job(dir.path(), "third", "true")).is_err());
+    }
+
+    #[test]
+    fn wake_returns_control_to_a_waiting_caller() {
+        let executor = LocalExecutor::new().unwrap();
+        executor.wake();
+        assert!(matches!(executor.next_event(), JobEvent::Woken));
+    }
+
+    #[test]
+    fn many_jobs_at_once_each_end_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let executor = LocalExecutor::new().unwrap();
+        let ids: Vec<JobId> = (0..40)
+            .map(|i| {
+                executor
+                    .submit(job(dir.path(), &format!("j{i}"), &format!("echo {i}; exit {}", i % 3)))
+                    .unwrap()
+            })
+            .collect();
+        let mut ended = std::collections::BTreeMap::new();
+        let mut printed = std::collections::BTreeMap::new();
+        while ended.len() < ids.len() {
+            match executor.next_event() {
+                JobEvent::Output(id, line) => assert!(printed.insert(id, line).is_none()),
+                JobEvent::Ended(id, end) => assert!(ended.insert(id, end).is_none(), "{id:?} ended twice"),
+                JobEvent::Woken => panic!("nobody woke the executor"),
+            }
+        }
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(ended[id], JobEnd::Exited(i as i32 % 3));
+            assert_eq!(printed[id], i.to_string());
         }
     }
 }

@@ -1,6 +1,6 @@
-//! Running stages: the plan (what is stale and why), the scheduler (stale
-//! stages in parallel, each as soon as its inputs are ready), and what
-//! happens to one stage (up to date, restored from the run cache, or run).
+//! Running stages: the planner ([`plan`]: what is stale and why), the
+//! scheduler ([`Runner`]: stale stages in parallel, each as soon as its
+//! inputs are ready), and the executors ([`executor`]: where commands run).
 //!
 //! Record only after success: a stage's lock entry is removed before it
 //! executes and written back (atomically, with its outs stored) only after
@@ -10,24 +10,25 @@ pub mod executor;
 pub mod freshness;
 pub mod group;
 pub mod noop;
+pub mod plan;
 pub mod supervisor;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::fingerprint::{DirtyReason, Inputs};
-use crate::graph::StageGraph;
-use crate::hash::{Content, FileMemo, Hasher, Witness};
+use crate::hash::{Content, FileMemo};
 use crate::lock::{Lock, LockEntry};
-use crate::manifest::{Action, Stage, Workspace};
+use crate::manifest::{Action, Stage};
 use crate::report::{Event, Outcome, Reporter, Summary};
-use crate::stat_cache::StatCache;
-use crate::steps::{Registry, StepContext};
-use crate::store::{RestoreError, Store, remove_path};
-use executor::{Executor, Interrupts, Job};
+use crate::steps::StepContext;
+use crate::store::{RestoreError, remove_path};
+use executor::{Executor, Job, JobEnd, JobEvent, JobId};
+pub use plan::{Decision, Planned, Planner, Verdict};
 
 /// Which stages run regardless of their fingerprint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,61 +51,15 @@ impl Force {
     }
 }
 
-/// What `run` would do with a stage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    /// Nothing to do.
-    UpToDate,
-    /// Outs come from the run cache.
-    Restore,
-    /// The command or step runs.
-    Run,
-    /// Frozen: never run.
-    Frozen,
-}
-
-/// One stage of a plan.
-#[derive(Debug, Clone)]
-pub struct Planned {
-    /// Index into `Workspace::stages`.
-    pub stage: usize,
-    /// What would happen.
-    pub decision: Decision,
-    /// Why (empty when up to date).
-    pub reasons: Vec<DirtyReason>,
-}
-
-/// Everything a run needs, borrowed from the command layer.
+/// Carries out a plan: each selected stage, as soon as the stages above it
+/// are done, is decided by the [`Planner`] (once: its inputs are final by
+/// then) and then finished, restored, or run — a command through the
+/// [`Executor`], a built-in step in-process.
 pub struct Runner<'a> {
-    /// The workspace.
-    pub workspace: &'a Workspace,
-    /// Its validated graph.
-    pub graph: &'a StageGraph,
-    /// Built-in steps.
-    pub registry: &'a Registry,
-    /// The content-addressed store.
-    pub store: &'a Store,
-    /// The stat cache.
-    pub cache: &'a StatCache,
-    /// Where commands run.
-    pub executor: &'a dyn Executor,
-    /// Where events go.
-    pub reporter: &'a dyn Reporter,
-    /// Ctrl-C / SIGTERM state.
-    pub interrupts: &'a Interrupts,
-    /// The lock, updated after each stage.
-    pub lock: Mutex<Lock>,
-    /// Where to note every path looked at and every out cleared, when the
-    /// caller wants to know what the run's verdicts rest on ([`noop`]).
-    pub witness: Option<&'a Witness>,
-}
-
-/// A stage's current inputs and why it differs from the lock (empty: up to date).
-struct Known {
-    inputs: Inputs,
-    reasons: Vec<DirtyReason>,
-    /// What each dep held when hashed.
-    deps: Vec<Content>,
+    planner: Planner<'a>,
+    executor: &'a dyn Executor,
+    reporter: &'a dyn Reporter,
+    interrupted: AtomicBool,
 }
 
 /// The result of processing one stage.
@@ -115,6 +70,14 @@ struct StageResult {
 }
 
 impl StageResult {
+    fn finished(outcome: Outcome, reasons: Vec<DirtyReason>) -> StageResult {
+        StageResult {
+            outcome,
+            reasons,
+            error: None,
+        }
+    }
+
     fn failed(reasons: Vec<DirtyReason>, error: impl Into<String>) -> StageResult {
         StageResult {
             outcome: Outcome::Failed,
@@ -124,87 +87,72 @@ impl StageResult {
     }
 }
 
-impl Runner<'_> {
-    fn hasher(&self) -> Hasher<'_> {
-        Hasher::new(&self.workspace.root, self.cache).witnessed(self.witness)
-    }
+/// A stage whose command is with the executor.
+struct Pending {
+    inputs: Inputs,
+    reasons: Vec<DirtyReason>,
+    log: PathBuf,
+}
 
-    fn lock_entry(&self, name: &str) -> Option<Arc<LockEntry>> {
-        self.lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .stage
-            .get(name)
-            .cloned()
-    }
+/// What a worker did with a stage.
+enum Worked {
+    /// The stage is done.
+    Finished(StageResult),
+    /// Its command is to be submitted.
+    Submit(Box<(Job, Pending)>),
+}
 
-    /// What `run` would do, stage by stage in topological order, without
-    /// changing anything. A stage below one that will change is stale too.
-    pub fn plan(&self, selection: &BTreeSet<usize>, force: &Force) -> std::io::Result<Vec<Planned>> {
-        let memo = FileMemo::default();
-        let hasher = self.hasher().remembering(&memo);
-        let mut decisions: BTreeMap<usize, Decision> = BTreeMap::new();
-        let mut plan = Vec::new();
-        for index in self.graph.order(selection) {
-            let stage = &self.workspace.stages[index];
-            if stage.frozen {
-                decisions.insert(index, Decision::Frozen);
-                plan.push(Planned {
-                    stage: index,
-                    decision: Decision::Frozen,
-                    reasons: Vec::new(),
-                });
-                continue;
-            }
-            let inputs = freshness::inputs(&self.workspace.root, self.registry, &hasher, stage)?;
-            let mut reasons = Vec::new();
-            for upstream in self.graph.upstream(index) {
-                if let Some(decision @ (Decision::Run | Decision::Restore)) = decisions.get(&upstream) {
-                    reasons.push(DirtyReason::UpstreamStale {
-                        stage: self.workspace.stages[upstream].name.clone(),
-                        restored: *decision == Decision::Restore,
-                    });
-                }
-            }
-            if let Some(reason) = freshness::unconditional(stage, force) {
-                reasons.insert(0, reason);
-            }
-            let own = freshness::dirty_reasons(&hasher, stage, self.lock_entry(&stage.name).as_deref(), &inputs)?;
-            reasons.extend(own);
-            let decision = if reasons.is_empty() {
-                Decision::UpToDate
-            } else if freshness::restorable(&reasons) && self.store.lookup_run(&inputs.fingerprint()).is_some() {
-                Decision::Restore
-            } else {
-                Decision::Run
-            };
-            decisions.insert(index, decision);
-            plan.push(Planned {
-                stage: index,
-                decision,
-                reasons,
-            });
+/// Work for the worker threads.
+enum Task {
+    /// Decide (unless decided) and carry out what stage `.0` needs.
+    Process(usize, Option<Verdict>),
+    /// Check and record the outs of a stage whose command ended.
+    Collect(usize, Pending, JobEnd),
+}
+
+impl<'a> Runner<'a> {
+    /// A runner that carries out what `planner` decides, running commands
+    /// on `executor` and telling `reporter`.
+    pub fn new(planner: Planner<'a>, executor: &'a dyn Executor, reporter: &'a dyn Reporter) -> Runner<'a> {
+        Runner {
+            planner,
+            executor,
+            reporter,
+            interrupted: AtomicBool::new(false),
         }
-        Ok(plan)
     }
 
-    /// Brings the selected stages up to date with up to `jobs` running at once.
+    /// The planner, with the lock as the run leaves it.
+    pub fn planner(&self) -> &Planner<'a> {
+        &self.planner
+    }
+
+    /// Stops the run (Ctrl-C, SIGTERM): no stage starts any more, running
+    /// commands are cancelled, and nothing is recorded for them.
+    pub fn interrupt(&self) {
+        self.interrupted.store(true, Ordering::SeqCst);
+        self.executor.cancel_all();
+    }
+
+    fn is_interrupted(&self) -> bool {
+        self.interrupted.load(Ordering::SeqCst)
+    }
+
+    /// Brings the selected stages up to date with up to `jobs` of them in
+    /// progress at once.
     pub fn run(&self, selection: &BTreeSet<usize>, force: &Force, jobs: usize, keep_going: bool) -> Summary {
         let jobs = jobs.max(1);
+        let graph = self.planner.graph;
+        let stages = &self.planner.workspace.stages;
         let mut summary = Summary::default();
         self.reporter.report(Event::RunStarted {
             stages: selection.len(),
         });
-        let order = self.graph.order(selection);
+        let order = graph.order(selection);
         let position: BTreeMap<usize, usize> = order.iter().enumerate().map(|(i, s)| (*s, i)).collect();
         let mut waiting: BTreeMap<usize, usize> = order
             .iter()
-            .map(|&s| {
-                (
-                    s,
-                    self.graph.upstream(s).iter().filter(|u| selection.contains(u)).count(),
-                )
-            })
+            .map(|&s| (s, graph.upstream(s).iter().filter(|u| selection.contains(u)).count()))
             .collect();
         // Ready stages keyed by their topological position, for a stable order.
         let mut ready: BTreeSet<(usize, usize)> = waiting
@@ -216,62 +164,100 @@ impl Runner<'_> {
         let mut blocked: BTreeSet<usize> = BTreeSet::new();
         let mut stop = false;
 
-        let (job_sender, job_receiver) = mpsc::channel::<(usize, Option<Known>)>();
-        let job_receiver = Mutex::new(job_receiver);
-        let (result_sender, result_receiver) = mpsc::channel::<(usize, StageResult, std::time::Duration)>();
+        let (task_sender, task_receiver) = mpsc::channel::<Task>();
+        let task_receiver = Mutex::new(task_receiver);
+        let (sender, results) = mpsc::channel::<(usize, StageResult)>();
+        // Commands with the executor, by job.
+        let submitted: Mutex<HashMap<JobId, (usize, Pending)>> = Mutex::default();
         std::thread::scope(|scope| {
             for _ in 0..jobs.min(order.len().max(1)) {
-                let result_sender = result_sender.clone();
-                let job_receiver = &job_receiver;
+                let sender = sender.clone();
+                let (task_receiver, submitted) = (&task_receiver, &submitted);
                 scope.spawn(move || {
                     loop {
-                        let next = job_receiver.lock().unwrap_or_else(PoisonError::into_inner).recv();
-                        let Ok((index, known)) = next else { break };
-                        let started = Instant::now();
-                        let result = self.process(index, force, known);
-                        if result_sender.send((index, result, started.elapsed())).is_err() {
-                            break;
+                        let next = task_receiver.lock().unwrap_or_else(PoisonError::into_inner).recv();
+                        let result = match next {
+                            Ok(Task::Process(index, verdict)) => match self.process(index, force, verdict) {
+                                Worked::Finished(result) => Some((index, result)),
+                                Worked::Submit(submit) => self.submit(index, *submit, submitted),
+                            },
+                            Ok(Task::Collect(index, pending, end)) => {
+                                Some((index, self.collect_command(index, pending, end)))
+                            }
+                            Err(_) => break,
+                        };
+                        if let Some(result) = result {
+                            if sender.send(result).is_err() {
+                                break;
+                            }
+                            // The scheduling thread may be waiting for jobs.
+                            self.executor.wake();
                         }
                     }
                 });
             }
-            drop(result_sender);
-            let mut running = 0;
-            // Files hashed while no stage runs; emptied before one starts.
+            drop(sender);
+            // Stages taken up and not finished (with a worker or the executor).
+            let mut busy = 0;
+            let mut started: HashMap<usize, Instant> = HashMap::new();
+            // Files hashed while no stage is busy; emptied before one starts.
             let memo = FileMemo::default();
             loop {
                 // Stages already up to date finish right here; only stale
                 // ones go to a worker (a no-op run never leaves this thread).
                 let mut done_here = None;
-                while running < jobs && !stop {
+                while busy < jobs && !stop {
                     let Some((_, index)) = ready.pop_first() else { break };
-                    let known = self.precheck(&self.workspace.stages[index], force, (running == 0).then_some(&memo));
-                    if known.as_ref().is_some_and(|k| k.reasons.is_empty()) {
-                        let result = StageResult {
-                            outcome: Outcome::UpToDate,
-                            reasons: Vec::new(),
-                            error: None,
-                        };
-                        done_here = Some((index, result, std::time::Duration::ZERO));
+                    let verdict = self.precheck(index, force, (busy == 0).then_some(&memo));
+                    if verdict.as_ref().is_some_and(|v| v.decision == Decision::UpToDate) {
+                        done_here = Some((index, StageResult::finished(Outcome::UpToDate, Vec::new())));
                         break;
                     }
                     memo.lock().unwrap_or_else(PoisonError::into_inner).clear();
-                    if job_sender.send((index, known)).is_err() {
+                    if task_sender.send(Task::Process(index, verdict)).is_err() {
                         break;
                     }
-                    running += 1;
+                    started.insert(index, Instant::now());
+                    busy += 1;
                 }
-                let (index, result, elapsed) = match done_here {
-                    Some(done) => done,
-                    None if running == 0 => break,
-                    None => {
-                        let Ok(received) = result_receiver.recv() else { break };
-                        running -= 1;
-                        received
+                let done = match done_here {
+                    Some(done) => Some(done),
+                    None if busy == 0 => break,
+                    None => results.try_recv().ok(),
+                };
+                let Some((index, result)) = done else {
+                    // Nothing finished: wait for the executor's jobs (a
+                    // worker that finishes a stage wakes this wait).
+                    match self.executor.next_event() {
+                        JobEvent::Output(id, line) => {
+                            let submitted = submitted.lock().unwrap_or_else(PoisonError::into_inner);
+                            if let Some((index, _)) = submitted.get(&id) {
+                                self.reporter.report(Event::Output {
+                                    stage: stages[*index].name.clone(),
+                                    line,
+                                });
+                            }
+                        }
+                        JobEvent::Ended(id, end) => {
+                            let ended = submitted.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+                            if let Some((index, pending)) = ended {
+                                let _ = task_sender.send(Task::Collect(index, pending, end));
+                            }
+                        }
+                        JobEvent::Woken => {}
                     }
+                    continue;
                 };
                 finished.insert(index);
-                let name = self.workspace.stages[index].name.clone();
+                let elapsed = match started.remove(&index) {
+                    Some(at) => {
+                        busy -= 1;
+                        at.elapsed()
+                    }
+                    // Up to date, found so on this thread.
+                    None => Duration::ZERO,
+                };
+                let name = stages[index].name.clone();
                 summary.add(&name, result.outcome);
                 let failed = result.outcome == Outcome::Failed;
                 self.reporter.report(Event::StageFinished {
@@ -282,14 +268,14 @@ impl Runner<'_> {
                     error: result.error,
                 });
                 if failed {
-                    for below in self.graph.closure(&[index], true) {
+                    for below in graph.closure(&[index], true) {
                         if below != index && selection.contains(&below) {
                             blocked.insert(below);
                         }
                     }
                     stop |= !keep_going;
                 } else {
-                    for next in self.graph.downstream(index) {
+                    for next in graph.downstream(index) {
                         if let Some(count) = waiting.get_mut(&next) {
                             *count -= 1;
                             if *count == 0 && !blocked.contains(&next) {
@@ -298,12 +284,12 @@ impl Runner<'_> {
                         }
                     }
                 }
-                if self.interrupts.is_interrupted() {
+                if self.is_interrupted() {
                     stop = true;
                     summary.interrupted = true;
                 }
             }
-            drop(job_sender);
+            drop(task_sender);
         });
         for index in order {
             if !finished.contains(&index) {
@@ -312,7 +298,7 @@ impl Runner<'_> {
                 } else {
                     Outcome::Cancelled
                 };
-                let name = self.workspace.stages[index].name.clone();
+                let name = stages[index].name.clone();
                 summary.add(&name, outcome);
                 self.reporter.report(Event::StageFinished {
                     stage: name,
@@ -323,9 +309,9 @@ impl Runner<'_> {
                 });
             }
         }
-        let lock = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let lock = self.planner.lock.lock().unwrap_or_else(PoisonError::into_inner);
         // Nothing journaled, nothing to fold: a no-op run writes no lock.
-        let files = self.workspace.layout().lock_files();
+        let files = self.planner.workspace.layout().lock_files();
         if files.journal.exists()
             && let Err(error) = lock.compact(&files)
         {
@@ -335,8 +321,8 @@ impl Runner<'_> {
             });
         }
         drop(lock);
-        self.hasher().settle();
-        if let Err(error) = self.cache.save() {
+        self.planner.hasher().settle();
+        if let Err(error) = self.planner.cache.save() {
             self.reporter.report(Event::Warning {
                 stage: "(stat cache)".into(),
                 message: format!("could not save .fabric/state: {error}"),
@@ -348,107 +334,121 @@ impl Runner<'_> {
         summary
     }
 
-    /// A recorded stage's current inputs and reasons, checked on the
-    /// scheduling thread: up-to-date stages finish there, stale ones hand the
-    /// result to their worker so nothing is hashed twice. `None` (frozen,
-    /// forced, always run, never recorded, or an error) leaves it all to the
-    /// worker. `memo` is given while no stage runs.
-    fn precheck(&self, stage: &Stage, force: &Force, memo: Option<&FileMemo>) -> Option<Known> {
+    /// Hands a stage's command to the executor; the stage's result when
+    /// it could not start.
+    fn submit(
+        &self,
+        index: usize,
+        (job, pending): (Job, Pending),
+        submitted: &Mutex<HashMap<JobId, (usize, Pending)>>,
+    ) -> Option<(usize, StageResult)> {
+        // Held while submitting: the job's end cannot be looked up before
+        // the job is noted.
+        let mut submitted = submitted.lock().unwrap_or_else(PoisonError::into_inner);
+        match self.executor.submit(job) {
+            Ok(id) => {
+                submitted.insert(id, (index, pending));
+                None
+            }
+            Err(error) => {
+                let error = if self.is_interrupted() {
+                    "interrupted".to_string()
+                } else {
+                    format!("cannot start the command: {error}")
+                };
+                Some((index, StageResult::failed(pending.reasons, error)))
+            }
+        }
+    }
+
+    /// The verdict on a recorded stage, reached on the scheduling thread so
+    /// that up-to-date stages finish there; a stale one hands it to its
+    /// worker, so nothing is hashed twice. `None` (frozen, forced, always
+    /// run, never recorded, or an error) leaves deciding to the worker,
+    /// where hashing a stage's deps does not hold up the others. `memo` is
+    /// given while no stage is busy.
+    fn precheck(&self, index: usize, force: &Force, memo: Option<&FileMemo>) -> Option<Verdict> {
+        let stage = &self.planner.workspace.stages[index];
         if stage.frozen || freshness::unconditional(stage, force).is_some() {
             return None;
         }
-        let entry = self.lock_entry(&stage.name)?;
+        self.planner.lock_entry(&stage.name)?;
         let hasher = match memo {
-            Some(memo) => self.hasher().remembering(memo),
-            None => self.hasher(),
+            Some(memo) => self.planner.hasher().remembering(memo),
+            None => self.planner.hasher(),
         };
-        let (inputs, deps) = freshness::hash_inputs(&self.workspace.root, self.registry, &hasher, stage).ok()?;
-        let reasons = freshness::dirty_reasons(&hasher, stage, Some(&entry), &inputs).ok()?;
-        Some(Known { inputs, reasons, deps })
+        self.planner.decide(index, force, Vec::new(), &hasher).ok()
     }
 
-    /// Decides and does what one stage needs.
-    fn process(&self, index: usize, force: &Force, known: Option<Known>) -> StageResult {
-        let stage = &self.workspace.stages[index];
-        match self.try_process(stage, force, known) {
-            Ok(result) => result,
-            Err(error) => StageResult::failed(Vec::new(), format!("{error:#}")),
+    /// Decides (unless decided) and carries out what stage `index` needs.
+    fn process(&self, index: usize, force: &Force, verdict: Option<Verdict>) -> Worked {
+        match self.try_process(index, force, verdict) {
+            Ok(worked) => worked,
+            Err(error) => Worked::Finished(StageResult::failed(Vec::new(), format!("{error:#}"))),
         }
     }
 
-    fn try_process(&self, stage: &Stage, force: &Force, known: Option<Known>) -> anyhow::Result<StageResult> {
-        let hasher = self.hasher();
-        let entry = self.lock_entry(&stage.name);
-        if stage.frozen {
-            return Ok(if entry.is_some() {
-                StageResult {
-                    outcome: Outcome::UpToDate,
-                    reasons: Vec::new(),
-                    error: None,
-                }
-            } else {
-                StageResult::failed(
-                    Vec::new(),
-                    "the stage is frozen but has never run; set `frozen = false` to run it once",
-                )
-            });
-        }
-        let Known { inputs, reasons, deps } = match known {
-            Some(known) => known,
-            None => {
-                let (inputs, deps) = freshness::hash_inputs(&self.workspace.root, self.registry, &hasher, stage)?;
-                let reasons = match freshness::unconditional(stage, force) {
-                    Some(reason) => vec![reason],
-                    None => freshness::dirty_reasons(&hasher, stage, entry.as_deref(), &inputs)?,
-                };
-                Known { inputs, reasons, deps }
-            }
+    fn try_process(&self, index: usize, force: &Force, verdict: Option<Verdict>) -> anyhow::Result<Worked> {
+        let stage = &self.planner.workspace.stages[index];
+        let verdict = match verdict {
+            Some(verdict) => verdict,
+            None => self.planner.decide(index, force, Vec::new(), &self.planner.hasher())?,
         };
-        let fingerprint = inputs.fingerprint();
-        if reasons.is_empty() {
-            return Ok(StageResult {
-                outcome: Outcome::UpToDate,
-                reasons,
-                error: None,
-            });
-        }
-        if freshness::restorable(&reasons)
-            && let Some(record) = self.store.lookup_run(&fingerprint)
-        {
-            // Clear the old record first: an interrupted restore must not
-            // leave the lock vouching for half-replaced outs.
-            if entry.is_some() {
-                self.record(&stage.name, None)?;
+        let Verdict {
+            decision,
+            reasons,
+            inputs,
+            deps,
+            cached,
+        } = verdict;
+        let (decision, inputs) = match (decision, inputs) {
+            (Decision::Frozen, _) | (_, None) => {
+                return Ok(Worked::Finished(if self.planner.lock_entry(&stage.name).is_some() {
+                    StageResult::finished(Outcome::UpToDate, Vec::new())
+                } else {
+                    StageResult::failed(
+                        Vec::new(),
+                        "the stage is frozen but has never run; set `frozen = false` to run it once",
+                    )
+                }));
             }
-            self.clearing(stage);
-            match self.restore_outs(&record.outs) {
-                Ok(()) => {
-                    self.record(
-                        &stage.name,
-                        Some(LockEntry {
-                            fingerprint,
-                            inputs,
-                            outs: record.outs,
-                        }),
-                    )?;
-                    return Ok(StageResult {
-                        outcome: Outcome::Restored,
-                        reasons,
-                        error: None,
-                    });
+            (decision, Some(inputs)) => (decision, inputs),
+        };
+        match (decision, cached) {
+            (Decision::UpToDate, _) => return Ok(Worked::Finished(StageResult::finished(Outcome::UpToDate, reasons))),
+            (Decision::Restore, Some(record)) => {
+                // Clear the old record first: an interrupted restore must not
+                // leave the lock vouching for half-replaced outs.
+                if self.planner.lock_entry(&stage.name).is_some() {
+                    self.record(&stage.name, None)?;
                 }
-                Err(error) => self.reporter.report(Event::Warning {
-                    stage: stage.name.clone(),
-                    message: format!("cannot restore from the cache ({error}); running the stage instead"),
-                }),
+                self.clearing(stage);
+                match self.restore_outs(&record.outs) {
+                    Ok(()) => {
+                        self.record(
+                            &stage.name,
+                            Some(LockEntry {
+                                fingerprint: inputs.fingerprint(),
+                                inputs,
+                                outs: record.outs,
+                            }),
+                        )?;
+                        return Ok(Worked::Finished(StageResult::finished(Outcome::Restored, reasons)));
+                    }
+                    Err(error) => self.reporter.report(Event::Warning {
+                        stage: stage.name.clone(),
+                        message: format!("cannot restore from the cache ({error}); running the stage instead"),
+                    }),
+                }
             }
+            _ => {}
         }
-        self.execute(stage, inputs, &deps, reasons)
+        self.start(stage, inputs, &deps, reasons)
     }
 
     /// Notes that `stage`'s outs are about to be written anew.
     fn clearing(&self, stage: &Stage) {
-        if let Some(witness) = self.witness {
+        if let Some(witness) = self.planner.witness {
             for out in stage.out_paths() {
                 witness.clear(out.as_str());
             }
@@ -458,25 +458,28 @@ impl Runner<'_> {
     fn restore_outs(&self, outs: &crate::lock::OutRecords) -> Result<(), RestoreError> {
         for (path, record) in outs {
             let path = crate::paths::RelPath::new(path).map_err(|e| RestoreError::Absent(e.to_string()))?;
-            self.store.restore(&self.workspace.root, &path, record)?;
+            self.planner
+                .store
+                .restore(&self.planner.workspace.root, &path, record)?;
         }
         Ok(())
     }
 
-    /// Runs the command or step, checks and stores the outs, records the stage.
-    fn execute(
+    /// Clears the stage's record and outs, then runs its step (in-process)
+    /// or hands back its command for the executor.
+    fn start(
         &self,
         stage: &Stage,
         inputs: Inputs,
         deps: &[Content],
         reasons: Vec<DirtyReason>,
-    ) -> anyhow::Result<StageResult> {
+    ) -> anyhow::Result<Worked> {
         self.reporter.report(Event::StageStarted {
             stage: stage.name.clone(),
             reasons: reasons.iter().map(ToString::to_string).collect(),
         });
-        let root = &self.workspace.root;
-        if self.lock_entry(&stage.name).is_some() {
+        let root = &self.planner.workspace.root;
+        if self.planner.lock_entry(&stage.name).is_some() {
             self.record(&stage.name, None)?;
         }
         self.clearing(stage);
@@ -487,44 +490,30 @@ impl Runner<'_> {
                 std::fs::create_dir_all(parent)?;
             }
         }
-        let layout = self.workspace.layout();
+        let layout = self.planner.workspace.layout();
         match &stage.action {
             Action::Cmd(cmd) => {
                 let logs = layout.logs();
                 std::fs::create_dir_all(&logs)?;
                 let log = logs.join(format!("{}.log", stage.name));
-                let dir = stage.wdir.as_ref().map_or_else(|| root.clone(), |w| w.under(root));
                 let job = Job {
-                    stage: &stage.name,
-                    cmd,
-                    dir,
-                    log: &log,
-                    output: &|line| {
-                        self.reporter.report(Event::Output {
-                            stage: stage.name.clone(),
-                            line: line.to_string(),
-                        })
-                    },
+                    stage: stage.name.clone(),
+                    cmd: cmd.clone(),
+                    dir: stage.wdir.as_ref().map_or_else(|| root.clone(), |w| w.under(root)),
+                    env: stage
+                        .env
+                        .iter()
+                        .filter_map(|name| Some((name.clone(), std::env::var_os(name)?)))
+                        .collect(),
+                    outs: stage.out_paths().map(|out| out.under(root)).collect(),
+                    log: log.clone(),
+                    resources: stage.resources.clone(),
                 };
-                let status = self.executor.execute(&job, self.interrupts)?;
-                if self.interrupts.is_interrupted() {
-                    return Ok(StageResult::failed(reasons, "interrupted"));
-                }
-                if !status.success() {
-                    let why = match status.code() {
-                        Some(code) => format!("command exited with status {code}"),
-                        None => "command was killed by a signal".to_string(),
-                    };
-                    let output = if log.exists() {
-                        format!("log: {}\n{}", relative(&log, root), log_tail(&log, 20))
-                    } else {
-                        "no log: it printed nothing (or its log could not be written)".to_string()
-                    };
-                    return Ok(StageResult::failed(reasons, format!("{why}; {output}")));
-                }
+                Ok(Worked::Submit(Box::new((job, Pending { inputs, reasons, log }))))
             }
             Action::Step { name, with } => {
                 let step = self
+                    .planner
                     .registry
                     .get(name)
                     .ok_or_else(|| anyhow::anyhow!("unknown step `{name}`"))?;
@@ -544,7 +533,7 @@ impl Runner<'_> {
                     declared: stage.out_paths().map(|p| p.to_string()).collect(),
                     upstream: self.upstream_entries(stage),
                     memo_path: layout.step_memo(&stage.name),
-                    hasher: &self.hasher(),
+                    hasher: &self.planner.hasher(),
                     dep_files: freshness::dep_files(root, stage, deps),
                     note: &|message| {
                         self.reporter.report(Event::Warning {
@@ -554,16 +543,48 @@ impl Runner<'_> {
                     },
                 };
                 if let Err(error) = step.run(&context) {
-                    return Ok(StageResult::failed(reasons, format!("step `{name}` failed: {error:#}")));
+                    return Ok(Worked::Finished(StageResult::failed(
+                        reasons,
+                        format!("step `{name}` failed: {error:#}"),
+                    )));
                 }
                 for (temp, out) in outs.iter().zip(stage.out_paths()) {
                     if std::fs::symlink_metadata(temp).is_ok() {
                         std::fs::rename(temp, out.under(root))?;
                     }
                 }
+                Ok(Worked::Finished(self.collect(stage, inputs, reasons)?))
             }
         }
-        let hasher = self.hasher();
+    }
+
+    /// Judges how a stage's command ended and, when it succeeded, collects
+    /// its outs.
+    fn collect_command(&self, index: usize, pending: Pending, end: JobEnd) -> StageResult {
+        let stage = &self.planner.workspace.stages[index];
+        let Pending { inputs, reasons, log } = pending;
+        if self.is_interrupted() {
+            return StageResult::failed(reasons, "interrupted");
+        }
+        if !end.success() {
+            let root = &self.planner.workspace.root;
+            let output = if log.exists() {
+                format!("log: {}\n{}", relative(&log, root), log_tail(&log, 20))
+            } else {
+                "no log: it printed nothing (or its log could not be written)".to_string()
+            };
+            return StageResult::failed(reasons, format!("{end}; {output}"));
+        }
+        match self.collect(stage, inputs, reasons.clone()) {
+            Ok(result) => result,
+            Err(error) => StageResult::failed(reasons, format!("{error:#}")),
+        }
+    }
+
+    /// Checks and stores the outs the stage made, and records the stage.
+    fn collect(&self, stage: &Stage, inputs: Inputs, reasons: Vec<DirtyReason>) -> anyhow::Result<StageResult> {
+        let root = &self.planner.workspace.root;
+        let hasher = self.planner.hasher();
         let mut records = crate::lock::OutRecords::new();
         for out in stage.out_paths() {
             let content = hasher.hash(out)?;
@@ -573,12 +594,12 @@ impl Runner<'_> {
                     format!("declared out `{out}` was not created; make the stage write it or remove it from `outs`"),
                 ));
             }
-            if let Some(record) = self.store.save(root, out, &content)? {
+            if let Some(record) = self.planner.store.save(root, out, &content)? {
                 records.insert(out.to_string(), record);
             }
         }
         let fingerprint = inputs.fingerprint();
-        self.store.record_run(&fingerprint, &records)?;
+        self.planner.store.record_run(&fingerprint, &records)?;
         self.record(
             &stage.name,
             Some(LockEntry {
@@ -587,25 +608,23 @@ impl Runner<'_> {
                 outs: records,
             }),
         )?;
-        Ok(StageResult {
-            outcome: Outcome::Ran,
-            reasons,
-            error: None,
-        })
+        Ok(StageResult::finished(Outcome::Ran, reasons))
     }
 
     /// The lock entries of every stage upstream of `stage` (transitively).
     fn upstream_entries(&self, stage: &Stage) -> BTreeMap<String, Arc<LockEntry>> {
-        let Some(index) = self.workspace.stages.iter().position(|s| s.name == stage.name) else {
+        let stages = &self.planner.workspace.stages;
+        let Some(index) = stages.iter().position(|s| s.name == stage.name) else {
             return BTreeMap::new();
         };
-        let lock = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
-        self.graph
+        let lock = self.planner.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        self.planner
+            .graph
             .closure(&[index], false)
             .into_iter()
             .filter(|i| *i != index)
             .filter_map(|i| {
-                let name = &self.workspace.stages[i].name;
+                let name = &stages[i].name;
                 lock.stage.get(name).map(|entry| (name.clone(), entry.clone()))
             })
             .collect()
@@ -614,8 +633,12 @@ impl Runner<'_> {
     /// Sets or clears a stage's lock entry: journaled now, folded into
     /// `Fabric.lock` when the run ends.
     fn record(&self, name: &str, entry: Option<LockEntry>) -> std::io::Result<()> {
-        let mut lock = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
-        Lock::journal(&self.workspace.layout().lock_files().journal, name, entry.as_ref())?;
+        let mut lock = self.planner.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        Lock::journal(
+            &self.planner.workspace.layout().lock_files().journal,
+            name,
+            entry.as_ref(),
+        )?;
         match entry {
             Some(entry) => lock.stage.insert(name.to_string(), Arc::new(entry)),
             None => lock.stage.remove(name),

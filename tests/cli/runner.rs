@@ -192,6 +192,26 @@ fn declared_env_enters_the_fingerprint_and_undeclared_env_does_not() {
     );
 }
 
+/// `[stage.NAME.resources]` is for a cluster scheduler: the local executor
+/// runs the stage as usual, and a changed request reruns nothing.
+#[test]
+fn resources_are_accepted_and_do_not_change_what_a_stage_makes() {
+    let ws = Workspace::new();
+    let manifest = |cpus: u32| {
+        format!(
+            "[stage.r]\ncmd = \"{} && echo made > r.txt\"\nouts = [\"r.txt\"]\n\n[stage.r.resources]\ncpus = {cpus}\nmemory = \"2G\"\ngpus = 0\ntime = \"0:30:00\"\npartition = \"debug\"\n",
+            ws.tick("r")
+        )
+    };
+    ws.write("Fabric.toml", &manifest(2));
+    ws.ok(&["run"]);
+    assert_eq!(ws.count("r"), 1);
+    ws.write("Fabric.toml", &manifest(8));
+    ws.ok(&["run"]);
+    assert_eq!(ws.count("r"), 1);
+    assert_eq!(ws.read("r.txt"), "made\n");
+}
+
 #[test]
 fn a_failed_stage_is_not_recorded_and_its_downstream_does_not_run() {
     let ws = Workspace::new();
