@@ -92,6 +92,12 @@ enum Command {
     /// The run's supervisor (started by `fabric run`; see src/run/supervisor.rs).
     #[command(name = "__supervise", hide = true)]
     Supervise,
+    /// Run one stage's built-in step from a job file (started by `fabric run`; see src/run/step.rs).
+    #[command(name = "__step", hide = true)]
+    Step {
+        /// The job file.
+        job: PathBuf,
+    },
     /// Print a shell completion script (e.g. `fabric completions bash > ~/.local/share/bash-completion/completions/fabric`).
     Completions {
         /// The shell.
@@ -174,6 +180,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::execute(&globals, args),
         Command::Supervise => {
             crate::run::supervisor::serve()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Step { job } => {
+            crate::run::step::StepJob::execute(&job, &Registry::builtin())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Steps => {

@@ -70,6 +70,11 @@ pub struct Args {
     /// If another run holds the workspace, wait for it instead of failing.
     #[arg(long)]
     wait: bool,
+    /// Run built-in steps as `fabric` processes through the executor, as a
+    /// cluster executor does, instead of in-process (the same outs, the
+    /// same memo; in-process is faster on one machine).
+    #[arg(long)]
+    step_processes: bool,
     /// A declared param written as an option (`--snapshots-dir DIR` sets
     /// `snapshots_dir`); filled in from the command line, not typed.
     #[arg(long, hide = true, value_name = "NAME=VALUE")]
@@ -140,7 +145,7 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
         Some(run_lock) => LocalExecutor::holding(run_lock)?,
         None => LocalExecutor::new()?,
     };
-    let runner = Runner::new(planner, &executor, &reporter);
+    let runner = Runner::new(planner, &executor, &reporter).with_step_processes(args.step_processes);
     let jobs = args
         .jobs
         .filter(|j| *j > 0)

@@ -170,8 +170,9 @@ pub(super) mod json_text {
     }
 
     pub fn deserialize<'de, T: DeserializeOwned, D: Deserializer<'de>>(deserializer: D) -> Result<T, D::Error> {
-        let text = <&str>::deserialize(deserializer)?;
-        serde_json::from_str(text).map_err(D::Error::custom)
+        // Owned: a JSON copy (a step job) escapes the text's quotes.
+        let text = String::deserialize(deserializer)?;
+        serde_json::from_str(&text).map_err(D::Error::custom)
     }
 }
 

@@ -11,6 +11,7 @@ pub mod freshness;
 pub mod group;
 pub mod noop;
 pub mod plan;
+pub mod step;
 pub mod supervisor;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -25,10 +26,10 @@ use crate::hash::{Content, FileMemo};
 use crate::lock::{Lock, LockEntry};
 use crate::manifest::{Action, Stage};
 use crate::report::{Event, Outcome, Reporter, Summary};
-use crate::steps::StepContext;
 use crate::store::{RestoreError, remove_path};
 use executor::{Executor, Job, JobEnd, JobEvent, JobId};
 pub use plan::{Decision, Planned, Planner, Verdict};
+use step::StepJob;
 
 /// Which stages run regardless of their fingerprint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +61,8 @@ pub struct Runner<'a> {
     executor: &'a dyn Executor,
     reporter: &'a dyn Reporter,
     interrupted: AtomicBool,
+    /// Built-in steps go to the executor as `fabric` processes.
+    step_processes: bool,
 }
 
 /// The result of processing one stage.
@@ -119,7 +122,15 @@ impl<'a> Runner<'a> {
             executor,
             reporter,
             interrupted: AtomicBool::new(false),
+            step_processes: false,
         }
+    }
+
+    /// The runner handing built-in steps to the executor as `fabric`
+    /// processes ([`step::StepJob`]) rather than running them in-process,
+    /// as a cluster executor needs.
+    pub fn with_step_processes(self, step_processes: bool) -> Runner<'a> {
+        Runner { step_processes, ..self }
     }
 
     /// The planner, with the lock as the run leaves it.
@@ -465,8 +476,9 @@ impl<'a> Runner<'a> {
         Ok(())
     }
 
-    /// Clears the stage's record and outs, then runs its step (in-process)
-    /// or hands back its command for the executor.
+    /// Clears the stage's record and outs, then runs its step in-process
+    /// or hands back its command (or its step as a `fabric` process) for
+    /// the executor.
     fn start(
         &self,
         stage: &Stage,
@@ -490,72 +502,48 @@ impl<'a> Runner<'a> {
                 std::fs::create_dir_all(parent)?;
             }
         }
-        let layout = self.planner.workspace.layout();
-        match &stage.action {
-            Action::Cmd(cmd) => {
-                let logs = layout.logs();
-                std::fs::create_dir_all(&logs)?;
-                let log = logs.join(format!("{}.log", stage.name));
-                let job = Job {
-                    stage: stage.name.clone(),
-                    cmd: cmd.clone(),
-                    dir: stage.wdir.as_ref().map_or_else(|| root.clone(), |w| w.under(root)),
-                    env: stage
-                        .env
-                        .iter()
-                        .filter_map(|name| Some((name.clone(), std::env::var_os(name)?)))
-                        .collect(),
-                    outs: stage.out_paths().map(|out| out.under(root)).collect(),
-                    log: log.clone(),
-                    resources: stage.resources.clone(),
-                };
-                Ok(Worked::Submit(Box::new((job, Pending { inputs, reasons, log }))))
+        let cmd = match &stage.action {
+            Action::Cmd(cmd) => cmd.clone(),
+            Action::Step { .. } if self.step_processes => StepJob {
+                root: root.clone(),
+                stage: stage.clone(),
+                upstream: self.upstream_entries(stage),
+                fingerprint: inputs.fingerprint(),
             }
-            Action::Step { name, with } => {
-                let step = self
-                    .planner
-                    .registry
-                    .get(name)
-                    .ok_or_else(|| anyhow::anyhow!("unknown step `{name}`"))?;
-                let scratch_root = layout.scratch();
-                std::fs::create_dir_all(&scratch_root)?;
-                let scratch = tempfile::Builder::new()
-                    .prefix(&format!("{}-", stage.name))
-                    .tempdir_in(&scratch_root)?;
-                let outs: Vec<PathBuf> = (0..stage.outs.len())
-                    .map(|i| scratch.path().join(format!("out{i}")))
-                    .collect();
-                let context = StepContext {
-                    root,
-                    with,
-                    deps: stage.deps.iter().map(|d| root.join(d.value.key())).collect(),
-                    outs: outs.clone(),
-                    declared: stage.out_paths().map(|p| p.to_string()).collect(),
-                    upstream: self.upstream_entries(stage),
-                    memo_path: layout.step_memo(&stage.name),
-                    hasher: &self.planner.hasher(),
-                    dep_files: freshness::dep_files(root, stage, deps),
-                    note: &|message| {
-                        self.reporter.report(Event::Warning {
-                            stage: stage.name.clone(),
-                            message: message.to_string(),
-                        })
-                    },
+            .command()?,
+            Action::Step { .. } => {
+                let note = |message: &str| {
+                    self.reporter.report(Event::Warning {
+                        stage: stage.name.clone(),
+                        message: message.to_string(),
+                    })
                 };
-                if let Err(error) = step.run(&context) {
-                    return Ok(Worked::Finished(StageResult::failed(
-                        reasons,
-                        format!("step `{name}` failed: {error:#}"),
-                    )));
+                let dep_files = freshness::dep_files(root, stage, deps);
+                let hasher = self.planner.hasher();
+                let upstream = self.upstream_entries(stage);
+                if let Err(error) = step::run(self.planner.registry, root, stage, upstream, &hasher, dep_files, &note) {
+                    return Ok(Worked::Finished(StageResult::failed(reasons, format!("{error:#}"))));
                 }
-                for (temp, out) in outs.iter().zip(stage.out_paths()) {
-                    if std::fs::symlink_metadata(temp).is_ok() {
-                        std::fs::rename(temp, out.under(root))?;
-                    }
-                }
-                Ok(Worked::Finished(self.collect(stage, inputs, reasons)?))
+                return Ok(Worked::Finished(self.collect(stage, inputs, reasons)?));
             }
-        }
+        };
+        let logs = self.planner.workspace.layout().logs();
+        std::fs::create_dir_all(&logs)?;
+        let log = logs.join(format!("{}.log", stage.name));
+        let job = Job {
+            stage: stage.name.clone(),
+            cmd,
+            dir: stage.wdir.as_ref().map_or_else(|| root.clone(), |w| w.under(root)),
+            env: stage
+                .env
+                .iter()
+                .filter_map(|name| Some((name.clone(), std::env::var_os(name)?)))
+                .collect(),
+            outs: stage.out_paths().map(|out| out.under(root)).collect(),
+            log: log.clone(),
+            resources: stage.resources.clone(),
+        };
+        Ok(Worked::Submit(Box::new((job, Pending { inputs, reasons, log }))))
     }
 
     /// Judges how a stage's command ended and, when it succeeded, collects

@@ -752,11 +752,78 @@ fn files_under(ws: &Workspace, dir: &str) -> std::collections::BTreeMap<String, 
         .collect()
 }
 
+/// `raw/` sanitized into `clean/`, then made a dataset in `data/`.
+const SANITIZE_AND_DATASET: &str = "[stage.sanitize]\nstep = \"prime.sanitize\"\ndeps = [\"raw\"]\nouts = [\"clean\", \"reports/sanitize.json\"]\n\n\
+                                    [stage.dataset]\nstep = \"prime.dataset\"\ndeps = [\"clean\"]\n\
+                                    outs = [\"data/train.jsonl\", \"data/test.jsonl\", \"data/card.json\", \"data/sft.jsonl\"]\n";
+
+/// A new workspace with `ws`'s raw data and pseudonym key (pseudonyms
+/// depend on the key: a colleague shares it through FABRIC_PSEUDONYM_KEY or
+/// the key file).
+fn raw_and_key_of(ws: &Workspace) -> Workspace {
+    let fresh = Workspace::new();
+    let copied = std::process::Command::new("cp")
+        .args(["-r", &ws.path("raw").to_string_lossy(), &fresh.root().to_string_lossy()])
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    std::fs::create_dir_all(fresh.path(".fabric/keys")).unwrap();
+    std::fs::copy(
+        ws.path(".fabric/keys/pseudonym.key"),
+        fresh.path(".fabric/keys/pseudonym.key"),
+    )
+    .unwrap();
+    fresh
+}
+
+/// Any executor can run any stage: built-in steps run as `fabric`
+/// processes (`run --step-processes`) make the same outs, lock and memos as
+/// in-process, on a first run and on a rerun that takes unchanged files
+/// from the memo.
+#[test]
+fn built_in_steps_run_as_fabric_processes_match_in_process() {
+    let in_process = Workspace::new();
+    in_process.simulate("raw", 3, 2, 30);
+    in_process.write("Fabric.toml", SANITIZE_AND_DATASET);
+    in_process.ok(&["run"]);
+    let processes = raw_and_key_of(&in_process);
+    processes.write("Fabric.toml", SANITIZE_AND_DATASET);
+    processes.ok(&["run", "--step-processes"]);
+    let same = |when: &str| {
+        for dir in ["clean", "reports", "data", ".fabric/memo"] {
+            assert_eq!(
+                files_under(&in_process, dir),
+                files_under(&processes, dir),
+                "{dir} differs {when}"
+            );
+        }
+        assert_eq!(in_process.read("Fabric.lock"), processes.read("Fabric.lock"), "{when}");
+    };
+    same("after a first run");
+    for stage in ["sanitize", "dataset"] {
+        let log = processes.read(&format!(".fabric/logs/{stage}.log"));
+        assert!(log.contains(&format!("fabric __step: stage `{stage}`")), "{log}");
+        assert!(!in_process.path(&format!(".fabric/logs/{stage}.log")).exists());
+    }
+
+    // A record added to one session file: both stages run again, taking
+    // the other files from their memos.
+    for ws in [&in_process, &processes] {
+        let text = ws.read("raw/u01-s01.jsonl");
+        let mut added: Value = text.lines().find_map(|l| serde_json::from_str(l).ok()).unwrap();
+        added["snapshotId"] = json!("00000000-0000-4000-8000-000000000778");
+        added["sequence"] = json!(10_001);
+        ws.write("raw/u01-s01.jsonl", &format!("{text}{added}\n"));
+    }
+    in_process.ok(&["run"]);
+    let rerun = processes.ok(&["run", "--step-processes"]);
+    assert!(rerun.stderr.contains("2 ran"), "{}", rerun.stderr);
+    same("after a rerun");
+}
+
 #[test]
 fn sanitize_and_dataset_steps_redo_only_changed_files_and_match_a_fresh_run() {
-    let manifest = "[stage.sanitize]\nstep = \"prime.sanitize\"\ndeps = [\"raw\"]\nouts = [\"clean\", \"reports/sanitize.json\"]\n\n\
-                    [stage.dataset]\nstep = \"prime.dataset\"\ndeps = [\"clean\"]\n\
-                    outs = [\"data/train.jsonl\", \"data/test.jsonl\", \"data/card.json\", \"data/sft.jsonl\"]\n";
+    let manifest = SANITIZE_AND_DATASET;
     let ws = Workspace::new();
     ws.simulate("raw", 3, 2, 30);
     // One-record files beside the session files, in a subdirectory.
@@ -788,20 +855,7 @@ fn sanitize_and_dataset_steps_redo_only_changed_files_and_match_a_fresh_run() {
     ws.ok(&["run"]);
 
     // A workspace built from scratch on the same raw data has the same bytes.
-    let fresh = Workspace::new();
-    let copied = std::process::Command::new("cp")
-        .args(["-r", &ws.path("raw").to_string_lossy(), &fresh.root().to_string_lossy()])
-        .status()
-        .unwrap();
-    assert!(copied.success());
-    // Pseudonyms depend on the key: the fresh workspace shares this one's
-    // (as a colleague would, through FABRIC_PSEUDONYM_KEY or the key file).
-    std::fs::create_dir_all(fresh.path(".fabric/keys")).unwrap();
-    std::fs::copy(
-        ws.path(".fabric/keys/pseudonym.key"),
-        fresh.path(".fabric/keys/pseudonym.key"),
-    )
-    .unwrap();
+    let fresh = raw_and_key_of(&ws);
     fresh.write("Fabric.toml", manifest);
     fresh.ok(&["run"]);
     for dir in ["clean", "reports", "data"] {
