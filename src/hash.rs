@@ -60,6 +60,14 @@ pub struct Tree {
 }
 
 impl Tree {
+    /// The content hashes of its files.
+    pub fn file_hashes(&self) -> impl Iterator<Item = Digest> + '_ {
+        self.entries.iter().filter_map(|entry| match entry {
+            TreeEntry::File { hash, .. } => Some(*hash),
+            _ => None,
+        })
+    }
+
     /// The Merkle hash over the canonical encoding of the entries.
     pub fn digest(&self) -> Digest {
         let mut key = KeyEncoder::new("fabric-tree-v1");

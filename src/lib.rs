@@ -11,13 +11,25 @@
 //!   and explains changes; [`digest`] holds the hash type and canonical encoder.
 //! - [`layout`] names every file Fabric keeps in a workspace (`.fabric/`).
 //! - [`lock`] reads and writes `Fabric.lock`; [`store`] is the
-//!   content-addressed store and run cache, behind a `Storage` trait.
-//! - [`run`] plans and schedules stages; commands go through an `Executor`
-//!   ([`run::executor`]), watched by a per-run [`run::supervisor`] process
-//!   so none outlives a killed `fabric`; built-in steps go through the
-//!   [`steps`] registry; [`memo`] keeps a step's per-input-file results
-//!   between runs; [`run::noop`] keeps what an "all up to date" verdict
-//!   rested on, so an unchanged workspace is answered without planning.
+//!   content-addressed store and run cache, behind the `ObjectStore` and
+//!   `RunCache` traits.
+//! - [`run`] carries a run out, along this path:
+//!
+//!   ```text
+//!   Planner::decide ──► Runner (scheduler) ──► Executor::submit / next_event
+//!   (run::plan: up to    (run: each stage when    (run::executor: local processes;
+//!    date / restore /     its upstream is done;    a cluster executor plugs in here)
+//!    run, and why)        restore, or run)          └─ built-in steps in-process, or as
+//!                                                      `fabric __step` jobs (run::step)
+//!   ```
+//!
+//!   Commands are watched by a per-run [`run::supervisor`] process so none
+//!   outlives a killed `fabric`; a new step plugs into the [`steps`]
+//!   registry, a new storage tier behind
+//!   [`store::ObjectStore`] and [`store::RunCache`]; [`memo`] keeps
+//!   a step's per-input-file results between runs; [`run::noop`] keeps what
+//!   an "all up to date" verdict rested on, so an unchanged workspace is
+//!   answered without planning.
 //! - [`prime`] is the Prime Brain data domain (schema and the Studio
 //!   contract, simulate, sanitize, dataset) behind the `prime.*` steps;
 //!   [`onnx`] trains, evaluates and bundles the model for the Studio.

@@ -4,8 +4,10 @@
 //! - `trees/<hash>.json`: directory manifests ([`Tree`]) by tree hash;
 //! - `runs/<fingerprint>.json`: the run cache, fingerprint → out records.
 //!
-//! [`Storage`] is the seam for other backends (a shared object store later);
-//! [`LocalStorage`] keeps everything in a directory. [`Store`] adds the
+//! The store is split by what a second, shared tier can carry:
+//! [`ObjectStore`] (objects and trees, with a batched "which are missing")
+//! and [`RunCache`]; [`LocalStorage`] implements both in a directory and
+//! alone can be administered ([`collect_garbage`]). [`Store`] adds the
 //! operations the runner needs: save outs after a stage, look up a run,
 //! restore outs — verifying every restored byte against its hash, so a
 //! corrupted object is detected and never restored.
@@ -23,6 +25,7 @@ use std::collections::BTreeSet;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -34,7 +37,7 @@ use crate::paths::RelPath;
 
 /// The kinds of small records kept beside objects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RecordKind {
+enum RecordKind {
     /// Directory manifests.
     Tree,
     /// Run-cache entries.
@@ -50,30 +53,36 @@ impl RecordKind {
     }
 }
 
-/// Where store content lives.
-pub trait Storage: Send + Sync {
-    /// True when the object is present.
-    fn has_object(&self, hash: &Digest) -> bool;
+/// Content-addressed objects and directory manifests: what a second,
+/// shared tier can hold as well as a local directory.
+pub trait ObjectStore: Send + Sync {
+    /// Which of `hashes` are not held: one question for all of them (one
+    /// listing or a bounded number of requests on a remote, not one each).
+    fn missing(&self, hashes: &BTreeSet<Digest>) -> io::Result<BTreeSet<Digest>>;
     /// Copies the file at `source` in as object `hash` (idempotent).
     fn put_object(&self, hash: &Digest, source: &Path) -> io::Result<()>;
     /// Copies object `hash` to `destination`.
     fn get_object(&self, hash: &Digest, destination: &Path) -> io::Result<()>;
-    /// Deletes an object.
-    fn remove_object(&self, hash: &Digest) -> io::Result<()>;
-    /// Every object hash.
-    fn list_objects(&self) -> io::Result<Vec<Digest>>;
-    /// Stores a record (idempotent: the same key always has the same bytes
-    /// for trees; run records are replaced).
-    fn put_record(&self, kind: RecordKind, key: &Digest, bytes: &[u8]) -> io::Result<()>;
-    /// Reads a record.
-    fn get_record(&self, kind: RecordKind, key: &Digest) -> io::Result<Option<Vec<u8>>>;
-    /// Every record key of a kind, with its last-write time.
-    fn list_records(&self, kind: RecordKind) -> io::Result<Vec<(Digest, SystemTime)>>;
-    /// Deletes a record.
-    fn remove_record(&self, kind: RecordKind, key: &Digest) -> io::Result<()>;
+    /// Drops a copy of object `hash` found damaged.
+    fn discard_object(&self, hash: &Digest) -> io::Result<()>;
+    /// Stores a directory manifest under its tree hash (idempotent).
+    fn put_tree(&self, hash: &Digest, bytes: &[u8]) -> io::Result<()>;
+    /// Reads a directory manifest.
+    fn get_tree(&self, hash: &Digest) -> io::Result<Option<Vec<u8>>>;
 }
 
-/// A store in a local directory.
+/// The run cache: which outs a fingerprint produced.
+pub trait RunCache: Send + Sync {
+    /// Records the outs of `fingerprint` (replacing an older record).
+    fn put_run(&self, fingerprint: &Digest, bytes: &[u8]) -> io::Result<()>;
+    /// The record of `fingerprint`.
+    fn get_run(&self, fingerprint: &Digest) -> io::Result<Option<Vec<u8>>>;
+}
+
+/// A store in a local directory. Besides the [`ObjectStore`] and
+/// [`RunCache`] every tier offers, it lists and deletes what it holds:
+/// administration (`gc`, [`collect_garbage`]) is possible only on a store
+/// the workspace owns, never on a shared tier.
 pub struct LocalStorage {
     dir: PathBuf,
 }
@@ -91,50 +100,6 @@ impl LocalStorage {
 
     fn record_path(&self, kind: RecordKind, key: &Digest) -> PathBuf {
         self.dir.join(kind.dir()).join(format!("{key}.json"))
-    }
-}
-
-impl Storage for LocalStorage {
-    fn has_object(&self, hash: &Digest) -> bool {
-        self.object_path(hash).is_file()
-    }
-
-    fn put_object(&self, hash: &Digest, source: &Path) -> io::Result<()> {
-        let target = self.object_path(hash);
-        if target.is_file() {
-            return Ok(());
-        }
-        let parent = target.parent().expect("object paths have a parent");
-        std::fs::create_dir_all(parent)?;
-        let temp = tempfile::Builder::new().prefix(".incoming-").tempfile_in(parent)?;
-        std::fs::copy(source, temp.path())?;
-        temp.persist(&target).map_err(|e| e.error)?;
-        Ok(())
-    }
-
-    fn get_object(&self, hash: &Digest, destination: &Path) -> io::Result<()> {
-        std::fs::copy(self.object_path(hash), destination).map(|_| ())
-    }
-
-    fn remove_object(&self, hash: &Digest) -> io::Result<()> {
-        std::fs::remove_file(self.object_path(hash))
-    }
-
-    fn list_objects(&self) -> io::Result<Vec<Digest>> {
-        let mut found = Vec::new();
-        let objects = self.dir.join("objects");
-        if !objects.is_dir() {
-            return Ok(found);
-        }
-        for entry in walkdir::WalkDir::new(&objects).min_depth(2).max_depth(2) {
-            let entry = entry.map_err(io::Error::other)?;
-            let prefix = entry.path().parent().and_then(|p| p.file_name()).unwrap_or_default();
-            let name = format!("{}{}", prefix.to_string_lossy(), entry.file_name().to_string_lossy());
-            if let Ok(hash) = name.parse() {
-                found.push(hash);
-            }
-        }
-        Ok(found)
     }
 
     fn put_record(&self, kind: RecordKind, key: &Digest, bytes: &[u8]) -> io::Result<()> {
@@ -155,6 +120,25 @@ impl Storage for LocalStorage {
         }
     }
 
+    /// Every object hash.
+    fn list_objects(&self) -> io::Result<Vec<Digest>> {
+        let mut found = Vec::new();
+        let objects = self.dir.join("objects");
+        if !objects.is_dir() {
+            return Ok(found);
+        }
+        for entry in walkdir::WalkDir::new(&objects).min_depth(2).max_depth(2) {
+            let entry = entry.map_err(io::Error::other)?;
+            let prefix = entry.path().parent().and_then(|p| p.file_name()).unwrap_or_default();
+            let name = format!("{}{}", prefix.to_string_lossy(), entry.file_name().to_string_lossy());
+            if let Ok(hash) = name.parse() {
+                found.push(hash);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Every record key of a kind, with its last-write time.
     fn list_records(&self, kind: RecordKind) -> io::Result<Vec<(Digest, SystemTime)>> {
         let dir = self.dir.join(kind.dir());
         let mut found = Vec::new();
@@ -172,9 +156,54 @@ impl Storage for LocalStorage {
         }
         Ok(found)
     }
+}
 
-    fn remove_record(&self, kind: RecordKind, key: &Digest) -> io::Result<()> {
-        std::fs::remove_file(self.record_path(kind, key))
+impl ObjectStore for LocalStorage {
+    fn missing(&self, hashes: &BTreeSet<Digest>) -> io::Result<BTreeSet<Digest>> {
+        Ok(hashes
+            .iter()
+            .filter(|hash| !self.object_path(hash).is_file())
+            .copied()
+            .collect())
+    }
+
+    fn put_object(&self, hash: &Digest, source: &Path) -> io::Result<()> {
+        let target = self.object_path(hash);
+        if target.is_file() {
+            return Ok(());
+        }
+        let parent = target.parent().expect("object paths have a parent");
+        std::fs::create_dir_all(parent)?;
+        let temp = tempfile::Builder::new().prefix(".incoming-").tempfile_in(parent)?;
+        std::fs::copy(source, temp.path())?;
+        temp.persist(&target).map_err(|e| e.error)?;
+        Ok(())
+    }
+
+    fn get_object(&self, hash: &Digest, destination: &Path) -> io::Result<()> {
+        std::fs::copy(self.object_path(hash), destination).map(|_| ())
+    }
+
+    fn discard_object(&self, hash: &Digest) -> io::Result<()> {
+        std::fs::remove_file(self.object_path(hash))
+    }
+
+    fn put_tree(&self, hash: &Digest, bytes: &[u8]) -> io::Result<()> {
+        self.put_record(RecordKind::Tree, hash, bytes)
+    }
+
+    fn get_tree(&self, hash: &Digest) -> io::Result<Option<Vec<u8>>> {
+        self.get_record(RecordKind::Tree, hash)
+    }
+}
+
+impl RunCache for LocalStorage {
+    fn put_run(&self, fingerprint: &Digest, bytes: &[u8]) -> io::Result<()> {
+        self.put_record(RecordKind::Run, fingerprint, bytes)
+    }
+
+    fn get_run(&self, fingerprint: &Digest) -> io::Result<Option<Vec<u8>>> {
+        self.get_record(RecordKind::Run, fingerprint)
     }
 }
 
@@ -203,20 +232,21 @@ pub enum RestoreError {
     Io(#[from] io::Error),
 }
 
-/// The store operations the runner uses.
+/// The store operations the runner uses, over an object store and a run
+/// cache (a local directory now; a tier in front of a shared one later).
 pub struct Store {
-    storage: Box<dyn Storage>,
+    objects: Arc<dyn ObjectStore>,
+    runs: Arc<dyn RunCache>,
 }
 
 impl Store {
-    /// A store over `storage`.
-    pub fn new(storage: Box<dyn Storage>) -> Store {
-        Store { storage }
-    }
-
-    /// The backend.
-    pub fn storage(&self) -> &dyn Storage {
-        self.storage.as_ref()
+    /// A store in the local directory `dir`.
+    pub fn local(dir: &Path) -> Store {
+        let local = Arc::new(LocalStorage::new(dir));
+        Store {
+            objects: local.clone(),
+            runs: local,
+        }
     }
 
     /// Saves an out's content (objects and tree) and returns its record.
@@ -224,15 +254,15 @@ impl Store {
         let absolute = path.under(root);
         match content {
             Content::Missing => {}
-            Content::File { hash, .. } => self.storage.put_object(hash, &absolute)?,
+            Content::File { hash, .. } => self.objects.put_object(hash, &absolute)?,
             Content::Dir { tree, hash } => {
                 for entry in &tree.entries {
                     if let TreeEntry::File { path, hash, .. } = entry {
-                        self.storage.put_object(hash, &absolute.join(path))?;
+                        self.objects.put_object(hash, &absolute.join(path))?;
                     }
                 }
                 let bytes = serde_json::to_vec(tree).map_err(io::Error::other)?;
-                self.storage.put_record(RecordKind::Tree, hash, &bytes)?;
+                self.objects.put_tree(hash, &bytes)?;
             }
         }
         Ok(OutRecord::of(content))
@@ -241,14 +271,37 @@ impl Store {
     /// Records that `fingerprint` produced `outs`.
     pub fn record_run(&self, fingerprint: &Digest, outs: &crate::lock::OutRecords) -> io::Result<()> {
         let bytes = serde_json::to_vec_pretty(&RunRecord { outs: outs.clone() }).map_err(io::Error::other)?;
-        self.storage.put_record(RecordKind::Run, fingerprint, &bytes)
+        self.runs.put_run(fingerprint, &bytes)
     }
 
     /// The run-cache entry for `fingerprint`, if every object it needs is present.
     pub fn lookup_run(&self, fingerprint: &Digest) -> Option<RunRecord> {
-        let bytes = self.storage.get_record(RecordKind::Run, fingerprint).ok()??;
+        let bytes = self.runs.get_run(fingerprint).ok()??;
         let record: RunRecord = serde_json::from_slice(&bytes).ok()?;
-        record.outs.values().all(|out| self.is_complete(out)).then_some(record)
+        self.holds(record.outs.values()).then_some(record)
+    }
+
+    /// True when the store holds every file of these outs (asked in one
+    /// batch, whatever their number).
+    pub fn holds<'a>(&self, outs: impl IntoIterator<Item = &'a OutRecord>) -> bool {
+        let mut files = BTreeSet::new();
+        for out in outs {
+            match out.kind {
+                OutKind::File => {
+                    files.insert(out.hash);
+                }
+                OutKind::Dir => match self.tree(&out.hash) {
+                    Some(tree) => files.extend(tree.file_hashes()),
+                    None => return false,
+                },
+            }
+        }
+        self.holds_files(&files)
+    }
+
+    /// True when the store holds every one of these files.
+    pub fn holds_files(&self, hashes: &BTreeSet<Digest>) -> bool {
+        self.objects.missing(hashes).is_ok_and(|missing| missing.is_empty())
     }
 
     /// The bytes of a file out as `record` describes it, checked against
@@ -258,27 +311,15 @@ impl Store {
             return None;
         }
         let scratch = tempfile::NamedTempFile::new().ok()?;
-        self.storage.get_object(&record.hash, scratch.path()).ok()?;
+        self.objects.get_object(&record.hash, scratch.path()).ok()?;
         let bytes = std::fs::read(scratch.path()).ok()?;
         (Digest::of(&bytes) == record.hash).then_some(bytes)
     }
 
     /// A directory manifest.
     pub fn tree(&self, hash: &Digest) -> Option<Tree> {
-        let bytes = self.storage.get_record(RecordKind::Tree, hash).ok()??;
+        let bytes = self.objects.get_tree(hash).ok()??;
         serde_json::from_slice(&bytes).ok()
-    }
-
-    fn is_complete(&self, out: &OutRecord) -> bool {
-        match out.kind {
-            OutKind::File => self.storage.has_object(&out.hash),
-            OutKind::Dir => self.tree(&out.hash).is_some_and(|tree| {
-                tree.entries.iter().all(|entry| match entry {
-                    TreeEntry::File { hash, .. } => self.storage.has_object(hash),
-                    _ => true,
-                })
-            }),
-        }
     }
 
     /// Restores one out into the workspace, verifying every file's hash. The
@@ -329,14 +370,14 @@ impl Store {
         shown: &str,
         executable: bool,
     ) -> Result<(), RestoreError> {
-        if !self.storage.has_object(hash) {
+        if !self.holds_files(&BTreeSet::from([*hash])) {
             return Err(RestoreError::Absent(shown.to_string()));
         }
-        self.storage.get_object(hash, destination)?;
+        self.objects.get_object(hash, destination)?;
         let size = std::fs::metadata(destination)?.len();
         let found = hash_file(destination, size)?;
         if found != *hash {
-            self.storage.remove_object(hash)?;
+            self.objects.discard_object(hash)?;
             return Err(RestoreError::Corrupt {
                 path: shown.to_string(),
                 expected: *hash,
@@ -347,70 +388,70 @@ impl Store {
         std::fs::set_permissions(destination, std::fs::Permissions::from_mode(mode))?;
         Ok(())
     }
+}
 
-    /// Deletes run records older than `keep_since` whose fingerprint is not in
-    /// `pinned`, then every tree and object nothing left refers to. Returns
-    /// (runs, trees, objects) removed; with `dry_run`, only counts.
-    pub fn gc(
-        &self,
-        pinned: &BTreeSet<Digest>,
-        keep_since: SystemTime,
-        dry_run: bool,
-    ) -> io::Result<(usize, usize, usize)> {
-        let mut live_outs = Vec::new();
-        let mut removed_runs = 0;
-        for (fingerprint, written) in self.storage.list_records(RecordKind::Run)? {
-            let keep = pinned.contains(&fingerprint) || written >= keep_since;
-            if keep {
-                if let Some(bytes) = self.storage.get_record(RecordKind::Run, &fingerprint)?
-                    && let Ok(record) = serde_json::from_slice::<RunRecord>(&bytes)
-                {
-                    live_outs.extend(record.outs.values().cloned());
-                }
-            } else {
-                removed_runs += 1;
-                if !dry_run {
-                    self.storage.remove_record(RecordKind::Run, &fingerprint)?;
-                }
+/// `fabric gc` on the workspace's own store: deletes run records older than
+/// `keep_since` whose fingerprint is not in `pinned`, then every tree and
+/// object nothing left refers to. Returns (runs, trees, objects) removed;
+/// with `dry_run`, only counts. It takes a [`LocalStorage`]: a shared tier,
+/// which other workspaces' locks pin, is never pruned by one workspace.
+pub fn collect_garbage(
+    store: &LocalStorage,
+    pinned: &BTreeSet<Digest>,
+    keep_since: SystemTime,
+    dry_run: bool,
+) -> io::Result<(usize, usize, usize)> {
+    let mut live_outs = Vec::new();
+    let mut removed_runs = 0;
+    for (fingerprint, written) in store.list_records(RecordKind::Run)? {
+        let keep = pinned.contains(&fingerprint) || written >= keep_since;
+        if keep {
+            if let Some(bytes) = store.get_run(&fingerprint)?
+                && let Ok(record) = serde_json::from_slice::<RunRecord>(&bytes)
+            {
+                live_outs.extend(record.outs.values().cloned());
+            }
+        } else {
+            removed_runs += 1;
+            if !dry_run {
+                std::fs::remove_file(store.record_path(RecordKind::Run, &fingerprint))?;
             }
         }
-        let mut live_trees = BTreeSet::new();
-        let mut live_objects = BTreeSet::new();
-        for out in live_outs {
-            match out.kind {
-                OutKind::File => {
-                    live_objects.insert(out.hash);
-                }
-                OutKind::Dir => {
-                    live_trees.insert(out.hash);
-                    for entry in self.tree(&out.hash).map(|t| t.entries).unwrap_or_default() {
-                        if let TreeEntry::File { hash, .. } = entry {
-                            live_objects.insert(hash);
-                        }
-                    }
-                }
-            }
-        }
-        let mut removed_trees = 0;
-        for (tree, _) in self.storage.list_records(RecordKind::Tree)? {
-            if !live_trees.contains(&tree) {
-                removed_trees += 1;
-                if !dry_run {
-                    self.storage.remove_record(RecordKind::Tree, &tree)?;
-                }
-            }
-        }
-        let mut removed_objects = 0;
-        for object in self.storage.list_objects()? {
-            if !live_objects.contains(&object) {
-                removed_objects += 1;
-                if !dry_run {
-                    self.storage.remove_object(&object)?;
-                }
-            }
-        }
-        Ok((removed_runs, removed_trees, removed_objects))
     }
+    let mut live_trees = BTreeSet::new();
+    let mut live_objects = BTreeSet::new();
+    for out in live_outs {
+        match out.kind {
+            OutKind::File => {
+                live_objects.insert(out.hash);
+            }
+            OutKind::Dir => {
+                live_trees.insert(out.hash);
+                let tree = store.get_tree(&out.hash)?;
+                let tree = tree.and_then(|bytes| serde_json::from_slice::<Tree>(&bytes).ok());
+                live_objects.extend(tree.iter().flat_map(Tree::file_hashes));
+            }
+        }
+    }
+    let mut removed_trees = 0;
+    for (tree, _) in store.list_records(RecordKind::Tree)? {
+        if !live_trees.contains(&tree) {
+            removed_trees += 1;
+            if !dry_run {
+                std::fs::remove_file(store.record_path(RecordKind::Tree, &tree))?;
+            }
+        }
+    }
+    let mut removed_objects = 0;
+    for object in store.list_objects()? {
+        if !live_objects.contains(&object) {
+            removed_objects += 1;
+            if !dry_run {
+                store.discard_object(&object)?;
+            }
+        }
+    }
+    Ok((removed_runs, removed_trees, removed_objects))
 }
 
 /// Removes a file, symlink or directory tree; absent is fine. A directory
@@ -429,5 +470,79 @@ pub fn remove_path(path: &Path) -> io::Result<()> {
             Err(error) if error.kind() == io::ErrorKind::DirectoryNotEmpty && attempts < 5 => attempts += 1,
             other => return other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hash::Hasher;
+    use crate::stat_cache::StatCache;
+    use std::sync::Mutex;
+
+    /// A local store that counts the questions it is asked.
+    struct Counting {
+        local: LocalStorage,
+        asked: Mutex<Vec<usize>>,
+    }
+
+    impl ObjectStore for Counting {
+        fn missing(&self, hashes: &BTreeSet<Digest>) -> io::Result<BTreeSet<Digest>> {
+            self.asked.lock().unwrap().push(hashes.len());
+            self.local.missing(hashes)
+        }
+        fn put_object(&self, hash: &Digest, source: &Path) -> io::Result<()> {
+            self.local.put_object(hash, source)
+        }
+        fn get_object(&self, hash: &Digest, destination: &Path) -> io::Result<()> {
+            self.local.get_object(hash, destination)
+        }
+        fn discard_object(&self, hash: &Digest) -> io::Result<()> {
+            self.local.discard_object(hash)
+        }
+        fn put_tree(&self, hash: &Digest, bytes: &[u8]) -> io::Result<()> {
+            self.local.put_tree(hash, bytes)
+        }
+        fn get_tree(&self, hash: &Digest) -> io::Result<Option<Vec<u8>>> {
+            self.local.get_tree(hash)
+        }
+    }
+
+    #[test]
+    fn a_cache_hit_asks_which_objects_are_missing_once_for_all_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("ws");
+        for i in 0..50 {
+            std::fs::create_dir_all(root.join("out/sub")).unwrap();
+            std::fs::write(root.join(format!("out/sub/{i}.txt")), i.to_string()).unwrap();
+        }
+        std::fs::write(root.join("model.bin"), b"weights").unwrap();
+        let counting = Arc::new(Counting {
+            local: LocalStorage::new(&dir.path().join("store")),
+            asked: Mutex::default(),
+        });
+        let store = Store {
+            objects: counting.clone(),
+            runs: Arc::new(LocalStorage::new(&dir.path().join("store"))),
+        };
+        let cache = StatCache::load(&dir.path().join("stat"));
+        let hasher = Hasher::new(&root, &cache);
+        let mut outs = crate::lock::OutRecords::new();
+        for path in ["out", "model.bin"] {
+            let path = RelPath::new(path).unwrap();
+            let record = store.save(&root, &path, &hasher.hash(&path).unwrap()).unwrap().unwrap();
+            outs.insert(path.to_string(), record);
+        }
+        let fingerprint = Digest::of(b"stage");
+        store.record_run(&fingerprint, &outs).unwrap();
+
+        assert!(store.lookup_run(&fingerprint).is_some());
+        assert_eq!(*counting.asked.lock().unwrap(), [51], "one question for 51 files");
+
+        // One object gone: the run is not a hit.
+        let gone = outs.get("model.bin").unwrap().hash;
+        counting.local.discard_object(&gone).unwrap();
+        assert!(store.lookup_run(&fingerprint).is_none());
+        assert!(!store.holds_files(&BTreeSet::from([gone])));
     }
 }

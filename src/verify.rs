@@ -20,7 +20,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::hash::{Content, Hasher, TreeEntry};
-use crate::lock::{Lock, OutKind};
+use crate::lock::Lock;
 use crate::paths::RelPath;
 use crate::release::{self, CHANGELOG, MANIFEST, NOTE};
 use crate::store::Store;
@@ -216,15 +216,7 @@ pub fn lock_outs(lock: &Lock, store: &Store, hasher: &Hasher) -> Vec<Failure> {
                 continue;
             };
             let in_workspace = hasher.hash(&relative).ok().and_then(|c| c.digest()) == Some(record.hash);
-            let in_store = match record.kind {
-                OutKind::File => store.storage().has_object(&record.hash),
-                OutKind::Dir => store.tree(&record.hash).is_some_and(|tree| {
-                    tree.entries.iter().all(|e| match e {
-                        TreeEntry::File { hash, .. } => store.storage().has_object(hash),
-                        _ => true,
-                    })
-                }),
-            };
+            let in_store = store.holds([record]);
             if !in_workspace && !in_store {
                 failures.push(failure(
                     "lock",

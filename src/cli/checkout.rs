@@ -3,7 +3,9 @@
 use std::process::ExitCode;
 
 use super::{Globals, Session};
-use crate::hash::{Content, Hasher, TreeEntry};
+use std::collections::BTreeSet;
+
+use crate::hash::{Content, Hasher};
 use crate::paths::RelPath;
 
 /// Arguments of `fabric checkout`.
@@ -22,11 +24,8 @@ pub struct Args {
 fn saved(store: &crate::store::Store, content: &Content) -> bool {
     match content {
         Content::Missing => true,
-        Content::File { hash, .. } => store.storage().has_object(hash),
-        Content::Dir { tree, .. } => tree.entries.iter().all(|entry| match entry {
-            TreeEntry::File { hash, .. } => store.storage().has_object(hash),
-            TreeEntry::Symlink { .. } | TreeEntry::Empty { .. } => true,
-        }),
+        Content::File { hash, .. } => store.holds_files(&BTreeSet::from([*hash])),
+        Content::Dir { tree, .. } => store.holds_files(&tree.file_hashes().collect()),
     }
 }
 

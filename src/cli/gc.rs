@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use super::{Globals, Session};
+use crate::store::{LocalStorage, collect_garbage};
 
 /// Arguments of `fabric gc`.
 #[derive(Debug, clap::Args)]
@@ -22,7 +23,8 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
     let lock = session.lock()?;
     let pinned = lock.stage.values().map(|e| e.fingerprint).collect();
     let keep_since = SystemTime::now() - Duration::from_secs(args.keep_days * 86_400);
-    let (runs, trees, objects) = session.store.gc(&pinned, keep_since, args.dry_run)?;
+    let store = LocalStorage::new(&session.workspace.store);
+    let (runs, trees, objects) = collect_garbage(&store, &pinned, keep_since, args.dry_run)?;
     let memos = remove_orphan_memos(&session, args.dry_run)?;
     let verb = if args.dry_run { "would remove" } else { "removed" };
     println!("{verb} {runs} run records, {trees} trees, {objects} objects, {memos} step memos");

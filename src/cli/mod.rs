@@ -32,7 +32,7 @@ use crate::manifest::{self, Workspace};
 use crate::run::Planner;
 use crate::stat_cache::StatCache;
 use crate::steps::Registry;
-use crate::store::{LocalStorage, Store};
+use crate::store::Store;
 
 /// Prime Fabric: declare pipelines in TOML, run them incrementally, cache
 /// every output by the BLAKE3 hash of its inputs.
@@ -256,7 +256,7 @@ impl Session {
         let registry = Registry::builtin();
         let workspace = manifest::load(&root, &overrides, &registry).map_err(UsageError)?;
         let graph = StageGraph::build(&workspace).map_err(UsageError)?;
-        let store = Store::new(Box::new(LocalStorage::new(&workspace.store)));
+        let store = Store::local(&workspace.store);
         let cache = StatCache::load(&workspace.layout().stat_cache());
         Ok(Session {
             workspace,

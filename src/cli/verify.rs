@@ -14,7 +14,7 @@ use crate::report::plain::PlainReporter;
 use crate::run::executor::LocalExecutor;
 use crate::run::{Decision, Force, Planner, Runner};
 use crate::stat_cache::StatCache;
-use crate::store::{LocalStorage, Store};
+use crate::store::Store;
 use crate::verify::{self, Failure};
 
 /// Arguments of `fabric verify`.
@@ -134,7 +134,7 @@ fn reproduce(session: &Session, stages: &[String]) -> anyhow::Result<Vec<Failure
     let workspace = manifest::load(scratch.path(), &[], &registry).map_err(UsageError)?;
     let graph = StageGraph::build(&workspace).map_err(UsageError)?;
     let scratch_layout = Layout::new(scratch.path());
-    let store = Store::new(Box::new(LocalStorage::new(&scratch_layout.store(None))));
+    let store = Store::local(&scratch_layout.store(None));
     let cache = StatCache::load(&scratch_layout.stat_cache());
     let reporter = PlainReporter {
         stream: false,
