@@ -106,17 +106,19 @@ pub trait Executor: Send + Sync {
 /// in the group is killed then; the run's [`Supervisor`] (started with the
 /// first command) kills the groups still running if `fabric` dies.
 ///
-/// No thread is started per command: [`Executor::next_event`] watches every
-/// running command's output pipe and exit (a pidfd) with one `poll`, and
-/// [`Executor::submit`] and [`Executor::wake`] wake it through a pipe of
-/// its own.
+/// No thread is started per command: [`Executor::next_event`] waits on an
+/// epoll set holding every running command's output pipe and exit (a
+/// pidfd), to which [`Executor::submit`] adds a command's as it starts it
+/// (no wake-up needed); [`Executor::wake`] writes to a pipe of its own there.
 pub struct LocalExecutor {
     /// The workspace's run lock, handed to the supervisor.
     run_lock: Option<File>,
     supervisor: OnceLock<Option<Arc<Supervisor>>>,
     jobs: Mutex<Jobs>,
     next_id: AtomicU64,
-    /// Written by `submit` to wake the watcher.
+    /// Every running command's exit (pidfd) and output pipe, and `woken`.
+    watched: Epoll,
+    /// Written by `wake`.
     wake: io::PipeWriter,
     woken: io::PipeReader,
     /// Events seen and not yet returned.
@@ -131,10 +133,13 @@ struct Jobs {
     cancelled: bool,
 }
 
-/// What `submit` writes to the watcher's wake-up pipe.
-const SUBMITTED: u8 = b's';
-/// What `wake` writes to it.
-const WAKE: u8 = b'w';
+/// The epoll token of the wake-up pipe; a command's are its job id
+/// shifted left by one, with [`EXITED`] or [`PRINTED`] in the low bit.
+const WOKEN: u64 = u64::MAX;
+/// The low bit of a command's pidfd token.
+const EXITED: u64 = 0;
+/// The low bit of a command's output pipe token.
+const PRINTED: u64 = 1;
 
 /// One running command.
 struct Running {
@@ -157,11 +162,14 @@ impl LocalExecutor {
     /// An executor for commands no run lock covers (a scratch copy).
     pub fn new() -> io::Result<LocalExecutor> {
         let (woken, wake) = io::pipe()?;
+        let watched = Epoll::new()?;
+        watched.add(woken.as_raw_fd(), WOKEN)?;
         Ok(LocalExecutor {
             run_lock: None,
             supervisor: OnceLock::new(),
             jobs: Mutex::default(),
             next_id: AtomicU64::new(0),
+            watched,
             wake,
             woken,
             events: Mutex::default(),
@@ -196,31 +204,18 @@ impl LocalExecutor {
         self.jobs.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Waits until a command prints, exits, or a new one starts, and turns
-    /// what happened into events.
+    /// Waits until a command prints or exits (or `wake` is called), and
+    /// turns what happened into events.
     fn watch(&self, events: &mut VecDeque<JobEvent>) {
-        // Commands are added only by `submit` (at the end) and removed only
-        // here, so the first `watched` of them are still those polled.
-        let (fds, watched, deadline) = {
+        let deadline = {
             let jobs = self.jobs();
-            let mut fds = vec![self.woken.as_raw_fd()];
-            for job in &jobs.running {
-                if job.ended.is_none() {
-                    fds.push(job.exited.as_raw_fd());
-                }
-                if job.open {
-                    fds.push(job.reader.as_raw_fd());
-                }
-            }
-            let deadline = jobs
-                .running
+            jobs.running
                 .iter()
                 .filter_map(|job| job.ended.as_ref().map(|e| e.1))
-                .min();
-            (fds, jobs.running.len(), deadline)
+                .min()
         };
-        let readiness = match ready(&fds, deadline) {
-            Ok(readiness) => readiness,
+        let ready = match self.watched.wait(deadline) {
+            Ok(ready) => ready,
             Err(error) => {
                 // Nothing can be watched any more: every command is lost.
                 let mut jobs = self.jobs();
@@ -235,45 +230,39 @@ impl LocalExecutor {
                 return;
             }
         };
-        if readiness[0] {
-            // What is there is read at once: a byte per submit (new commands
-            // to watch) or wake (the caller wants control back).
-            let mut bytes = [0u8; 256];
-            let n = (&self.woken).read(&mut bytes).unwrap_or(0);
-            if bytes[..n].contains(&WAKE) {
-                events.push_back(JobEvent::Woken);
-            }
-        }
         let mut jobs = self.jobs();
-        let mut next = 1;
-        let mut index = 0;
-        for _ in 0..watched {
-            let job = &mut jobs.running[index];
-            let exited = job.ended.is_none() && {
-                next += 1;
-                readiness[next - 1]
+        for token in ready {
+            if token == WOKEN {
+                // A byte per `wake`; whatever is there is read at once.
+                let _ = (&self.woken).read(&mut [0u8; 256]);
+                events.push_back(JobEvent::Woken);
+                continue;
+            }
+            let (id, what) = (JobId(token >> 1), token & 1);
+            let Some(job) = jobs.running.iter_mut().find(|job| job.id == id) else {
+                continue;
             };
-            let printed = job.open && {
-                next += 1;
-                readiness[next - 1]
-            };
-            if printed {
-                match job.printed.read_from(job.id, &mut job.reader, events) {
-                    Ok(open) => job.open = open,
-                    Err(_) => job.open = false,
+            if what == EXITED && job.ended.is_none() {
+                let _ = self.watched.remove(job.exited.as_raw_fd());
+                job.ended = Some((self.reap(job), Instant::now() + Duration::from_secs(2)));
+            } else if what == PRINTED && job.open {
+                job.open = job.printed.read_from(job.id, &mut job.reader, events).unwrap_or(false);
+                if !job.open {
+                    let _ = self.watched.remove(job.reader.as_raw_fd());
                 }
             }
-            if exited {
-                job.ended = Some((self.reap(job), Instant::now() + Duration::from_secs(2)));
-            }
-            let drained = job
-                .ended
-                .as_ref()
-                .is_some_and(|(_, until)| !job.open || Instant::now() >= *until);
-            if drained {
+        }
+        let now = Instant::now();
+        let mut index = 0;
+        while index < jobs.running.len() {
+            let job = &jobs.running[index];
+            if job.ended.as_ref().is_some_and(|(_, until)| !job.open || now >= *until) {
                 let mut job = jobs.running.remove(index);
+                if job.open {
+                    let _ = self.watched.remove(job.reader.as_raw_fd());
+                }
                 job.printed.finish(job.id, events);
-                let (end, _) = job.ended.take().expect("drained jobs have ended");
+                let (end, _) = job.ended.take().expect("only ended jobs are removed");
                 events.push_back(JobEvent::Ended(job.id, end));
             } else {
                 index += 1;
@@ -356,6 +345,9 @@ impl Executor for LocalExecutor {
         if jobs.cancelled {
             terminate_group(group);
         }
+        // Watched from now on: a `next_event` waiting already sees it.
+        self.watched.add(exited.as_raw_fd(), id.0 << 1 | EXITED)?;
+        self.watched.add(reader.as_raw_fd(), id.0 << 1 | PRINTED)?;
         jobs.running.push(Running {
             id,
             child,
@@ -366,8 +358,6 @@ impl Executor for LocalExecutor {
             printed: Printed::new(job.log),
             ended: None,
         });
-        drop(jobs);
-        (&self.wake).write_all(&[SUBMITTED])?;
         Ok(id)
     }
 
@@ -382,7 +372,7 @@ impl Executor for LocalExecutor {
     }
 
     fn wake(&self) {
-        let _ = (&self.wake).write_all(&[WAKE]);
+        let _ = (&self.wake).write_all(b"w");
     }
 
     fn cancel(&self, job: JobId) {
@@ -472,33 +462,66 @@ fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// Waits until one of `fds` is readable (or at its end), or until
-/// `deadline`; which of them are.
-#[allow(unsafe_code)]
-fn ready(fds: &[RawFd], deadline: Option<Instant>) -> io::Result<Vec<bool>> {
-    let mut polled: Vec<libc::pollfd> = fds
-        .iter()
-        .map(|&fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
-    loop {
-        let timeout = deadline.map_or(-1, |d| {
-            d.saturating_duration_since(Instant::now())
-                .as_millis()
-                .min(i32::MAX as u128) as i32
-        });
-        // SAFETY: poll writes only into the `revents` of the array passed,
-        // whose length it is given.
-        let n = unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, timeout) };
-        if n >= 0 {
-            return Ok(polled.iter().map(|p| p.revents != 0).collect());
+/// An epoll set: descriptors watched for input (or their end), each with
+/// a token.
+struct Epoll(OwnedFd);
+
+impl Epoll {
+    #[allow(unsafe_code)]
+    fn new() -> io::Result<Epoll> {
+        // SAFETY: epoll_create1 takes flags and returns a new descriptor or -1.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
         }
-        let error = io::Error::last_os_error();
-        if error.kind() != io::ErrorKind::Interrupted {
-            return Err(error);
+        // SAFETY: the descriptor was just opened and belongs to nothing else.
+        Ok(Epoll(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Watches `fd` (level-triggered) under `token`.
+    #[allow(unsafe_code)]
+    fn add(&self, fd: RawFd, token: u64) -> io::Result<()> {
+        let mut event = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: token,
+        };
+        // SAFETY: epoll_ctl reads the event we pass; both descriptors are open.
+        if unsafe { libc::epoll_ctl(self.0.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Stops watching `fd`.
+    #[allow(unsafe_code)]
+    fn remove(&self, fd: RawFd) -> io::Result<()> {
+        // SAFETY: EPOLL_CTL_DEL ignores the event pointer (null is allowed).
+        if unsafe { libc::epoll_ctl(self.0.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// The tokens of the descriptors ready now, waiting for one (or until
+    /// `deadline`).
+    #[allow(unsafe_code)]
+    fn wait(&self, deadline: Option<Instant>) -> io::Result<Vec<u64>> {
+        let mut ready = [libc::epoll_event { events: 0, u64: 0 }; 64];
+        loop {
+            let timeout = deadline.map_or(-1, |d| {
+                d.saturating_duration_since(Instant::now())
+                    .as_millis()
+                    .min(i32::MAX as u128) as i32
+            });
+            // SAFETY: epoll_wait writes at most `len` events into the array.
+            let n = unsafe { libc::epoll_wait(self.0.as_raw_fd(), ready.as_mut_ptr(), ready.len() as i32, timeout) };
+            if n >= 0 {
+                return Ok(ready[..n as usize].iter().map(|event| event.u64).collect());
+            }
+            let error = io::Error::last_os_error();
+            if error.kind() != io::ErrorKind::Interrupted {
+                return Err(error);
+            }
         }
     }
 }

@@ -236,29 +236,13 @@ impl<'a> Runner<'a> {
                     None if busy == 0 => break,
                     None => results.try_recv().ok(),
                 };
-                let Some((index, result)) = done else {
+                let done = match done {
+                    Some(done) => Some(done),
                     // Nothing finished: wait for the executor's jobs (a
                     // worker that finishes a stage wakes this wait).
-                    match self.executor.next_event() {
-                        JobEvent::Output(id, line) => {
-                            let submitted = submitted.lock().unwrap_or_else(PoisonError::into_inner);
-                            if let Some((index, _)) = submitted.get(&id) {
-                                self.reporter.report(Event::Output {
-                                    stage: stages[*index].name.clone(),
-                                    line,
-                                });
-                            }
-                        }
-                        JobEvent::Ended(id, end) => {
-                            let ended = submitted.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
-                            if let Some((index, pending)) = ended {
-                                let _ = task_sender.send(Task::Collect(index, pending, end));
-                            }
-                        }
-                        JobEvent::Woken => {}
-                    }
-                    continue;
+                    None => self.attend_jobs(&submitted, &task_sender),
                 };
+                let Some((index, result)) = done else { continue };
                 finished.insert(index);
                 let elapsed = match started.remove(&index) {
                     Some(at) => {
@@ -343,6 +327,55 @@ impl<'a> Runner<'a> {
             summary: summary.clone(),
         });
         summary
+    }
+
+    /// Waits for the executor's next event and handles it: passes on what
+    /// a command printed; collects the outs of one that ended, right here
+    /// when they are a few small files (cheaper than a hand-over to a
+    /// worker), else on a worker.
+    fn attend_jobs(
+        &self,
+        submitted: &Mutex<HashMap<JobId, (usize, Pending)>>,
+        tasks: &mpsc::Sender<Task>,
+    ) -> Option<(usize, StageResult)> {
+        let stages = &self.planner.workspace.stages;
+        match self.executor.next_event() {
+            JobEvent::Output(id, line) => {
+                let submitted = submitted.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some((index, _)) = submitted.get(&id) {
+                    self.reporter.report(Event::Output {
+                        stage: stages[*index].name.clone(),
+                        line,
+                    });
+                }
+                None
+            }
+            JobEvent::Ended(id, end) => {
+                let (index, pending) = submitted.lock().unwrap_or_else(PoisonError::into_inner).remove(&id)?;
+                if self.outs_are_light(&stages[index]) {
+                    return Some((index, self.collect_command(index, pending, end)));
+                }
+                let _ = tasks.send(Task::Collect(index, pending, end));
+                None
+            }
+            JobEvent::Woken => None,
+        }
+    }
+
+    /// Whether a stage's outs are files of 64 KiB or less in all (or
+    /// absent): hashing and storing them costs less than waking a worker.
+    fn outs_are_light(&self, stage: &Stage) -> bool {
+        const LIGHT: u64 = 64 * 1024;
+        let root = &self.planner.workspace.root;
+        let mut total = 0;
+        for out in stage.out_paths() {
+            match std::fs::symlink_metadata(out.under(root)) {
+                Ok(meta) if meta.is_file() => total += meta.len(),
+                Ok(_) => return false,
+                Err(_) => {}
+            }
+        }
+        total <= LIGHT
     }
 
     /// Hands a stage's command to the executor; the stage's result when
