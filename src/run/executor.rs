@@ -162,6 +162,9 @@ impl LocalExecutor {
     /// An executor for commands no run lock covers (a scratch copy).
     pub fn new() -> io::Result<LocalExecutor> {
         let (woken, wake) = io::pipe()?;
+        // A full pipe already holds a wake-up: `wake` then writes nothing
+        // rather than waiting for the watcher to read.
+        non_blocking(wake.as_raw_fd())?;
         let watched = Epoll::new()?;
         watched.add(woken.as_raw_fd(), WOKEN)?;
         Ok(LocalExecutor {
@@ -462,6 +465,18 @@ fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// Makes writes to `fd` fail rather than wait.
+#[allow(unsafe_code)]
+fn non_blocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl with F_GETFL/F_SETFL reads and sets the flags of an
+    // open descriptor; it touches no memory of ours.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// An epoll set: descriptors watched for input (or their end), each with
 /// a token.
 struct Epoll(OwnedFd);
@@ -607,9 +622,12 @@ mod tests {
     }
 
     #[test]
-    fn wake_returns_control_to_a_waiting_caller() {
+    fn wake_returns_control_to_a_waiting_caller_and_never_blocks() {
         let executor = LocalExecutor::new().unwrap();
-        executor.wake();
+        // Far more wake-ups than a pipe holds, with nobody reading them.
+        for _ in 0..200_000 {
+            executor.wake();
+        }
         assert!(matches!(executor.next_event(), JobEvent::Woken));
     }
 
