@@ -97,6 +97,9 @@ struct Pending {
     log: PathBuf,
 }
 
+/// The stages whose commands are with the executor, by job.
+type Submitted = Mutex<HashMap<JobId, (usize, Pending)>>;
+
 /// What a worker did with a stage.
 enum Worked {
     /// The stage is done.
@@ -179,7 +182,7 @@ impl<'a> Runner<'a> {
         let task_receiver = Mutex::new(task_receiver);
         let (sender, results) = mpsc::channel::<(usize, StageResult)>();
         // Commands with the executor, by job.
-        let submitted: Mutex<HashMap<JobId, (usize, Pending)>> = Mutex::default();
+        let submitted = Submitted::default();
         std::thread::scope(|scope| {
             for _ in 0..jobs.min(order.len().max(1)) {
                 let sender = sender.clone();
@@ -187,17 +190,8 @@ impl<'a> Runner<'a> {
                 scope.spawn(move || {
                     loop {
                         let next = task_receiver.lock().unwrap_or_else(PoisonError::into_inner).recv();
-                        let result = match next {
-                            Ok(Task::Process(index, verdict)) => match self.process(index, force, verdict) {
-                                Worked::Finished(result) => Some((index, result)),
-                                Worked::Submit(submit) => self.submit(index, *submit, submitted),
-                            },
-                            Ok(Task::Collect(index, pending, end)) => {
-                                Some((index, self.collect_command(index, pending, end)))
-                            }
-                            Err(_) => break,
-                        };
-                        if let Some(result) = result {
+                        let Ok(task) = next else { break };
+                        if let Some(result) = self.work(task, force, submitted) {
                             if sender.send(result).is_err() {
                                 break;
                             }
@@ -329,15 +323,23 @@ impl<'a> Runner<'a> {
         summary
     }
 
+    /// Does a worker's task: the stage's result, unless its command went
+    /// to the executor.
+    fn work(&self, task: Task, force: &Force, submitted: &Submitted) -> Option<(usize, StageResult)> {
+        match task {
+            Task::Process(index, verdict) => match self.process(index, force, verdict) {
+                Worked::Finished(result) => Some((index, result)),
+                Worked::Submit(submit) => self.submit(index, *submit, submitted),
+            },
+            Task::Collect(index, pending, end) => Some((index, self.collect_command(index, pending, end))),
+        }
+    }
+
     /// Waits for the executor's next event and handles it: passes on what
     /// a command printed; collects the outs of one that ended, right here
     /// when they are a few small files (cheaper than a hand-over to a
     /// worker), else on a worker.
-    fn attend_jobs(
-        &self,
-        submitted: &Mutex<HashMap<JobId, (usize, Pending)>>,
-        tasks: &mpsc::Sender<Task>,
-    ) -> Option<(usize, StageResult)> {
+    fn attend_jobs(&self, submitted: &Submitted, tasks: &mpsc::Sender<Task>) -> Option<(usize, StageResult)> {
         let stages = &self.planner.workspace.stages;
         match self.executor.next_event() {
             JobEvent::Output(id, line) => {
@@ -384,7 +386,7 @@ impl<'a> Runner<'a> {
         &self,
         index: usize,
         (job, pending): (Job, Pending),
-        submitted: &Mutex<HashMap<JobId, (usize, Pending)>>,
+        submitted: &Submitted,
     ) -> Option<(usize, StageResult)> {
         // Held while submitting: the job's end cannot be looked up before
         // the job is noted.
