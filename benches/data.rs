@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
-use prime_fabric::prime::simulate::{SimulateOptions, simulate};
+use prime_brain::simulate::{SimulateOptions, simulate};
 
 fn env(name: &str, default: f64) -> f64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)

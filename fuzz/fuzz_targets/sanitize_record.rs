@@ -3,9 +3,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use prime_fabric::prime::privacy::check_snapshot;
-use prime_fabric::prime::pseudonym::PseudonymKey;
-use prime_fabric::prime::sanitize::clean_record;
+use prime_brain::privacy::check_snapshot;
+use prime_brain::pseudonym::PseudonymKey;
+use prime_brain::sanitize::clean_record;
 
 const KEY: PseudonymKey = PseudonymKey::from_bytes([1; 32]);
 

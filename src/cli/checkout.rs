@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use super::{Globals, Session};
 use std::collections::BTreeSet;
 
-use crate::hash::{Content, Hasher};
-use crate::paths::RelPath;
+use fabric_core::hash::{Content, Hasher};
+use fabric_core::paths::RelPath;
 
 /// Arguments of `fabric checkout`.
 #[derive(Debug, clap::Args)]
@@ -21,7 +21,7 @@ pub struct Args {
 /// True when `content` could be got back after being overwritten: nothing is
 /// there, or the store holds every file of it (like DVC, an out whose content
 /// is in the cache is overwritten without asking; a hand edit is not).
-fn saved(store: &crate::store::Store, content: &Content) -> bool {
+fn saved(store: &fabric_core::store::Store, content: &Content) -> bool {
     match content {
         Content::Missing => true,
         Content::File { hash, .. } => store.holds_files(&BTreeSet::from([*hash])),

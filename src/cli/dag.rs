@@ -45,8 +45,8 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
                     .map(|u| stages[u].name.as_str())
                     .collect();
                 let kind = match &stage.action {
-                    crate::manifest::Action::Cmd(_) => "cmd".to_string(),
-                    crate::manifest::Action::Step { name, .. } => name.clone(),
+                    fabric_core::manifest::Action::Cmd(_) => "cmd".to_string(),
+                    fabric_core::manifest::Action::Step { name, .. } => name.clone(),
                 };
                 if upstream.is_empty() {
                     println!("{} [{kind}]", stage.name);

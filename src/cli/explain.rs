@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use super::{Globals, Session, UsageError};
-use crate::diagnostic::{Diagnostic, did_you_mean};
-use crate::fingerprint::{ActionKey, Inputs};
-use crate::run::{Decision, Force, freshness};
+use fabric_core::diagnostic::{Diagnostic, did_you_mean};
+use fabric_core::fingerprint::{ActionKey, Inputs};
+use fabric_core::run::{Decision, Force, freshness};
 
 /// Arguments of `fabric explain`.
 #[derive(Debug, clap::Args)]

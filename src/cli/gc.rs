@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use super::{Globals, Session};
-use crate::store::{LocalStorage, collect_garbage};
+use fabric_core::store::{LocalStorage, collect_garbage};
 
 /// Arguments of `fabric gc`.
 #[derive(Debug, clap::Args)]

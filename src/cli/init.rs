@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use super::{Globals, UsageError};
-use crate::diagnostic::Diagnostic;
+use fabric_core::diagnostic::Diagnostic;
 
 /// Arguments of `fabric init`.
 #[derive(Debug, clap::Args)]
@@ -47,7 +47,7 @@ Change this file and run `fabric run` again: only the stages that depend on it r
 pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
     let start = globals.start_dir()?;
     let dir = args.dir.map_or(start.clone(), |d| start.join(d));
-    if dir.join(crate::manifest::MANIFEST).exists() {
+    if dir.join(fabric_core::manifest::MANIFEST).exists() {
         return Err(UsageError::from(
             Diagnostic::new(format!("{} already holds a Fabric.toml", dir.display()))
                 .hint("edit it, or run `fabric init` in another directory"),

@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::lock::{self, Lock};
+use fabric_core::lock::{self, Lock};
 
 /// Arguments of `fabric lock`.
 #[derive(Debug, clap::Args)]

@@ -7,7 +7,7 @@ use std::process::{Command, ExitCode};
 use serde_json::Value;
 
 use super::{Globals, Session};
-use crate::lock::Lock;
+use fabric_core::lock::Lock;
 
 /// Arguments of `fabric metrics`.
 #[derive(Debug, clap::Args)]

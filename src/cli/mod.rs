@@ -25,14 +25,14 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::diagnostic::{Diagnostic, Diagnostics, did_you_mean};
-use crate::graph::StageGraph;
-use crate::lock::Lock;
-use crate::manifest::{self, Workspace};
-use crate::run::Planner;
-use crate::stat_cache::StatCache;
-use crate::steps::Registry;
-use crate::store::Store;
+use fabric_core::diagnostic::{Diagnostic, Diagnostics, did_you_mean};
+use fabric_core::graph::StageGraph;
+use fabric_core::lock::Lock;
+use fabric_core::manifest::{self, Workspace};
+use fabric_core::run::Planner;
+use fabric_core::stat_cache::StatCache;
+use fabric_core::steps::Registry;
+use fabric_core::store::Store;
 
 /// Prime Fabric: declare pipelines in TOML, run them incrementally, cache
 /// every output by the BLAKE3 hash of its inputs.
@@ -89,10 +89,10 @@ enum Command {
     Lock(lock::Args),
     /// Receive Studio snapshots over HTTP into snapshots/raw/.
     Serve(serve::Args),
-    /// The run's supervisor (started by `fabric run`; see src/run/supervisor.rs).
+    /// The run's supervisor (started by `fabric run`; see crates/fabric-core/src/run/supervisor.rs).
     #[command(name = "__supervise", hide = true)]
     Supervise,
-    /// Run one stage's built-in step from a job file (started by `fabric run`; see src/run/step.rs).
+    /// Run one stage's built-in step from a job file (started by `fabric run`; see crates/fabric-core/src/run/step.rs).
     #[command(name = "__step", hide = true)]
     Step {
         /// The job file.
@@ -179,15 +179,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Lock(args) => lock::execute(args),
         Command::Serve(args) => serve::execute(&globals, args),
         Command::Supervise => {
-            crate::run::supervisor::serve()?;
+            fabric_core::run::supervisor::serve()?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Step { job } => {
-            crate::run::step::StepJob::execute(&job, &Registry::builtin())?;
+            fabric_core::run::step::StepJob::execute(&job, &registry())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Steps => {
-            let registry = Registry::builtin();
+            let registry = registry();
             for name in registry.names() {
                 let step = registry.get(name).expect("listed");
                 println!("{name:<20} v{}  {}", step.version(), step.summary());
@@ -234,6 +234,16 @@ impl Globals {
     }
 }
 
+/// Every step this `fabric` ships with: the core's `fabric.release`, and
+/// the steps of the Prime Brain and ONNX crates.
+pub fn registry() -> Registry {
+    let mut registry = Registry::default();
+    registry.register(Box::new(fabric_core::steps::release::Release));
+    prime_brain::register(&mut registry);
+    fabric_onnx::register(&mut registry);
+    registry
+}
+
 /// A loaded workspace with everything commands need.
 struct Session {
     workspace: Workspace,
@@ -253,7 +263,7 @@ impl Session {
     fn open_with_flags(globals: &Globals, overrides: &[String], flags: &[String]) -> anyhow::Result<Session> {
         let root = globals.root()?;
         let overrides = parse_overrides(overrides, flags)?;
-        let registry = Registry::builtin();
+        let registry = registry();
         let workspace = manifest::load(&root, &overrides, &registry).map_err(UsageError)?;
         let graph = StageGraph::build(&workspace).map_err(UsageError)?;
         let store = Store::local(&workspace.store);
@@ -438,8 +448,8 @@ fn params_as_flags(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
 }
 
 /// Chooses the reporter for this run; `stream` shows what commands print.
-fn reporter(verbose: bool, quiet: bool, json: bool, stream: bool) -> Box<dyn crate::report::Reporter> {
-    use crate::report::{json::JsonReporter, plain::PlainReporter, terminal::TerminalReporter};
+fn reporter(verbose: bool, quiet: bool, json: bool, stream: bool) -> Box<dyn fabric_core::report::Reporter> {
+    use fabric_core::report::{json::JsonReporter, plain::PlainReporter, terminal::TerminalReporter};
     if json {
         Box::new(JsonReporter)
     } else if std::io::stderr().is_terminal() && !quiet && std::env::var_os("CI").is_none() {
@@ -453,7 +463,7 @@ fn reporter(verbose: bool, quiet: bool, json: bool, stream: bool) -> Box<dyn cra
 /// is released when the process ends, however it ends, and its run's
 /// supervisor with it; the file names the holder's pid).
 fn lock_workspace(root: &Path, wait: bool) -> anyhow::Result<File> {
-    let layout = crate::layout::Layout::new(root);
+    let layout = fabric_core::layout::Layout::new(root);
     std::fs::create_dir_all(layout.state_dir())?;
     let path = layout.run_lock();
     let mut file = File::options()
@@ -473,7 +483,7 @@ fn lock_workspace(root: &Path, wait: bool) -> anyhow::Result<File> {
             match holder.trim().parse::<u32>() {
                 // A run killed outright: its supervisor holds the lock until
                 // the commands it left are dead, which takes a moment.
-                Ok(pid) if !crate::run::group::is_running(pid) => {
+                Ok(pid) if !fabric_core::run::group::is_running(pid) => {
                     eprintln!("waiting for the commands of an ended run (pid {pid}) to be stopped…");
                     file.lock()?;
                 }

@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::manifest::find_root;
-use crate::onnx::eval::{self, Candidate, EvalOutputs, Gates};
-use crate::onnx::train::{self, BUILTIN, TrainOptions, TrainOutputs};
+use fabric_core::manifest::find_root;
+use fabric_onnx::eval::{self, Candidate, EvalOutputs, Gates};
+use fabric_onnx::train::{self, BUILTIN, TrainOptions, TrainOutputs};
 
 /// Arguments of `fabric train`.
 #[derive(Debug, clap::Args)]
@@ -134,7 +134,7 @@ fn warn_if_trained_on_other_data(model_dir: &std::path::Path, test: &std::path::
 /// `train --base-model gemini-…`: a hosted model cannot be tuned inside the
 /// sealed Fabric, so the tuning job is prepared for Vertex AI instead.
 fn prepare_hosted_tuning(args: &TrainArgs) -> anyhow::Result<ExitCode> {
-    let sft = crate::prime::dataset::DatasetPaths::beside(&args.dataset).sft_default();
+    let sft = prime_brain::dataset::DatasetPaths::beside(&args.dataset).sft_default();
     anyhow::ensure!(
         sft.is_file(),
         "{} is missing: a hosted model is tuned on the instruction-tuning export, which `fabric dataset --output-file {}` writes beside the dataset",
@@ -146,7 +146,7 @@ fn prepare_hosted_tuning(args: &TrainArgs) -> anyhow::Result<ExitCode> {
         "--learning-rate-multiplier must be a positive number"
     );
     let epochs = args.epochs.unwrap_or(3);
-    let job = crate::prime::sft::gemini_tuning_job(
+    let job = prime_brain::sft::gemini_tuning_job(
         &sft,
         &args.output_dir,
         &args.base_model,

@@ -4,12 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::diagnostic::Diagnostic;
-use crate::prime::dataset::{self, DatasetOptions, DatasetPaths};
-use crate::prime::pseudonym::PseudonymKey;
-use crate::prime::simulate::{self, SimulateOptions};
-use crate::prime::{contract, sanitize, schema};
-use crate::store::remove_path;
+use fabric_core::diagnostic::Diagnostic;
+use fabric_core::store::remove_path;
+use prime_brain::dataset::{self, DatasetOptions, DatasetPaths};
+use prime_brain::pseudonym::PseudonymKey;
+use prime_brain::simulate::{self, SimulateOptions};
+use prime_brain::{contract, sanitize, schema};
 
 /// Arguments of `fabric simulate`.
 #[derive(Debug, clap::Args)]
@@ -58,7 +58,7 @@ pub struct SanitizeArgs {
 /// directory when it is in none).
 fn pseudonym_key() -> anyhow::Result<PseudonymKey> {
     let here = std::env::current_dir()?;
-    let root = crate::manifest::find_root(&here).unwrap_or(here);
+    let root = fabric_core::manifest::find_root(&here).unwrap_or(here);
     Ok(PseudonymKey::for_workspace(&root)?)
 }
 

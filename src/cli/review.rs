@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::manifest::find_root;
-use crate::onnx::review::{Sheet, sheet};
-use crate::review::{ReviewRecord, SampleVerdict};
+use fabric_core::manifest::find_root;
+use fabric_core::review::{ReviewRecord, SampleVerdict};
+use fabric_onnx::review::{Sheet, sheet};
 
 /// Arguments of `fabric review`.
 #[derive(Debug, clap::Args)]
@@ -151,7 +151,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             let rejected = record
                 .samples
                 .iter()
-                .filter(|s| s.verdict != crate::review::APPROVE)
+                .filter(|s| s.verdict != fabric_core::review::APPROVE)
                 .count();
             if rejected == 0 {
                 eprintln!(

@@ -8,17 +8,16 @@ use signal_hook::iterator::Signals;
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 
-use crate::layout::Layout;
+use fabric_core::layout::Layout;
 
 use super::{Globals, Session, UsageError, reporter};
-use crate::diagnostic::Diagnostic;
-use crate::hash::Witness;
-use crate::manifest::Action;
-use crate::report::{Event, Outcome, Reporter, Summary};
-use crate::run::executor::LocalExecutor;
-use crate::run::{Decision, Force, Planner, Runner, noop};
-use crate::stat_cache::now_ns;
-use crate::steps::Registry;
+use fabric_core::diagnostic::Diagnostic;
+use fabric_core::hash::Witness;
+use fabric_core::manifest::Action;
+use fabric_core::report::{Event, Outcome, Reporter, Summary};
+use fabric_core::run::executor::LocalExecutor;
+use fabric_core::run::{Decision, Force, Planner, Runner, noop};
+use fabric_core::stat_cache::now_ns;
 
 /// Arguments of `fabric run`.
 #[derive(Debug, clap::Args)]
@@ -94,7 +93,7 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
     };
     let request = (!dry_run && args.force.is_empty()).then(|| noop::Request::new(&root, &request_args(&args)));
     if let Some(request) = request
-        && let Some(stages) = noop::recall(&root, request, &Registry::builtin())
+        && let Some(stages) = noop::recall(&root, request, &super::registry())
     {
         let reporter = reporter(args.verbose, args.quiet, args.json, !args.no_stream);
         report_up_to_date(reporter.as_ref(), stages);
@@ -355,7 +354,7 @@ fn forget_undeclared_stages(session: &Session, planner: &Planner) -> anyhow::Res
         .cloned()
         .collect();
     for name in gone {
-        crate::lock::Lock::journal(&session.workspace.layout().lock_files().journal, &name, None)?;
+        fabric_core::lock::Lock::journal(&session.workspace.layout().lock_files().journal, &name, None)?;
         lock.stage.remove(&name);
         eprintln!("forgot stage {name}: it is no longer declared");
     }

@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::{Globals, UsageError};
-use crate::diagnostic::Diagnostic;
-use crate::ingest::{self, Config};
-use crate::manifest::find_root;
+use fabric_core::diagnostic::Diagnostic;
+use fabric_core::manifest::find_root;
+use fabric_ingest::Config;
 
 /// Arguments of `fabric serve`.
 #[derive(Debug, clap::Args)]
@@ -60,7 +60,7 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
         )
         .into());
     }
-    let key = crate::prime::pseudonym::PseudonymKey::for_workspace(&base)?;
+    let key = prime_brain::pseudonym::PseudonymKey::for_workspace(&base)?;
     let config = Config {
         key,
         bind: args.bind,
@@ -83,7 +83,7 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
             }
         };
         let path = args.path;
-        ingest::serve(
+        fabric_ingest::serve(
             config,
             |address| {
                 println!("listening on http://{address}{path}");

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use super::{Globals, Session};
-use crate::run::{Decision, Force};
+use fabric_core::run::{Decision, Force};
 
 /// Arguments of `fabric status`.
 #[derive(Debug, clap::Args)]

@@ -5,17 +5,17 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use super::{Globals, Session, UsageError};
-use crate::diagnostic::Diagnostic;
-use crate::graph::StageGraph;
-use crate::hash::Hasher;
-use crate::layout::Layout;
-use crate::manifest;
-use crate::report::plain::PlainReporter;
-use crate::run::executor::LocalExecutor;
-use crate::run::{Decision, Force, Planner, Runner};
-use crate::stat_cache::StatCache;
-use crate::store::Store;
-use crate::verify::{self, Failure};
+use fabric_core::diagnostic::Diagnostic;
+use fabric_core::graph::StageGraph;
+use fabric_core::hash::Hasher;
+use fabric_core::layout::Layout;
+use fabric_core::manifest;
+use fabric_core::report::plain::PlainReporter;
+use fabric_core::run::executor::LocalExecutor;
+use fabric_core::run::{Decision, Force, Planner, Runner};
+use fabric_core::stat_cache::StatCache;
+use fabric_core::store::Store;
+use fabric_core::verify::{self, Failure};
 
 /// Arguments of `fabric verify`.
 #[derive(Debug, clap::Args)]
@@ -129,8 +129,8 @@ fn reproduce(session: &Session, stages: &[String]) -> anyhow::Result<Vec<Failure
     let scratch = tempfile::Builder::new().prefix("fabric-reproduce-").tempdir()?;
     copy_inputs(&session.workspace, scratch.path())?;
     // ONNX Runtime is found relative to the real workspace, once per process.
-    let _ = crate::onnx::runtime::environment(Some(root));
-    let registry = crate::steps::Registry::builtin();
+    let _ = fabric_onnx::runtime::environment(Some(root));
+    let registry = super::registry();
     let workspace = manifest::load(scratch.path(), &[], &registry).map_err(UsageError)?;
     let graph = StageGraph::build(&workspace).map_err(UsageError)?;
     let scratch_layout = Layout::new(scratch.path());
@@ -195,7 +195,7 @@ fn reproduce(session: &Session, stages: &[String]) -> anyhow::Result<Vec<Failure
 }
 
 /// Copies the manifests, the lock, the workspace's keys and every stage's deps into `to`.
-fn copy_inputs(workspace: &crate::manifest::Workspace, to: &Path) -> anyhow::Result<()> {
+fn copy_inputs(workspace: &fabric_core::manifest::Workspace, to: &Path) -> anyhow::Result<()> {
     let root = &workspace.root;
     let mut paths: BTreeSet<std::path::PathBuf> = workspace.sources.iter().cloned().collect();
     paths.insert(Layout::LOCK.into());
@@ -205,11 +205,11 @@ fn copy_inputs(workspace: &crate::manifest::Workspace, to: &Path) -> anyhow::Res
     for stage in &workspace.stages {
         for dep in &stage.deps {
             match &dep.value {
-                crate::manifest::Dep::Path(path) => {
+                fabric_core::manifest::Dep::Path(path) => {
                     paths.insert(path.as_str().into());
                 }
-                crate::manifest::Dep::Glob { pattern, matcher } => {
-                    for file in crate::hash::glob_files(root, pattern, matcher, None)? {
+                fabric_core::manifest::Dep::Glob { pattern, matcher } => {
+                    for file in fabric_core::hash::glob_files(root, pattern, matcher, None)? {
                         paths.insert(file.entry.into());
                     }
                 }

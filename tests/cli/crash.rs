@@ -8,10 +8,10 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use prime_fabric::hash::Hasher;
-use prime_fabric::lock::{Lock, LockFiles};
-use prime_fabric::paths::RelPath;
-use prime_fabric::stat_cache::StatCache;
+use fabric_core::hash::Hasher;
+use fabric_core::lock::{Lock, LockFiles};
+use fabric_core::paths::RelPath;
+use fabric_core::stat_cache::StatCache;
 use rand::{RngExt, SeedableRng};
 
 use super::Workspace;

@@ -223,9 +223,8 @@ fn python_onnxruntime_gives_the_same_outputs_as_fabric() {
     // Rust side, through the library.
     let bytes = std::fs::read(ws.path("m/model.onnx")).unwrap();
     let mut session =
-        prime_fabric::onnx::runtime::session(Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))), &bytes, 1)
-            .unwrap();
-    let input = prime_fabric::onnx::tensors::f32_value(&[features.len(), width], flat).unwrap();
+        fabric_onnx::runtime::session(Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))), &bytes, 1).unwrap();
+    let input = fabric_onnx::tensors::f32_value(&[features.len(), width], flat).unwrap();
     let outputs = session.run(ort::inputs!["features" => input]).unwrap();
     let heads = ["command", "target", "next_mode", "channel", "intensity"];
     let rust: Vec<Vec<f32>> = heads
@@ -641,8 +640,7 @@ fn any_train_step_graph_following_the_convention_can_be_trained() {
     );
     assert_eq!(external.code, 0, "{}", external.stderr);
     let params = |path: &str| -> Vec<(String, Vec<f32>)> {
-        let model =
-            prime_fabric::onnx::proto::ModelProto::decode(std::fs::read(ws.path(path)).unwrap().as_slice()).unwrap();
+        let model = fabric_onnx::proto::ModelProto::decode(std::fs::read(ws.path(path)).unwrap().as_slice()).unwrap();
         let mut params: Vec<(String, Vec<f32>)> = model
             .graph
             .unwrap()

@@ -558,8 +558,8 @@ fn the_default_pipeline_runs_on_built_in_data_and_reruns_incrementally() {
     // repository commits for every stage the key does not reach: sanitize's
     // entry is per key, dataset's and studio's fingerprints too (their dep
     // is sanitize's output), but their outs, and all after them, are the same.
-    let committed = prime_fabric::lock::Lock::read(std::path::Path::new(&format!("{root}/Fabric.lock"))).unwrap();
-    let fresh = prime_fabric::lock::Lock::read(&ws.path("Fabric.lock")).unwrap();
+    let committed = fabric_core::lock::Lock::read(std::path::Path::new(&format!("{root}/Fabric.lock"))).unwrap();
+    let fresh = fabric_core::lock::Lock::read(&ws.path("Fabric.lock")).unwrap();
     assert_eq!(
         committed.stage.keys().collect::<Vec<_>>(),
         fresh.stage.keys().collect::<Vec<_>>()

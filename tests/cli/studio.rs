@@ -364,10 +364,10 @@ for line in open("records.jsonl"):
         .collect();
     assert_eq!(verdicts.len(), records.len());
 
-    let key = prime_fabric::prime::pseudonym::PseudonymKey::from_bytes([7; 32]);
+    let key = prime_brain::pseudonym::PseudonymKey::from_bytes([7; 32]);
     let (mut problems, mut valid, mut dropped) = (Vec::new(), 0, 0);
     for (record, schema_valid) in records.iter().zip(&verdicts) {
-        let kept = prime_fabric::prime::sanitize::clean_record(&record.to_string(), &key);
+        let kept = prime_brain::sanitize::clean_record(&record.to_string(), &key);
         valid += usize::from(*schema_valid);
         dropped += usize::from(kept.is_err());
         if *schema_valid && let Err(reason) = kept {

@@ -1,0 +1,575 @@
+//! The Prime Brain policy model: a multi-head MLP over the dataset's feature
+//! vector, as two ONNX graphs.
+//!
+//! - The **inference graph** maps `features [N, F]` to one probability output
+//!   per head. The command head is masked by the doctrine inside the graph:
+//!   the mode one-hot and the critical-health flags are read from the
+//!   features, and forbidden command types get probability 0, so a released
+//!   model cannot break the doctrine whatever its weights.
+//! - The **train-step graph** computes the weighted cross-entropy loss, its
+//!   gradients (explicit ops: MatMul/Transpose for weights, ReduceSum for
+//!   biases, `Where(Z > 0, dH, 0)` for ReLU, `(P − Y)·w/Σw` for softmax
+//!   cross-entropy) and one Adam update.
+//!
+//! Naming convention of train-step graphs (what `onnx.train` relies on):
+//! every input `param.NAME` has an output `param.NAME.out` and an initializer
+//! holding its initial value; the Adam moments `adam.m` and `adam.v` are
+//! flat vectors over all parameters in input order (→ `adam.m.out`,
+//! `adam.v.out`); `adam.t` → `adam.t.out` (a float step count); batch inputs
+//! `features` and `y.HEAD` (one-hot), `weight [N]` and the scalar `lr`;
+//! output `loss`.
+
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::builder::{Dim, GraphBuilder, int};
+use super::proto::ModelProto;
+use prime_brain::dataset::feature_layout;
+use prime_brain::labels::allowed;
+use prime_brain::schema::{AlsChannel, Intensity, Mode};
+use prime_brain::vocabulary::{ARCHETYPES, COMMANDS, NONE};
+
+/// The name of the model's input: a `[N, features]` float tensor.
+pub const INPUT: &str = "features";
+
+/// One output head: a name and its class labels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Head {
+    /// `command`, `target`, `next_mode`, `channel`, `intensity`.
+    pub name: &'static str,
+    /// Class labels, in output order.
+    pub classes: Vec<String>,
+}
+
+/// The heads of the Prime Brain model.
+pub fn heads() -> Vec<Head> {
+    let with_none = |items: Vec<String>| std::iter::once(NONE.to_string()).chain(items).collect();
+    vec![
+        Head {
+            name: "command",
+            classes: with_none(COMMANDS.iter().map(|c| c.kind.to_string()).collect()),
+        },
+        Head {
+            name: "target",
+            classes: with_none(ARCHETYPES.iter().map(|a| a.to_string()).collect()),
+        },
+        Head {
+            name: "next_mode",
+            classes: Mode::ALL.iter().map(|m| m.name().to_string()).collect(),
+        },
+        Head {
+            name: "channel",
+            classes: AlsChannel::ALL.iter().map(|c| c.name().to_string()).collect(),
+        },
+        Head {
+            name: "intensity",
+            classes: Intensity::ALL.iter().map(|i| i.name().to_string()).collect(),
+        },
+    ]
+}
+
+/// Layer sizes: the `with` table's architecture.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Architecture {
+    /// Input width (the feature vector length).
+    pub features: usize,
+    /// Hidden layer widths (ReLU).
+    pub hidden: Vec<usize>,
+}
+
+/// A named parameter tensor (row-major values).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Param {
+    /// `hidden0.W`, `command.b` …
+    pub name: String,
+    /// Shape.
+    pub dims: Vec<usize>,
+    /// Values.
+    pub values: Vec<f32>,
+}
+
+impl Architecture {
+    /// Parameter names and shapes, in a fixed order.
+    pub fn shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let mut shapes = Vec::new();
+        let mut width = self.features;
+        for (k, size) in self.hidden.iter().enumerate() {
+            shapes.push((format!("hidden{k}.W"), vec![width, *size]));
+            shapes.push((format!("hidden{k}.b"), vec![*size]));
+            width = *size;
+        }
+        for head in heads() {
+            shapes.push((format!("{}.W", head.name), vec![width, head.classes.len()]));
+            shapes.push((format!("{}.b", head.name), vec![head.classes.len()]));
+        }
+        shapes
+    }
+
+    /// Seeded He-uniform weights and zero biases.
+    pub fn initial_params(&self, seed: u64) -> Vec<Param> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        self.shapes()
+            .into_iter()
+            .map(|(name, dims)| {
+                let count: usize = dims.iter().product();
+                let values = if dims.len() == 2 {
+                    let limit = (6.0 / dims[0] as f64).sqrt();
+                    (0..count).map(|_| rng.random_range(-limit..limit) as f32).collect()
+                } else {
+                    vec![0.0; count]
+                };
+                Param { name, dims, values }
+            })
+            .collect()
+    }
+}
+
+/// Adam and loss settings baked into the train-step graph.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepSettings {
+    /// Adam β₁.
+    pub beta1: f64,
+    /// Adam β₂.
+    pub beta2: f64,
+    /// Adam ε.
+    pub epsilon: f64,
+    /// Weight of each head's loss, in [`heads`] order.
+    pub head_weights: Vec<f64>,
+    /// Also output `grad.NAME` for every parameter (for gradient checks).
+    pub expose_gradients: bool,
+}
+
+impl Default for StepSettings {
+    fn default() -> Self {
+        StepSettings {
+            beta1: 0.9,
+            beta2: 0.999,
+            epsilon: 1e-8,
+            head_weights: vec![1.0, 0.5, 0.5, 0.25, 0.25],
+            expose_gradients: false,
+        }
+    }
+}
+
+const N: Dim = Dim::Named("N");
+
+/// Reads the mode one-hot and critical flags from `features` and returns the
+/// `[N, commands]` 0/1 matrix of allowed command classes.
+fn doctrine_mask(b: &mut GraphBuilder, features: &str) -> String {
+    let layout = feature_layout();
+    let position = |name: &str| layout.iter().position(|n| n == name).expect("feature in layout") as i64;
+    let classes = &heads()[0].classes;
+    let table = |critical: bool| -> Vec<f64> {
+        Mode::ALL
+            .iter()
+            .flat_map(|mode| {
+                classes
+                    .iter()
+                    .map(move |kind| f64::from(u8::from(kind == NONE || allowed(*mode, kind, critical))))
+            })
+            .collect()
+    };
+    let calm = b.constant(&[4, classes.len()], &table(false));
+    let critical_table = b.constant(&[4, classes.len()], &table(true));
+    let starts = b.int64s(&[position("mode.passive")]);
+    let ends = b.int64s(&[position("mode.passive") + 4]);
+    let axes = b.int64s(&[1]);
+    let mode = b.op("Slice", &[features, &starts, &ends, &axes], vec![]);
+    let flag_positions = b.int64s(&[
+        position("flags.performance.critical"),
+        position("flags.health.critical"),
+    ]);
+    let flags = b.op("Gather", &[features, &flag_positions], vec![int("axis", 1)]);
+    let flag_sum = b.reduce_sum(&flags, &[1], true);
+    let zero = b.scalar(0.0);
+    let is_critical = b.op("Greater", &[&flag_sum, &zero], vec![]);
+    let critical = b.op("Cast", &[&is_critical], vec![int("to", i64::from(b.elem()))]);
+    let one = b.scalar(1.0);
+    let calm_weight = b.sub(&one, &critical);
+    let allowed_calm = b.matmul(&mode, &calm);
+    let allowed_critical = b.matmul(&mode, &critical_table);
+    let calm_part = b.mul(&allowed_calm, &calm_weight);
+    let critical_part = b.mul(&allowed_critical, &critical);
+    b.add(&calm_part, &critical_part)
+}
+
+/// `logits` with forbidden classes pushed to −1e9.
+fn masked(b: &mut GraphBuilder, logits: &str, mask: &str) -> String {
+    let one = b.scalar(1.0);
+    let big = b.scalar(1e9);
+    let off = b.sub(mask, &one);
+    let penalty = b.mul(&off, &big);
+    b.add(logits, &penalty)
+}
+
+/// The forward pass: hidden activations (pre- and post-ReLU) and head logits.
+struct Forward {
+    inputs: Vec<String>,
+    pre: Vec<String>,
+    top: String,
+    /// All heads' weights, concatenated along the class axis.
+    head_weights: String,
+    logits: Vec<String>,
+}
+
+fn forward(b: &mut GraphBuilder, arch: &Architecture, features: &str, param: &dyn Fn(&str) -> String) -> Forward {
+    let mut h = features.to_string();
+    let mut inputs = Vec::new();
+    let mut pre = Vec::new();
+    for k in 0..arch.hidden.len() {
+        inputs.push(h.clone());
+        let product = b.matmul(&h, &param(&format!("hidden{k}.W")));
+        let z = b.add(&product, &param(&format!("hidden{k}.b")));
+        h = b.op("Relu", &[&z], vec![]);
+        pre.push(z);
+    }
+    // All heads in one product: concatenated weights, then split logits.
+    let heads = heads();
+    let weights: Vec<String> = heads.iter().map(|head| param(&format!("{}.W", head.name))).collect();
+    let biases: Vec<String> = heads.iter().map(|head| param(&format!("{}.b", head.name))).collect();
+    let weights: Vec<&str> = weights.iter().map(String::as_str).collect();
+    let biases: Vec<&str> = biases.iter().map(String::as_str).collect();
+    let head_weights = b.op("Concat", &weights, vec![int("axis", 1)]);
+    let head_biases = b.op("Concat", &biases, vec![int("axis", 0)]);
+    let product = b.matmul(&h, &head_weights);
+    let all_logits = b.add(&product, &head_biases);
+    let logits = split(
+        b,
+        &all_logits,
+        &heads.iter().map(|h| h.classes.len()).collect::<Vec<_>>(),
+        1,
+    );
+    Forward {
+        inputs,
+        pre,
+        top: h,
+        head_weights,
+        logits,
+    }
+}
+
+/// Splits `value` along `axis` into pieces of `sizes`.
+fn split(b: &mut GraphBuilder, value: &str, sizes: &[usize], axis: i64) -> Vec<String> {
+    let sizes_i64: Vec<i64> = sizes.iter().map(|s| *s as i64).collect();
+    let sizes_name = b.int64s(&sizes_i64);
+    let pieces: Vec<String> = (0..sizes.len()).map(|_| b.fresh("split")).collect();
+    b.multi("Split", &[value, &sizes_name], vec![int("axis", axis)], &pieces);
+    pieces
+}
+
+/// The inference graph with `params` baked in as initializers.
+pub fn inference_graph(arch: &Architecture, params: &[Param], metadata: Vec<(String, String)>) -> ModelProto {
+    let mut b = GraphBuilder::new(super::proto::data_type::FLOAT);
+    let features = b.input(INPUT, &[N, Dim::Fixed(arch.features)]);
+    for param in params {
+        let values: Vec<f64> = param.values.iter().map(|v| f64::from(*v)).collect();
+        b.initializer(&format!("param.{}", param.name), &param.dims, &values);
+    }
+    let forward = forward(&mut b, arch, &features, &|name| format!("param.{name}"));
+    let mask = doctrine_mask(&mut b, &features);
+    for (index, (head, logits)) in heads().iter().zip(&forward.logits).enumerate() {
+        let logits = if index == 0 {
+            masked(&mut b, logits, &mask)
+        } else {
+            logits.clone()
+        };
+        let probs = b.op("Softmax", &[&logits], vec![int("axis", 1)]);
+        b.output(
+            &format!("{}_probs", head.name),
+            &probs,
+            &[N, Dim::Fixed(head.classes.len())],
+        );
+    }
+    b.finish("prime_brain_policy", metadata)
+}
+
+/// The number of scalars in all parameters (the length of the Adam moments).
+pub fn parameter_count(params: &[Param]) -> usize {
+    params.iter().map(|p| p.values.len()).sum()
+}
+
+/// The train-step graph in element type `elem`, with `initial` values as the
+/// param inputs' initializers.
+pub fn train_step_graph(arch: &Architecture, initial: &[Param], settings: &StepSettings, elem: i32) -> ModelProto {
+    let mut b = GraphBuilder::new(elem);
+    let features = b.input(INPUT, &[N, Dim::Fixed(arch.features)]);
+    let heads = heads();
+    let labels: Vec<String> = heads
+        .iter()
+        .map(|h| b.input(&format!("y.{}", h.name), &[N, Dim::Fixed(h.classes.len())]))
+        .collect();
+    let weight = b.input("weight", &[N]);
+    let lr = b.input("lr", &[]);
+    let t = b.input("adam.t", &[]);
+    for param in initial {
+        let dims: Vec<Dim> = param.dims.iter().map(|d| Dim::Fixed(*d)).collect();
+        b.input(&format!("param.{}", param.name), &dims);
+        let values: Vec<f64> = param.values.iter().map(|v| f64::from(*v)).collect();
+        b.initializer(&format!("param.{}", param.name), &param.dims, &values);
+    }
+    let total = parameter_count(initial);
+    b.input("adam.m", &[Dim::Fixed(total)]);
+    b.input("adam.v", &[Dim::Fixed(total)]);
+
+    let forward = forward(&mut b, arch, &features, &|name| format!("param.{name}"));
+    let mask = doctrine_mask(&mut b, &features);
+    let weight_sum = b.reduce_sum(&weight, &[0], false);
+    let axis1 = b.int64s(&[1]);
+    let weight_column = b.op("Unsqueeze", &[&weight, &axis1], vec![]);
+    let scale = b.div(&weight_column, &weight_sum);
+
+    let mut grads: Vec<(String, String)> = Vec::new();
+    let top_t = b.transpose(&forward.top);
+    // Weighted cross-entropy over all heads at once: per-head log-softmax,
+    // then one concatenated tensor with each class scaled by its head weight.
+    let log_probs: Vec<String> = forward
+        .logits
+        .iter()
+        .enumerate()
+        .map(|(index, logits)| {
+            let logits = if index == 0 {
+                masked(&mut b, logits, &mask)
+            } else {
+                logits.clone()
+            };
+            b.op("LogSoftmax", &[&logits], vec![int("axis", 1)])
+        })
+        .collect();
+    let log_probs: Vec<&str> = log_probs.iter().map(String::as_str).collect();
+    let log_probs = b.op("Concat", &log_probs, vec![int("axis", 1)]);
+    let probs = b.op("Exp", &[&log_probs], vec![]);
+    let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+    let labels = b.op("Concat", &labels, vec![int("axis", 1)]);
+    let class_weights: Vec<f64> = heads
+        .iter()
+        .zip(&settings.head_weights)
+        .flat_map(|(head, weight)| std::iter::repeat_n(*weight, head.classes.len()))
+        .collect();
+    let class_weights = b.constant(&[1, class_weights.len()], &class_weights);
+    let picked = b.mul(&labels, &log_probs);
+    let weighted_classes = b.mul(&picked, &class_weights);
+    let per_example = b.reduce_sum(&weighted_classes, &[1], false);
+    let weighted = b.mul(&per_example, &weight);
+    let total = b.reduce_sum(&weighted, &[0], false);
+    let mean = b.div(&total, &weight_sum);
+    let loss = b.op("Neg", &[&mean], vec![]);
+    // d loss / d logits = head weight · (P − Y) · w / Σw
+    let error = b.sub(&probs, &labels);
+    let scaled = b.mul(&error, &scale);
+    let d_logits = b.mul(&scaled, &class_weights);
+    let d_head_weights = b.matmul(&top_t, &d_logits);
+    let d_head_biases = b.reduce_sum(&d_logits, &[0], false);
+    let sizes: Vec<usize> = heads.iter().map(|h| h.classes.len()).collect();
+    let d_weights = split(&mut b, &d_head_weights, &sizes, 1);
+    let d_biases = split(&mut b, &d_head_biases, &sizes, 0);
+    for ((head, d_w), d_b) in heads.iter().zip(d_weights).zip(d_biases) {
+        grads.push((format!("{}.W", head.name), d_w));
+        grads.push((format!("{}.b", head.name), d_b));
+    }
+    let head_weights_t = b.transpose(&forward.head_weights);
+    let d_top = b.matmul(&d_logits, &head_weights_t);
+    let mut d_h = d_top;
+    let zero = b.scalar(0.0);
+    for k in (0..arch.hidden.len()).rev() {
+        let positive = b.op("Greater", &[&forward.pre[k], &zero], vec![]);
+        let d_z = b.op("Where", &[&positive, &d_h, &zero], vec![]);
+        let input_t = b.transpose(&forward.inputs[k]);
+        grads.push((format!("hidden{k}.W"), b.matmul(&input_t, &d_z)));
+        grads.push((format!("hidden{k}.b"), b.reduce_sum(&d_z, &[0], false)));
+        if k > 0 {
+            let w_t = b.transpose(&format!("param.hidden{k}.W"));
+            d_h = b.matmul(&d_z, &w_t);
+        }
+    }
+    b.output("loss", &loss, &[]);
+
+    // Adam.
+    let one = b.scalar(1.0);
+    let next_t = b.add(&t, &one);
+    let beta1 = b.scalar(settings.beta1);
+    let beta2 = b.scalar(settings.beta2);
+    let keep1 = b.scalar(1.0 - settings.beta1);
+    let keep2 = b.scalar(1.0 - settings.beta2);
+    let epsilon = b.scalar(settings.epsilon);
+    let power1 = b.op("Pow", &[&beta1, &next_t], vec![]);
+    let power2 = b.op("Pow", &[&beta2, &next_t], vec![]);
+    let correction1 = b.sub(&one, &power1);
+    let correction2 = b.sub(&one, &power2);
+    // One Adam update over all parameters flattened into a single vector:
+    // a handful of element-wise ops instead of a dozen per parameter.
+    let flat_shape = b.int64s(&[-1]);
+    let flat_grads: Vec<String> = initial
+        .iter()
+        .map(|param| {
+            let grad = &grads
+                .iter()
+                .find(|(n, _)| *n == param.name)
+                .expect("a gradient per param")
+                .1;
+            b.op("Reshape", &[grad, &flat_shape], vec![])
+        })
+        .collect();
+    let refs: Vec<&str> = flat_grads.iter().map(String::as_str).collect();
+    let grad = b.op("Concat", &refs, vec![int("axis", 0)]);
+    let m_old = b.mul("adam.m", &beta1);
+    let g_part = b.mul(&grad, &keep1);
+    let m = b.add(&m_old, &g_part);
+    let v_old = b.mul("adam.v", &beta2);
+    let g2 = b.mul(&grad, &grad);
+    let g2_part = b.mul(&g2, &keep2);
+    let v = b.add(&v_old, &g2_part);
+    let m_hat = b.div(&m, &correction1);
+    let v_hat = b.div(&v, &correction2);
+    let root = b.op("Sqrt", &[&v_hat], vec![]);
+    let denominator = b.add(&root, &epsilon);
+    let direction = b.div(&m_hat, &denominator);
+    let step = b.mul(&direction, &lr);
+    let total = parameter_count(initial);
+    b.output("adam.m.out", &m, &[Dim::Fixed(total)]);
+    b.output("adam.v.out", &v, &[Dim::Fixed(total)]);
+    let sizes: Vec<usize> = initial.iter().map(|p| p.values.len()).collect();
+    let pieces = split(&mut b, &step, &sizes, 0);
+    for (param, piece) in initial.iter().zip(&pieces) {
+        let name = &param.name;
+        let dims: Vec<Dim> = param.dims.iter().map(|d| Dim::Fixed(*d)).collect();
+        let shape: Vec<i64> = param.dims.iter().map(|d| *d as i64).collect();
+        let shape = b.int64s(&shape);
+        let shaped = b.op("Reshape", &[piece, &shape], vec![]);
+        let updated = b.sub(&format!("param.{name}"), &shaped);
+        b.output(&format!("param.{name}.out"), &updated, &dims);
+        if settings.expose_gradients {
+            let grad = &grads.iter().find(|(n, _)| n == name).expect("a gradient per param").1;
+            b.output(&format!("grad.{name}"), grad, &dims);
+        }
+    }
+    b.output("adam.t.out", &next_t, &[]);
+    b.finish("prime_brain_train_step", Vec::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+    use std::path::Path;
+
+    use ort::session::SessionInputValue;
+    use prost::Message;
+    use rand::{RngExt, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+    use crate::proto::data_type;
+    use crate::runtime;
+    use crate::tensors::f64_value;
+
+    /// Runs the f64 train-step graph with `params` and returns (loss, gradients).
+    fn loss_and_gradients(
+        session: &mut ort::session::Session,
+        batch: &[(String, Vec<usize>, Vec<f64>)],
+        params: &[Param],
+        values: &[Vec<f64>],
+    ) -> (f64, Vec<Vec<f64>>) {
+        let mut inputs: Vec<(Cow<str>, SessionInputValue)> = Vec::new();
+        for (name, dims, data) in batch {
+            inputs.push((Cow::Owned(name.clone()), f64_value(dims, data.clone()).unwrap().into()));
+        }
+        for (param, data) in params.iter().zip(values) {
+            inputs.push((
+                Cow::Owned(format!("param.{}", param.name)),
+                f64_value(&param.dims, data.clone()).unwrap().into(),
+            ));
+        }
+        let total = parameter_count(params);
+        for moment in ["adam.m", "adam.v"] {
+            inputs.push((
+                Cow::Borrowed(moment),
+                f64_value(&[total], vec![0.0; total]).unwrap().into(),
+            ));
+        }
+        let outputs = session.run(inputs).unwrap();
+        let loss = outputs["loss"].try_extract_scalar::<f64>().unwrap();
+        let grads = params
+            .iter()
+            .map(|p| {
+                outputs[format!("grad.{}", p.name).as_str()]
+                    .try_extract_tensor::<f64>()
+                    .unwrap()
+                    .1
+                    .to_vec()
+            })
+            .collect();
+        (loss, grads)
+    }
+
+    #[test]
+    fn every_gradient_matches_finite_differences() {
+        let arch = Architecture {
+            features: feature_layout().len(),
+            hidden: vec![6, 5],
+        };
+        let params = arch.initial_params(3);
+        let settings = StepSettings {
+            expose_gradients: true,
+            ..StepSettings::default()
+        };
+        let model = train_step_graph(&arch, &params, &settings, data_type::DOUBLE);
+        let mut session = runtime::session(
+            Some(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))),
+            &model.encode_to_vec(),
+            1,
+        )
+        .unwrap();
+
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let n = 5;
+        let mut features: Vec<f64> = (0..n * arch.features).map(|_| rng.random_range(0.0..1.0)).collect();
+        for row in 0..n {
+            for m in 0..4 {
+                features[row * arch.features + m] = f64::from(u8::from(m == row % 4));
+            }
+        }
+        let mut batch = vec![(INPUT.to_string(), vec![n, arch.features], features)];
+        for head in heads() {
+            let classes = head.classes.len();
+            let mut y = vec![0.0; n * classes];
+            for row in 0..n {
+                // `none` (class 0) is always allowed, so masked classes never carry a label.
+                let class = if head.name == "command" {
+                    0
+                } else {
+                    rng.random_range(0..classes)
+                };
+                y[row * classes + class] = 1.0;
+            }
+            batch.push((format!("y.{}", head.name), vec![n, classes], y));
+        }
+        batch.push(("weight".into(), vec![n], (0..n).map(|i| 1.0 + i as f64).collect()));
+        batch.push(("lr".into(), vec![], vec![0.01]));
+        batch.push(("adam.t".into(), vec![], vec![0.0]));
+
+        let values: Vec<Vec<f64>> = params
+            .iter()
+            .map(|p| p.values.iter().map(|v| f64::from(*v)).collect())
+            .collect();
+        let (_, grads) = loss_and_gradients(&mut session, &batch, &params, &values);
+        let epsilon = 1e-6;
+        for (index, param) in params.iter().enumerate() {
+            for _ in 0..3 {
+                let at = rng.random_range(0..param.values.len());
+                let mut plus = values.clone();
+                plus[index][at] += epsilon;
+                let mut minus = values.clone();
+                minus[index][at] -= epsilon;
+                let (up, _) = loss_and_gradients(&mut session, &batch, &params, &plus);
+                let (down, _) = loss_and_gradients(&mut session, &batch, &params, &minus);
+                let numeric = (up - down) / (2.0 * epsilon);
+                let analytic = grads[index][at];
+                let error = (numeric - analytic).abs() / numeric.abs().max(analytic.abs()).max(1e-8);
+                assert!(
+                    error < 1e-5 || (numeric - analytic).abs() < 1e-9,
+                    "{}[{at}]: analytic {analytic}, numeric {numeric}",
+                    param.name
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! The Prime Brain data steps: `prime.simulate`, `prime.sanitize`, `prime.dataset`.
+
+use serde::Deserialize;
+use serde_json::Value as Json;
+
+use crate::dataset::{self, DatasetOptions, DatasetPaths};
+use crate::pseudonym::PseudonymKey;
+use crate::sanitize;
+use crate::simulate::{self, SimulateOptions};
+use fabric_core::steps::{Step, StepContext, parse_with};
+
+fn expect_outs(context: &StepContext, n: usize, what: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(context.outs.len() == n, "declare exactly {n} outs: {what}");
+    Ok(())
+}
+
+/// `with` of `prime.simulate`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SimulateWith {
+    #[serde(default = "defaults::seed")]
+    seed: u64,
+    #[serde(default = "defaults::users")]
+    users: usize,
+    #[serde(default = "defaults::sessions")]
+    sessions_per_user: usize,
+    #[serde(default = "defaults::snapshots")]
+    snapshots_per_session: usize,
+    #[serde(default = "defaults::bad_fraction")]
+    bad_fraction: f64,
+}
+
+mod defaults {
+    use crate::simulate::SimulateOptions;
+
+    pub fn seed() -> u64 {
+        SimulateOptions::default().seed
+    }
+    pub fn users() -> usize {
+        SimulateOptions::default().users
+    }
+    pub fn sessions() -> usize {
+        SimulateOptions::default().sessions_per_user
+    }
+    pub fn snapshots() -> usize {
+        SimulateOptions::default().snapshots_per_session
+    }
+    pub fn bad_fraction() -> f64 {
+        SimulateOptions::default().bad_fraction
+    }
+}
+
+/// Generates simulated raw snapshots (one directory out).
+pub struct Simulate;
+
+impl Step for Simulate {
+    fn name(&self) -> &'static str {
+        "prime.simulate"
+    }
+    fn version(&self) -> u32 {
+        3
+    }
+    fn summary(&self) -> &'static str {
+        "simulated Studio sessions as raw snapshots; with: seed, users, sessions_per_user, snapshots_per_session, bad_fraction"
+    }
+    fn check(&self, with: &Json) -> Result<(), String> {
+        let parsed: SimulateWith = parse_with(with)?;
+        if !(0.0..=1.0).contains(&parsed.bad_fraction) {
+            return Err("bad_fraction must be within 0–1".into());
+        }
+        Ok(())
+    }
+    fn run(&self, context: &StepContext) -> anyhow::Result<()> {
+        expect_outs(context, 1, "the raw snapshot directory")?;
+        let with: SimulateWith = parse_with(context.with).map_err(anyhow::Error::msg)?;
+        let options = SimulateOptions {
+            seed: with.seed,
+            users: with.users,
+            sessions_per_user: with.sessions_per_user,
+            snapshots_per_session: with.snapshots_per_session,
+            bad_fraction: with.bad_fraction,
+        };
+        simulate::simulate(&options, &context.outs[0])?;
+        Ok(())
+    }
+}
+
+/// `with` of `prime.sanitize`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SanitizeWith {
+    #[serde(default = "schema_v1")]
+    schema: String,
+}
+
+fn schema_v1() -> String {
+    crate::schema::SCHEMA_VERSION.into()
+}
+
+/// Validates, normalizes and redacts raw snapshots.
+pub struct Sanitize;
+
+impl Step for Sanitize {
+    fn name(&self) -> &'static str {
+        "prime.sanitize"
+    }
+    fn version(&self) -> u32 {
+        6
+    }
+    fn summary(&self) -> &'static str {
+        "raw snapshots (dep 1) → per-session JSONL (out 1) and a report (out 2); with: schema = \"v1\""
+    }
+    fn check(&self, with: &Json) -> Result<(), String> {
+        let parsed: SanitizeWith = parse_with(with)?;
+        if parsed.schema != crate::schema::SCHEMA_VERSION {
+            return Err(format!("unknown schema `{}`; this fabric knows `v1`", parsed.schema));
+        }
+        Ok(())
+    }
+    /// The vocabulary the free text is rebuilt from, and the pseudonym key
+    /// (by its one-way id): changing either reruns sanitize.
+    fn facts(&self, root: &std::path::Path) -> std::collections::BTreeMap<String, String> {
+        let key = PseudonymKey::for_workspace(root).map_or_else(|e| format!("unavailable: {e}"), |k| k.id());
+        std::collections::BTreeMap::from([
+            ("lexicon".to_string(), crate::lexicon::fingerprint()),
+            ("pseudonym key".to_string(), key),
+        ])
+    }
+    fn run(&self, context: &StepContext) -> anyhow::Result<()> {
+        expect_outs(context, 2, "the sanitized directory and the report file")?;
+        anyhow::ensure!(
+            context.deps.len() == 1,
+            "declare exactly one dep: the raw snapshot directory"
+        );
+        let key = PseudonymKey::for_workspace(context.root)?;
+        let report = sanitize::sanitize(&context.deps[0], &context.outs[0], Some(&context.memo(self)), &key)?;
+        std::fs::write(&context.outs[1], serde_json::to_string_pretty(&report)? + "\n")?;
+        Ok(())
+    }
+}
+
+/// `with` of `prime.dataset`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DatasetWith {
+    #[serde(default = "window_size")]
+    window_size: usize,
+    #[serde(default = "test_fraction")]
+    test_fraction: f64,
+    #[serde(default = "defaults::seed")]
+    seed: u64,
+    #[serde(default)]
+    augment_mode: bool,
+}
+
+fn window_size() -> usize {
+    DatasetOptions::default().window_size
+}
+
+fn test_fraction() -> f64 {
+    DatasetOptions::default().test_fraction
+}
+
+/// Builds windowed training examples and the dataset card.
+pub struct Dataset;
+
+impl Step for Dataset {
+    fn name(&self) -> &'static str {
+        "prime.dataset"
+    }
+    fn version(&self) -> u32 {
+        7
+    }
+    fn summary(&self) -> &'static str {
+        "sanitized sessions (dep 1) → train JSONL, test JSONL, card, [instruction-tuning JSONL] (outs 1–4); with: window_size, test_fraction, seed, augment_mode"
+    }
+    fn check(&self, with: &Json) -> Result<(), String> {
+        let parsed: DatasetWith = parse_with(with)?;
+        if parsed.window_size == 0 {
+            return Err("window_size must be at least 1".into());
+        }
+        if !(0.0..1.0).contains(&parsed.test_fraction) {
+            return Err("test_fraction must be within 0–1".into());
+        }
+        Ok(())
+    }
+    fn run(&self, context: &StepContext) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            matches!(context.outs.len(), 3 | 4),
+            "declare 3 outs (the train file, the test file, the card) and optionally a 4th: the instruction-tuning export"
+        );
+        anyhow::ensure!(
+            context.deps.len() == 1,
+            "declare exactly one dep: the sanitized directory"
+        );
+        let with: DatasetWith = parse_with(context.with).map_err(anyhow::Error::msg)?;
+        let options = DatasetOptions {
+            window_size: with.window_size,
+            test_fraction: with.test_fraction,
+            seed: with.seed,
+            augment_mode: with.augment_mode,
+        };
+        let name = |i: usize| {
+            std::path::Path::new(&context.declared[i])
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
+        let paths = DatasetPaths {
+            train: context.outs[0].clone(),
+            test: context.outs[1].clone(),
+            card: context.outs[2].clone(),
+            names: (name(0), name(1)),
+            sft: context.outs.get(3).cloned(),
+        };
+        dataset::build(&context.deps[0], &options, &paths, Some(&context.memo(self)))?;
+        Ok(())
+    }
+}
