@@ -29,9 +29,11 @@ use fabric_core::diagnostic::{Diagnostic, Diagnostics, did_you_mean};
 use fabric_core::graph::StageGraph;
 use fabric_core::lock::Lock;
 use fabric_core::manifest::{self, Workspace};
+use fabric_core::release::Headlines;
 use fabric_core::run::Planner;
 use fabric_core::stat_cache::StatCache;
 use fabric_core::steps::Registry;
+use fabric_core::steps::release::Release;
 use fabric_core::store::Store;
 
 /// Prime Fabric: declare pipelines in TOML, run them incrementally, cache
@@ -238,10 +240,16 @@ impl Globals {
 /// the steps of the Prime Brain and ONNX crates.
 pub fn registry() -> Registry {
     let mut registry = Registry::default();
-    registry.register(Box::new(fabric_core::steps::release::Release));
+    registry.register(Box::new(Release::new(headlines())));
     prime_brain::register(&mut registry);
     fabric_onnx::register(&mut registry);
     registry
+}
+
+/// What releases headline (and `verify` checks the changelog by): the
+/// Prime Brain's dataset hashes and model scores.
+pub fn headlines() -> std::sync::Arc<dyn Headlines> {
+    std::sync::Arc::new(fabric_onnx::headlines::PrimeHeadlines)
 }
 
 /// A loaded workspace with everything commands need.

@@ -17,21 +17,8 @@ pub struct SimulateArgs {
     /// Where to write raw snapshots (one JSONL file per session).
     #[arg(long, value_name = "DIR")]
     output_dir: PathBuf,
-    /// Random seed.
-    #[arg(long, default_value_t = SimulateOptions::default().seed)]
-    seed: u64,
-    /// Simulated users, each with a hidden style.
-    #[arg(long, default_value_t = SimulateOptions::default().users)]
-    users: usize,
-    /// Sessions per user.
-    #[arg(long, default_value_t = SimulateOptions::default().sessions_per_user)]
-    sessions_per_user: usize,
-    /// Snapshots per session (one every 4 s).
-    #[arg(long, default_value_t = SimulateOptions::default().snapshots_per_session)]
-    snapshots_per_session: usize,
-    /// Share of records made bad on purpose (0–1).
-    #[arg(long, default_value_t = SimulateOptions::default().bad_fraction)]
-    bad_fraction: f64,
+    #[command(flatten)]
+    options: SimulateOptions,
 }
 
 /// Arguments of `fabric sanitize`.
@@ -71,18 +58,8 @@ pub struct DatasetArgs {
     /// The train split; the test split and the card are written beside it.
     #[arg(long, value_name = "FILE")]
     output_file: PathBuf,
-    /// Snapshots per window.
-    #[arg(long, default_value_t = DatasetOptions::default().window_size)]
-    window_size: usize,
-    /// Replay train examples under every mode with doctrine labels.
-    #[arg(long)]
-    augment_mode: bool,
-    /// Share of sessions held out for testing.
-    #[arg(long, default_value_t = DatasetOptions::default().test_fraction)]
-    test_fraction: f64,
-    /// Seed of the split.
-    #[arg(long, default_value_t = DatasetOptions::default().seed)]
-    seed: u64,
+    #[command(flatten)]
+    options: DatasetOptions,
     /// Where to write the train split as chat-style JSONL for tuning a
     /// hosted LLM (default: NAME.sft.jsonl beside --output-file).
     #[arg(long, value_name = "FILE")]
@@ -90,18 +67,8 @@ pub struct DatasetArgs {
 }
 
 pub fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(
-        (0.0..=1.0).contains(&args.bad_fraction),
-        "--bad-fraction must be within 0–1"
-    );
-    let options = SimulateOptions {
-        seed: args.seed,
-        users: args.users,
-        sessions_per_user: args.sessions_per_user,
-        snapshots_per_session: args.snapshots_per_session,
-        bad_fraction: args.bad_fraction,
-    };
-    let summary = replace_dir(&args.output_dir, |dir| Ok(simulate::simulate(&options, dir)?))?;
+    args.options.check().map_err(|e| anyhow::anyhow!(e.as_flag()))?;
+    let summary = replace_dir(&args.output_dir, |dir| Ok(simulate::simulate(&args.options, dir)?))?;
     eprintln!(
         "wrote {} records ({} deliberately bad) in {} sessions to {}",
         summary.records,
@@ -163,22 +130,13 @@ pub fn sanitize(args: SanitizeArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn dataset(args: DatasetArgs) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(
-        (0.0..1.0).contains(&args.test_fraction),
-        "--test-fraction must be within 0–1"
-    );
+    args.options.check().map_err(|e| anyhow::anyhow!(e.as_flag()))?;
     if let Some(parent) = args.output_file.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;
     }
-    let options = DatasetOptions {
-        window_size: args.window_size,
-        test_fraction: args.test_fraction,
-        seed: args.seed,
-        augment_mode: args.augment_mode,
-    };
     let mut paths = DatasetPaths::beside(&args.output_file);
     paths.sft = Some(args.sft_output.clone().unwrap_or_else(|| paths.sft_default()));
-    let card = dataset::build(&args.input_dir, &options, &paths, None)?;
+    let card = dataset::build(&args.input_dir, &args.options, &paths, None)?;
     eprintln!(
         "{} train and {} test examples; dataset hash {}",
         card.examples["train"], card.examples["test"], card.dataset_hash

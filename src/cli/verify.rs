@@ -45,7 +45,7 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
     let mut failures: Vec<Failure> = Vec::new();
     let (release_count, release_failures) = verify::releases(&root);
     failures.extend(release_failures);
-    failures.extend(verify::changelog(&root));
+    failures.extend(verify::changelog(&root, super::headlines().as_ref()));
     failures.extend(verify::reviews(&root, args.require_review));
     let lock = match session.workspace.load_lock() {
         Ok(lock) => Some(lock),
@@ -128,9 +128,8 @@ fn reproduce(session: &Session, stages: &[String]) -> anyhow::Result<Vec<Failure
     let root = &session.workspace.root;
     let scratch = tempfile::Builder::new().prefix("fabric-reproduce-").tempdir()?;
     copy_inputs(&session.workspace, scratch.path())?;
-    // ONNX Runtime is found relative to the real workspace, once per process.
-    let _ = fabric_onnx::runtime::environment(Some(root));
     let registry = super::registry();
+    registry.prepare(root);
     let workspace = manifest::load(scratch.path(), &[], &registry).map_err(UsageError)?;
     let graph = StageGraph::build(&workspace).map_err(UsageError)?;
     let scratch_layout = Layout::new(scratch.path());

@@ -1060,3 +1060,56 @@ pub(super) fn like_a_fresh_clone(ws: &Workspace) {
         }
     }
 }
+
+/// A step's options are declared once: the direct commands take the same
+/// names as the `with` tables and break the same rules, said as flags.
+#[test]
+fn direct_commands_check_options_as_the_steps_do() {
+    let ws = Workspace::new();
+    for (args, said) in [
+        (
+            &["simulate", "--output-dir", "raw", "--bad-fraction", "1.5"][..],
+            "--bad-fraction must be within 0–1",
+        ),
+        (
+            &[
+                "dataset",
+                "--input-dir",
+                "s",
+                "--output-file",
+                "d/x.jsonl",
+                "--window-size",
+                "0",
+            ][..],
+            "--window-size must be at least 1",
+        ),
+        (
+            &[
+                "dataset",
+                "--input-dir",
+                "s",
+                "--output-file",
+                "d/x.jsonl",
+                "--test-fraction",
+                "1",
+            ][..],
+            "--test-fraction must be within 0–1",
+        ),
+    ] {
+        let outcome = ws.fabric(args);
+        assert_eq!(outcome.code, 1, "{args:?}: {}", outcome.stderr);
+        assert!(outcome.stderr.contains(said), "{args:?}: {}", outcome.stderr);
+        assert!(!ws.path("raw").exists() && !ws.path("d").exists(), "nothing is written");
+    }
+    ws.write(
+        "Fabric.toml",
+        "[stage.d]\nstep = \"prime.dataset\"\ndeps = [\"s\"]\nouts = [\"a\", \"b\", \"c\"]\n[stage.d.with]\nwindow_size = 0\n",
+    );
+    let outcome = ws.fabric(&["status"]);
+    assert_eq!(outcome.code, 2, "{}", outcome.stderr);
+    assert!(
+        outcome.stderr.contains("window_size must be at least 1"),
+        "{}",
+        outcome.stderr
+    );
+}

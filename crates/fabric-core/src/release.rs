@@ -129,6 +129,8 @@ pub struct Publication<'a> {
     pub upstream: &'a BTreeMap<String, std::sync::Arc<LockEntry>>,
     /// Where review records are kept, if the release looks for one.
     pub reviews: Option<&'a Path>,
+    /// What to headline from the shipped files.
+    pub headlines: &'a dyn Headlines,
 }
 
 /// What publishing did.
@@ -160,17 +162,40 @@ pub fn valid_version(version: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
-/// The scores a release headlines, taken from an evaluation `metrics.json`
-/// (name, JSON pointer under the model's scores).
-pub const SCORES: [(&str, &str); 7] = [
-    ("command_accuracy", "/command_accuracy"),
-    ("command_top3", "/command_top3"),
-    ("macro_f1", "/macro_f1"),
-    ("mode_compliance", "/mode_compliance"),
-    ("tone_audit", "/tone_audit"),
-    ("time_in_flow", "/flow/time_in_flow"),
-    ("interventions_per_minute", "/flow/interventions_per_minute"),
-];
+/// What a release headlines from the files it ships, declared by the domain
+/// that writes those files (the core knows no file format): dataset hashes
+/// and scores go into `MANIFEST.toml` and the changelog. [`NoHeadlines`]
+/// headlines nothing.
+pub trait Headlines: Send + Sync {
+    /// The dataset hash a shipped JSON document records, if it is a dataset card.
+    fn dataset_hash(&self, document: &serde_json::Value) -> Option<String>;
+    /// The scores a shipped JSON document holds, by name (none if it is not
+    /// a score report).
+    fn scores(&self, document: &serde_json::Value) -> BTreeMap<String, f64>;
+    /// How the changelog writes score `name`.
+    fn show(&self, name: &str, value: f64) -> String;
+    /// Whether the shipped file `name` is a model (named with its hash in
+    /// the changelog).
+    fn is_model(&self, name: &str) -> bool;
+}
+
+/// Headlines nothing: a release of files only.
+pub struct NoHeadlines;
+
+impl Headlines for NoHeadlines {
+    fn dataset_hash(&self, _: &serde_json::Value) -> Option<String> {
+        None
+    }
+    fn scores(&self, _: &serde_json::Value) -> BTreeMap<String, f64> {
+        BTreeMap::new()
+    }
+    fn show(&self, _: &str, value: f64) -> String {
+        value.to_string()
+    }
+    fn is_model(&self, _: &str) -> bool {
+        false
+    }
+}
 
 /// Builds the manifest of the files without writing anything.
 fn manifest(publication: &Publication, sequence: u64) -> anyhow::Result<Manifest> {
@@ -203,18 +228,10 @@ fn manifest(publication: &Publication, sequence: u64) -> anyhow::Result<Manifest
         if name.ends_with(".json")
             && let Ok(value) = serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(path)?)
         {
-            if let Some(hash) = value.get("datasetHash").and_then(|v| v.as_str())
-                && value.get("featureLayout").is_some()
-            {
-                datasets.insert(name.clone(), hash.to_string());
+            if let Some(hash) = publication.headlines.dataset_hash(&value) {
+                datasets.insert(name.clone(), hash);
             }
-            if let Some(model) = value.get("model").filter(|_| value.get("seed_rules").is_some()) {
-                for (score, pointer) in SCORES {
-                    if let Some(number) = model.pointer(pointer).and_then(|v| v.as_f64()) {
-                        scores.insert(score.to_string(), number);
-                    }
-                }
-            }
+            scores.extend(publication.headlines.scores(&value));
         }
     }
     let mut params = BTreeMap::new();
@@ -371,7 +388,7 @@ pub fn publish(publication: &Publication) -> anyhow::Result<Receipt> {
                 )),
             });
         }
-        write_changelog(root)?;
+        write_changelog(root, publication.headlines)?;
         return Ok(Receipt {
             name: publication.name.into(),
             version: publication.version.into(),
@@ -407,7 +424,7 @@ pub fn publish(publication: &Publication) -> anyhow::Result<Receipt> {
         std::fs::File::open(entry?.path())?.sync_all()?;
     }
     std::fs::rename(staging.keep(), &dir)?;
-    write_changelog(root)?;
+    write_changelog(root, publication.headlines)?;
     std::fs::remove_file(publication.note)?;
     Ok(Receipt {
         name: publication.name.into(),
@@ -418,12 +435,8 @@ pub fn publish(publication: &Publication) -> anyhow::Result<Receipt> {
     })
 }
 
-fn percent(value: f64) -> String {
-    format!("{:.1}%", value * 100.0)
-}
-
 /// The changelog entry of one release.
-pub fn entry(dir: &Path, manifest: &Manifest, note: &str, root: &Path) -> String {
+pub fn entry(dir: &Path, manifest: &Manifest, note: &str, root: &Path, headlines: &dyn Headlines) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "## {} {}\n", manifest.name, manifest.version);
     let relative = dir.strip_prefix(root).unwrap_or(dir).display().to_string();
@@ -431,7 +444,7 @@ pub fn entry(dir: &Path, manifest: &Manifest, note: &str, root: &Path) -> String
         .map(|b| Digest::of(&b).to_string())
         .unwrap_or_default();
     let _ = writeln!(out, "- manifest: `{relative}/{MANIFEST}` blake3 `{manifest_hash}`");
-    for (name, record) in manifest.files.iter().filter(|(n, _)| n.ends_with(".onnx")) {
+    for (name, record) in manifest.files.iter().filter(|(n, _)| headlines.is_model(n)) {
         let _ = writeln!(out, "- model: `{name}` blake3 `{}`", record.hash);
     }
     for (card, hash) in &manifest.datasets {
@@ -441,14 +454,7 @@ pub fn entry(dir: &Path, manifest: &Manifest, note: &str, root: &Path) -> String
         let shown: Vec<String> = manifest
             .scores
             .iter()
-            .map(|(name, value)| {
-                let value = match name.as_str() {
-                    "interventions_per_minute" => format!("{value:.2}"),
-                    "macro_f1" => format!("{value:.3}"),
-                    _ => percent(*value),
-                };
-                format!("{} {value}", name.replace('_', " "))
-            })
+            .map(|(name, value)| format!("{} {}", name.replace('_', " "), headlines.show(name, *value)))
             .collect();
         let _ = writeln!(out, "- scores: {}", shown.join(", "));
     }
@@ -470,22 +476,108 @@ pub fn entry(dir: &Path, manifest: &Manifest, note: &str, root: &Path) -> String
 }
 
 /// The whole changelog, newest release first.
-pub fn changelog(root: &Path) -> anyhow::Result<String> {
+pub fn changelog(root: &Path, headlines: &dyn Headlines) -> anyhow::Result<String> {
     let mut out = String::from(
         "# Changelog\n\nOne entry per release, newest first, generated by `fabric.release` from each release's \
 MANIFEST.toml and NOTE.md. `fabric verify` checks that they agree.\n\n",
     );
     for (dir, manifest) in releases(root)? {
         let note = std::fs::read_to_string(dir.join(NOTE)).unwrap_or_default();
-        out.push_str(&entry(&dir, &manifest, &note, root));
+        out.push_str(&entry(&dir, &manifest, &note, root, headlines));
     }
     Ok(out)
 }
 
-fn write_changelog(root: &Path) -> anyhow::Result<()> {
-    let text = changelog(root)?;
+fn write_changelog(root: &Path, headlines: &dyn Headlines) -> anyhow::Result<()> {
+    let text = changelog(root, headlines)?;
     crate::atomic::write(&root.join(ARTIFACTS).join(CHANGELOG), |file| {
         file.write_all(text.as_bytes())
     })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Headlines from a made-up format: `{"card": HASH}` is a dataset card,
+    /// `{"score": X}` a report, `*.bin` a model.
+    struct Made;
+
+    impl Headlines for Made {
+        fn dataset_hash(&self, document: &serde_json::Value) -> Option<String> {
+            document.get("card")?.as_str().map(str::to_string)
+        }
+        fn scores(&self, document: &serde_json::Value) -> BTreeMap<String, f64> {
+            document
+                .get("score")
+                .and_then(|v| v.as_f64())
+                .map(|x| ("the_score".to_string(), x))
+                .into_iter()
+                .collect()
+        }
+        fn show(&self, _: &str, value: f64) -> String {
+            format!("{value:.2}")
+        }
+        fn is_model(&self, name: &str) -> bool {
+            name.ends_with(".bin")
+        }
+    }
+
+    /// Publishes the same four files as `version` with `headlines`; returns
+    /// the manifest and the changelog.
+    fn publish_with(root: &Path, version: &str, headlines: &dyn Headlines) -> (Manifest, String) {
+        let files: Vec<PathBuf> = [
+            ("card.json", r#"{"card": "c0ffee"}"#),
+            ("report.json", r#"{"score": 0.5}"#),
+            ("model.bin", "weights"),
+            ("other.json", r#"{"unrelated": 1}"#),
+        ]
+        .iter()
+        .map(|(name, text)| {
+            let path = root.join("build").join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, text).unwrap();
+            path
+        })
+        .collect();
+        let note = root.join("next.md");
+        std::fs::write(&note, "What: a test.\nWhy: to see.\nHow: by hand.\n").unwrap();
+        publish(&Publication {
+            root,
+            name: "thing",
+            version,
+            files: &files,
+            note: &note,
+            upstream: &BTreeMap::new(),
+            reviews: None,
+            headlines,
+        })
+        .unwrap();
+        let manifest = Manifest::read(&root.join(ARTIFACTS).join("thing").join(version).join(MANIFEST)).unwrap();
+        (manifest, changelog(root, headlines).unwrap())
+    }
+
+    #[test]
+    fn a_release_headlines_what_the_pipeline_declares_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let (manifest, text) = publish_with(dir.path(), "v1", &Made);
+        assert_eq!(
+            manifest.datasets,
+            BTreeMap::from([("card.json".into(), "c0ffee".into())])
+        );
+        assert_eq!(manifest.scores, BTreeMap::from([("the_score".into(), 0.5)]));
+        assert!(text.contains("- model: `model.bin` blake3"), "{text}");
+        assert!(text.contains("- dataset: `card.json` hash `c0ffee`"), "{text}");
+        assert!(text.contains("- scores: the score 0.50"), "{text}");
+
+        let (plain, text) = publish_with(dir.path(), "v2", &NoHeadlines);
+        assert!(plain.datasets.is_empty() && plain.scores.is_empty());
+        let v2 = text.split("## thing v1").next().unwrap();
+        assert!(
+            !v2.contains("- model:") && !v2.contains("- dataset:") && !v2.contains("- scores:"),
+            "{v2}"
+        );
+        assert_eq!(plain.files, manifest.files, "the files ship either way");
+    }
 }

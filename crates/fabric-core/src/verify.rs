@@ -157,8 +157,9 @@ fn changelog_entries(text: &str) -> BTreeMap<String, String> {
     entries
 }
 
-/// The changelog against the manifests, entry by entry.
-pub fn changelog(root: &Path) -> Vec<Failure> {
+/// The changelog against the manifests, entry by entry (scores shown as
+/// `headlines` shows them).
+pub fn changelog(root: &Path, headlines: &dyn release::Headlines) -> Vec<Failure> {
     let mut failures = Vec::new();
     let found = match release::releases(root) {
         Ok(found) => found,
@@ -180,7 +181,7 @@ pub fn changelog(root: &Path) -> Vec<Failure> {
     for (dir, manifest) in &found {
         let key = format!("{} {}", manifest.name, manifest.version);
         let note = std::fs::read_to_string(dir.join(NOTE)).unwrap_or_default();
-        let expected = release::entry(dir, manifest, &note, root);
+        let expected = release::entry(dir, manifest, &note, root, headlines);
         match entries.remove(&key) {
             None => failures.push(failure("changelog", key, "has no changelog entry")),
             Some(actual) => {

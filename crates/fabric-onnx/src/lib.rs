@@ -5,6 +5,7 @@
 //! - [`mlp`]: the Prime Brain policy model's inference and train-step graphs;
 //! - [`runtime`]: finding and loading the ONNX Runtime library, sessions;
 //! - [`tensors`]: values in and out of ONNX Runtime;
+//! - [`headlines`]: what a Prime Brain release headlines;
 //! - [`steps`]: the `onnx.*` steps, added to a registry by [`register`];
 //! - [`train`]: the `onnx.train` node; [`eval`]: the `onnx.eval` node, with
 //!   its [`report`] and [`charts`]; [`studio`]: the model as the Studio runs
@@ -14,6 +15,7 @@ pub mod builder;
 pub mod charts;
 pub mod eval;
 pub mod flow;
+pub mod headlines;
 pub mod mlp;
 pub mod proto;
 pub mod report;

@@ -21,6 +21,13 @@ fn runtime_facts(root: &Path) -> BTreeMap<String, String> {
     BTreeMap::from([("onnxruntime".to_string(), version.clone())])
 }
 
+/// Loads ONNX Runtime from the workspace at `root` (it stays loaded for
+/// the process) and keeps its version as the runtime fact.
+fn prepare_runtime(root: &Path) {
+    let _ = runtime::environment(Some(root));
+    runtime_facts(root);
+}
+
 /// Trains the policy model: dep 1 is the train split; outs are `model.onnx`,
 /// `training-log.json` and the model card.
 pub struct Train;
@@ -40,6 +47,9 @@ impl Step for Train {
     }
     fn facts(&self, root: &Path) -> BTreeMap<String, String> {
         runtime_facts(root)
+    }
+    fn prepare(&self, root: &Path) {
+        prepare_runtime(root);
     }
     fn run(&self, context: &StepContext) -> anyhow::Result<()> {
         anyhow::ensure!(
@@ -96,6 +106,9 @@ impl Step for Eval {
     }
     fn facts(&self, root: &Path) -> BTreeMap<String, String> {
         runtime_facts(root)
+    }
+    fn prepare(&self, root: &Path) {
+        prepare_runtime(root);
     }
     fn run(&self, context: &StepContext) -> anyhow::Result<()> {
         anyhow::ensure!(
@@ -177,6 +190,9 @@ impl Step for Studio {
     }
     fn facts(&self, root: &Path) -> BTreeMap<String, String> {
         runtime_facts(root)
+    }
+    fn prepare(&self, root: &Path) {
+        prepare_runtime(root);
     }
     fn run(&self, context: &StepContext) -> anyhow::Result<()> {
         anyhow::ensure!(context.deps.len() >= 2, "deps: model.onnx, then the sanitized sessions");

@@ -33,18 +33,24 @@ use super::schema::*;
 use super::vocabulary::COMMANDS;
 use fabric_core::digest::{Digest, KeyEncoder};
 use fabric_core::memo::{FieldWriter, Fields, Memo};
+use fabric_core::steps::BadOption;
 
-/// Dataset parameters.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+/// Dataset parameters: the `with` table of `prime.dataset` and the flags
+/// of `fabric dataset`, declared once (the card records them in camelCase).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+#[serde(default, deny_unknown_fields, rename_all(serialize = "camelCase"))]
 pub struct DatasetOptions {
     /// Snapshots per window.
+    #[arg(long, default_value_t = DatasetOptions::default().window_size)]
     pub window_size: usize,
     /// Share of sessions held out for testing.
+    #[arg(long, default_value_t = DatasetOptions::default().test_fraction)]
     pub test_fraction: f64,
     /// Seed of the split.
+    #[arg(long, default_value_t = DatasetOptions::default().seed)]
     pub seed: u64,
-    /// Replay train examples under every mode.
+    /// Replay train examples under every mode with doctrine labels.
+    #[arg(long)]
     pub augment_mode: bool,
 }
 
@@ -56,6 +62,19 @@ impl Default for DatasetOptions {
             seed: 57,
             augment_mode: false,
         }
+    }
+}
+
+impl DatasetOptions {
+    /// Checks the values serde and clap cannot.
+    pub fn check(&self) -> Result<(), BadOption> {
+        if self.window_size == 0 {
+            return Err(BadOption::new("window_size", "must be at least 1"));
+        }
+        if !(0.0..1.0).contains(&self.test_fraction) {
+            return Err(BadOption::new("test_fraction", "must be within 0–1"));
+        }
+        Ok(())
     }
 }
 

@@ -18,21 +18,30 @@ use rand::seq::IndexedRandom;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use fabric_core::steps::BadOption;
+
 use super::labels::seed_label;
 use super::schema::*;
 
-/// What to simulate.
-#[derive(Debug, Clone, PartialEq)]
+/// What to simulate: the `with` table of `prime.simulate` and the flags of
+/// `fabric simulate`, declared once.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, clap::Args)]
+#[serde(default, deny_unknown_fields)]
 pub struct SimulateOptions {
     /// Random seed.
+    #[arg(long, default_value_t = SimulateOptions::default().seed)]
     pub seed: u64,
-    /// Number of users (each has one hidden style).
+    /// Simulated users, each with a hidden style.
+    #[arg(long, default_value_t = SimulateOptions::default().users)]
     pub users: usize,
     /// Sessions per user.
+    #[arg(long, default_value_t = SimulateOptions::default().sessions_per_user)]
     pub sessions_per_user: usize,
-    /// Snapshots per session.
+    /// Snapshots per session (one every 4 s).
+    #[arg(long, default_value_t = SimulateOptions::default().snapshots_per_session)]
     pub snapshots_per_session: usize,
-    /// Share of records made bad, 0–1.
+    /// Share of records made bad on purpose (0–1).
+    #[arg(long, default_value_t = SimulateOptions::default().bad_fraction)]
     pub bad_fraction: f64,
 }
 
@@ -45,6 +54,16 @@ impl Default for SimulateOptions {
             snapshots_per_session: 90,
             bad_fraction: 0.04,
         }
+    }
+}
+
+impl SimulateOptions {
+    /// Checks the values serde and clap cannot.
+    pub fn check(&self) -> Result<(), BadOption> {
+        if !(0.0..=1.0).contains(&self.bad_fraction) {
+            return Err(BadOption::new("bad_fraction", "must be within 0–1"));
+        }
+        Ok(())
     }
 }
 

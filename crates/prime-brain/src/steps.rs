@@ -14,42 +14,6 @@ fn expect_outs(context: &StepContext, n: usize, what: &str) -> anyhow::Result<()
     Ok(())
 }
 
-/// `with` of `prime.simulate`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SimulateWith {
-    #[serde(default = "defaults::seed")]
-    seed: u64,
-    #[serde(default = "defaults::users")]
-    users: usize,
-    #[serde(default = "defaults::sessions")]
-    sessions_per_user: usize,
-    #[serde(default = "defaults::snapshots")]
-    snapshots_per_session: usize,
-    #[serde(default = "defaults::bad_fraction")]
-    bad_fraction: f64,
-}
-
-mod defaults {
-    use crate::simulate::SimulateOptions;
-
-    pub fn seed() -> u64 {
-        SimulateOptions::default().seed
-    }
-    pub fn users() -> usize {
-        SimulateOptions::default().users
-    }
-    pub fn sessions() -> usize {
-        SimulateOptions::default().sessions_per_user
-    }
-    pub fn snapshots() -> usize {
-        SimulateOptions::default().snapshots_per_session
-    }
-    pub fn bad_fraction() -> f64 {
-        SimulateOptions::default().bad_fraction
-    }
-}
-
 /// Generates simulated raw snapshots (one directory out).
 pub struct Simulate;
 
@@ -64,22 +28,11 @@ impl Step for Simulate {
         "simulated Studio sessions as raw snapshots; with: seed, users, sessions_per_user, snapshots_per_session, bad_fraction"
     }
     fn check(&self, with: &Json) -> Result<(), String> {
-        let parsed: SimulateWith = parse_with(with)?;
-        if !(0.0..=1.0).contains(&parsed.bad_fraction) {
-            return Err("bad_fraction must be within 0–1".into());
-        }
-        Ok(())
+        parse_with::<SimulateOptions>(with)?.check().map_err(|e| e.to_string())
     }
     fn run(&self, context: &StepContext) -> anyhow::Result<()> {
         expect_outs(context, 1, "the raw snapshot directory")?;
-        let with: SimulateWith = parse_with(context.with).map_err(anyhow::Error::msg)?;
-        let options = SimulateOptions {
-            seed: with.seed,
-            users: with.users,
-            sessions_per_user: with.sessions_per_user,
-            snapshots_per_session: with.snapshots_per_session,
-            bad_fraction: with.bad_fraction,
-        };
+        let options: SimulateOptions = parse_with(context.with).map_err(anyhow::Error::msg)?;
         simulate::simulate(&options, &context.outs[0])?;
         Ok(())
     }
@@ -139,28 +92,6 @@ impl Step for Sanitize {
     }
 }
 
-/// `with` of `prime.dataset`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DatasetWith {
-    #[serde(default = "window_size")]
-    window_size: usize,
-    #[serde(default = "test_fraction")]
-    test_fraction: f64,
-    #[serde(default = "defaults::seed")]
-    seed: u64,
-    #[serde(default)]
-    augment_mode: bool,
-}
-
-fn window_size() -> usize {
-    DatasetOptions::default().window_size
-}
-
-fn test_fraction() -> f64 {
-    DatasetOptions::default().test_fraction
-}
-
 /// Builds windowed training examples and the dataset card.
 pub struct Dataset;
 
@@ -175,14 +106,7 @@ impl Step for Dataset {
         "sanitized sessions (dep 1) → train JSONL, test JSONL, card, [instruction-tuning JSONL] (outs 1–4); with: window_size, test_fraction, seed, augment_mode"
     }
     fn check(&self, with: &Json) -> Result<(), String> {
-        let parsed: DatasetWith = parse_with(with)?;
-        if parsed.window_size == 0 {
-            return Err("window_size must be at least 1".into());
-        }
-        if !(0.0..1.0).contains(&parsed.test_fraction) {
-            return Err("test_fraction must be within 0–1".into());
-        }
-        Ok(())
+        parse_with::<DatasetOptions>(with)?.check().map_err(|e| e.to_string())
     }
     fn run(&self, context: &StepContext) -> anyhow::Result<()> {
         anyhow::ensure!(
@@ -193,13 +117,7 @@ impl Step for Dataset {
             context.deps.len() == 1,
             "declare exactly one dep: the sanitized directory"
         );
-        let with: DatasetWith = parse_with(context.with).map_err(anyhow::Error::msg)?;
-        let options = DatasetOptions {
-            window_size: with.window_size,
-            test_fraction: with.test_fraction,
-            seed: with.seed,
-            augment_mode: with.augment_mode,
-        };
+        let options: DatasetOptions = parse_with(context.with).map_err(anyhow::Error::msg)?;
         let name = |i: usize| {
             std::path::Path::new(&context.declared[i])
                 .file_name()

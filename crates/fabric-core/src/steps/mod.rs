@@ -78,9 +78,45 @@ pub trait Step: Send + Sync {
         let _ = root;
         BTreeMap::new()
     }
+    /// Takes from the workspace at `root` what the step keeps for the whole
+    /// process (e.g. a runtime library installed under `.fabric/`), before
+    /// stages run in a copy of the workspace that lacks it (`verify --reproduce`).
+    fn prepare(&self, root: &Path) {
+        let _ = root;
+    }
     /// Produces the outs.
     fn run(&self, context: &StepContext) -> anyhow::Result<()>;
 }
+
+/// A step option with a value its type allows but the step does not: its
+/// name as in `with` and the rule it breaks. Shown as `with` names it, or as
+/// the command-line flag ([`BadOption::as_flag`]) by commands that take the
+/// same options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadOption {
+    name: &'static str,
+    rule: &'static str,
+}
+
+impl BadOption {
+    /// Option `name` breaks `rule` ("must be at least 1").
+    pub fn new(name: &'static str, rule: &'static str) -> BadOption {
+        BadOption { name, rule }
+    }
+
+    /// The problem as the command line says it (`--test-fraction must be …`).
+    pub fn as_flag(&self) -> String {
+        format!("--{} {}", self.name.replace('_', "-"), self.rule)
+    }
+}
+
+impl std::fmt::Display for BadOption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.name, self.rule)
+    }
+}
+
+impl std::error::Error for BadOption {}
 
 /// Reads a step's `with` arguments into its typed struct (unknown keys are
 /// errors when the struct denies them).
@@ -103,6 +139,12 @@ impl Registry {
     /// The step called `name`.
     pub fn get(&self, name: &str) -> Option<&dyn Step> {
         self.steps.get(name).map(Box::as_ref)
+    }
+
+    /// Prepares every step for runs in a copy of the workspace at `root`
+    /// ([`Step::prepare`]).
+    pub fn prepare(&self, root: &Path) {
+        self.steps.values().for_each(|step| step.prepare(root));
     }
 
     /// Step names, sorted.

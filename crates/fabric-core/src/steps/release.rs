@@ -1,11 +1,13 @@
 //! `fabric.release`: publishes the stage's deps as an immutable release.
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 use serde_json::Value as Json;
 
 use super::{Step, StepContext, parse_with};
 use crate::paths::RelPath;
-use crate::release::{self, Publication};
+use crate::release::{self, Headlines, Publication};
 
 /// `with` of `fabric.release`.
 #[derive(Deserialize)]
@@ -44,7 +46,16 @@ fn parse(with: &Json) -> Result<ReleaseWith, String> {
 }
 
 /// Publishes every dep as a file of the release; the one out is a receipt.
-pub struct Release;
+pub struct Release {
+    headlines: Arc<dyn Headlines>,
+}
+
+impl Release {
+    /// The step, headlining in each release what `headlines` finds in its files.
+    pub fn new(headlines: Arc<dyn Headlines>) -> Release {
+        Release { headlines }
+    }
+}
 
 impl Step for Release {
     fn name(&self) -> &'static str {
@@ -89,6 +100,7 @@ impl Step for Release {
             note: &note.under(context.root),
             upstream: &context.upstream,
             reviews: reviews.as_deref(),
+            headlines: self.headlines.as_ref(),
         })?;
         if let Some(reason) = &receipt.held_back {
             (context.note)(reason);
