@@ -15,7 +15,8 @@
 //! - [`layout`] names every file Fabric keeps in a workspace (`.fabric/`).
 //! - [`lock`] reads and writes `Fabric.lock`; [`store`] is the
 //!   content-addressed store and run cache, behind the `ObjectStore` and
-//!   `RunCache` traits.
+//!   `RunCache` traits; [`store::TieredStorage`] puts the workspace's store
+//!   in front of a second (shared) tier.
 //! - [`run`] carries a run out, along this path:
 //!
 //!   ```text
@@ -28,8 +29,8 @@
 //!
 //!   Commands are watched by a per-run [`run::supervisor`] process so none
 //!   outlives a killed `fabric`; a new step plugs into the [`steps`]
-//!   registry, a new storage tier behind
-//!   [`store::ObjectStore`] and [`store::RunCache`]; [`memo`] keeps
+//!   registry, a new storage tier behind [`store::ObjectStore`] and
+//!   [`store::RunCache`] (as the far tier of a [`store::TieredStorage`]); [`memo`] keeps
 //!   a step's per-input-file results between runs; [`run::noop`] keeps what
 //!   an "all up to date" verdict rested on, so an unchanged workspace is
 //!   answered without planning.

@@ -2,12 +2,14 @@
 //!
 //! - `objects/ab/cdef…`: file contents by BLAKE3 hash;
 //! - `trees/<hash>.json`: directory manifests ([`Tree`]) by tree hash;
-//! - `runs/<fingerprint>.json`: the run cache, fingerprint → out records.
+//! - `runs/<fingerprint>.json`: the run cache, fingerprint → out records;
+//! - `incoming/`: content from a second tier while it is checked.
 //!
 //! The store is split by what a second, shared tier can carry:
 //! [`ObjectStore`] (objects and trees, with a batched "which are missing")
 //! and [`RunCache`]; [`LocalStorage`] implements both in a directory and
-//! alone can be administered ([`collect_garbage`]). [`Store`] adds the
+//! alone can be administered ([`collect_garbage`]); [`TieredStorage`]
+//! puts it in front of a second tier. [`Store`] adds the
 //! operations the runner needs: save outs after a stage, look up a run,
 //! restore outs — verifying every restored byte against its hash, so a
 //! corrupted object is detected and never restored.
@@ -34,6 +36,10 @@ use crate::digest::Digest;
 use crate::hash::{Content, Tree, TreeEntry, hash_file};
 use crate::lock::{OutKind, OutRecord};
 use crate::paths::RelPath;
+
+pub mod tiered;
+
+pub use tiered::{Reach, Tier, TieredStorage};
 
 /// The kinds of small records kept beside objects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +124,13 @@ impl LocalStorage {
             Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(error) => Err(error),
         }
+    }
+
+    /// Where content on its way in is written first (created if needed).
+    fn incoming_dir(&self) -> io::Result<PathBuf> {
+        let dir = self.dir.join("incoming");
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir)
     }
 
     /// Every object hash.
@@ -246,6 +259,16 @@ impl Store {
         Store {
             objects: local.clone(),
             runs: local,
+        }
+    }
+
+    /// The local directory `near` first, then the second tier `far`, as
+    /// far as `reach` allows ([`tiered`]).
+    pub fn tiered(near: &Path, far: Arc<dyn Tier>, reach: Reach) -> Store {
+        let tiers = Arc::new(TieredStorage::new(Arc::new(LocalStorage::new(near)), far, reach));
+        Store {
+            objects: tiers.clone(),
+            runs: tiers,
         }
     }
 

@@ -1,0 +1,353 @@
+//! A store in two tiers: the workspace's own directory first, then a second
+//! tier (a shared directory, or a remote) behind the same traits.
+//!
+//! Reads look in the near tier and fall through to the far one when
+//! [`Reach::pull`] allows; what comes from the far tier is checked against
+//! its address (an object by its BLAKE3, a tree by its digest) before it is
+//! kept in the near tier, and refused otherwise, so a damaged or poisoned
+//! second tier can cost a rerun, never a wrong restore. Writes go to the near
+//! tier, and to the far one too when [`Reach::push`] allows. Damaged copies
+//! are dropped from the near tier only: the far tier is shared, and not this
+//! workspace's to prune.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::{LocalStorage, ObjectStore, RunCache};
+use crate::digest::Digest;
+use crate::hash::{Tree, hash_file};
+
+/// A second tier: objects, trees and run records.
+pub trait Tier: ObjectStore + RunCache {}
+
+impl<T: ObjectStore + RunCache> Tier for T {}
+
+/// Which way content may travel between the tiers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Reach {
+    /// Read from the far tier what the near one lacks.
+    pub pull: bool,
+    /// Write to the far tier what is written to the near one.
+    pub push: bool,
+}
+
+/// The two tiers, as one [`ObjectStore`] and [`RunCache`].
+pub struct TieredStorage {
+    near: Arc<LocalStorage>,
+    far: Arc<dyn Tier>,
+    reach: Reach,
+}
+
+impl TieredStorage {
+    /// `near` first, then `far`, as far as `reach` allows.
+    pub fn new(near: Arc<LocalStorage>, far: Arc<dyn Tier>, reach: Reach) -> TieredStorage {
+        TieredStorage { near, far, reach }
+    }
+
+    /// Fetches object `hash` from the far tier into the near one, refusing
+    /// content that does not match its address.
+    fn pull_object(&self, hash: &Digest) -> io::Result<()> {
+        let incoming = tempfile::NamedTempFile::new_in(self.near.incoming_dir()?)?;
+        self.far.get_object(hash, incoming.path())?;
+        let found = hash_file(incoming.path(), std::fs::metadata(incoming.path())?.len())?;
+        if found != *hash {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the second tier's object {hash} holds other content ({found}); not used"),
+            ));
+        }
+        self.near.put_object(hash, incoming.path())
+    }
+}
+
+impl ObjectStore for TieredStorage {
+    fn missing(&self, hashes: &BTreeSet<Digest>) -> io::Result<BTreeSet<Digest>> {
+        let missing = self.near.missing(hashes)?;
+        if missing.is_empty() || !self.reach.pull {
+            return Ok(missing);
+        }
+        self.far.missing(&missing)
+    }
+
+    fn put_object(&self, hash: &Digest, source: &Path) -> io::Result<()> {
+        self.near.put_object(hash, source)?;
+        if self.reach.push {
+            self.far.put_object(hash, source)?;
+        }
+        Ok(())
+    }
+
+    fn get_object(&self, hash: &Digest, destination: &Path) -> io::Result<()> {
+        if self.reach.pull && !self.near.missing(&BTreeSet::from([*hash]))?.is_empty() {
+            self.pull_object(hash)?;
+        }
+        self.near.get_object(hash, destination)
+    }
+
+    fn discard_object(&self, hash: &Digest) -> io::Result<()> {
+        self.near.discard_object(hash)
+    }
+
+    fn put_tree(&self, hash: &Digest, bytes: &[u8]) -> io::Result<()> {
+        self.near.put_tree(hash, bytes)?;
+        if self.reach.push {
+            self.far.put_tree(hash, bytes)?;
+        }
+        Ok(())
+    }
+
+    fn get_tree(&self, hash: &Digest) -> io::Result<Option<Vec<u8>>> {
+        if let Some(bytes) = self.near.get_tree(hash)? {
+            return Ok(Some(bytes));
+        }
+        if !self.reach.pull {
+            return Ok(None);
+        }
+        let Some(bytes) = self.far.get_tree(hash)? else {
+            return Ok(None);
+        };
+        let tree: Tree = serde_json::from_slice(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        if tree.digest() != *hash {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the second tier's tree {hash} lists other content; not used"),
+            ));
+        }
+        self.near.put_tree(hash, &bytes)?;
+        Ok(Some(bytes))
+    }
+}
+
+impl RunCache for TieredStorage {
+    fn put_run(&self, fingerprint: &Digest, bytes: &[u8]) -> io::Result<()> {
+        self.near.put_run(fingerprint, bytes)?;
+        if self.reach.push {
+            self.far.put_run(fingerprint, bytes)?;
+        }
+        Ok(())
+    }
+
+    /// A run record vouches only for outs whose content is checked when it
+    /// is restored, so one from the far tier is kept as it is.
+    fn get_run(&self, fingerprint: &Digest) -> io::Result<Option<Vec<u8>>> {
+        if let Some(bytes) = self.near.get_run(fingerprint)? {
+            return Ok(Some(bytes));
+        }
+        if !self.reach.pull {
+            return Ok(None);
+        }
+        let found = self.far.get_run(fingerprint)?;
+        if let Some(bytes) = &found {
+            self.near.put_run(fingerprint, bytes)?;
+        }
+        Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hash::Hasher;
+    use crate::lock::OutRecords;
+    use crate::paths::RelPath;
+    use crate::stat_cache::StatCache;
+    use crate::store::Store;
+
+    /// A workspace with a file out and a directory out, saved and recorded
+    /// in a store at `far` only; returns the fingerprint and the records.
+    fn recorded_in_far(dir: &Path) -> (Digest, OutRecords) {
+        let root = dir.join("ws");
+        std::fs::create_dir_all(root.join("out/sub")).unwrap();
+        std::fs::write(root.join("out/sub/a.txt"), "a").unwrap();
+        std::fs::write(root.join("out/b.txt"), "b").unwrap();
+        std::fs::write(root.join("model.bin"), "weights").unwrap();
+        let far = Store::local(&dir.join("far"));
+        let cache = StatCache::load(&dir.join("stat"));
+        let hasher = Hasher::new(&root, &cache);
+        let mut outs = OutRecords::new();
+        for path in ["out", "model.bin"] {
+            let path = RelPath::new(path).unwrap();
+            let record = far.save(&root, &path, &hasher.hash(&path).unwrap()).unwrap().unwrap();
+            outs.insert(path.to_string(), record);
+        }
+        let fingerprint = Digest::of(b"stage");
+        far.record_run(&fingerprint, &outs).unwrap();
+        (fingerprint, outs)
+    }
+
+    fn tiered(dir: &Path, reach: Reach) -> Store {
+        Store::tiered(&dir.join("near"), Arc::new(LocalStorage::new(&dir.join("far"))), reach)
+    }
+
+    fn restore_all(store: &Store, root: &Path, outs: &OutRecords) -> Result<(), super::super::RestoreError> {
+        for (path, record) in outs {
+            store.restore(root, &RelPath::new(path).unwrap(), record)?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn what_the_near_tier_lacks_comes_from_the_far_one_and_stays_near() {
+        let dir = tempfile::tempdir().unwrap();
+        let (fingerprint, outs) = recorded_in_far(dir.path());
+        let pulling = tiered(
+            dir.path(),
+            Reach {
+                pull: true,
+                push: false,
+            },
+        );
+        let record = pulling.lookup_run(&fingerprint).expect("found in the far tier");
+        assert_eq!(record.outs, outs);
+        let elsewhere = dir.path().join("elsewhere");
+        restore_all(&pulling, &elsewhere, &outs).unwrap();
+        assert_eq!(std::fs::read_to_string(elsewhere.join("out/sub/a.txt")).unwrap(), "a");
+        assert_eq!(std::fs::read_to_string(elsewhere.join("model.bin")).unwrap(), "weights");
+
+        // Now the near tier alone answers.
+        let near = Store::local(&dir.path().join("near"));
+        assert_eq!(near.lookup_run(&fingerprint).unwrap().outs, outs);
+        std::fs::remove_dir_all(dir.path().join("far")).unwrap();
+        restore_all(&near, &dir.path().join("again"), &outs).unwrap();
+    }
+
+    #[test]
+    fn without_pull_the_far_tier_is_not_read_and_without_push_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let (fingerprint, outs) = recorded_in_far(dir.path());
+        let local_only = tiered(dir.path(), Reach::default());
+        assert!(local_only.lookup_run(&fingerprint).is_none());
+        assert!(restore_all(&local_only, &dir.path().join("x"), &outs).is_err());
+
+        // A run saved through the tiers: near always, far only with push.
+        let other = Digest::of(b"other stage");
+        local_only.record_run(&other, &outs).unwrap();
+        let far = LocalStorage::new(&dir.path().join("far"));
+        assert!(far.get_run(&other).unwrap().is_none());
+        tiered(
+            dir.path(),
+            Reach {
+                pull: false,
+                push: true,
+            },
+        )
+        .record_run(&other, &outs)
+        .unwrap();
+        assert!(far.get_run(&other).unwrap().is_some());
+    }
+
+    #[test]
+    fn damaged_content_in_the_far_tier_is_refused_and_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (fingerprint, outs) = recorded_in_far(dir.path());
+        let far = LocalStorage::new(&dir.path().join("far"));
+        let model = outs.get("model.bin").unwrap().hash;
+        std::fs::write(far.object_path(&model), "poisoned").unwrap();
+        let pulling = tiered(
+            dir.path(),
+            Reach {
+                pull: true,
+                push: false,
+            },
+        );
+        let error = pulling
+            .restore(
+                &dir.path().join("x"),
+                &RelPath::new("model.bin").unwrap(),
+                outs.get("model.bin").unwrap(),
+            )
+            .unwrap_err();
+        assert!(error.to_string().contains("holds other content"), "{error}");
+        assert!(!dir.path().join("x/model.bin").exists());
+        let near = LocalStorage::new(&dir.path().join("near"));
+        assert_eq!(
+            near.missing(&BTreeSet::from([model])).unwrap().len(),
+            1,
+            "not kept near"
+        );
+        assert!(far.object_path(&model).is_file(), "the shared tier is not pruned");
+
+        // A tree that lists other files than its address says is refused too.
+        let tree = outs.get("out").unwrap().hash;
+        let mut listed: Tree = serde_json::from_slice(&far.get_tree(&tree).unwrap().unwrap()).unwrap();
+        listed.entries.pop();
+        far.put_record(
+            super::super::RecordKind::Tree,
+            &tree,
+            &serde_json::to_vec(&listed).unwrap(),
+        )
+        .unwrap();
+        assert!(pulling.tree(&tree).is_none());
+        assert!(
+            pulling.lookup_run(&fingerprint).is_none(),
+            "a run whose tree is refused is no hit"
+        );
+    }
+
+    /// A far tier that counts how many hashes each `missing` asks about.
+    struct Counting {
+        local: LocalStorage,
+        asked: std::sync::Mutex<Vec<usize>>,
+    }
+
+    impl ObjectStore for Counting {
+        fn missing(&self, hashes: &BTreeSet<Digest>) -> io::Result<BTreeSet<Digest>> {
+            self.asked.lock().unwrap().push(hashes.len());
+            self.local.missing(hashes)
+        }
+        fn put_object(&self, hash: &Digest, source: &Path) -> io::Result<()> {
+            self.local.put_object(hash, source)
+        }
+        fn get_object(&self, hash: &Digest, destination: &Path) -> io::Result<()> {
+            self.local.get_object(hash, destination)
+        }
+        fn discard_object(&self, hash: &Digest) -> io::Result<()> {
+            self.local.discard_object(hash)
+        }
+        fn put_tree(&self, hash: &Digest, bytes: &[u8]) -> io::Result<()> {
+            self.local.put_tree(hash, bytes)
+        }
+        fn get_tree(&self, hash: &Digest) -> io::Result<Option<Vec<u8>>> {
+            self.local.get_tree(hash)
+        }
+    }
+
+    impl RunCache for Counting {
+        fn put_run(&self, fingerprint: &Digest, bytes: &[u8]) -> io::Result<()> {
+            self.local.put_run(fingerprint, bytes)
+        }
+        fn get_run(&self, fingerprint: &Digest) -> io::Result<Option<Vec<u8>>> {
+            self.local.get_run(fingerprint)
+        }
+    }
+
+    #[test]
+    fn the_far_tier_is_asked_once_and_only_about_what_the_near_one_lacks() {
+        let dir = tempfile::tempdir().unwrap();
+        let (fingerprint, outs) = recorded_in_far(dir.path());
+        let counting = Arc::new(Counting {
+            local: LocalStorage::new(&dir.path().join("far")),
+            asked: Default::default(),
+        });
+        // The near tier already holds the model.
+        let near = LocalStorage::new(&dir.path().join("near"));
+        let model = dir.path().join("ws/model.bin");
+        near.put_object(&outs.get("model.bin").unwrap().hash, &model).unwrap();
+        let store = Store::tiered(
+            &dir.path().join("near"),
+            counting.clone(),
+            Reach {
+                pull: true,
+                push: false,
+            },
+        );
+        assert!(store.lookup_run(&fingerprint).is_some());
+        assert_eq!(
+            *counting.asked.lock().unwrap(),
+            [2],
+            "one question, about the two files not near"
+        );
+    }
+}
