@@ -109,6 +109,13 @@ enum Worked {
 }
 
 /// Work for the worker threads.
+/// Bytes of deps or outs up to which a stage's bookkeeping is done on the
+/// scheduling thread rather than handed to a worker.
+const LIGHT: u64 = 64 * 1024;
+
+/// Deps up to which a command stage counts as light.
+const LIGHT_FILES: usize = 16;
+
 enum Task {
     /// Decide (unless decided) and carry out what stage `.0` needs.
     Process(usize, Option<Verdict>),
@@ -219,11 +226,18 @@ impl<'a> Runner<'a> {
                         break;
                     }
                     memo.lock().unwrap_or_else(PoisonError::into_inner).clear();
-                    if task_sender.send(Task::Process(index, verdict)).is_err() {
-                        break;
-                    }
                     started.insert(index, Instant::now());
                     busy += 1;
+                    if self.is_light(&stages[index]) {
+                        // A command over a few small files: deciding and
+                        // submitting it here costs less than a hand-over.
+                        if let Some(result) = self.work(Task::Process(index, verdict), force, &submitted) {
+                            done_here = Some(result);
+                            break;
+                        }
+                    } else if task_sender.send(Task::Process(index, verdict)).is_err() {
+                        break;
+                    }
                 }
                 let done = match done_here {
                     Some(done) => Some(done),
@@ -364,14 +378,34 @@ impl<'a> Runner<'a> {
         }
     }
 
-    /// Whether a stage's outs are files of 64 KiB or less in all (or
-    /// absent): hashing and storing them costs less than waking a worker.
+    /// Whether a stage's outs are files of [`LIGHT`] bytes or less in all
+    /// (or absent): hashing and storing them costs less than waking a worker.
     fn outs_are_light(&self, stage: &Stage) -> bool {
-        const LIGHT: u64 = 64 * 1024;
+        self.light_files(stage.out_paths())
+    }
+
+    /// Whether stage is a command whose deps and outs are a few small files:
+    /// deciding and submitting it costs less than waking a worker.
+    fn is_light(&self, stage: &Stage) -> bool {
+        let mut deps = Vec::with_capacity(stage.deps.len());
+        for dep in &stage.deps {
+            match &dep.value {
+                crate::manifest::Dep::Path(path) => deps.push(path),
+                crate::manifest::Dep::Glob { .. } => return false,
+            }
+        }
+        matches!(stage.action, crate::manifest::Action::Cmd(_))
+            && deps.len() <= LIGHT_FILES
+            && self.light_files(deps)
+            && self.outs_are_light(stage)
+    }
+
+    /// Whether `paths` are files (or absent) of [`LIGHT`] bytes or less in all.
+    fn light_files<'p>(&self, paths: impl IntoIterator<Item = &'p crate::paths::RelPath>) -> bool {
         let root = &self.planner.workspace.root;
         let mut total = 0;
-        for out in stage.out_paths() {
-            match std::fs::symlink_metadata(out.under(root)) {
+        for path in paths {
+            match std::fs::symlink_metadata(path.under(root)) {
                 Ok(meta) if meta.is_file() => total += meta.len(),
                 Ok(_) => return false,
                 Err(_) => {}
