@@ -14,8 +14,9 @@ use super::{Globals, Session, UsageError, reporter};
 use fabric_core::diagnostic::Diagnostic;
 use fabric_core::hash::Witness;
 use fabric_core::manifest::Action;
+use fabric_core::manifest::ExecutorKind;
 use fabric_core::report::{Event, Outcome, Reporter, Summary};
-use fabric_core::run::executor::LocalExecutor;
+use fabric_core::run::executor::{Executor, LocalExecutor, SlurmExecutor};
 use fabric_core::run::{Decision, Force, Planner, Runner, noop};
 use fabric_core::stat_cache::now_ns;
 
@@ -74,6 +75,11 @@ pub struct Args {
     /// same memo; in-process is faster on one machine).
     #[arg(long)]
     step_processes: bool,
+    /// Where stages run: `local` processes, or jobs of the `slurm` cluster
+    /// the Slurm commands on PATH reach (default: `[workspace] executor`,
+    /// else local). A stage with `executor = "local"` stays local.
+    #[arg(long, value_name = "local|slurm")]
+    executor: Option<ExecutorKind>,
     /// A declared param written as an option (`--snapshots-dir DIR` sets
     /// `snapshots_dir`); filled in from the command line, not typed.
     #[arg(long, hide = true, value_name = "NAME=VALUE")]
@@ -140,11 +146,12 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
     }
 
     forget_undeclared_stages(&session, &planner)?;
-    let executor = match &guard {
+    let local = match &guard {
         Some(run_lock) => LocalExecutor::holding(run_lock)?,
         None => LocalExecutor::new()?,
     };
-    let runner = Runner::new(planner, &executor, &reporter).with_step_processes(args.step_processes);
+    let executor = executor(&session, &selection, args.executor, local)?;
+    let runner = Runner::new(planner, executor.as_ref(), &reporter).with_step_processes(args.step_processes);
     let jobs = args
         .jobs
         .filter(|j| *j > 0)
@@ -359,4 +366,43 @@ fn forget_undeclared_stages(session: &Session, planner: &Planner) -> anyhow::Res
         eprintln!("forgot stage {name}: it is no longer declared");
     }
     Ok(())
+}
+
+/// The executor for the selected stages: `local` alone when every one of
+/// them runs locally (`--executor`, else `[workspace] executor`, unless the
+/// stage names its own), else a Slurm executor that runs the local ones on
+/// `local`.
+fn executor(
+    session: &Session,
+    selection: &BTreeSet<usize>,
+    chosen: Option<ExecutorKind>,
+    local: LocalExecutor,
+) -> anyhow::Result<Box<dyn Executor>> {
+    let workspace = &session.workspace;
+    let default = chosen.unwrap_or(workspace.executor);
+    let runs_on = |index: &usize| workspace.stages[*index].executor.unwrap_or(default);
+    if selection.iter().all(|index| runs_on(index) == ExecutorKind::Local) {
+        return Ok(Box::new(local));
+    }
+    let local_stages = workspace
+        .stages
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| runs_on(index) == ExecutorKind::Local)
+        .map(|(_, stage)| stage.name.clone())
+        .collect();
+    let (slurm, leftovers) = SlurmExecutor::start(
+        &workspace.root,
+        &workspace.name,
+        workspace.slurm.clone(),
+        local_stages,
+        local,
+    )
+    .map_err(|error| anyhow::anyhow!("cannot use the Slurm executor: {error}"))?;
+    if leftovers > 0 {
+        eprintln!(
+            "warning: cancelled {leftovers} Slurm job(s) an earlier run of this workspace left in the queue (their outs are not trusted)"
+        );
+    }
+    Ok(Box::new(slurm))
 }

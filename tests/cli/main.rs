@@ -12,6 +12,7 @@ mod onnx;
 mod prime;
 mod release;
 mod runner;
+mod slurm;
 mod studio;
 
 use std::path::{Path, PathBuf};

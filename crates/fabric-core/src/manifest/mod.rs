@@ -7,6 +7,7 @@
 //! file, line, column and a hint.
 
 mod cache;
+mod execution;
 pub mod interpolate;
 mod raw;
 mod resources;
@@ -23,6 +24,7 @@ use toml::Spanned;
 use crate::diagnostic::{Diagnostic, Diagnostics, Location, did_you_mean};
 use crate::paths::RelPath;
 use crate::steps::Registry;
+pub use execution::{ExecutorKind, SET_BY_FABRIC, SlurmSettings};
 use interpolate::{Piece, Reference};
 use raw::{RawPipelineFile, RawStage, RawWorkspaceFile};
 use resources::RawResources;
@@ -136,6 +138,8 @@ pub struct Stage {
     pub wdir: Option<RelPath>,
     /// What the stage asks of a cluster scheduler.
     pub resources: Resources,
+    /// Where the stage runs, when it says (else the workspace's executor).
+    pub executor: Option<ExecutorKind>,
     /// Run every time, whatever the fingerprint says.
     pub always_run: bool,
     /// Never run; keep the outs as they are.
@@ -176,6 +180,10 @@ pub struct Workspace {
     pub store: PathBuf,
     /// Parallel stages; 0 means the number of cores.
     pub jobs: usize,
+    /// `[workspace] executor`: where stages run unless they say.
+    pub executor: ExecutorKind,
+    /// `[workspace.slurm]`: what Slurm jobs are submitted with.
+    pub slurm: SlurmSettings,
     /// Every stage, sorted by name.
     pub stages: Vec<Stage>,
     /// Pipelines, sorted by name.
@@ -312,6 +320,21 @@ impl Loader<'_> {
             .unwrap_or_else(|| "workspace".into());
         let store = crate::layout::Layout::new(self.root).store(workspace.and_then(|w| w.store.as_deref()));
         let jobs = workspace.and_then(|w| w.jobs).unwrap_or(0);
+        let executor = workspace.and_then(|w| w.executor).unwrap_or_default();
+        let slurm = match workspace.and_then(|w| w.slurm.as_ref()).map(execution::RawSlurm::check) {
+            None => SlurmSettings::default(),
+            Some(Ok(settings)) => settings,
+            Some(Err(invalid)) => {
+                for value in invalid {
+                    self.errors.push(
+                        Diagnostic::new(value.message)
+                            .at(source.at(value.span), "in `[workspace.slurm]`")
+                            .hint(value.hint),
+                    );
+                }
+                SlurmSettings::default()
+            }
+        };
         let includes = workspace.map(|w| w.include.clone()).unwrap_or_default();
         self.includes = includes.iter().map(|i| i.get_ref().clone()).collect();
 
@@ -416,6 +439,8 @@ impl Loader<'_> {
             name,
             store,
             jobs,
+            executor,
+            slurm,
             stages,
             pipelines,
             sources,
@@ -838,6 +863,7 @@ impl Loader<'_> {
             after,
             wdir,
             resources,
+            executor: raw.executor,
             always_run: raw.always_run,
             frozen: raw.frozen,
             params: used_params,

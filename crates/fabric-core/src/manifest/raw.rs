@@ -26,6 +26,8 @@ pub struct RawWorkspace {
     pub include: Vec<Spanned<String>>,
     pub store: Option<String>,
     pub jobs: Option<usize>,
+    pub executor: Option<super::execution::ExecutorKind>,
+    pub slurm: Option<super::execution::RawSlurm>,
 }
 
 /// A pipeline file (`pipelines/*.toml`).
@@ -66,6 +68,7 @@ pub struct RawStage {
     pub after: Vec<Spanned<String>>,
     pub wdir: Option<Spanned<String>>,
     pub resources: Option<super::resources::RawResources>,
+    pub executor: Option<super::execution::ExecutorKind>,
     #[serde(default)]
     pub always_run: bool,
     #[serde(default)]

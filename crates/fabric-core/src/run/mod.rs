@@ -95,6 +95,8 @@ struct Pending {
     inputs: Inputs,
     reasons: Vec<DirtyReason>,
     log: PathBuf,
+    /// How the executor names the job (`Slurm job 42`), if it does.
+    job: Option<String>,
 }
 
 /// The stages whose commands are with the executor, by job.
@@ -191,7 +193,7 @@ impl<'a> Runner<'a> {
         // Commands with the executor, by job.
         let submitted = Submitted::default();
         std::thread::scope(|scope| {
-            for _ in 0..jobs.min(order.len().max(1)) {
+            for _ in 0..self.workers(&order, jobs) {
                 let sender = sender.clone();
                 let (task_receiver, submitted) = (&task_receiver, &submitted);
                 scope.spawn(move || {
@@ -337,6 +339,25 @@ impl<'a> Runner<'a> {
         summary
     }
 
+    /// How many worker threads a run of the stages in `order` needs with
+    /// `jobs` in flight: one per built-in step run in-process (it holds its
+    /// worker), else no more than cores (workers hash and store; an
+    /// executor's jobs, however many, need none).
+    fn workers(&self, order: &[usize], jobs: usize) -> usize {
+        let stages = &self.planner.workspace.stages;
+        let in_process = order
+            .iter()
+            .filter(|&&index| {
+                let stage = &stages[index];
+                matches!(stage.action, Action::Step { .. })
+                    && !self.step_processes
+                    && !self.executor.is_remote(&stage.name)
+            })
+            .count();
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        jobs.min(order.len()).min(cores.max(in_process)).max(1)
+    }
+
     /// Does a worker's task: the stage's result, unless its command went
     /// to the executor.
     fn work(&self, task: Task, force: &Force, submitted: &Submitted) -> Option<(usize, StageResult)> {
@@ -419,7 +440,7 @@ impl<'a> Runner<'a> {
     fn submit(
         &self,
         index: usize,
-        (job, pending): (Job, Pending),
+        (job, mut pending): (Job, Pending),
         submitted: &Submitted,
     ) -> Option<(usize, StageResult)> {
         // Held while submitting: the job's end cannot be looked up before
@@ -427,6 +448,7 @@ impl<'a> Runner<'a> {
         let mut submitted = submitted.lock().unwrap_or_else(PoisonError::into_inner);
         match self.executor.submit(job) {
             Ok(id) => {
+                pending.job = self.executor.describe(id);
                 submitted.insert(id, (index, pending));
                 None
             }
@@ -573,7 +595,7 @@ impl<'a> Runner<'a> {
         }
         let cmd = match &stage.action {
             Action::Cmd(cmd) => cmd.clone(),
-            Action::Step { .. } if self.step_processes => StepJob {
+            Action::Step { .. } if self.step_processes || self.executor.is_remote(&stage.name) => StepJob {
                 root: root.clone(),
                 stage: stage.clone(),
                 upstream: self.upstream_entries(stage),
@@ -612,14 +634,27 @@ impl<'a> Runner<'a> {
             log: log.clone(),
             resources: stage.resources.clone(),
         };
-        Ok(Worked::Submit(Box::new((job, Pending { inputs, reasons, log }))))
+        Ok(Worked::Submit(Box::new((
+            job,
+            Pending {
+                inputs,
+                reasons,
+                log,
+                job: None,
+            },
+        ))))
     }
 
     /// Judges how a stage's command ended and, when it succeeded, collects
     /// its outs.
     fn collect_command(&self, index: usize, pending: Pending, end: JobEnd) -> StageResult {
         let stage = &self.planner.workspace.stages[index];
-        let Pending { inputs, reasons, log } = pending;
+        let Pending {
+            inputs,
+            reasons,
+            log,
+            job,
+        } = pending;
         if self.is_interrupted() {
             return StageResult::failed(reasons, "interrupted");
         }
@@ -627,10 +662,16 @@ impl<'a> Runner<'a> {
             let root = &self.planner.workspace.root;
             let output = if log.exists() {
                 format!("log: {}\n{}", relative(&log, root), log_tail(&log, 20))
+            } else if job.is_some() {
+                format!(
+                    "no log at {}: the job ran where this workspace is not visible? The cluster's nodes must share the workspace's filesystem (outs and logs land there)",
+                    relative(&log, root)
+                )
             } else {
                 "no log: it printed nothing (or its log could not be written)".to_string()
             };
-            return StageResult::failed(reasons, format!("{end}; {output}"));
+            let job = job.map(|job| format!(" ({job})")).unwrap_or_default();
+            return StageResult::failed(reasons, format!("{end}{job}; {output}"));
         }
         match self.collect(stage, inputs, reasons.clone()) {
             Ok(result) => result,

@@ -1,9 +1,6 @@
-//! Where commands run: the [`Executor`] seam (local processes now; a Slurm
-//! executor later: a job carries all it needs to run elsewhere, and its end
-//! is an exit code, a signal or a reason it was lost, not a local status).
+//! [`LocalExecutor`]: stage commands as local child processes.
 
 use std::collections::VecDeque;
-use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -14,92 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::group;
-use super::supervisor::Supervisor;
-pub use crate::manifest::Resources;
-
-/// One command to run for a stage, with everything an executor that runs
-/// it elsewhere (a cluster) needs to know.
-pub struct Job {
-    /// The stage name (executors label their work with it).
-    pub stage: String,
-    /// The shell command, run with `sh -c`.
-    pub cmd: String,
-    /// The working directory.
-    pub dir: PathBuf,
-    /// The stage's declared environment variables that are set, with their
-    /// values (a local command inherits the whole environment anyway).
-    pub env: Vec<(String, OsString)>,
-    /// The declared outs, as absolute paths.
-    pub outs: Vec<PathBuf>,
-    /// Where stdout and stderr go (created when the command first prints;
-    /// absent when it printed nothing).
-    pub log: PathBuf,
-    /// What the stage asks of a cluster (the local executor ignores it).
-    pub resources: Resources,
-}
-
-/// Names a submitted job within its executor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct JobId(pub u64);
-
-/// How a job ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JobEnd {
-    /// The command exited with this code.
-    Exited(i32),
-    /// The command was killed by this signal.
-    Signalled(i32),
-    /// The job is gone without an exit status (cancelled, lost by the
-    /// cluster, or not startable); why.
-    Lost(String),
-}
-
-impl JobEnd {
-    /// True for exit code 0.
-    pub fn success(&self) -> bool {
-        *self == JobEnd::Exited(0)
-    }
-}
-
-impl std::fmt::Display for JobEnd {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            JobEnd::Exited(code) => write!(f, "command exited with status {code}"),
-            JobEnd::Signalled(signal) => write!(f, "command was killed by a signal ({signal})"),
-            JobEnd::Lost(why) => write!(f, "job lost: {why}"),
-        }
-    }
-}
-
-/// What an executor reports about its jobs.
-#[derive(Debug)]
-pub enum JobEvent {
-    /// A job printed a line.
-    Output(JobId, String),
-    /// A job ended (reported once per job).
-    Ended(JobId, JobEnd),
-    /// [`Executor::wake`] was called.
-    Woken,
-}
-
-/// Runs stage commands: submit returns at once, and the caller collects
-/// what happens through [`Executor::next_event`]; so how many jobs are in
-/// flight is the caller's choice, not a number of threads.
-pub trait Executor: Send + Sync {
-    /// Starts `job`.
-    fn submit(&self, job: Job) -> io::Result<JobId>;
-    /// Blocks until a submitted job prints a line or ends, or until
-    /// [`Executor::wake`] is called.
-    fn next_event(&self) -> JobEvent;
-    /// Makes the `next_event` waiting now (or the next one) return
-    /// [`JobEvent::Woken`]: the caller has something else to attend to.
-    fn wake(&self);
-    /// Ends a job (it is still reported, as ended by a signal or lost).
-    fn cancel(&self, job: JobId);
-    /// Ends every job and refuses new ones.
-    fn cancel_all(&self);
-}
+use super::{Executor, Job, JobEnd, JobEvent, JobId};
+use crate::run::group;
+use crate::run::supervisor::Supervisor;
 
 /// Runs commands as local child processes, each in its own process group:
 /// a stage ends when its shell exits, and whatever the command left running
@@ -323,7 +237,7 @@ impl Executor for LocalExecutor {
             .process_group(0);
         let supervisor = self.supervisor();
         if let Some(supervisor) = &supervisor {
-            command.env(super::supervisor::MARK, supervisor.mark());
+            command.env(crate::run::supervisor::MARK, supervisor.mark());
         }
         let mut child = command.spawn()?;
         // The parent's copies of the write end go with `command`.
@@ -553,7 +467,7 @@ mod tests {
             env: Vec::new(),
             outs: Vec::new(),
             log: dir.join(format!("{name}.log")),
-            resources: Resources::default(),
+            resources: crate::manifest::Resources::default(),
         }
     }
 
