@@ -509,7 +509,6 @@ fn the_split_keeps_each_session_on_one_side_and_augmentation_obeys_the_doctrine(
 #[test]
 fn the_default_pipeline_runs_on_built_in_data_and_reruns_incrementally() {
     let ws = Workspace::new();
-    let root = env!("CARGO_MANIFEST_DIR");
     // Like a fresh clone: manifests, the shipped releases, their changelog
     // and the reviews are there (the lock is compared below).
     like_a_fresh_clone(&ws);
@@ -554,29 +553,7 @@ fn the_default_pipeline_runs_on_built_in_data_and_reruns_incrementally() {
         ))
         .exists()
     );
-    // A fresh workspace (a new pseudonym key) records exactly the lock the
-    // repository commits for every stage the key does not reach: sanitize's
-    // entry is per key, dataset's and studio's fingerprints too (their dep
-    // is sanitize's output), but their outs, and all after them, are the same.
-    let committed = fabric_core::lock::Lock::read(std::path::Path::new(&format!("{root}/Fabric.lock"))).unwrap();
-    let fresh = fabric_core::lock::Lock::read(&ws.path("Fabric.lock")).unwrap();
-    assert_eq!(
-        committed.stage.keys().collect::<Vec<_>>(),
-        fresh.stage.keys().collect::<Vec<_>>()
-    );
-    for (name, entry) in &committed.stage {
-        match name.as_str() {
-            "sanitize" => assert_ne!(entry, &fresh.stage[name], "another key, other pseudonyms"),
-            "dataset" | "studio" => assert_eq!(
-                entry.outs, fresh.stage[name].outs,
-                "{name}'s outs do not depend on the key"
-            ),
-            _ => assert_eq!(
-                entry, &fresh.stage[name],
-                "{name} differs from the committed lock: rerun the pipeline and commit"
-            ),
-        }
-    }
+    matches_the_committed_lock(&ws);
     // Training reproduces byte for byte from scratch, without any cache.
     // (Sanitize too: the scratch copy gets the workspace's pseudonym key.)
     let reproduce = ws.ok(&["verify", "--reproduce", "sanitize", "dataset", "train", "evaluate"]);
@@ -1037,6 +1014,33 @@ fn the_readme_tour_works_as_written_in_a_fresh_copy() {
         }
     }
     assert!(ws.path("my-workspace/Fabric.toml").exists());
+}
+
+/// A fresh workspace (a new pseudonym key) records exactly the lock the
+/// repository commits for every stage the key does not reach: sanitize's
+/// entry is per key, dataset's and studio's fingerprints too (their dep
+/// is sanitize's output), but their outs, and all after them, are the same.
+pub(super) fn matches_the_committed_lock(ws: &Workspace) {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let committed = fabric_core::lock::Lock::read(std::path::Path::new(&format!("{root}/Fabric.lock"))).unwrap();
+    let fresh = fabric_core::lock::Lock::read(&ws.path("Fabric.lock")).unwrap();
+    assert_eq!(
+        committed.stage.keys().collect::<Vec<_>>(),
+        fresh.stage.keys().collect::<Vec<_>>()
+    );
+    for (name, entry) in &committed.stage {
+        match name.as_str() {
+            "sanitize" => assert_ne!(entry, &fresh.stage[name], "another key, other pseudonyms"),
+            "dataset" | "studio" => assert_eq!(
+                entry.outs, fresh.stage[name].outs,
+                "{name}'s outs do not depend on the key"
+            ),
+            _ => assert_eq!(
+                entry, &fresh.stage[name],
+                "{name} differs from the committed lock: rerun the pipeline and commit"
+            ),
+        }
+    }
 }
 
 /// Copies what a fresh clone holds for the default pipeline (manifests,

@@ -108,6 +108,10 @@ name = "wide"
 [stage.src]
 cmd = "seq 1 500 > data.txt"
 outs = ["data.txt"]
+[stage.src.resources]
+cpus = 2
+memory = "300M"
+time = "0:10:00"
 
 [stage.join]
 cmd = "cat w/*.txt | sort -n > joined.txt"
@@ -188,6 +192,19 @@ fn every_stage_runs_as_a_slurm_job_and_makes_what_a_local_run_makes() {
     expected.sort();
     assert_eq!(names, expected);
     assert!(jobs.iter().all(|(_, state)| state == "COMPLETED"), "{jobs:?}");
+
+    // The stage's resources were asked of Slurm.
+    let asked = cluster
+        .client("squeue")
+        .args([
+            "--noheader",
+            "--states=all",
+            "--name=fabric.wide.src",
+            "--format=%C %m %l",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&asked.stdout).trim(), "2 300M 10:00");
 
     // Up to date: nothing is submitted.
     let again = cluster.fabric(&on_slurm, &["run", "--executor", "slurm"]);
@@ -333,4 +350,26 @@ fn an_interrupted_run_cancels_its_jobs_and_a_killed_ones_jobs_are_cancelled_by_t
         "{:?}",
         cluster.jobs()
     );
+}
+
+/// The default pipeline, every stage a Slurm job (built-in steps as
+/// `fabric __step` jobs), records what the repository commits.
+#[test]
+fn the_default_pipeline_runs_through_slurm_and_records_the_committed_lock() {
+    let cluster = Cluster::start();
+    let ws = Workspace::new();
+    super::prime::like_a_fresh_clone(&ws);
+    let outcome = cluster.fabric(&ws, &["run", "--executor", "slurm"]);
+    assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+    super::prime::matches_the_committed_lock(&ws);
+    let lock = fabric_core::lock::Lock::read(&ws.path("Fabric.lock")).unwrap();
+    let jobs = cluster.jobs();
+    for stage in lock.stage.keys() {
+        let name = format!("fabric.prime-fabric.{stage}");
+        assert!(
+            jobs.iter().any(|(n, state)| *n == name && state == "COMPLETED"),
+            "{stage} did not run as a Slurm job: {jobs:?}"
+        );
+    }
+    assert_eq!(jobs.len(), lock.stage.len(), "one job per stage: {jobs:?}");
 }
