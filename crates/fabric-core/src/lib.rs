@@ -21,9 +21,10 @@
 //!
 //!   ```text
 //!   Planner::decide ──► Runner (scheduler) ──► Executor::submit / next_event
-//!   (run::plan: up to    (run: each stage when    (run::executor: local processes;
-//!    date / restore /     its upstream is done;    a cluster executor plugs in here)
-//!    run, and why)        restore, or run)          └─ built-in steps in-process, or as
+//!   (run::plan: up to    (run: each stage when    (run::executor: local processes,
+//!    date / restore /     its upstream is done;    or Slurm jobs; another cluster's
+//!    run, and why)        restore, or run)          executor plugs in here)
+//!                                                   └─ built-in steps in-process, or as
 //!                                                      `fabric __step` jobs (run::step)
 //!   ```
 //!

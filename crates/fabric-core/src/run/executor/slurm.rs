@@ -377,13 +377,17 @@ fn job_states(ids: &[u64]) -> io::Result<BTreeMap<u64, String>> {
 
 /// How job `id` ended, asked of `scontrol` once it left the running states.
 fn job_end(id: u64) -> JobEnd {
-    let shown = match slurm_command(
+    match slurm_command(
         "scontrol",
         &["--oneliner".into(), "show".into(), "job".into(), id.to_string()],
     ) {
-        Ok(output) => String::from_utf8_lossy(&output.stdout).into_owned(),
-        Err(_) => return JobEnd::Lost(format!("Slurm job {id} vanished from the queue")),
-    };
+        Ok(output) => end_shown(id, &String::from_utf8_lossy(&output.stdout)),
+        Err(_) => JobEnd::Lost(format!("Slurm job {id} vanished from the queue")),
+    }
+}
+
+/// How job `id` ended, from what `scontrol --oneliner show job` says of it.
+fn end_shown(id: u64, shown: &str) -> JobEnd {
     let field = |name: &str| {
         shown
             .split_whitespace()
@@ -470,4 +474,70 @@ fn cancel_leftovers(comment: &str) -> io::Result<usize> {
         interval = (interval * 2).min(SLOWEST_POLL);
     }
     Ok(found.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `scontrol --oneliner show job` as Slurm 22.05 prints it, cut to
+    /// the fields read, with `state`, `reason` and `code`.
+    fn shown(state: &str, reason: &str, code: &str) -> String {
+        format!(
+            "JobId=7 JobName=fabric.w.s JobState={state} Reason={reason} Dependency=(null) ExitCode={code} \
+             RunTime=00:01:05 TimeLimit=00:01:00 NodeList=node3 BatchHost=node3"
+        )
+    }
+
+    #[test]
+    fn every_way_a_job_ends_has_its_reason() {
+        let cases = [
+            ("COMPLETED", "None", "0:0", "command exited with status 0"),
+            ("FAILED", "NonZeroExitCode", "3:0", "command exited with status 3"),
+            (
+                "FAILED",
+                "JobLaunchFailure",
+                "0:9",
+                "command was killed by a signal (9)",
+            ),
+            (
+                "TIMEOUT",
+                "TimeLimit",
+                "0:15",
+                "Slurm job 7 reached its time limit (00:01:00)",
+            ),
+            ("OUT_OF_MEMORY", "OutOfMemory", "0:125", "Slurm job 7 ran out of memory"),
+            (
+                "NODE_FAIL",
+                "NodeDown",
+                "0:0",
+                "Slurm job 7 was lost with its node (node3)",
+            ),
+            ("CANCELLED", "None", "0:15", "Slurm job 7 was cancelled"),
+            ("PREEMPTED", "None", "0:15", "Slurm job 7 was preempted"),
+            ("DEADLINE", "DeadLine", "0:0", "Slurm job 7 ended DEADLINE (DeadLine)"),
+        ];
+        for (state, reason, code, said) in cases {
+            let end = end_shown(7, &shown(state, reason, code));
+            assert!(end.to_string().contains(said), "{state}: {end}");
+            assert_eq!(end.success(), state == "COMPLETED", "{state}");
+        }
+        assert!(end_shown(7, "").to_string().contains("vanished from the queue"));
+    }
+
+    #[test]
+    fn resources_become_sbatch_options() {
+        let resources = Resources {
+            cpus: Some(4),
+            memory_mib: Some(16 * 1024),
+            gpus: Some(1),
+            time_seconds: Some(86_400 + 2 * 3600 + 5),
+            partition: Some("gpu".into()),
+        };
+        assert_eq!(
+            resource_options(&resources),
+            ["--cpus-per-task=4", "--mem=16384M", "--gpus=1", "--time=1-2:00:05"]
+        );
+        assert!(resource_options(&Resources::default()).is_empty());
+    }
 }
