@@ -443,10 +443,11 @@ fn read_new_lines(job: &mut InFlight, ended: bool) -> Vec<String> {
 }
 
 /// Cancels the jobs an earlier run of this workspace left in the queue
-/// (marked with `comment`) and waits until none is running; how many.
+/// (the user's jobs marked with `comment`) and waits until none is
+/// running; how many.
 fn cancel_leftovers(comment: &str) -> io::Result<usize> {
     let ours = || -> io::Result<Vec<String>> {
-        let output = slurm_command("squeue", &["--noheader".into(), "--format=%i %k".into()])?;
+        let output = slurm_command("squeue", &["--noheader".into(), "--me".into(), "--format=%i %k".into()])?;
         Ok(String::from_utf8_lossy(&output.stdout)
             .lines()
             .filter_map(|line| {
