@@ -74,6 +74,20 @@ impl Cluster {
         }
     }
 
+    /// What `run` printed, once it ended; fails the test if it is still
+    /// running a minute from now (waiting for a job that should be over).
+    fn ended_within_a_minute(&self, mut run: std::process::Child) -> Output {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while run.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                run.kill().unwrap();
+                panic!("fabric still waits for its job a minute later: {:?}", self.jobs());
+            }
+            std::thread::yield_now();
+        }
+        run.wait_with_output().unwrap()
+    }
+
     /// `fabric ARGS` in `ws`, using this cluster.
     fn fabric(&self, ws: &Workspace, args: &[&str]) -> Outcome {
         Outcome::from(self.fabric_command(ws, args).output().unwrap())
@@ -296,18 +310,7 @@ fn an_interrupted_run_cancels_its_jobs_and_a_killed_ones_jobs_are_cancelled_by_t
     // SAFETY: sending a signal to a child process.
     unsafe { libc::kill(run.id() as i32, libc::SIGINT) };
     // The job is cancelled, so fabric ends long before the job would have.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while run.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            run.kill().unwrap();
-            panic!(
-                "fabric still waits for its job a minute after Ctrl-C: {:?}",
-                cluster.jobs()
-            );
-        }
-        std::thread::yield_now();
-    }
-    let ended = run.wait_with_output().unwrap();
+    let ended = cluster.ended_within_a_minute(run);
     assert_eq!(
         ended.status.code(),
         Some(130),
@@ -372,4 +375,35 @@ fn the_default_pipeline_runs_through_slurm_and_records_the_committed_lock() {
         );
     }
     assert_eq!(jobs.len(), lock.stage.len(), "one job per stage: {jobs:?}");
+}
+
+#[test]
+fn a_job_lost_with_its_node_ends_the_stage_with_that_reason() {
+    let cluster = Cluster::start();
+    let ws = Workspace::new();
+    ws.write(
+        "Fabric.toml",
+        "[workspace]\nname = \"node\"\nexecutor = \"slurm\"\n\n[stage.long]\ncmd = \"sleep 600; echo late > long.txt\"\nouts = [\"long.txt\"]\n",
+    );
+    let mut run = cluster
+        .fabric_command(&ws, &["run"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    cluster.until_running("fabric.node.long", &mut run);
+    let down = cluster
+        .client("scontrol")
+        .args(["update", "nodename=localhost", "state=down", "reason=fabric-test"])
+        .output()
+        .unwrap();
+    assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
+    let ended = cluster.ended_within_a_minute(run);
+    let said = String::from_utf8_lossy(&ended.stderr);
+    assert_eq!(ended.status.code(), Some(1), "{said}");
+    assert!(said.contains("was lost with its node (localhost)"), "{said}");
+    assert_eq!(
+        cluster.jobs(),
+        [("fabric.node.long".to_string(), "NODE_FAIL".to_string())]
+    );
+    assert!(!ws.path("Fabric.lock").exists() || !ws.read("Fabric.lock").contains("[stage.long]"));
 }

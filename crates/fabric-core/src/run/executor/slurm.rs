@@ -147,6 +147,9 @@ impl SlurmExecutor {
             format!("--chdir={}", job.dir.display()),
             format!("--output={}", job.log.display()),
             "--open-mode=truncate".to_string(),
+            // A job lost with its node ends the stage with that reason
+            // rather than running again later behind the run's back.
+            "--no-requeue".to_string(),
         ];
         let partition = job.resources.partition.as_ref().or(self.settings.partition.as_ref());
         args.extend(partition.map(|p| format!("--partition={p}")));
