@@ -23,7 +23,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use fabric_core::diagnostic::{Diagnostic, Diagnostics, did_you_mean};
 use fabric_core::graph::StageGraph;
@@ -121,9 +121,10 @@ impl From<Diagnostic> for UsageError {
 /// Parses arguments, runs the command, prints errors, returns the exit code.
 pub fn main() -> ExitCode {
     restore_sigpipe();
-    let cli = Cli::parse_from(params_as_flags(std::env::args_os().collect()));
+    let matches = Cli::command().get_matches_from(params_as_flags(std::env::args_os().collect()));
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
     let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    match dispatch(cli) {
+    match dispatch(cli, &matches) {
         Ok(code) => code,
         Err(error) => {
             if let Some(usage) = error.downcast_ref::<UsageError>() {
@@ -147,7 +148,8 @@ fn restore_sigpipe() {
     }
 }
 
-fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+/// Runs the command; `matches` tell a flag given from its default.
+fn dispatch(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
     let globals = Globals {
         directory: cli.directory,
         manifest: cli.manifest,
@@ -165,7 +167,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sanitize(args) => prime::sanitize(args),
         Command::Dataset(args) => prime::dataset(args),
         Command::Schema(args) => prime::print_schema(args),
-        Command::Train(args) => onnx::train(args),
+        Command::Train(args) => onnx::train(args, matches.subcommand_matches("train").unwrap_or(matches)),
         Command::Evaluate(args) => onnx::evaluate(args),
         Command::Verify(args) => verify::execute(&globals, args),
         Command::Review(args) => review::execute(args),

@@ -3,9 +3,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::ArgMatches;
+use clap::parser::ValueSource;
 use fabric_core::manifest::find_root;
 use fabric_onnx::eval::{self, Candidate, EvalOutputs, Gates};
-use fabric_onnx::train::{self, BUILTIN, TrainOptions, TrainOutputs};
+use fabric_onnx::train::{self, TrainOptions, TrainOutputs};
 
 /// Arguments of `fabric train`.
 #[derive(Debug, clap::Args)]
@@ -16,64 +18,26 @@ pub struct TrainArgs {
     /// Where to write model.onnx, training-log.json and model-card.json.
     #[arg(long, value_name = "DIR")]
     output_dir: PathBuf,
-    /// `prime-mlp` (built-in), a released model.onnx to warm-start from, or
-    /// a hosted Gemini model (`gemini-2.5-flash`): its tuning job is prepared
-    /// in --output-dir from the instruction-tuning export beside --dataset
-    /// (`fabric dataset` writes it), to run on Vertex AI.
-    #[arg(long, default_value = BUILTIN)]
-    base_model: String,
-    /// Passes over the training set.
-    #[arg(long)]
-    epochs: Option<usize>,
-    /// Adam learning rate.
-    #[arg(long)]
-    learning_rate: Option<f64>,
+    #[command(flatten)]
+    options: TrainOptions,
     /// For a hosted Gemini model: the multiplier of Vertex AI's recommended
     /// learning rate (Vertex takes no absolute rate).
     #[arg(long, default_value_t = 1.0)]
     learning_rate_multiplier: f64,
-    /// Examples per step.
-    #[arg(long)]
-    batch_size: Option<usize>,
-    /// Hidden layer widths, comma-separated.
-    #[arg(long, value_delimiter = ',')]
-    hidden: Option<Vec<usize>>,
-    /// Seed of the initial weights and shuffling.
-    #[arg(long)]
-    seed: Option<u64>,
-    /// ONNX Runtime intra-op threads.
-    #[arg(long)]
-    threads: Option<usize>,
     /// Also write the train-step graph here (for other runtimes and benchmarks).
     #[arg(long, value_name = "FILE")]
     save_train_graph: Option<PathBuf>,
-    /// Train this train-step graph (following the README's naming
-    /// convention) instead of the built-in architecture.
-    #[arg(long, value_name = "FILE", requires = "inference_graph")]
-    train_graph: Option<String>,
-    /// The inference graph that receives the trained `param.*` values.
-    #[arg(long, value_name = "FILE", requires = "train_graph")]
-    inference_graph: Option<String>,
 }
 
-pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
-    if args.base_model.starts_with("gemini-") {
-        return prepare_hosted_tuning(&args);
+/// `fabric train`; `given` are its parsed flags, to tell a flag given from
+/// its default (a hosted model has other defaults).
+pub fn train(args: TrainArgs, given: &ArgMatches) -> anyhow::Result<ExitCode> {
+    let given = |flag: &str| given.value_source(flag) == Some(ValueSource::CommandLine);
+    if args.options.base_model.starts_with("gemini-") {
+        return prepare_hosted_tuning(&args, given("epochs"), given("learning_rate"));
     }
-    let defaults = TrainOptions::default();
-    let options = TrainOptions {
-        base_model: args.base_model,
-        hidden: args.hidden.unwrap_or(defaults.hidden),
-        epochs: args.epochs.unwrap_or(defaults.epochs),
-        batch_size: args.batch_size.unwrap_or(defaults.batch_size),
-        learning_rate: args.learning_rate.unwrap_or(defaults.learning_rate),
-        seed: args.seed.unwrap_or(defaults.seed),
-        threads: args.threads.unwrap_or(defaults.threads),
-        mode_weights: defaults.mode_weights,
-        train_graph: args.train_graph,
-        inference_graph: args.inference_graph,
-    };
-    options.check().map_err(anyhow::Error::msg)?;
+    let options = args.options;
+    options.check().map_err(|e| anyhow::anyhow!(e.as_flag()))?;
     std::fs::create_dir_all(&args.output_dir)?;
     let outputs = TrainOutputs {
         model: args.output_dir.join("model.onnx"),
@@ -133,7 +97,7 @@ fn warn_if_trained_on_other_data(model_dir: &std::path::Path, test: &std::path::
 
 /// `train --base-model gemini-…`: a hosted model cannot be tuned inside the
 /// sealed Fabric, so the tuning job is prepared for Vertex AI instead.
-fn prepare_hosted_tuning(args: &TrainArgs) -> anyhow::Result<ExitCode> {
+fn prepare_hosted_tuning(args: &TrainArgs, epochs_given: bool, rate_given: bool) -> anyhow::Result<ExitCode> {
     let sft = prime_brain::dataset::DatasetPaths::beside(&args.dataset).sft_default();
     anyhow::ensure!(
         sft.is_file(),
@@ -145,17 +109,17 @@ fn prepare_hosted_tuning(args: &TrainArgs) -> anyhow::Result<ExitCode> {
         args.learning_rate_multiplier > 0.0 && args.learning_rate_multiplier.is_finite(),
         "--learning-rate-multiplier must be a positive number"
     );
-    let epochs = args.epochs.unwrap_or(3);
+    let epochs = if epochs_given { args.options.epochs } else { 3 };
     let job = prime_brain::sft::gemini_tuning_job(
         &sft,
         &args.output_dir,
-        &args.base_model,
+        &args.options.base_model,
         epochs,
         args.learning_rate_multiplier,
     )?;
     eprintln!(
         "{} is a hosted model: its tuning runs on Vertex AI, not in Fabric. Prepared the job in {}:\n  {} ({} conversations in Gemini's tuning format)\n  {} (tuningJobs.create: {epochs} epochs, learning-rate multiplier {})\n  {} (the commands that submit it)",
-        args.base_model,
+        args.options.base_model,
         args.output_dir.display(),
         job.data.display(),
         job.examples,
@@ -163,10 +127,10 @@ fn prepare_hosted_tuning(args: &TrainArgs) -> anyhow::Result<ExitCode> {
         args.learning_rate_multiplier,
         job.readme.display()
     );
-    if let Some(rate) = args.learning_rate {
+    if rate_given {
         eprintln!(
-            "note: --learning-rate {rate} is an absolute rate, which Vertex AI does not take; it sets the rate as a multiplier of its recommended one (--learning-rate-multiplier, now {})",
-            args.learning_rate_multiplier
+            "note: --learning-rate {} is an absolute rate, which Vertex AI does not take; it sets the rate as a multiplier of its recommended one (--learning-rate-multiplier, now {})",
+            args.options.learning_rate, args.learning_rate_multiplier
         );
     }
     Ok(ExitCode::SUCCESS)

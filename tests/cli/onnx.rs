@@ -156,6 +156,16 @@ fn a_hosted_base_model_gets_its_tuning_job_prepared() {
             .starts_with("gs://")
     );
     assert!(ws.read("hosted/TUNING.md").contains("tuningJobs"));
+
+    // A flag given counts, a default of the built-in architecture does not.
+    for (flags, epochs) in [(&["--epochs", "5"][..], 5), (&[][..], 3)] {
+        let base = ["train", "--dataset", "d/train.jsonl", "--output-dir", "hosted"];
+        let hosted = ws.fabric(&[&base[..], &["--base-model", "gemini-2.5-flash"], flags].concat());
+        assert_eq!(hosted.code, 0, "{}", hosted.stderr);
+        assert!(!hosted.stderr.contains("Vertex AI does not take"), "{}", hosted.stderr);
+        let job: Value = serde_json::from_str(&ws.read("hosted/tuning-job.json")).unwrap();
+        assert_eq!(job["supervisedTuningSpec"]["hyperParameters"]["epochCount"], epochs);
+    }
     let evaluated = ws.fabric(&[
         "evaluate",
         "--model-dir",

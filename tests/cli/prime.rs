@@ -1099,6 +1099,22 @@ fn direct_commands_check_options_as_the_steps_do() {
             ][..],
             "--test-fraction must be within 0–1",
         ),
+        (
+            &[
+                "train",
+                "--dataset",
+                "s.jsonl",
+                "--output-dir",
+                "d",
+                "--batch-size",
+                "0",
+            ][..],
+            "--batch-size must be at least 1",
+        ),
+        (
+            &["train", "--dataset", "s.jsonl", "--output-dir", "d", "--hidden", "8,0"][..],
+            "--hidden needs at least one layer, each wider than 0",
+        ),
     ] {
         let outcome = ws.fabric(args);
         assert_eq!(outcome.code, 1, "{args:?}: {}", outcome.stderr);

@@ -43,7 +43,7 @@ impl Step for Train {
         "train split (dep 1) → model.onnx, training-log.json, model card (outs 1–3); with: base_model, hidden, epochs, batch_size, learning_rate, seed, threads, mode_weights"
     }
     fn check(&self, with: &Json) -> Result<(), String> {
-        parse_with::<TrainOptions>(with)?.check()
+        parse_with::<TrainOptions>(with)?.check().map_err(|e| e.to_string())
     }
     fn facts(&self, root: &Path) -> BTreeMap<String, String> {
         runtime_facts(root)

@@ -28,6 +28,7 @@ use super::mlp::{Architecture, Param, StepSettings, heads, inference_graph, trai
 use super::proto::{ModelProto, data_type};
 use super::runtime;
 use super::tensors::{f32_value, f32s};
+use fabric_core::steps::BadOption;
 use prime_brain::dataset::{Example, feature_layout};
 use prime_brain::labels::allowed;
 use prime_brain::schema::Mode;
@@ -35,44 +36,58 @@ use prime_brain::schema::Mode;
 /// The built-in architecture's name for `--base-model`.
 pub const BUILTIN: &str = "prime-mlp";
 
-/// Training parameters (the `with` table of `onnx.train`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Training parameters: the `with` table of `onnx.train` and the flags of
+/// `fabric train`, declared once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct TrainOptions {
-    /// `prime-mlp`, or the path of a released `model.onnx` to warm-start from.
+    /// `prime-mlp` (built in) or a released model.onnx to warm-start from.
+    /// `fabric train` also takes a hosted Gemini model (`gemini-2.5-flash`):
+    /// its tuning job is prepared in --output-dir from the instruction-tuning
+    /// export beside --dataset, to run on Vertex AI.
     #[serde(default = "builtin")]
+    #[arg(long, default_value = BUILTIN)]
     pub base_model: String,
-    /// Hidden layer widths.
+    /// Hidden layer widths (comma-separated on the command line).
     #[serde(default = "hidden")]
+    #[arg(long, value_delimiter = ',', default_values_t = hidden())]
     pub hidden: Vec<usize>,
-    /// Passes over the training set.
+    /// Passes over the training set (3 for a hosted model unless given).
     #[serde(default = "epochs")]
+    #[arg(long, default_value_t = epochs())]
     pub epochs: usize,
     /// Examples per step.
     #[serde(default = "batch_size")]
+    #[arg(long, default_value_t = batch_size())]
     pub batch_size: usize,
     /// Adam learning rate.
     #[serde(default = "learning_rate")]
+    #[arg(long, default_value_t = learning_rate())]
     pub learning_rate: f64,
     /// Seed of the initial weights and the shuffling.
     #[serde(default = "seed")]
+    #[arg(long, default_value_t = seed())]
     pub seed: u64,
     /// ONNX Runtime intra-op threads (part of the reproducibility contract).
     #[serde(default = "threads")]
+    #[arg(long, default_value_t = threads())]
     pub threads: usize,
     /// Loss weight of examples by mode: the doctrine matters most in passive
     /// and learning modes.
     #[serde(default = "mode_weights")]
+    #[arg(skip = mode_weights())]
     pub mode_weights: BTreeMap<String, f64>,
-    /// Train this train-step graph instead of the built-in architecture (it
-    /// must follow the naming convention of [`super::mlp`]); needs
-    /// `inference_graph`. Declare both files as deps so their content enters
+    /// Train this train-step graph instead of the built-in architecture
+    /// (following the README's naming convention); needs the inference graph
+    /// too. In a pipeline, declare both files as deps so their content enters
     /// the fingerprint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long, value_name = "FILE", requires = "inference_graph")]
     pub train_graph: Option<String>,
     /// The inference graph whose `param.*` initializers receive the trained
-    /// values of `train_graph`.
+    /// values of the train-step graph.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[arg(long, value_name = "FILE", requires = "train_graph")]
     pub inference_graph: Option<String>,
 }
 
@@ -113,26 +128,42 @@ impl Default for TrainOptions {
 }
 
 impl TrainOptions {
-    /// Checks values a type cannot express.
-    pub fn check(&self) -> Result<(), String> {
-        if self.epochs == 0 || self.batch_size == 0 || self.threads == 0 {
-            return Err("epochs, batch_size and threads must be at least 1".into());
+    /// Checks the values serde and clap cannot.
+    pub fn check(&self) -> Result<(), BadOption> {
+        for (name, value) in [
+            ("epochs", self.epochs),
+            ("batch_size", self.batch_size),
+            ("threads", self.threads),
+        ] {
+            if value == 0 {
+                return Err(BadOption::new(name, "must be at least 1"));
+            }
         }
         if !(self.learning_rate > 0.0 && self.learning_rate < 1.0) {
-            return Err("learning_rate must be within (0, 1)".into());
+            return Err(BadOption::new("learning_rate", "must be within (0, 1)"));
         }
         if self.hidden.is_empty() || self.hidden.contains(&0) {
-            return Err("hidden needs at least one layer, each wider than 0".into());
+            return Err(BadOption::new("hidden", "needs at least one layer, each wider than 0"));
         }
-        for name in self.mode_weights.keys() {
-            if !Mode::ALL.iter().any(|m| m.name() == name) {
-                return Err(format!("mode_weights: `{name}` is not a mode"));
-            }
+        if let Some(name) = self
+            .mode_weights
+            .keys()
+            .find(|name| !Mode::ALL.iter().any(|m| m.name() == *name))
+        {
+            return Err(BadOption::new(
+                "mode_weights",
+                format!("names `{name}`, which is not a mode"),
+            ));
         }
         match (&self.train_graph, &self.inference_graph) {
             (None, None) => {}
             (Some(step), Some(inference)) if step.ends_with(".onnx") && inference.ends_with(".onnx") => {}
-            _ => return Err("train_graph and inference_graph go together, both .onnx files".into()),
+            _ => {
+                return Err(BadOption::new(
+                    "train_graph",
+                    "and inference_graph go together, both .onnx files",
+                ));
+            }
         }
         base_model_kind(&self.base_model).map(|_| ())
     }
@@ -144,15 +175,18 @@ enum BaseModel {
     Released(PathBuf),
 }
 
-fn base_model_kind(name: &str) -> Result<BaseModel, String> {
+fn base_model_kind(name: &str) -> Result<BaseModel, BadOption> {
     if name == BUILTIN {
         return Ok(BaseModel::Builtin);
     }
     if name.ends_with(".onnx") {
         return Ok(BaseModel::Released(PathBuf::from(name)));
     }
-    Err(format!(
-        "`{name}` is not a built-in architecture or a model.onnx path; hosted models (such as gemini-2.5-flash) cannot be tuned inside the sealed Fabric. Use `{BUILTIN}` or a released model.onnx, and tune hosted models elsewhere on the instruction-tuning export (`fabric dataset --sft-output FILE`, or a 4th out of `prime.dataset`)"
+    Err(BadOption::new(
+        "base_model",
+        format!(
+            "`{name}` is not a built-in architecture or a model.onnx path; hosted models (such as gemini-2.5-flash) cannot be tuned inside the sealed Fabric. Use `{BUILTIN}` or a released model.onnx, and tune hosted models elsewhere on the instruction-tuning export (`fabric dataset --sft-output FILE`, or a 4th out of `prime.dataset`)"
+        ),
     ))
 }
 
@@ -233,7 +267,7 @@ pub fn dataset_hash(dataset: &Path) -> Option<String> {
 
 /// Initial parameters: seeded, or the weights of a released model.
 fn starting_params(options: &TrainOptions, arch: &Architecture) -> anyhow::Result<Vec<Param>> {
-    match base_model_kind(&options.base_model).map_err(anyhow::Error::msg)? {
+    match base_model_kind(&options.base_model)? {
         BaseModel::Builtin => Ok(arch.initial_params(options.seed)),
         BaseModel::Released(path) => {
             let model = read_model(&path).map_err(|e| anyhow::anyhow!("--base-model {e}"))?;
@@ -266,7 +300,7 @@ fn starting_params(options: &TrainOptions, arch: &Architecture) -> anyhow::Resul
 /// The encoded train-step graph training would run (initial parameters as
 /// initializers).
 pub fn train_step_model(options: &TrainOptions) -> anyhow::Result<Vec<u8>> {
-    options.check().map_err(anyhow::Error::msg)?;
+    options.check()?;
     let arch = Architecture {
         features: feature_layout().len(),
         hidden: options.hidden.clone(),
@@ -368,7 +402,7 @@ pub fn train(
     options: &TrainOptions,
     outputs: &TrainOutputs,
 ) -> anyhow::Result<TrainingLog> {
-    options.check().map_err(anyhow::Error::msg)?;
+    options.check()?;
     let examples = read_examples(dataset)?;
     anyhow::ensure!(!examples.is_empty(), "{} holds no examples", dataset.display());
     let width = feature_layout().len();

@@ -8,6 +8,7 @@
 
 pub mod release;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -95,13 +96,16 @@ pub trait Step: Send + Sync {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadOption {
     name: &'static str,
-    rule: &'static str,
+    rule: Cow<'static, str>,
 }
 
 impl BadOption {
     /// Option `name` breaks `rule` ("must be at least 1").
-    pub fn new(name: &'static str, rule: &'static str) -> BadOption {
-        BadOption { name, rule }
+    pub fn new(name: &'static str, rule: impl Into<Cow<'static, str>>) -> BadOption {
+        BadOption {
+            name,
+            rule: rule.into(),
+        }
     }
 
     /// The problem as the command line says it (`--test-fraction must be …`).
