@@ -18,6 +18,13 @@ pub struct Args {
     force: bool,
 }
 
+impl Args {
+    /// Check out these stages' outs, keeping hand edits.
+    pub fn of(stages: Vec<String>) -> Args {
+        Args { stages, force: false }
+    }
+}
+
 /// True when `content` could be got back after being overwritten: nothing is
 /// there, or the store holds every file of it (like DVC, an out whose content
 /// is in the cache is overwritten without asking; a hand edit is not).

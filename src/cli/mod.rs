@@ -10,6 +10,7 @@ mod lock;
 mod metrics;
 mod onnx;
 mod prime;
+mod remote;
 mod review;
 mod run;
 mod serve;
@@ -63,6 +64,12 @@ enum Command {
     Dag(dag::Args),
     /// Restore outs from the store as Fabric.lock records them.
     Checkout(checkout::Args),
+    /// Upload what Fabric.lock records (objects and run records) to the remote cache.
+    Push(remote::TransferArgs),
+    /// Download what Fabric.lock records from the remote cache, then check it out.
+    Pull(remote::TransferArgs),
+    /// The remote cache: `fabric remote list` shows it and whether it answers.
+    Remote(remote::Args),
     /// Show metrics outs as a table.
     Metrics(metrics::Args),
     /// Remove store content nothing refers to any more, and the step memos of stages no longer declared.
@@ -160,6 +167,9 @@ fn dispatch(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         Command::Explain(args) => explain::execute(&globals, args),
         Command::Dag(args) => dag::execute(&globals, args),
         Command::Checkout(args) => checkout::execute(&globals, args),
+        Command::Push(args) => remote::push(&globals, args),
+        Command::Pull(args) => remote::pull(&globals, args),
+        Command::Remote(args) => remote::list(&globals, args),
         Command::Metrics(args) => metrics::execute(&globals, args),
         Command::Gc(args) => gc::execute(&globals, args),
         Command::Init(args) => init::execute(&globals, args),

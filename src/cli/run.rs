@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use fabric_core::layout::Layout;
 
-use super::{Globals, Session, UsageError, reporter};
+use super::{Globals, Session, UsageError, remote, reporter};
 use fabric_core::diagnostic::Diagnostic;
 use fabric_core::hash::Witness;
 use fabric_core::manifest::Action;
@@ -19,6 +19,7 @@ use fabric_core::report::{Event, Outcome, Reporter, Summary};
 use fabric_core::run::executor::{Executor, LocalExecutor, SlurmExecutor};
 use fabric_core::run::{Decision, Force, Planner, Runner, noop};
 use fabric_core::stat_cache::now_ns;
+use fabric_core::store::{Reach, Store};
 
 /// Arguments of `fabric run`.
 #[derive(Debug, clap::Args)]
@@ -80,6 +81,15 @@ pub struct Args {
     /// else local). A stage with `executor = "local"` stays local.
     #[arg(long, value_name = "local|slurm")]
     executor: Option<ExecutorKind>,
+    /// Look in the remote cache (`[workspace.remote]`) before running a
+    /// stage: what another machine already ran is restored, not run again.
+    /// A remote that does not answer is skipped with a warning.
+    #[arg(long)]
+    pull: bool,
+    /// After a successful run, upload what the selected stages recorded to
+    /// the remote cache.
+    #[arg(long)]
+    push: bool,
     /// A declared param written as an option (`--snapshots-dir DIR` sets
     /// `snapshots_dir`); filled in from the command line, not typed.
     #[arg(long, hide = true, value_name = "NAME=VALUE")]
@@ -97,7 +107,8 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
     } else {
         Some(super::lock_workspace(&root, args.wait)?)
     };
-    let request = (!dry_run && args.force.is_empty()).then(|| noop::Request::new(&root, &request_args(&args)));
+    let request =
+        (!dry_run && args.force.is_empty() && !args.push).then(|| noop::Request::new(&root, &request_args(&args)));
     if let Some(request) = request
         && let Some(stages) = noop::recall(&root, request, &super::registry())
     {
@@ -107,7 +118,15 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
     }
     let lock_files = [Layout::LOCK, Layout::JOURNAL].map(|path| noop::look_now(&root, path));
 
-    let session = Session::open_with_flags(globals, &args.param, &args.param_flag)?;
+    let mut session = Session::open_with_flags(globals, &args.param, &args.param_flag)?;
+    let (pull, push) = session
+        .workspace
+        .remote
+        .as_ref()
+        .map_or((args.pull, args.push), |r| (args.pull || r.pull, args.push || r.push));
+    if pull && !dry_run {
+        pull_through_remote(&mut session)?;
+    }
     let selection = session.select(&args.targets, args.downstream)?;
     let force = if args.force.iter().any(String::is_empty) {
         Force::All
@@ -196,6 +215,11 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
             eprintln!("warning: could not keep .fabric/noop ({error}); the next run plans as usual");
         }
     }
+    let succeeded = !summary.interrupted && summary.failed == 0 && summary.skipped == 0;
+    if push && succeeded && !dry_run {
+        let (remote, _) = remote::open(&session)?;
+        remote::push_recorded(&session, remote, &args.targets)?;
+    }
     Ok(if summary.interrupted {
         ExitCode::from(130)
     } else if summary.failed > 0 || summary.skipped > 0 {
@@ -203,6 +227,26 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Puts the remote cache behind the session's store, so that stages are
+/// restored from it; a remote that does not answer is left out with a
+/// warning, and the run goes on without it.
+fn pull_through_remote(session: &mut Session) -> anyhow::Result<()> {
+    let (remote, _) = remote::open(session)?;
+    if let Err(error) = remote.probe() {
+        eprintln!(
+            "warning: {error}
+  running without the remote cache"
+        );
+        return Ok(());
+    }
+    let reach = Reach {
+        pull: true,
+        push: false,
+    };
+    session.store = Store::tiered(remote::tiers(session, remote, reach));
+    Ok(())
 }
 
 /// What of the command line can change a run's verdict.

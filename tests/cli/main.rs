@@ -11,6 +11,7 @@ mod noop;
 mod onnx;
 mod prime;
 mod release;
+mod remote;
 mod runner;
 mod slurm;
 mod studio;

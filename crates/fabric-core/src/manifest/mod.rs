@@ -10,6 +10,7 @@ mod cache;
 mod execution;
 pub mod interpolate;
 mod raw;
+mod remote;
 mod resources;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -27,6 +28,7 @@ use crate::steps::Registry;
 pub use execution::{ExecutorKind, SET_BY_FABRIC, SlurmSettings};
 use interpolate::{Piece, Reference};
 use raw::{RawPipelineFile, RawStage, RawWorkspaceFile};
+pub use remote::{RemoteLocation, RemoteSettings};
 use resources::RawResources;
 pub use resources::Resources;
 
@@ -184,6 +186,8 @@ pub struct Workspace {
     pub executor: ExecutorKind,
     /// `[workspace.slurm]`: what Slurm jobs are submitted with.
     pub slurm: SlurmSettings,
+    /// `[workspace.remote]`: the shared cache, if one is configured.
+    pub remote: Option<RemoteSettings>,
     /// Every stage, sorted by name.
     pub stages: Vec<Stage>,
     /// Pipelines, sorted by name.
@@ -321,20 +325,18 @@ impl Loader<'_> {
         let store = crate::layout::Layout::new(self.root).store(workspace.and_then(|w| w.store.as_deref()));
         let jobs = workspace.and_then(|w| w.jobs).unwrap_or(0);
         let executor = workspace.and_then(|w| w.executor).unwrap_or_default();
-        let slurm = match workspace.and_then(|w| w.slurm.as_ref()).map(execution::RawSlurm::check) {
-            None => SlurmSettings::default(),
-            Some(Ok(settings)) => settings,
-            Some(Err(invalid)) => {
-                for value in invalid {
-                    self.errors.push(
-                        Diagnostic::new(value.message)
-                            .at(source.at(value.span), "in `[workspace.slurm]`")
-                            .hint(value.hint),
-                    );
-                }
-                SlurmSettings::default()
-            }
-        };
+        let slurm = self
+            .settings(
+                &source,
+                workspace.and_then(|w| w.slurm.as_ref()).map(execution::RawSlurm::check),
+                "slurm",
+            )
+            .unwrap_or_default();
+        let remote = self.settings(
+            &source,
+            workspace.and_then(|w| w.remote.as_ref()).map(remote::RawRemote::check),
+            "remote",
+        );
         let includes = workspace.map(|w| w.include.clone()).unwrap_or_default();
         self.includes = includes.iter().map(|i| i.get_ref().clone()).collect();
 
@@ -441,11 +443,35 @@ impl Loader<'_> {
             jobs,
             executor,
             slurm,
+            remote,
             stages,
             pipelines,
             sources,
             observed: std::mem::take(&mut self.observed),
         })
+    }
+
+    /// A `[workspace.TABLE]` of settings, checked: its wrong values become
+    /// diagnostics (and the table counts as absent).
+    fn settings<T>(
+        &mut self,
+        source: &Source,
+        checked: Option<Result<T, Vec<resources::Invalid>>>,
+        table: &str,
+    ) -> Option<T> {
+        match checked? {
+            Ok(settings) => Some(settings),
+            Err(invalid) => {
+                for value in invalid {
+                    self.errors.push(
+                        Diagnostic::new(value.message)
+                            .at(source.at(value.span), format!("in `[workspace.{table}]`"))
+                            .hint(value.hint),
+                    );
+                }
+                None
+            }
+        }
     }
 
     /// Reads and parses one manifest file; syntax, type and unknown-key errors

@@ -28,6 +28,7 @@ pub struct RawWorkspace {
     pub jobs: Option<usize>,
     pub executor: Option<super::execution::ExecutorKind>,
     pub slurm: Option<super::execution::RawSlurm>,
+    pub remote: Option<super::remote::RawRemote>,
 }
 
 /// A pipeline file (`pipelines/*.toml`).

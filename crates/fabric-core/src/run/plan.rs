@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use super::Force;
 use super::freshness;
+use crate::digest::Digest;
 use crate::fingerprint::{DirtyReason, Inputs};
 use crate::graph::StageGraph;
 use crate::hash::{Content, FileMemo, Hasher, Witness};
@@ -146,7 +147,7 @@ impl<'a> Planner<'a> {
         let entry = self.lock_entry(&stage.name);
         reasons.extend(freshness::dirty_reasons(hasher, stage, entry.as_deref(), &inputs)?);
         let cached = if !reasons.is_empty() && freshness::restorable(&reasons) {
-            self.store.lookup_run(&inputs.fingerprint())
+            self.cached_run(entry.as_deref(), &inputs.fingerprint())
         } else {
             None
         };
@@ -162,6 +163,21 @@ impl<'a> Planner<'a> {
             deps,
             cached,
         })
+    }
+
+    /// The outs a run with `fingerprint` made, if the store holds them all.
+    /// When the lock has a record of that very fingerprint, the lock is the
+    /// truth: a run record (perhaps from a shared tier) that disagrees with
+    /// it is not used.
+    fn cached_run(&self, entry: Option<&LockEntry>, fingerprint: &Digest) -> Option<RunRecord> {
+        match entry {
+            Some(entry) if entry.fingerprint == *fingerprint => {
+                self.store.holds(entry.outs.values()).then(|| RunRecord {
+                    outs: entry.outs.clone(),
+                })
+            }
+            _ => self.store.lookup_run(fingerprint),
+        }
     }
 
     /// What `run` would do, stage by stage in topological order, without

@@ -39,7 +39,7 @@ use crate::paths::RelPath;
 
 pub mod tiered;
 
-pub use tiered::{Reach, Tier, TieredStorage};
+pub use tiered::{Moved, Reach, Tier, TieredStorage};
 
 /// The kinds of small records kept beside objects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +57,28 @@ impl RecordKind {
             RecordKind::Run => "runs",
         }
     }
+}
+
+/// Where object `hash` is kept, relative to a store's root, in every tier:
+/// `objects/ab/cdef…`.
+pub fn object_key(hash: &Digest) -> String {
+    let hex = hash.to_string();
+    format!("objects/{}/{}", &hex[..2], &hex[2..])
+}
+
+/// Where a record is kept, relative to a store's root, in every tier.
+fn record_key(kind: RecordKind, key: &Digest) -> String {
+    format!("{}/{key}.json", kind.dir())
+}
+
+/// Where directory manifest `hash` is kept in every tier.
+pub fn tree_key(hash: &Digest) -> String {
+    record_key(RecordKind::Tree, hash)
+}
+
+/// Where the run record of `fingerprint` is kept in every tier.
+pub fn run_key(fingerprint: &Digest) -> String {
+    record_key(RecordKind::Run, fingerprint)
 }
 
 /// Content-addressed objects and directory manifests: what a second,
@@ -99,13 +121,13 @@ impl LocalStorage {
         LocalStorage { dir: dir.to_path_buf() }
     }
 
-    fn object_path(&self, hash: &Digest) -> PathBuf {
-        let hex = hash.to_string();
-        self.dir.join("objects").join(&hex[..2]).join(&hex[2..])
+    /// The file holding object `hash` (present or not).
+    pub fn object_file(&self, hash: &Digest) -> PathBuf {
+        self.dir.join(object_key(hash))
     }
 
     fn record_path(&self, kind: RecordKind, key: &Digest) -> PathBuf {
-        self.dir.join(kind.dir()).join(format!("{key}.json"))
+        self.dir.join(record_key(kind, key))
     }
 
     fn put_record(&self, kind: RecordKind, key: &Digest, bytes: &[u8]) -> io::Result<()> {
@@ -175,13 +197,13 @@ impl ObjectStore for LocalStorage {
     fn missing(&self, hashes: &BTreeSet<Digest>) -> io::Result<BTreeSet<Digest>> {
         Ok(hashes
             .iter()
-            .filter(|hash| !self.object_path(hash).is_file())
+            .filter(|hash| !self.object_file(hash).is_file())
             .copied()
             .collect())
     }
 
     fn put_object(&self, hash: &Digest, source: &Path) -> io::Result<()> {
-        let target = self.object_path(hash);
+        let target = self.object_file(hash);
         if target.is_file() {
             return Ok(());
         }
@@ -194,11 +216,11 @@ impl ObjectStore for LocalStorage {
     }
 
     fn get_object(&self, hash: &Digest, destination: &Path) -> io::Result<()> {
-        std::fs::copy(self.object_path(hash), destination).map(|_| ())
+        std::fs::copy(self.object_file(hash), destination).map(|_| ())
     }
 
     fn discard_object(&self, hash: &Digest) -> io::Result<()> {
-        std::fs::remove_file(self.object_path(hash))
+        std::fs::remove_file(self.object_file(hash))
     }
 
     fn put_tree(&self, hash: &Digest, bytes: &[u8]) -> io::Result<()> {
@@ -225,6 +247,13 @@ impl RunCache for LocalStorage {
 pub struct RunRecord {
     /// Out path → record.
     pub outs: crate::lock::OutRecords,
+}
+
+impl RunRecord {
+    /// The stored form of a record of `outs`.
+    pub fn encode(outs: &crate::lock::OutRecords) -> Vec<u8> {
+        serde_json::to_vec_pretty(&RunRecord { outs: outs.clone() }).expect("run records serialize")
+    }
 }
 
 /// Why outs could not be restored.
@@ -262,10 +291,8 @@ impl Store {
         }
     }
 
-    /// The local directory `near` first, then the second tier `far`, as
-    /// far as `reach` allows ([`tiered`]).
-    pub fn tiered(near: &Path, far: Arc<dyn Tier>, reach: Reach) -> Store {
-        let tiers = Arc::new(TieredStorage::new(Arc::new(LocalStorage::new(near)), far, reach));
+    /// The local directory first, then a second tier ([`tiered`]).
+    pub fn tiered(tiers: Arc<TieredStorage>) -> Store {
         Store {
             objects: tiers.clone(),
             runs: tiers,
@@ -293,8 +320,7 @@ impl Store {
 
     /// Records that `fingerprint` produced `outs`.
     pub fn record_run(&self, fingerprint: &Digest, outs: &crate::lock::OutRecords) -> io::Result<()> {
-        let bytes = serde_json::to_vec_pretty(&RunRecord { outs: outs.clone() }).map_err(io::Error::other)?;
-        self.runs.put_run(fingerprint, &bytes)
+        self.runs.put_run(fingerprint, &RunRecord::encode(outs))
     }
 
     /// The run-cache entry for `fingerprint`, if every object it needs is present.

@@ -15,9 +15,12 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
+use rayon::prelude::*;
+
 use super::{LocalStorage, ObjectStore, RunCache};
 use crate::digest::Digest;
 use crate::hash::{Tree, hash_file};
+use crate::lock::{OutKind, OutRecords};
 
 /// A second tier: objects, trees and run records.
 pub trait Tier: ObjectStore + RunCache {}
@@ -60,6 +63,119 @@ impl TieredStorage {
         }
         self.near.put_object(hash, incoming.path())
     }
+}
+
+/// What a push or a pull moved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Moved {
+    /// Objects copied (those the receiving tier already held are not).
+    pub objects: usize,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Objects the receiving tier already held.
+    pub present: usize,
+}
+
+/// Transfers in flight at once: a remote's latency, not this machine's
+/// cores, is what they wait on.
+const TRANSFERS: usize = 8;
+
+impl TieredStorage {
+    /// Copies to the far tier what these runs made and the far tier lacks:
+    /// objects (asked about in one batch), directory manifests and run
+    /// records. `progress` is told the bytes of each object sent.
+    pub fn push(&self, runs: &[(Digest, &OutRecords)], progress: &(dyn Fn(u64) + Sync)) -> io::Result<Moved> {
+        let files = files_of(runs, |hash| {
+            let bytes = self.near.get_tree(hash)?.ok_or_else(|| absent("tree", hash))?;
+            self.far.put_tree(hash, &bytes)?;
+            Ok(bytes)
+        })?;
+        let unheld = self.near.missing(&files)?;
+        if let Some(hash) = unheld.first() {
+            return Err(absent("object", hash));
+        }
+        let sending = self.far.missing(&files)?;
+        let moved = transfer(&sending, |hash| {
+            let source = self.near.object_file(hash);
+            let size = std::fs::metadata(&source)?.len();
+            self.far.put_object(hash, &source)?;
+            progress(size);
+            Ok(size)
+        })?;
+        for (fingerprint, outs) in runs {
+            self.far.put_run(fingerprint, &super::RunRecord::encode(outs))?;
+        }
+        Ok(Moved {
+            present: files.len() - sending.len(),
+            ..moved
+        })
+    }
+
+    /// Copies from the far tier what these runs made and the near tier
+    /// lacks, each object checked against its address; run records are
+    /// written from `runs` (the lock), never taken from the far tier.
+    pub fn pull(&self, runs: &[(Digest, &OutRecords)], progress: &(dyn Fn(u64) + Sync)) -> io::Result<Moved> {
+        let files = files_of(runs, |hash| self.get_tree(hash)?.ok_or_else(|| absent("tree", hash)))?;
+        let fetching = self.near.missing(&files)?;
+        let moved = transfer(&fetching, |hash| {
+            self.pull_object(hash)?;
+            let size = std::fs::metadata(self.near.object_file(hash))?.len();
+            progress(size);
+            Ok(size)
+        })?;
+        for (fingerprint, outs) in runs {
+            self.near.put_run(fingerprint, &super::RunRecord::encode(outs))?;
+        }
+        Ok(Moved {
+            present: files.len() - fetching.len(),
+            ..moved
+        })
+    }
+}
+
+/// The files these runs' outs hold; `tree` gives (and may pass on) the
+/// manifest of each directory out.
+fn files_of(
+    runs: &[(Digest, &OutRecords)],
+    mut tree: impl FnMut(&Digest) -> io::Result<Vec<u8>>,
+) -> io::Result<BTreeSet<Digest>> {
+    let mut files = BTreeSet::new();
+    for (_, outs) in runs {
+        for out in outs.values() {
+            match out.kind {
+                OutKind::File => {
+                    files.insert(out.hash);
+                }
+                OutKind::Dir => {
+                    let listed: Tree = serde_json::from_slice(&tree(&out.hash)?).map_err(io::Error::other)?;
+                    files.extend(listed.file_hashes());
+                }
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// Runs `copy` on every hash, [`TRANSFERS`] at a time; the first error
+/// ends the transfer.
+fn transfer(hashes: &BTreeSet<Digest>, copy: impl Fn(&Digest) -> io::Result<u64> + Sync) -> io::Result<Moved> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(TRANSFERS)
+        .build()
+        .map_err(io::Error::other)?;
+    let sizes: Vec<u64> = pool.install(|| hashes.par_iter().map(&copy).collect::<io::Result<_>>())?;
+    Ok(Moved {
+        objects: sizes.len(),
+        bytes: sizes.iter().sum(),
+        present: 0,
+    })
+}
+
+fn absent(what: &str, hash: &Digest) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{what} {hash} is not in the local store; run the stage that makes it first"),
+    )
 }
 
 impl ObjectStore for TieredStorage {
@@ -178,7 +294,11 @@ mod tests {
     }
 
     fn tiered(dir: &Path, reach: Reach) -> Store {
-        Store::tiered(&dir.join("near"), Arc::new(LocalStorage::new(&dir.join("far"))), reach)
+        Store::tiered(Arc::new(TieredStorage::new(
+            Arc::new(LocalStorage::new(&dir.join("near"))),
+            Arc::new(LocalStorage::new(&dir.join("far"))),
+            reach,
+        )))
     }
 
     fn restore_all(store: &Store, root: &Path, outs: &OutRecords) -> Result<(), super::super::RestoreError> {
@@ -244,7 +364,7 @@ mod tests {
         let (fingerprint, outs) = recorded_in_far(dir.path());
         let far = LocalStorage::new(&dir.path().join("far"));
         let model = outs.get("model.bin").unwrap().hash;
-        std::fs::write(far.object_path(&model), "poisoned").unwrap();
+        std::fs::write(far.object_file(&model), "poisoned").unwrap();
         let pulling = tiered(
             dir.path(),
             Reach {
@@ -267,7 +387,7 @@ mod tests {
             1,
             "not kept near"
         );
-        assert!(far.object_path(&model).is_file(), "the shared tier is not pruned");
+        assert!(far.object_file(&model).is_file(), "the shared tier is not pruned");
 
         // A tree that lists other files than its address says is refused too.
         let tree = outs.get("out").unwrap().hash;
@@ -335,14 +455,14 @@ mod tests {
         let near = LocalStorage::new(&dir.path().join("near"));
         let model = dir.path().join("ws/model.bin");
         near.put_object(&outs.get("model.bin").unwrap().hash, &model).unwrap();
-        let store = Store::tiered(
-            &dir.path().join("near"),
+        let store = Store::tiered(Arc::new(TieredStorage::new(
+            Arc::new(near),
             counting.clone(),
             Reach {
                 pull: true,
                 push: false,
             },
-        );
+        )));
         assert!(store.lookup_run(&fingerprint).is_some());
         assert_eq!(
             *counting.asked.lock().unwrap(),
