@@ -100,6 +100,15 @@ pub fn pull(globals: &Globals, args: TransferArgs) -> anyhow::Result<ExitCode> {
         tiers(&session, remote, reach).pull(&runs, progress)
     })?;
     eprintln!("{} from {location}", summary(&moved, "downloaded", runs.len()));
+    for refused in &moved.refused {
+        eprintln!("warning: {refused}");
+    }
+    if moved.lacking > 0 {
+        eprintln!(
+            "warning: {} objects the lock records are in neither this store nor the remote; their outs cannot be checked out",
+            moved.lacking
+        );
+    }
     drop(session);
     checkout::execute(globals, checkout::Args::of(args.targets))
 }

@@ -15,8 +15,9 @@ struct WebDav {
 }
 
 impl WebDav {
-    /// Starts a server; with `user`, it asks for that user and password.
-    fn start(user: Option<(&str, &str)>) -> WebDav {
+    /// Starts a server; with `user`, it asks for that user and password;
+    /// `extra` is appended to its configuration.
+    fn start(user: Option<(&str, &str)>, extra: &str) -> WebDav {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("dav");
         // The collection the remote URL names exists, as a bucket would.
@@ -51,17 +52,34 @@ auth.require = ("/" => ("method" => "basic", "realm" => "cache", "require" => "v
                 dir.path().display()
             ));
         }
+        config.push_str(extra);
         std::fs::write(dir.path().join("lighttpd.conf"), config).unwrap();
-        let server = Command::new("lighttpd")
-            .args(["-D", "-f"])
-            .arg(dir.path().join("lighttpd.conf"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("lighttpd is installed by scripts/setup --tests");
+        let server = WebDav::launch(dir.path());
         let mut webdav = WebDav { dir, port, server };
         webdav.wait_until_it_answers();
         webdav
+    }
+
+    fn launch(dir: &std::path::Path) -> Child {
+        Command::new("lighttpd")
+            .args(["-D", "-f"])
+            .arg(dir.join("lighttpd.conf"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("lighttpd is installed by scripts/setup --tests")
+    }
+
+    /// Kills the server at once (connections in flight are cut).
+    fn kill(&mut self) {
+        self.server.kill().unwrap();
+        self.server.wait().unwrap();
+    }
+
+    /// Starts the server again on the same port and files.
+    fn restart(&mut self) {
+        self.server = WebDav::launch(self.dir.path());
+        self.wait_until_it_answers();
     }
 
     /// Waits (a bounded time) for the port to take connections.
@@ -162,7 +180,7 @@ fn same_outs(one: &Workspace, other: &Workspace) {
 
 #[test]
 fn a_second_clone_restores_what_the_first_pushed_and_executes_nothing() {
-    let server = WebDav::start(None);
+    let server = WebDav::start(None, "");
     let first = Workspace::new();
     with_remote(&first, &server.url(), "");
     let listed = first.ok(&["remote", "list"]);
@@ -202,7 +220,7 @@ fn a_second_clone_restores_what_the_first_pushed_and_executes_nothing() {
 
 #[test]
 fn a_damaged_or_missing_remote_object_is_reported_and_its_stage_runs() {
-    let server = WebDav::start(None);
+    let server = WebDav::start(None, "");
     let first = Workspace::new();
     with_remote(&first, &server.url(), "");
     first.ok(&["run", "--push"]);
@@ -241,7 +259,22 @@ fn a_damaged_or_missing_remote_object_is_reported_and_its_stage_runs() {
             .any(|f| std::fs::read(f.path()).unwrap() == b"poisoned\n"),
         "the poisoned bytes are not kept locally"
     );
-    // `fabric pull` says which object is wrong and restores nothing from it.
+    // `fabric pull` gets what the remote has, and says what it lacks.
+    let partial = clone_of(&first);
+    let pulled = partial.fabric(&["pull"]);
+    assert_eq!(pulled.code, 1, "{}", pulled.stderr);
+    assert!(
+        pulled.stderr.contains("1 objects the lock records are in neither"),
+        "{}",
+        pulled.stderr
+    );
+    assert!(
+        pulled.stderr.contains("cannot restore build/a.txt"),
+        "{}",
+        pulled.stderr
+    );
+    assert_eq!(partial.read("build/b.txt"), first.read("build/b.txt"));
+    // It says which object is wrong and restores nothing from it.
     let third = clone_of(&first);
     let pulled = third.fabric(&["pull", "d"]);
     assert_ne!(pulled.code, 0);
@@ -251,7 +284,7 @@ fn a_damaged_or_missing_remote_object_is_reported_and_its_stage_runs() {
 
 #[test]
 fn a_run_record_that_disagrees_with_the_lock_is_not_used() {
-    let server = WebDav::start(None);
+    let server = WebDav::start(None, "");
     let first = Workspace::new();
     with_remote(&first, &server.url(), "");
     first.ok(&["run", "--push"]);
@@ -275,7 +308,7 @@ fn a_run_record_that_disagrees_with_the_lock_is_not_used() {
 
 #[test]
 fn a_remote_that_is_down_or_stalled_fails_within_its_timeout_and_run_pull_runs_instead() {
-    let server = WebDav::start(None);
+    let server = WebDav::start(None, "");
     let first = Workspace::new();
     with_remote(&first, &server.url(), "timeout = 2");
     first.ok(&["run"]);
@@ -304,9 +337,75 @@ fn a_remote_that_is_down_or_stalled_fails_within_its_timeout_and_run_pull_runs_i
     same_outs(&first, &second);
 }
 
+/// Appends a stage writing `megabytes` of random bytes to `build/big.bin`.
+fn with_big_stage(ws: &Workspace, megabytes: usize) {
+    let pipeline = ws.read("pipelines/chain.toml");
+    ws.write(
+        "pipelines/chain.toml",
+        &format!(
+            "{pipeline}\n[stage.big]\ncmd = \"{} && head -c {} /dev/urandom > build/big.bin\"\nouts = [\"build/big.bin\"]\n",
+            ws.tick("big"),
+            megabytes * 1_000_000
+        ),
+    );
+}
+
+#[test]
+fn a_server_lost_mid_transfer_fails_the_pull_and_keeps_nothing_half_made() {
+    // The server sends 4 MB/s, so a 40 MB object is still on its way when
+    // the server is killed.
+    let mut server = WebDav::start(None, "connection.kbytes-per-second = 4096\n");
+    let first = Workspace::new();
+    with_remote(&first, &server.url(), "timeout = 60");
+    with_big_stage(&first, 40);
+    first.ok(&["run", "--push", "big"]);
+    let hash = blake3::hash(&std::fs::read(first.path("build/big.bin")).unwrap())
+        .to_hex()
+        .to_string();
+    let parts = std::fs::read_dir(server.files().join("parts").join(&hash))
+        .unwrap()
+        .count();
+    assert_eq!(parts, 3, "40 MB goes as parts of 16 MiB");
+
+    let second = clone_of(&first);
+    second.write("pipelines/chain.toml", &first.read("pipelines/chain.toml"));
+    let pulling = second.spawn(&["pull", "big"]);
+    let incoming = second.path(".fabric/store/incoming");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_dir(&incoming)
+        .map(|entries| entries.flatten().any(|e| e.metadata().is_ok_and(|m| m.len() > 0)))
+        .unwrap_or(false)
+    {
+        assert!(Instant::now() < deadline, "the download did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    server.kill();
+    let output = pulling.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("did not send an object"), "{stderr}");
+    assert!(!second.path("build/big.bin").exists());
+    assert!(
+        !second
+            .path(".fabric/store/objects")
+            .join(&hash[..2])
+            .join(&hash[2..])
+            .exists()
+            && std::fs::read_dir(&incoming).unwrap().next().is_none(),
+        "nothing half-downloaded is kept"
+    );
+
+    server.restart();
+    second.ok(&["pull", "big"]);
+    assert_eq!(
+        std::fs::read(second.path("build/big.bin")).unwrap(),
+        std::fs::read(first.path("build/big.bin")).unwrap()
+    );
+}
+
 #[test]
 fn refused_credentials_are_reported_and_never_printed() {
-    let server = WebDav::start(Some(("fabric", "s3cret-pass")));
+    let server = WebDav::start(Some(("fabric", "s3cret-pass")), "");
     let ws = Workspace::new();
     with_remote(&ws, &server.url(), "timeout = 5");
     ws.ok(&["run"]);
@@ -340,11 +439,18 @@ fn refused_credentials_are_reported_and_never_printed() {
 
 #[test]
 fn concurrent_pushes_of_the_same_content_leave_a_sound_remote() {
-    let server = WebDav::start(None);
+    let server = WebDav::start(None, "");
+    // 300 files more: many `objects/ab/` collections for the pushes to
+    // create at the same moment.
     let workspaces: Vec<Workspace> = (0..3)
         .map(|_| {
             let ws = Workspace::new();
             with_remote(&ws, &server.url(), "");
+            let pipeline = ws.read("pipelines/chain.toml");
+            ws.write(
+                "pipelines/chain.toml",
+                &format!("{pipeline}\n[stage.many]\ncmd = \"mkdir -p build/many && for i in $(seq 300); do echo $i > build/many/$i; done\"\nouts = [\"build/many\"]\n"),
+            );
             ws.ok(&["run"]);
             ws
         })
@@ -354,6 +460,7 @@ fn concurrent_pushes_of_the_same_content_leave_a_sound_remote() {
         let output = push.wait_with_output().unwrap();
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     }
+    assert_eq!(server.objects().len(), 304);
     for object in server.objects() {
         let bytes = std::fs::read(&object).unwrap();
         let name = format!(
@@ -387,4 +494,180 @@ fn remote_settings_are_checked_when_the_manifest_loads() {
     let outcome = none.fabric(&["push"]);
     assert_eq!(outcome.code, 1);
     assert!(outcome.stderr.contains("no remote is configured"), "{}", outcome.stderr);
+}
+
+/// A single-node Garage (a real distributed S3 store, built by
+/// `scripts/setup --tests`) on free loopback ports, with a bucket `cache`
+/// and a key allowed to use it; stopped on drop.
+struct Garage {
+    dir: tempfile::TempDir,
+    s3_port: u16,
+    server: Child,
+    key: String,
+    secret: String,
+}
+
+impl Garage {
+    fn binary() -> PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".fabric/bin/garage")
+    }
+
+    fn start() -> Garage {
+        let dir = tempfile::tempdir().unwrap();
+        let port = || {
+            std::net::TcpListener::bind(("127.0.0.1", 0))
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let (rpc, s3_port, admin) = (port(), port(), port());
+        let secret: String = (0..32).map(|i| format!("{:02x}", (i * 37 + 11) % 256)).collect();
+        std::fs::write(
+            dir.path().join("garage.toml"),
+            format!(
+                r#"metadata_dir = "{dir}/meta"
+data_dir = "{dir}/data"
+db_engine = "sqlite"
+replication_factor = 1
+rpc_bind_addr = "127.0.0.1:{rpc}"
+rpc_public_addr = "127.0.0.1:{rpc}"
+rpc_secret = "{secret}"
+
+[s3_api]
+s3_region = "garage"
+api_bind_addr = "127.0.0.1:{s3_port}"
+
+[admin]
+api_bind_addr = "127.0.0.1:{admin}"
+admin_token = "fabric-test-admin"
+"#,
+                dir = dir.path().display()
+            ),
+        )
+        .unwrap();
+        let server = Command::new(Garage::binary())
+            .arg("-c")
+            .arg(dir.path().join("garage.toml"))
+            .arg("server")
+            .stdout(std::fs::File::create(dir.path().join("server.log")).unwrap())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("garage is built by scripts/setup --tests");
+        let mut garage = Garage {
+            dir,
+            s3_port,
+            server,
+            key: String::new(),
+            secret: String::new(),
+        };
+        // The node answers its CLI once its RPC is up (bounded wait).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let node = loop {
+            let status = garage.cli(&["status"]);
+            if let Some(id) = status.lines().find_map(|line| {
+                line.split_whitespace()
+                    .next()
+                    .filter(|w| w.len() == 16 && w.chars().all(|c| c.is_ascii_hexdigit()))
+            }) {
+                break id.to_string();
+            }
+            assert!(Instant::now() < deadline, "garage did not come up: {status}");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        garage.cli(&["layout", "assign", "-z", "dc1", "-c", "1G", &node]);
+        garage.cli(&["layout", "apply", "--version", "1"]);
+        let created = garage.cli(&["key", "create", "fabric"]);
+        let field = |name: &str| {
+            created
+                .lines()
+                .find_map(|line| line.trim().strip_prefix(name).map(|v| v.trim().to_string()))
+                .unwrap_or_else(|| panic!("no `{name}` in: {created}"))
+        };
+        garage.key = field("Key ID:");
+        garage.secret = field("Secret key:");
+        garage.cli(&["bucket", "create", "cache"]);
+        garage.cli(&["bucket", "allow", "--read", "--write", "cache", "--key", "fabric"]);
+        garage
+    }
+
+    /// Runs the garage CLI against this node; its output (stdout, then stderr).
+    fn cli(&self, args: &[&str]) -> String {
+        let output = Command::new(Garage::binary())
+            .arg("-c")
+            .arg(self.dir.path().join("garage.toml"))
+            .args(args)
+            .output()
+            .unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    }
+
+    /// The environment fabric reads S3 settings and credentials from.
+    fn env(&self, secret: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", self.key.clone()),
+            ("AWS_SECRET_ACCESS_KEY", secret.to_string()),
+            ("AWS_ENDPOINT", format!("http://127.0.0.1:{}", self.s3_port)),
+            ("AWS_REGION", "garage".to_string()),
+        ]
+    }
+
+    fn fabric(&self, ws: &Workspace, args: &[&str]) -> Outcome {
+        Outcome::from(ws.command(args).envs(self.env(&self.secret)).output().unwrap())
+    }
+}
+
+impl Drop for Garage {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+#[test]
+fn through_garage_s3_a_clone_restores_everything_a_large_out_included() {
+    let garage = Garage::start();
+    let first = Workspace::new();
+    with_remote(&first, "s3://cache/team/prime", "");
+    with_big_stage(&first, 25);
+    let listed = garage.fabric(&first, &["remote", "list"]);
+    assert!(listed.stdout.contains("answers"), "{}{}", listed.stdout, listed.stderr);
+    let pushed = garage.fabric(&first, &["run", "--push"]);
+    assert_eq!(pushed.code, 0, "{}", pushed.stderr);
+    assert!(pushed.stderr.contains("uploaded 5 objects"), "{}", pushed.stderr);
+
+    let second = clone_of(&first);
+    second.write("pipelines/chain.toml", &first.read("pipelines/chain.toml"));
+    let pulled = garage.fabric(&second, &["run", "--pull"]);
+    assert_eq!(pulled.code, 0, "{}", pulled.stderr);
+    assert_eq!(
+        executed(&first) + first.count("big"),
+        5,
+        "the clone ran nothing: {}",
+        pulled.stderr
+    );
+    same_outs(&first, &second);
+    assert_eq!(
+        std::fs::read(first.path("build/big.bin")).unwrap(),
+        std::fs::read(second.path("build/big.bin")).unwrap()
+    );
+
+    let refused = Outcome::from(
+        first
+            .command(&["push"])
+            .envs(garage.env("not-the-secret"))
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused.stderr.contains("credentials were refused"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!refused.stderr.contains("not-the-secret") && !refused.stderr.contains(&garage.secret));
 }

@@ -36,11 +36,12 @@ use fabric_core::manifest::{RemoteLocation, RemoteSettings};
 use fabric_core::store::{ObjectStore, RunCache, object_key, run_key, tree_key};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as Key;
-use object_store::{ClientOptions, ObjectStoreExt, PutPayload, RetryConfig, WriteMultipart};
+use object_store::{ClientOptions, ObjectStoreExt, PutPayload, RetryConfig};
 
-/// Objects up to this size are sent in one request; larger ones in parts
-/// where the server takes them (S3), so memory stays bounded.
-const PART: usize = 8 << 20;
+/// Objects up to this size are sent in one request; a larger one is kept
+/// as parts of this size plus a small list of them ([`Parts`]), so memory
+/// stays bounded on every server (WebDAV has no multipart upload).
+const PART: u64 = 16 << 20;
 
 /// Object directories (`objects/ab/`) listed one by one before one listing
 /// of every object is cheaper.
@@ -53,8 +54,6 @@ const CONCURRENT_LISTINGS: usize = 8;
 pub struct Remote {
     store: Arc<dyn object_store::ObjectStore>,
     location: RemoteLocation,
-    /// S3 uploads large objects in parts; WebDAV takes one request.
-    multipart: bool,
     runtime: tokio::runtime::Runtime,
 }
 
@@ -76,7 +75,7 @@ impl Remote {
             .with_timeout(settings.timeout)
             .with_connect_timeout(settings.timeout.min(Duration::from_secs(5)))
             .with_allow_http(true);
-        let (store, multipart): (Arc<dyn object_store::ObjectStore>, bool) = match &settings.location {
+        let store: Arc<dyn object_store::ObjectStore> = match &settings.location {
             RemoteLocation::S3 { bucket, prefix } => {
                 let s3 = object_store::aws::AmazonS3Builder::from_env()
                     .with_bucket_name(bucket)
@@ -85,12 +84,11 @@ impl Remote {
                     .with_retry(retry)
                     .build()
                     .map_err(|e| setup_error(&settings.location, e))?;
-                let store: Arc<dyn object_store::ObjectStore> = if prefix.is_empty() {
+                if prefix.is_empty() {
                     Arc::new(s3)
                 } else {
                     Arc::new(object_store::prefix::PrefixStore::new(s3, prefix.as_str()))
-                };
-                (store, true)
+                }
             }
             RemoteLocation::WebDav { url } => {
                 let client = match webdav_credentials()? {
@@ -103,7 +101,7 @@ impl Remote {
                     .with_retry(retry)
                     .build()
                     .map_err(|e| setup_error(&settings.location, e))?;
-                (Arc::new(http), false)
+                Arc::new(http)
             }
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -113,7 +111,6 @@ impl Remote {
         Ok(Remote {
             store,
             location: settings.location.clone(),
-            multipart,
             runtime,
         })
     }
@@ -154,36 +151,52 @@ impl Remote {
             .collect())
     }
 
-    async fn put_file(&self, key: &Key, source: &Path) -> object_store::Result<()> {
-        let mut file = std::fs::File::open(source).map_err(generic)?;
-        let size = file.metadata().map_err(generic)?.len();
-        if size <= PART as u64 || !self.multipart {
+    /// Uploads object `hash` from `source`: in one request, or as parts
+    /// followed by their list (written last, so a listed object has all
+    /// its parts).
+    async fn put_file(&self, hash: &Digest, source: &Path) -> object_store::Result<()> {
+        let mut file = std::fs::File::open(source).map_err(local)?;
+        let size = file.metadata().map_err(local)?.len();
+        let key = Key::from(object_key(hash));
+        if size <= PART {
             let mut bytes = Vec::with_capacity(size as usize);
-            file.read_to_end(&mut bytes).map_err(generic)?;
-            self.store.put(key, PutPayload::from(bytes)).await?;
-            return Ok(());
+            file.read_to_end(&mut bytes).map_err(local)?;
+            return put_retrying(|| self.store.put(&key, PutPayload::from(bytes.clone()))).await;
         }
-        let mut upload = WriteMultipart::new_with_chunk_size(self.store.put_multipart(key).await?, PART);
-        let mut buffer = vec![0; PART];
-        loop {
-            let read = file.read(&mut buffer).map_err(generic)?;
-            if read == 0 {
-                break;
-            }
-            upload.wait_for_capacity(2).await?;
-            upload.write(&buffer[..read]);
+        let parts = Parts::of(size);
+        for index in 0..parts.count {
+            let mut bytes = Vec::with_capacity(PART as usize);
+            (&mut file).take(PART).read_to_end(&mut bytes).map_err(local)?;
+            let part = Key::from(Parts::key(hash, index));
+            put_retrying(|| self.store.put(&part, PutPayload::from(bytes.clone()))).await?;
         }
-        upload.finish().await?;
-        Ok(())
+        put_retrying(|| self.store.put(&key, PutPayload::from(parts.encode()))).await
     }
 
-    async fn get_file(&self, key: &Key, destination: &Path) -> object_store::Result<()> {
-        let mut stream = self.store.get(key).await?.into_stream();
-        let mut file = io::BufWriter::new(std::fs::File::create(destination).map_err(generic)?);
-        while let Some(chunk) = stream.next().await {
-            file.write_all(&chunk?).map_err(generic)?;
+    /// Downloads object `hash` to `destination`, streaming, joining parts
+    /// when the object is a list of them. (Whatever arrives is checked
+    /// against `hash` by the tier in front.)
+    async fn get_file(&self, hash: &Digest, destination: &Path) -> object_store::Result<()> {
+        let mut file = io::BufWriter::new(std::fs::File::create(destination).map_err(local)?);
+        let got = self.store.get(&Key::from(object_key(hash))).await?;
+        let parts = if got.meta.size <= Parts::MAX_ENCODED {
+            let bytes = got.bytes().await?;
+            match Parts::decode(&bytes) {
+                Some(parts) => Some(parts),
+                None => {
+                    file.write_all(&bytes).map_err(local)?;
+                    None
+                }
+            }
+        } else {
+            copy_stream(got.into_stream(), &mut file).await?;
+            None
+        };
+        for index in 0..parts.map_or(0, |p| p.count) {
+            let part = self.store.get(&Key::from(Parts::key(hash, index))).await?;
+            copy_stream(part.into_stream(), &mut file).await?;
         }
-        file.flush().map_err(generic)
+        file.flush().map_err(local)
     }
 
     fn get_small(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
@@ -201,9 +214,7 @@ impl Remote {
     fn put_small(&self, key: &str, bytes: &[u8]) -> io::Result<()> {
         let key = Key::from(key);
         self.runtime
-            .block_on(put_twice(|| async {
-                self.store.put(&key, PutPayload::from(bytes.to_vec())).await.map(|_| ())
-            }))
+            .block_on(put_retrying(|| self.store.put(&key, PutPayload::from(bytes.to_vec()))))
             .map_err(|e| self.failed("write", e))
     }
 
@@ -245,15 +256,14 @@ impl ObjectStore for Remote {
     }
 
     fn put_object(&self, hash: &Digest, source: &Path) -> io::Result<()> {
-        let key = Key::from(object_key(hash));
         self.runtime
-            .block_on(put_twice(|| self.put_file(&key, source)))
+            .block_on(self.put_file(hash, source))
             .map_err(|e| self.failed("take an object", e))
     }
 
     fn get_object(&self, hash: &Digest, destination: &Path) -> io::Result<()> {
         self.runtime
-            .block_on(self.get_file(&Key::from(object_key(hash)), destination))
+            .block_on(self.get_file(hash, destination))
             .map_err(|e| self.failed("send an object", e))
     }
 
@@ -282,18 +292,78 @@ impl RunCache for Remote {
     }
 }
 
-/// Runs a put, and once more when it failed as it does on WebDAV when a
-/// concurrent writer creates the same collection (`objects/ab/`) between
-/// the server's "no such collection" and our creating it: the second try
-/// finds it made.
-async fn put_twice<F, Fut>(put: F) -> object_store::Result<()>
+/// Runs a put, again when it failed as it does on WebDAV when a concurrent
+/// writer creates a collection this put needs (`objects/`, `objects/ab/`)
+/// between the server's "no such collection" and our creating it: each
+/// retry finds one more level made, so one try per level (two, or three
+/// for `parts/<hash>/<index>`) and one more suffice.
+async fn put_retrying<F, Fut>(put: F) -> object_store::Result<()>
 where
     F: Fn() -> Fut,
-    Fut: std::future::Future<Output = object_store::Result<()>>,
+    Fut: std::future::Future<Output = object_store::Result<object_store::PutResult>>,
 {
-    match put().await {
-        Err(object_store::Error::NotFound { .. } | object_store::Error::Generic { store: "HTTP", .. }) => put().await,
-        done => done,
+    let mut tries = 1;
+    loop {
+        match put().await {
+            Err(object_store::Error::NotFound { .. } | object_store::Error::Generic { store: "HTTP", .. })
+                if tries < 4 =>
+            {
+                tries += 1;
+            }
+            done => return done.map(|_| ()),
+        }
+    }
+}
+
+/// Appends a download to `file` as it arrives.
+async fn copy_stream<S, B>(mut stream: S, file: &mut impl Write) -> object_store::Result<()>
+where
+    S: futures::Stream<Item = object_store::Result<B>> + Unpin,
+    B: AsRef<[u8]>,
+{
+    while let Some(chunk) = stream.next().await {
+        file.write_all(chunk?.as_ref()).map_err(local)?;
+    }
+    Ok(())
+}
+
+/// The list that stands for an object larger than [`PART`]: its parts are
+/// `parts/<hash>/<index>`, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Parts {
+    size: u64,
+    count: u64,
+}
+
+impl Parts {
+    /// The largest encoding a list can have (what is larger is content).
+    const MAX_ENCODED: u64 = 128;
+    const MAGIC: &'static str = "fabric-parts v1";
+
+    fn of(size: u64) -> Parts {
+        Parts {
+            size,
+            count: size.div_ceil(PART),
+        }
+    }
+
+    fn key(hash: &Digest, index: u64) -> String {
+        format!("parts/{hash}/{index:06}")
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        format!("{} {} {}\n", Parts::MAGIC, self.size, self.count).into_bytes()
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Parts> {
+        let text = std::str::from_utf8(bytes).ok()?.strip_suffix('\n')?;
+        let mut words = text.strip_prefix(Parts::MAGIC)?.split_whitespace();
+        let parts = Parts {
+            size: words.next()?.parse().ok()?,
+            count: words.next()?.parse().ok()?,
+        };
+        let whole = words.next().is_none() && parts.size > PART && parts == Parts::of(parts.size);
+        whole.then_some(parts)
     }
 }
 
@@ -332,9 +402,31 @@ fn explain(error: &object_store::Error) -> String {
     }
 }
 
-fn generic(error: io::Error) -> object_store::Error {
+fn local(error: io::Error) -> object_store::Error {
     object_store::Error::Generic {
         store: "local file",
         source: Box::new(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_parts_list_reads_back_and_nothing_else_reads_as_one() {
+        let parts = Parts::of(5 * PART + 1);
+        assert_eq!(parts.count, 6);
+        assert_eq!(Parts::decode(&parts.encode()), Some(parts));
+        assert!(parts.encode().len() as u64 <= Parts::MAX_ENCODED);
+        for other in [
+            &b"fabric-parts v1 100 1\n"[..],
+            b"fabric-parts v1 99999999999 1\n",
+            b"fabric-parts v1 1 1 1\n",
+            b"fabric-parts v2 1 1\n",
+            b"hello\n",
+        ] {
+            assert_eq!(Parts::decode(other), None, "{}", String::from_utf8_lossy(other));
+        }
     }
 }

@@ -66,7 +66,7 @@ impl TieredStorage {
 }
 
 /// What a push or a pull moved.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Moved {
     /// Objects copied (those the receiving tier already held are not).
     pub objects: usize,
@@ -74,6 +74,11 @@ pub struct Moved {
     pub bytes: u64,
     /// Objects the receiving tier already held.
     pub present: usize,
+    /// Objects neither tier holds (a pull gets the others).
+    pub lacking: usize,
+    /// Why objects the far tier sent were refused (content that does not
+    /// match its address); a pull gets the others.
+    pub refused: Vec<String>,
 }
 
 /// Transfers in flight at once: a remote's latency, not this machine's
@@ -100,7 +105,7 @@ impl TieredStorage {
             let size = std::fs::metadata(&source)?.len();
             self.far.put_object(hash, &source)?;
             progress(size);
-            Ok(size)
+            Ok(Some(size))
         })?;
         for (fingerprint, outs) in runs {
             self.far.put_run(fingerprint, &super::RunRecord::encode(outs))?;
@@ -116,18 +121,32 @@ impl TieredStorage {
     /// written from `runs` (the lock), never taken from the far tier.
     pub fn pull(&self, runs: &[(Digest, &OutRecords)], progress: &(dyn Fn(u64) + Sync)) -> io::Result<Moved> {
         let files = files_of(runs, |hash| self.get_tree(hash)?.ok_or_else(|| absent("tree", hash)))?;
-        let fetching = self.near.missing(&files)?;
-        let moved = transfer(&fetching, |hash| {
-            self.pull_object(hash)?;
-            let size = std::fs::metadata(self.near.object_file(hash))?.len();
-            progress(size);
-            Ok(size)
+        let missing = self.near.missing(&files)?;
+        let lacking = self.far.missing(&missing)?;
+        let fetching: BTreeSet<Digest> = missing.difference(&lacking).copied().collect();
+        let refused = std::sync::Mutex::new(Vec::new());
+        let moved = transfer(&fetching, |hash| match self.pull_object(hash) {
+            Ok(()) => {
+                let size = std::fs::metadata(self.near.object_file(hash))?.len();
+                progress(size);
+                Ok(Some(size))
+            }
+            Err(error) if error.kind() == io::ErrorKind::InvalidData => {
+                refused
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(error.to_string());
+                Ok(None)
+            }
+            Err(error) => Err(error),
         })?;
         for (fingerprint, outs) in runs {
             self.near.put_run(fingerprint, &super::RunRecord::encode(outs))?;
         }
         Ok(Moved {
-            present: files.len() - fetching.len(),
+            present: files.len() - missing.len(),
+            lacking: lacking.len(),
+            refused: refused.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner),
             ..moved
         })
     }
@@ -157,17 +176,18 @@ fn files_of(
 }
 
 /// Runs `copy` on every hash, [`TRANSFERS`] at a time; the first error
-/// ends the transfer.
-fn transfer(hashes: &BTreeSet<Digest>, copy: impl Fn(&Digest) -> io::Result<u64> + Sync) -> io::Result<Moved> {
+/// ends the transfer. `copy` gives the bytes copied, or None for an object
+/// it refused.
+fn transfer(hashes: &BTreeSet<Digest>, copy: impl Fn(&Digest) -> io::Result<Option<u64>> + Sync) -> io::Result<Moved> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(TRANSFERS)
         .build()
         .map_err(io::Error::other)?;
-    let sizes: Vec<u64> = pool.install(|| hashes.par_iter().map(&copy).collect::<io::Result<_>>())?;
+    let sizes: Vec<Option<u64>> = pool.install(|| hashes.par_iter().map(&copy).collect::<io::Result<_>>())?;
     Ok(Moved {
-        objects: sizes.len(),
-        bytes: sizes.iter().sum(),
-        present: 0,
+        objects: sizes.iter().flatten().count(),
+        bytes: sizes.iter().flatten().sum(),
+        ..Moved::default()
     })
 }
 
