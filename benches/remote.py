@@ -170,6 +170,8 @@ def compare(label, big_mb, files, copy_from, port):
         rows.append(("pull", pull_d, pull_f))
         run_f = measured([FABRIC, "run", "--pull"], fabric_clone(ws, "run-pull"))
         rows.append(("run --pull (vs dvc pull)", pull_d, run_f))
+        tracked = [os.path.join(d, f) for d, _, fs in os.walk(f"{ws}/data") for f in fs]
+        label = f"{label} ({len(tracked)} files, {sum(map(os.path.getsize, tracked)) / 2**20:.0f} MiB)"
         for what, (d_s, d_m), (f_s, f_m) in rows:
             print(f"| {label} | {what} | {d_s:.2f} s, {d_m:.0f} MiB | {f_s:.2f} s, {f_m:.0f} MiB | {d_s / f_s:.2f}x |",
                   flush=True)
