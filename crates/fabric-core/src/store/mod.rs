@@ -522,17 +522,16 @@ pub fn remove_path(path: &Path) -> io::Result<()> {
     }
 }
 
+/// A store for tests that counts the questions it is asked.
 #[cfg(test)]
-mod tests {
+pub(crate) mod counting {
     use super::*;
-    use crate::hash::Hasher;
-    use crate::stat_cache::StatCache;
-    use std::sync::Mutex;
 
-    /// A local store that counts the questions it is asked.
-    struct Counting {
-        local: LocalStorage,
-        asked: Mutex<Vec<usize>>,
+    /// A local store that counts the "which are missing" questions (and
+    /// how many hashes each asked about).
+    pub(crate) struct Counting {
+        pub(crate) local: LocalStorage,
+        pub(crate) asked: std::sync::Mutex<Vec<usize>>,
     }
 
     impl ObjectStore for Counting {
@@ -557,6 +556,23 @@ mod tests {
         }
     }
 
+    impl RunCache for Counting {
+        fn put_run(&self, fingerprint: &Digest, bytes: &[u8]) -> io::Result<()> {
+            self.local.put_run(fingerprint, bytes)
+        }
+        fn get_run(&self, fingerprint: &Digest) -> io::Result<Option<Vec<u8>>> {
+            self.local.get_run(fingerprint)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::counting::Counting;
+    use super::*;
+    use crate::hash::Hasher;
+    use crate::stat_cache::StatCache;
+
     #[test]
     fn a_cache_hit_asks_which_objects_are_missing_once_for_all_files() {
         let dir = tempfile::tempdir().unwrap();
@@ -568,7 +584,7 @@ mod tests {
         std::fs::write(root.join("model.bin"), b"weights").unwrap();
         let counting = Arc::new(Counting {
             local: LocalStorage::new(&dir.path().join("store")),
-            asked: Mutex::default(),
+            asked: Default::default(),
         });
         let store = Store {
             objects: counting.clone(),

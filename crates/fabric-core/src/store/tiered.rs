@@ -290,6 +290,7 @@ mod tests {
     use crate::paths::RelPath;
     use crate::stat_cache::StatCache;
     use crate::store::Store;
+    use crate::store::counting::Counting;
 
     /// A workspace with a file out and a directory out, saved and recorded
     /// in a store at `far` only; returns the fingerprint and the records.
@@ -424,43 +425,6 @@ mod tests {
             pulling.lookup_run(&fingerprint).is_none(),
             "a run whose tree is refused is no hit"
         );
-    }
-
-    /// A far tier that counts how many hashes each `missing` asks about.
-    struct Counting {
-        local: LocalStorage,
-        asked: std::sync::Mutex<Vec<usize>>,
-    }
-
-    impl ObjectStore for Counting {
-        fn missing(&self, hashes: &BTreeSet<Digest>) -> io::Result<BTreeSet<Digest>> {
-            self.asked.lock().unwrap().push(hashes.len());
-            self.local.missing(hashes)
-        }
-        fn put_object(&self, hash: &Digest, source: &Path) -> io::Result<()> {
-            self.local.put_object(hash, source)
-        }
-        fn get_object(&self, hash: &Digest, destination: &Path) -> io::Result<()> {
-            self.local.get_object(hash, destination)
-        }
-        fn discard_object(&self, hash: &Digest) -> io::Result<()> {
-            self.local.discard_object(hash)
-        }
-        fn put_tree(&self, hash: &Digest, bytes: &[u8]) -> io::Result<()> {
-            self.local.put_tree(hash, bytes)
-        }
-        fn get_tree(&self, hash: &Digest) -> io::Result<Option<Vec<u8>>> {
-            self.local.get_tree(hash)
-        }
-    }
-
-    impl RunCache for Counting {
-        fn put_run(&self, fingerprint: &Digest, bytes: &[u8]) -> io::Result<()> {
-            self.local.put_run(fingerprint, bytes)
-        }
-        fn get_run(&self, fingerprint: &Digest) -> io::Result<Option<Vec<u8>>> {
-            self.local.get_run(fingerprint)
-        }
     }
 
     #[test]
