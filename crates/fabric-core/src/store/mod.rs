@@ -93,6 +93,12 @@ pub trait ObjectStore: Send + Sync {
     fn get_object(&self, hash: &Digest, destination: &Path) -> io::Result<()>;
     /// Drops a copy of object `hash` found damaged.
     fn discard_object(&self, hash: &Digest) -> io::Result<()>;
+    /// Brings these objects near, many at a time, before they are read one
+    /// by one (a tiered store pulls what its local tier lacks; a store of
+    /// one tier has nothing to do). What cannot be brought is left absent.
+    fn fetch(&self, _hashes: &BTreeSet<Digest>) -> io::Result<()> {
+        Ok(())
+    }
     /// Stores a directory manifest under its tree hash (idempotent).
     fn put_tree(&self, hash: &Digest, bytes: &[u8]) -> io::Result<()>;
     /// Reads a directory manifest.
@@ -380,14 +386,22 @@ impl Store {
         std::fs::create_dir_all(parent)?;
         let staging = tempfile::Builder::new().prefix(".fabric-restore-").tempdir_in(parent)?;
         let built = staging.path().join("out");
-        match record.kind {
-            OutKind::File => {
+        let tree = match record.kind {
+            OutKind::File => None,
+            OutKind::Dir => Some(
+                self.tree(&record.hash)
+                    .ok_or_else(|| RestoreError::Absent(path.to_string()))?,
+            ),
+        };
+        let files = tree
+            .as_ref()
+            .map_or_else(|| BTreeSet::from([record.hash]), |t| t.file_hashes().collect());
+        self.objects.fetch(&files)?;
+        match &tree {
+            None => {
                 self.fetch_verified(&record.hash, &built, path.as_str(), record.executable)?;
             }
-            OutKind::Dir => {
-                let tree = self
-                    .tree(&record.hash)
-                    .ok_or_else(|| RestoreError::Absent(path.to_string()))?;
+            Some(tree) => {
                 std::fs::create_dir(&built)?;
                 for entry in &tree.entries {
                     let destination = built.join(entry.path());

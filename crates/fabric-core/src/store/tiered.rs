@@ -121,7 +121,24 @@ impl TieredStorage {
     /// written from `runs` (the lock), never taken from the far tier.
     pub fn pull(&self, runs: &[(Digest, &OutRecords)], progress: &(dyn Fn(u64) + Sync)) -> io::Result<Moved> {
         let files = files_of(runs, |hash| self.get_tree(hash)?.ok_or_else(|| absent("tree", hash)))?;
-        let missing = self.near.missing(&files)?;
+        let moved = self.fetch_missing(&files, progress)?;
+        for (fingerprint, outs) in runs {
+            self.near.put_run(fingerprint, &super::RunRecord::encode(outs))?;
+        }
+        Ok(moved)
+    }
+
+    /// Copies from the far tier those of `files` the near tier lacks,
+    /// [`TRANSFERS`] at a time, each checked against its address: what
+    /// does not match is refused (and counted), not kept.
+    fn fetch_missing(&self, files: &BTreeSet<Digest>, progress: &(dyn Fn(u64) + Sync)) -> io::Result<Moved> {
+        let missing = self.near.missing(files)?;
+        if missing.is_empty() {
+            return Ok(Moved {
+                present: files.len(),
+                ..Moved::default()
+            });
+        }
         let lacking = self.far.missing(&missing)?;
         let fetching: BTreeSet<Digest> = missing.difference(&lacking).copied().collect();
         let refused = std::sync::Mutex::new(Vec::new());
@@ -140,9 +157,6 @@ impl TieredStorage {
             }
             Err(error) => Err(error),
         })?;
-        for (fingerprint, outs) in runs {
-            self.near.put_run(fingerprint, &super::RunRecord::encode(outs))?;
-        }
         Ok(Moved {
             present: files.len() - missing.len(),
             lacking: lacking.len(),
@@ -224,6 +238,13 @@ impl ObjectStore for TieredStorage {
 
     fn discard_object(&self, hash: &Digest) -> io::Result<()> {
         self.near.discard_object(hash)
+    }
+
+    fn fetch(&self, hashes: &BTreeSet<Digest>) -> io::Result<()> {
+        if self.reach.pull {
+            self.fetch_missing(hashes, &|_| {})?;
+        }
+        Ok(())
     }
 
     fn put_tree(&self, hash: &Digest, bytes: &[u8]) -> io::Result<()> {
@@ -452,6 +473,34 @@ mod tests {
             *counting.asked.lock().unwrap(),
             [2],
             "one question, about the two files not near"
+        );
+    }
+
+    #[test]
+    fn restoring_a_directory_asks_the_far_tier_once_for_all_its_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, outs) = recorded_in_far(dir.path());
+        let counting = Arc::new(Counting {
+            local: LocalStorage::new(&dir.path().join("far")),
+            asked: Default::default(),
+        });
+        let store = Store::tiered(Arc::new(TieredStorage::new(
+            Arc::new(LocalStorage::new(&dir.path().join("near"))),
+            counting.clone(),
+            Reach {
+                pull: true,
+                push: false,
+            },
+        )));
+        let root = dir.path().join("clone");
+        store
+            .restore(&root, &RelPath::new("out").unwrap(), outs.get("out").unwrap())
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(root.join("out/sub/a.txt")).unwrap(), "a");
+        assert_eq!(
+            *counting.asked.lock().unwrap(),
+            [2],
+            "one question for the directory's two files, not one per file"
         );
     }
 }
