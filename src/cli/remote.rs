@@ -1,6 +1,7 @@
 //! The shared remote cache: `fabric push`, `fabric pull`, `fabric remote
 //! list`, and the tiered store `fabric run --pull` reads through.
 
+use std::collections::BTreeSet;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -29,7 +30,8 @@ enum Command {
 /// Arguments of `fabric push` and `fabric pull`.
 #[derive(Debug, clap::Args)]
 pub struct TransferArgs {
-    /// Stages or pipelines whose lock entries to transfer (default: all).
+    /// Stages or pipelines whose lock entries to transfer, with those of the
+    /// stages they need (default: all).
     targets: Vec<String>,
 }
 
@@ -81,7 +83,7 @@ pub fn list(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
 pub fn push(globals: &Globals, args: TransferArgs) -> anyhow::Result<ExitCode> {
     let session = Session::open(globals, &[])?;
     let (remote, _) = open(&session)?;
-    push_recorded(&session, remote, &args.targets)?;
+    push_recorded(&session, remote, &session.select(&args.targets, false)?)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -91,7 +93,8 @@ pub fn pull(globals: &Globals, args: TransferArgs) -> anyhow::Result<ExitCode> {
     let lock = session.lock()?;
     let (remote, _) = open(&session)?;
     let location = remote.location().to_string();
-    let runs = recorded(&session, &lock, &args.targets)?;
+    let selection = session.select(&args.targets, false)?;
+    let runs = recorded(&session, &lock, &selection);
     let reach = Reach {
         pull: true,
         push: false,
@@ -109,16 +112,20 @@ pub fn pull(globals: &Globals, args: TransferArgs) -> anyhow::Result<ExitCode> {
             moved.lacking
         );
     }
+    let stages = selection
+        .iter()
+        .map(|&i| session.workspace.stages[i].name.clone())
+        .collect();
     drop(session);
-    checkout::execute(globals, checkout::Args::of(args.targets))
+    checkout::execute(globals, checkout::Args::of(stages))
 }
 
-/// Uploads what the lock records for the targets' stages (`fabric push`,
-/// and `fabric run --push` after a successful run).
-pub fn push_recorded(session: &Session, remote: Remote, targets: &[String]) -> anyhow::Result<()> {
+/// Uploads what the lock records for these stages (`fabric push`, and
+/// `fabric run --push` after a successful run).
+pub fn push_recorded(session: &Session, remote: Remote, stages: &BTreeSet<usize>) -> anyhow::Result<()> {
     let lock = session.lock()?;
     let location = remote.location().to_string();
-    let runs = recorded(session, &lock, targets)?;
+    let runs = recorded(session, &lock, stages);
     let moved = transfer("pushing", |progress| {
         tiers(session, remote, Reach::default()).push(&runs, progress)
     })?;
@@ -126,18 +133,13 @@ pub fn push_recorded(session: &Session, remote: Remote, targets: &[String]) -> a
     Ok(())
 }
 
-/// The lock entries of the targets' stages: fingerprint and outs.
-fn recorded<'a>(
-    session: &Session,
-    lock: &'a Lock,
-    targets: &[String],
-) -> anyhow::Result<Vec<(Digest, &'a OutRecords)>> {
-    Ok(session
-        .resolve(targets)?
-        .into_iter()
-        .filter_map(|index| lock.stage.get(&session.workspace.stages[index].name))
+/// The lock entries of these stages: fingerprint and outs.
+fn recorded<'a>(session: &Session, lock: &'a Lock, stages: &BTreeSet<usize>) -> Vec<(Digest, &'a OutRecords)> {
+    stages
+        .iter()
+        .filter_map(|&index| lock.stage.get(&session.workspace.stages[index].name))
         .map(|entry| (entry.fingerprint, &entry.outs))
-        .collect())
+        .collect()
 }
 
 /// Runs a transfer with a byte counter on the terminal.

@@ -19,7 +19,8 @@ use fabric_core::report::{Event, Outcome, Reporter, Summary};
 use fabric_core::run::executor::{Executor, LocalExecutor, SlurmExecutor};
 use fabric_core::run::{Decision, Force, Planner, Runner, noop};
 use fabric_core::stat_cache::now_ns;
-use fabric_core::store::{Reach, Store};
+use fabric_core::store::{Reach, Store, TieredStorage};
+use std::sync::Arc;
 
 /// Arguments of `fabric run`.
 #[derive(Debug, clap::Args)]
@@ -124,9 +125,11 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
         .remote
         .as_ref()
         .map_or((args.pull, args.push), |r| (args.pull || r.pull, args.push || r.push));
-    if pull && !dry_run {
-        pull_through_remote(&mut session)?;
-    }
+    let pulling = if pull && !dry_run {
+        pull_through_remote(&mut session)?
+    } else {
+        None
+    };
     let selection = session.select(&args.targets, args.downstream)?;
     let force = if args.force.iter().any(String::is_empty) {
         Force::All
@@ -192,6 +195,18 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
         handle.close();
         summary
     });
+    if let Some(failure) = pulling.as_ref().and_then(|tiers| tiers.far_failure()) {
+        eprintln!(
+            "warning: the remote cache stopped answering during the run ({failure}); what it would have restored ran instead"
+        );
+    }
+    // Pushed before the memo is kept: a run whose push failed is not one
+    // the next run may skip.
+    let succeeded = !summary.interrupted && summary.failed == 0 && summary.skipped == 0;
+    if push && succeeded {
+        let (remote, _) = remote::open(&session)?;
+        remote::push_recorded(&session, remote, &selection)?;
+    }
     if let Some(request) = request {
         let lock_files = match reporter.verdict() {
             // The lock as this run found it, or as it left it.
@@ -215,11 +230,6 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
             eprintln!("warning: could not keep .fabric/noop ({error}); the next run plans as usual");
         }
     }
-    let succeeded = !summary.interrupted && summary.failed == 0 && summary.skipped == 0;
-    if push && succeeded && !dry_run {
-        let (remote, _) = remote::open(&session)?;
-        remote::push_recorded(&session, remote, &args.targets)?;
-    }
     Ok(if summary.interrupted {
         ExitCode::from(130)
     } else if summary.failed > 0 || summary.skipped > 0 {
@@ -232,21 +242,19 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
 /// Puts the remote cache behind the session's store, so that stages are
 /// restored from it; a remote that does not answer is left out with a
 /// warning, and the run goes on without it.
-fn pull_through_remote(session: &mut Session) -> anyhow::Result<()> {
+fn pull_through_remote(session: &mut Session) -> anyhow::Result<Option<Arc<TieredStorage>>> {
     let (remote, _) = remote::open(session)?;
     if let Err(error) = remote.probe() {
-        eprintln!(
-            "warning: {error}
-  running without the remote cache"
-        );
-        return Ok(());
+        eprintln!("warning: {error}\n  running without the remote cache");
+        return Ok(None);
     }
     let reach = Reach {
         pull: true,
         push: false,
     };
-    session.store = Store::tiered(remote::tiers(session, remote, reach));
-    Ok(())
+    let tiers = remote::tiers(session, remote, reach);
+    session.store = Store::tiered(tiers.clone());
+    Ok(Some(tiers))
 }
 
 /// What of the command line can change a run's verdict.

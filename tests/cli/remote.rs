@@ -235,6 +235,10 @@ fn a_damaged_or_missing_remote_object_is_reported_and_its_stage_runs() {
     };
     std::fs::write(object("build/d.txt"), "poisoned\n").unwrap();
     std::fs::remove_file(object("build/a.txt")).unwrap();
+    // And the listing of c's directory out is gone.
+    let lock = fabric_core::lock::Lock::read(&first.path("Fabric.lock")).unwrap();
+    let c_tree = lock.stage["c"].outs.get("build/c").unwrap().hash;
+    std::fs::remove_file(server.files().join(format!("trees/{c_tree}.json"))).unwrap();
 
     let second = clone_of(&first);
     let run = second.ok(&["run", "--pull"]);
@@ -245,11 +249,9 @@ fn a_damaged_or_missing_remote_object_is_reported_and_its_stage_runs() {
         run.stderr
     );
     assert_eq!(first.count("a"), 2, "the missing object is run for");
-    assert_eq!(
-        first.count("b") + first.count("c"),
-        2,
-        "b and c are restored (a ran to the same bytes)"
-    );
+    assert_eq!(first.count("b"), 1, "b is restored (a ran to the same bytes)");
+    assert_eq!(first.count("c"), 2, "c, whose listing is gone, runs");
+    assert!(run.stderr.contains("holds other content"), "reported: {}", run.stderr);
     same_outs(&first, &second);
     assert!(
         !std::fs::read_dir(second.path(".fabric/store/objects"))
@@ -264,7 +266,7 @@ fn a_damaged_or_missing_remote_object_is_reported_and_its_stage_runs() {
     let pulled = partial.fabric(&["pull"]);
     assert_eq!(pulled.code, 1, "{}", pulled.stderr);
     assert!(
-        pulled.stderr.contains("1 objects the lock records are in neither"),
+        pulled.stderr.contains("2 objects the lock records are in neither"),
         "{}",
         pulled.stderr
     );
@@ -304,6 +306,21 @@ fn a_run_record_that_disagrees_with_the_lock_is_not_used() {
     second.ok(&["run", "--pull"]);
     assert_eq!(second.read("build/d.txt"), first.read("build/d.txt"));
     assert_eq!(executed(&first), 4, "the lock's own record is what is restored");
+
+    // Without a lock, a record is trusted by its fingerprint, but only for
+    // the outs the stage declares: one naming another path is not used.
+    std::fs::write(
+        runs.join(format!("{}.json", fingerprint("d"))),
+        a_record.replace("build/a.txt", "build/elsewhere.txt"),
+    )
+    .unwrap();
+    let unlocked = clone_of(&first);
+    std::fs::remove_file(unlocked.path("Fabric.lock")).unwrap();
+    unlocked.ok(&["run", "--pull"]);
+    assert_eq!(first.count("d"), 2, "d runs instead");
+    assert_eq!(executed(&first), 5, "the other stages are restored by fingerprint");
+    assert!(!unlocked.path("build/elsewhere.txt").exists());
+    assert_eq!(unlocked.read("build/d.txt"), first.read("build/d.txt"));
 }
 
 #[test]
@@ -446,7 +463,14 @@ fn refused_credentials_are_reported_and_never_printed() {
             .unwrap(),
     );
     assert_eq!(wrong.code, 1);
-    assert!(!wrong.stderr.contains("not-it"), "{}", wrong.stderr);
+    assert!(wrong.stderr.contains("credentials were refused"), "{}", wrong.stderr);
+    // Neither the password nor the header that carries it (base64 of
+    // `fabric:not-it`) is printed.
+    assert!(
+        !wrong.stderr.contains("not-it") && !wrong.stderr.contains("ZmFicmljOm5vdC1pd"),
+        "{}",
+        wrong.stderr
+    );
     let pushed = Outcome::from(
         ws.command(&["push"])
             .env("FABRIC_WEBDAV_USER", "fabric")

@@ -60,6 +60,28 @@ pub struct Tree {
 }
 
 impl Tree {
+    /// The first entry a restore must not write: a path that is empty,
+    /// absolute or has `.`/`..` in it, or one below a symlink entry (writing
+    /// it would follow the link out of the tree). A tree hashed from a real
+    /// directory has none; one from a shared tier might.
+    pub fn unsafe_entry(&self) -> Option<&str> {
+        let links: std::collections::BTreeSet<&str> = self
+            .entries
+            .iter()
+            .filter(|e| matches!(e, TreeEntry::Symlink { .. }))
+            .map(TreeEntry::path)
+            .collect();
+        self.entries.iter().map(TreeEntry::path).find(|path| {
+            let components = Path::new(path).components();
+            let plain = !path.is_empty() && components.clone().all(|c| matches!(c, std::path::Component::Normal(_)));
+            let below_link = Path::new(path)
+                .ancestors()
+                .skip(1)
+                .any(|ancestor| ancestor.to_str().is_some_and(|a| links.contains(a)));
+            !plain || below_link
+        })
+    }
+
     /// The content hashes of its files.
     pub fn file_hashes(&self) -> impl Iterator<Item = Digest> + '_ {
         self.entries.iter().filter_map(|entry| match entry {

@@ -36,7 +36,7 @@ use std::time::Duration;
 use base64::Engine;
 use fabric_core::digest::Digest;
 use fabric_core::manifest::{RemoteLocation, RemoteSettings};
-use fabric_core::store::{ObjectStore, RunCache, object_key, run_key, tree_key};
+use fabric_core::store::{ObjectStore, RunCache, object_hash, object_key, run_key, tree_key};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as Key;
 use object_store::{ClientOptions, ObjectStoreExt, PutPayload, RetryConfig};
@@ -119,15 +119,17 @@ impl Remote {
         &self.location
     }
 
-    /// Asks the remote something cheap: Ok when it answers and lets us in.
+    /// Lists the remote's top level: Ok when it answers, lets us in, and
+    /// the bucket or collection exists.
     pub fn probe(&self) -> io::Result<()> {
-        self.runtime
-            .block_on(self.store.list_with_delimiter(Some(&Key::from("runs"))))
-            .map(|_| ())
-            .or_else(|error| match error {
-                object_store::Error::NotFound { .. } => Ok(()),
-                error => Err(self.failed("answer", error)),
-            })
+        match self.runtime.block_on(self.store.list_with_delimiter(None)) {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::NotFound { .. }) => Err(io::Error::other(format!(
+                "the remote {} does not exist: create the bucket or WebDAV collection first",
+                self.location
+            ))),
+            Err(error) => Err(self.failed("answer", error)),
+        }
     }
 
     /// Every object hash in one `objects/ab/` directory: one listing of
@@ -146,7 +148,7 @@ impl Remote {
                 // the collection's own path in front of them.
                 let mut parts = meta.location.parts().collect::<Vec<_>>().into_iter().rev();
                 let (name, dir) = (parts.next()?, parts.next()?);
-                format!("{}{}", dir.as_ref(), name.as_ref()).parse().ok()
+                object_hash(dir.as_ref(), name.as_ref())
             })
             .collect())
     }
@@ -161,16 +163,19 @@ impl Remote {
         if size <= PART {
             let mut bytes = Vec::with_capacity(size as usize);
             file.read_to_end(&mut bytes).map_err(local)?;
-            return put_retrying(|| self.store.put(&key, PutPayload::from(bytes.clone()))).await;
+            let payload = PutPayload::from(bytes);
+            return put_retrying(|| self.store.put(&key, payload.clone())).await;
         }
         let parts = Parts::of(size);
         for index in 0..parts.count {
             let mut bytes = Vec::with_capacity(PART as usize);
             (&mut file).take(PART).read_to_end(&mut bytes).map_err(local)?;
             let part = Key::from(Parts::key(hash, index));
-            put_retrying(|| self.store.put(&part, PutPayload::from(bytes.clone()))).await?;
+            let payload = PutPayload::from(bytes);
+            put_retrying(|| self.store.put(&part, payload.clone())).await?;
         }
-        put_retrying(|| self.store.put(&key, PutPayload::from(parts.encode()))).await
+        let list = PutPayload::from(parts.encode());
+        put_retrying(|| self.store.put(&key, list.clone())).await
     }
 
     /// Downloads object `hash` to `destination`, streaming, joining parts
@@ -214,7 +219,10 @@ impl Remote {
     fn put_small(&self, key: &str, bytes: &[u8]) -> io::Result<()> {
         let key = Key::from(key);
         self.runtime
-            .block_on(put_retrying(|| self.store.put(&key, PutPayload::from(bytes.to_vec()))))
+            .block_on(async {
+                let payload = PutPayload::from(bytes.to_vec());
+                put_retrying(|| self.store.put(&key, payload.clone())).await
+            })
             .map_err(|e| self.failed("write", e))
     }
 
@@ -289,11 +297,12 @@ impl RunCache for Remote {
     }
 }
 
-/// Runs a put, again when it failed as it does on WebDAV when a concurrent
-/// writer creates a collection this put needs (`objects/`, `objects/ab/`)
-/// between the server's "no such collection" and our creating it: each
-/// retry finds one more level made, so one try per level (two, or three
-/// for `parts/<hash>/<index>`) and one more suffice.
+/// Runs a put, again when WebDAV refused to create a collection the put
+/// needs because a concurrent writer created it first (`MKCOL` answered
+/// 405 or 409 between the server's "no such collection" and ours): each
+/// retry finds one more level made, so one try per level (`objects/`,
+/// `objects/ab/`, or three for `parts/<hash>/<index>`) and one more
+/// suffice. Other failures, timeouts among them, are not retried here.
 async fn put_retrying<F, Fut>(put: F) -> object_store::Result<()>
 where
     F: Fn() -> Fut,
@@ -302,14 +311,15 @@ where
     let mut tries = 1;
     loop {
         match put().await {
-            Err(object_store::Error::NotFound { .. } | object_store::Error::Generic { store: "HTTP", .. })
-                if tries < 4 =>
-            {
-                tries += 1;
-            }
+            Err(error) if tries < 4 && lost_collection_race(&error) => tries += 1,
             done => return done.map(|_| ()),
         }
     }
+}
+
+fn lost_collection_race(error: &object_store::Error) -> bool {
+    let text = error.to_string();
+    text.contains("MKCOL") && (text.contains("405") || text.contains("409"))
 }
 
 /// Appends a download to `file` as it arrives.

@@ -32,6 +32,11 @@ impl RemoteLocation {
     pub fn parse(url: &str) -> Result<RemoteLocation, String> {
         if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if let Some((_, after)) = bucket.split_once('@') {
+                return Err(format!(
+                    "the URL carries credentials (`s3://***@{after}`); the manifest is committed, so they never go in it"
+                ));
+            }
             if bucket.is_empty() {
                 return Err(format!("`{url}` names no bucket"));
             }

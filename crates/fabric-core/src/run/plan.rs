@@ -15,7 +15,8 @@ use crate::fingerprint::{DirtyReason, Inputs};
 use crate::graph::StageGraph;
 use crate::hash::{Content, FileMemo, Hasher, Witness};
 use crate::lock::{Lock, LockEntry};
-use crate::manifest::Workspace;
+use crate::manifest::{Stage, Workspace};
+use crate::paths::RelPath;
 use crate::stat_cache::StatCache;
 use crate::steps::Registry;
 use crate::store::{RunRecord, Store};
@@ -147,7 +148,7 @@ impl<'a> Planner<'a> {
         let entry = self.lock_entry(&stage.name);
         reasons.extend(freshness::dirty_reasons(hasher, stage, entry.as_deref(), &inputs)?);
         let cached = if !reasons.is_empty() && freshness::restorable(&reasons) {
-            self.cached_run(entry.as_deref(), &inputs.fingerprint())
+            self.cached_run(stage, entry.as_deref(), &inputs.fingerprint())
         } else {
             None
         };
@@ -165,18 +166,22 @@ impl<'a> Planner<'a> {
         })
     }
 
-    /// The outs a run with `fingerprint` made, if the store holds them all.
-    /// When the lock has a record of that very fingerprint, the lock is the
-    /// truth: a run record (perhaps from a shared tier) that disagrees with
-    /// it is not used.
-    fn cached_run(&self, entry: Option<&LockEntry>, fingerprint: &Digest) -> Option<RunRecord> {
+    /// The outs a run of `stage` with `fingerprint` made, if the store
+    /// holds them all. When the lock has a record of that very fingerprint,
+    /// the lock is the truth: a run record (perhaps from a shared tier) that
+    /// disagrees with it is not used; nor is one that names other paths
+    /// than the stage's declared outs.
+    fn cached_run(&self, stage: &Stage, entry: Option<&LockEntry>, fingerprint: &Digest) -> Option<RunRecord> {
         match entry {
             Some(entry) if entry.fingerprint == *fingerprint => {
                 self.store.holds(entry.outs.values()).then(|| RunRecord {
                     outs: entry.outs.clone(),
                 })
             }
-            _ => self.store.lookup_run(fingerprint),
+            _ => self.store.lookup_run(fingerprint).filter(|record| {
+                let declared: BTreeSet<&str> = stage.out_paths().map(RelPath::as_str).collect();
+                record.outs.keys().map(String::as_str).collect::<BTreeSet<_>>() == declared
+            }),
         }
     }
 

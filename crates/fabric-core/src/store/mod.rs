@@ -66,6 +66,12 @@ pub fn object_key(hash: &Digest) -> String {
     format!("objects/{}/{}", &hex[..2], &hex[2..])
 }
 
+/// The hash of the object kept as `objects/<dir>/<name>` ([`object_key`]'s
+/// inverse), if that is what the names are.
+pub fn object_hash(dir: &str, name: &str) -> Option<Digest> {
+    (dir.len() == 2).then(|| format!("{dir}{name}").parse().ok()).flatten()
+}
+
 /// Where a record is kept, relative to a store's root, in every tier.
 fn record_key(kind: RecordKind, key: &Digest) -> String {
     format!("{}/{key}.json", kind.dir())
@@ -170,9 +176,8 @@ impl LocalStorage {
         }
         for entry in walkdir::WalkDir::new(&objects).min_depth(2).max_depth(2) {
             let entry = entry.map_err(io::Error::other)?;
-            let prefix = entry.path().parent().and_then(|p| p.file_name()).unwrap_or_default();
-            let name = format!("{}{}", prefix.to_string_lossy(), entry.file_name().to_string_lossy());
-            if let Ok(hash) = name.parse() {
+            let dir = entry.path().parent().and_then(|p| p.file_name()).unwrap_or_default();
+            if let Some(hash) = object_hash(&dir.to_string_lossy(), &entry.file_name().to_string_lossy()) {
                 found.push(hash);
             }
         }
@@ -275,6 +280,10 @@ pub enum RestoreError {
         expected: Digest,
         found: Digest,
     },
+    /// A directory manifest names a path outside the out (or below one
+    /// of its symlinks); nothing of it is written.
+    #[error("the stored listing of `{path}` names `{entry}`, which would be written outside it; not restored")]
+    Unsafe { path: String, entry: String },
     /// The file system failed.
     #[error(transparent)]
     Io(#[from] io::Error),
@@ -388,10 +397,18 @@ impl Store {
         let built = staging.path().join("out");
         let tree = match record.kind {
             OutKind::File => None,
-            OutKind::Dir => Some(
-                self.tree(&record.hash)
-                    .ok_or_else(|| RestoreError::Absent(path.to_string()))?,
-            ),
+            OutKind::Dir => {
+                let tree = self
+                    .tree(&record.hash)
+                    .ok_or_else(|| RestoreError::Absent(path.to_string()))?;
+                if let Some(entry) = tree.unsafe_entry() {
+                    return Err(RestoreError::Unsafe {
+                        path: path.to_string(),
+                        entry: entry.to_string(),
+                    });
+                }
+                Some(tree)
+            }
         };
         let files = tree
             .as_ref()
@@ -586,6 +603,56 @@ mod tests {
     use super::*;
     use crate::hash::Hasher;
     use crate::stat_cache::StatCache;
+
+    #[test]
+    fn a_listing_that_reaches_outside_its_out_is_not_restored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::local(&dir.path().join("store"));
+        let content = dir.path().join("content");
+        std::fs::write(&content, "x").unwrap();
+        let hash = Digest::of(b"x");
+        LocalStorage::new(&dir.path().join("store"))
+            .put_object(&hash, &content)
+            .unwrap();
+        let file = |path: &str| TreeEntry::File {
+            path: path.into(),
+            hash,
+            size: 1,
+            executable: false,
+        };
+        let link = TreeEntry::Symlink {
+            path: "link".into(),
+            target: dir.path().display().to_string(),
+        };
+        for entries in [
+            vec![file("../escaped")],
+            vec![file("/tmp/escaped")],
+            vec![link.clone(), file("link/escaped")],
+        ] {
+            let tree = Tree { entries };
+            let bytes = serde_json::to_vec(&tree).unwrap();
+            store.objects.put_tree(&tree.digest(), &bytes).unwrap();
+            let record = OutRecord {
+                kind: OutKind::Dir,
+                hash: tree.digest(),
+                size: 1,
+                files: 1,
+                executable: false,
+            };
+            let root = dir.path().join("ws");
+            let restored = store.restore(&root, &RelPath::new("out/inner").unwrap(), &record);
+            assert!(matches!(restored, Err(RestoreError::Unsafe { .. })), "{restored:?}");
+            assert!(!dir.path().join("escaped").exists() && !root.join("out/escaped").exists());
+        }
+        let sound = Tree {
+            entries: vec![link, file("linked/kept")],
+        };
+        assert_eq!(
+            sound.unsafe_entry(),
+            None,
+            "a sibling that only starts like the link is fine"
+        );
+    }
 
     #[test]
     fn a_cache_hit_asks_which_objects_are_missing_once_for_all_files() {

@@ -41,19 +41,43 @@ pub struct TieredStorage {
     near: Arc<LocalStorage>,
     far: Arc<dyn Tier>,
     reach: Reach,
+    /// The far tier's first failure to answer a read; after it, reads do
+    /// not wait on the far tier again (each would wait out its timeout).
+    far_failed: std::sync::OnceLock<String>,
 }
 
 impl TieredStorage {
     /// `near` first, then `far`, as far as `reach` allows.
     pub fn new(near: Arc<LocalStorage>, far: Arc<dyn Tier>, reach: Reach) -> TieredStorage {
-        TieredStorage { near, far, reach }
+        TieredStorage {
+            near,
+            far,
+            reach,
+            far_failed: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Why the far tier stopped being read, if it failed to answer.
+    pub fn far_failure(&self) -> Option<&str> {
+        self.far_failed.get().map(String::as_str)
+    }
+
+    /// A read of the far tier, unless it failed before; its first failure
+    /// is kept, and later reads fail at once.
+    fn read_far<T>(&self, read: impl FnOnce(&dyn Tier) -> io::Result<T>) -> io::Result<T> {
+        if let Some(failure) = self.far_failed.get() {
+            return Err(io::Error::other(format!("the second tier failed earlier: {failure}")));
+        }
+        read(self.far.as_ref()).inspect_err(|error| {
+            let _ = self.far_failed.set(error.to_string());
+        })
     }
 
     /// Fetches object `hash` from the far tier into the near one, refusing
     /// content that does not match its address.
     fn pull_object(&self, hash: &Digest) -> io::Result<()> {
         let incoming = tempfile::NamedTempFile::new_in(self.near.incoming_dir()?)?;
-        self.far.get_object(hash, incoming.path())?;
+        self.read_far(|far| far.get_object(hash, incoming.path()))?;
         let found = hash_file(incoming.path(), std::fs::metadata(incoming.path())?.len())?;
         if found != *hash {
             return Err(io::Error::new(
@@ -120,8 +144,24 @@ impl TieredStorage {
     /// lacks, each object checked against its address; run records are
     /// written from `runs` (the lock), never taken from the far tier.
     pub fn pull(&self, runs: &[(Digest, &OutRecords)], progress: &(dyn Fn(u64) + Sync)) -> io::Result<Moved> {
-        let files = files_of(runs, |hash| self.get_tree(hash)?.ok_or_else(|| absent("tree", hash)))?;
-        let moved = self.fetch_missing(&files, progress)?;
+        // A directory whose listing neither tier has (or the far one sends
+        // damaged) is counted, and the others are still pulled.
+        let mut unlisted = Moved::default();
+        let files = files_of(runs, |hash| match self.get_tree(hash) {
+            Ok(Some(bytes)) => Ok(bytes),
+            Ok(None) => {
+                unlisted.lacking += 1;
+                Ok(serde_json::to_vec(&Tree::default()).map_err(io::Error::other)?)
+            }
+            Err(error) if error.kind() == io::ErrorKind::InvalidData => {
+                unlisted.refused.push(error.to_string());
+                Ok(serde_json::to_vec(&Tree::default()).map_err(io::Error::other)?)
+            }
+            Err(error) => Err(error),
+        })?;
+        let mut moved = self.fetch_missing(&files, progress)?;
+        moved.lacking += unlisted.lacking;
+        moved.refused.extend(unlisted.refused);
         for (fingerprint, outs) in runs {
             self.near.put_run(fingerprint, &super::RunRecord::encode(outs))?;
         }
@@ -139,7 +179,7 @@ impl TieredStorage {
                 ..Moved::default()
             });
         }
-        let lacking = self.far.missing(&missing)?;
+        let lacking = self.read_far(|far| far.missing(&missing))?;
         let fetching: BTreeSet<Digest> = missing.difference(&lacking).copied().collect();
         let refused = std::sync::Mutex::new(Vec::new());
         let moved = transfer(&fetching, |hash| match self.pull_object(hash) {
@@ -218,7 +258,7 @@ impl ObjectStore for TieredStorage {
         if missing.is_empty() || !self.reach.pull {
             return Ok(missing);
         }
-        self.far.missing(&missing)
+        self.read_far(|far| far.missing(&missing))
     }
 
     fn put_object(&self, hash: &Digest, source: &Path) -> io::Result<()> {
@@ -262,7 +302,7 @@ impl ObjectStore for TieredStorage {
         if !self.reach.pull {
             return Ok(None);
         }
-        let Some(bytes) = self.far.get_tree(hash)? else {
+        let Some(bytes) = self.read_far(|far| far.get_tree(hash))? else {
             return Ok(None);
         };
         let tree: Tree = serde_json::from_slice(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
@@ -295,7 +335,7 @@ impl RunCache for TieredStorage {
         if !self.reach.pull {
             return Ok(None);
         }
-        let found = self.far.get_run(fingerprint)?;
+        let found = self.read_far(|far| far.get_run(fingerprint))?;
         if let Some(bytes) = &found {
             self.near.put_run(fingerprint, bytes)?;
         }
@@ -474,6 +514,73 @@ mod tests {
             [2],
             "one question, about the two files not near"
         );
+    }
+
+    /// A far tier that fails every read, counting them.
+    #[derive(Default)]
+    struct Down {
+        reads: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Down {
+        fn fail<T>(&self) -> io::Result<T> {
+            self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Err(io::Error::other("connection refused"))
+        }
+    }
+
+    impl ObjectStore for Down {
+        fn missing(&self, _: &BTreeSet<Digest>) -> io::Result<BTreeSet<Digest>> {
+            self.fail()
+        }
+        fn put_object(&self, _: &Digest, _: &Path) -> io::Result<()> {
+            self.fail()
+        }
+        fn get_object(&self, _: &Digest, _: &Path) -> io::Result<()> {
+            self.fail()
+        }
+        fn discard_object(&self, _: &Digest) -> io::Result<()> {
+            self.fail()
+        }
+        fn put_tree(&self, _: &Digest, _: &[u8]) -> io::Result<()> {
+            self.fail()
+        }
+        fn get_tree(&self, _: &Digest) -> io::Result<Option<Vec<u8>>> {
+            self.fail()
+        }
+    }
+
+    impl RunCache for Down {
+        fn put_run(&self, _: &Digest, _: &[u8]) -> io::Result<()> {
+            self.fail()
+        }
+        fn get_run(&self, _: &Digest) -> io::Result<Option<Vec<u8>>> {
+            self.fail()
+        }
+    }
+
+    #[test]
+    fn a_far_tier_that_fails_is_not_waited_on_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let down = Arc::new(Down::default());
+        let tiers = Arc::new(TieredStorage::new(
+            Arc::new(LocalStorage::new(&dir.path().join("near"))),
+            down.clone(),
+            Reach {
+                pull: true,
+                push: false,
+            },
+        ));
+        let store = Store::tiered(tiers.clone());
+        for stage in [b"a", b"b", b"c"] {
+            assert!(store.lookup_run(&Digest::of(stage)).is_none());
+        }
+        assert_eq!(
+            down.reads.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "asked once, not per stage"
+        );
+        assert_eq!(tiers.far_failure(), Some("connection refused"));
     }
 
     #[test]
