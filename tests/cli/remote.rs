@@ -216,6 +216,13 @@ fn a_second_clone_restores_what_the_first_pushed_and_executes_nothing() {
         "{}",
         again.stderr
     );
+    // A truncated copy on the remote is sent again by the next push.
+    let truncated = &server.objects()[0];
+    let whole = std::fs::read(truncated).unwrap();
+    std::fs::write(truncated, &whole[..whole.len() - 1]).unwrap();
+    let repaired = first.ok(&["push"]);
+    assert!(repaired.stderr.contains("uploaded 1 objects"), "{}", repaired.stderr);
+    assert_eq!(std::fs::read(truncated).unwrap(), whole);
 }
 
 #[test]

@@ -27,7 +27,7 @@
 
 mod aws_files;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read, Write};
 use std::path::Path;
 use std::sync::Arc;
@@ -135,7 +135,7 @@ impl Remote {
     /// Every object hash in one `objects/ab/` directory: one listing of
     /// that directory alone (recursive WebDAV listings are cut short by
     /// some servers: lighttpd's stopped at 3,914 of 10,000 objects here).
-    async fn listed(&self, directory: &str) -> io::Result<BTreeSet<Digest>> {
+    async fn listed(&self, directory: &str) -> io::Result<BTreeMap<Digest, u64>> {
         let found = match self.store.list_with_delimiter(Some(&Key::from(directory))).await {
             Ok(found) => found.objects,
             Err(object_store::Error::NotFound { .. }) => Vec::new(),
@@ -148,7 +148,7 @@ impl Remote {
                 // the collection's own path in front of them.
                 let mut parts = meta.location.parts().collect::<Vec<_>>().into_iter().rev();
                 let (name, dir) = (parts.next()?, parts.next()?);
-                object_hash(dir.as_ref(), name.as_ref())
+                Some((object_hash(dir.as_ref(), name.as_ref())?, meta.size))
             })
             .collect())
     }
@@ -235,11 +235,10 @@ impl Remote {
     }
 }
 
-impl ObjectStore for Remote {
-    fn missing(&self, hashes: &BTreeSet<Digest>) -> io::Result<BTreeSet<Digest>> {
-        if hashes.is_empty() {
-            return Ok(BTreeSet::new());
-        }
+impl Remote {
+    /// Those of `hashes` the remote holds, with their sizes: one listing
+    /// per `objects/ab/` directory involved, [`CONCURRENT_LISTINGS`] at once.
+    fn present(&self, hashes: &BTreeSet<Digest>) -> io::Result<BTreeMap<Digest, u64>> {
         let directories: BTreeSet<String> = hashes
             .iter()
             .map(|hash| {
@@ -249,15 +248,37 @@ impl ObjectStore for Remote {
                     .unwrap_or_default()
             })
             .collect();
-        let present = self.runtime.block_on(async {
-            let listings: Vec<BTreeSet<Digest>> = futures::stream::iter(directories.iter())
+        self.runtime.block_on(async {
+            let listings: Vec<BTreeMap<Digest, u64>> = futures::stream::iter(directories.iter())
                 .map(|dir| self.listed(dir))
                 .buffer_unordered(CONCURRENT_LISTINGS)
                 .try_collect()
                 .await?;
-            Ok::<_, io::Error>(listings.into_iter().flatten().collect())
-        })?;
-        Ok(hashes.difference(&present).copied().collect())
+            Ok(listings.into_iter().flatten().collect())
+        })
+    }
+}
+
+impl ObjectStore for Remote {
+    fn missing(&self, hashes: &BTreeSet<Digest>) -> io::Result<BTreeSet<Digest>> {
+        let present = self.present(hashes)?;
+        Ok(hashes.iter().filter(|h| !present.contains_key(h)).copied().collect())
+    }
+
+    /// A held object of another size than its content's is damaged (a
+    /// truncated upload, say): it is sent again. An object larger than a
+    /// part is held as a short list of its parts.
+    fn missing_or_wrong_size(&self, objects: &BTreeMap<Digest, u64>) -> io::Result<BTreeSet<Digest>> {
+        let present = self.present(&objects.keys().copied().collect())?;
+        Ok(objects
+            .iter()
+            .filter(|(hash, size)| match present.get(hash) {
+                None => true,
+                Some(&held) if **size > PART => held > Parts::MAX_ENCODED,
+                Some(&held) => held != **size,
+            })
+            .map(|(hash, _)| *hash)
+            .collect())
     }
 
     fn put_object(&self, hash: &Digest, source: &Path) -> io::Result<()> {

@@ -93,6 +93,12 @@ pub trait ObjectStore: Send + Sync {
     /// Which of `hashes` are not held: one question for all of them (one
     /// listing or a bounded number of requests on a remote, not one each).
     fn missing(&self, hashes: &BTreeSet<Digest>) -> io::Result<BTreeSet<Digest>>;
+    /// Which of these objects (hash → size) are not held, or held with
+    /// another size: what a push must send (again). A store that cannot
+    /// tell sizes answers as [`ObjectStore::missing`].
+    fn missing_or_wrong_size(&self, objects: &std::collections::BTreeMap<Digest, u64>) -> io::Result<BTreeSet<Digest>> {
+        self.missing(&objects.keys().copied().collect())
+    }
     /// Copies the file at `source` in as object `hash` (idempotent).
     fn put_object(&self, hash: &Digest, source: &Path) -> io::Result<()>;
     /// Copies object `hash` to `destination`.

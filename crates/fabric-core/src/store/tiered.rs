@@ -123,7 +123,11 @@ impl TieredStorage {
         if let Some(hash) = unheld.first() {
             return Err(absent("object", hash));
         }
-        let sending = self.far.missing(&files)?;
+        let sizes = files
+            .iter()
+            .map(|hash| Ok((*hash, std::fs::metadata(self.near.object_file(hash))?.len())))
+            .collect::<io::Result<_>>()?;
+        let sending = self.far.missing_or_wrong_size(&sizes)?;
         let moved = transfer(&sending, |hash| {
             let source = self.near.object_file(hash);
             let size = std::fs::metadata(&source)?.len();
