@@ -7,9 +7,10 @@
 //! `object_store` crate. What this tier guarantees and what it leaves to
 //! the tier in front of it:
 //!
-//! - Writes are idempotent by content address: the same key always gets the
-//!   same bytes, so concurrent pushes of the same content need no
-//!   conditional puts (several servers ignore them).
+//! - Writes of objects, parts and trees are idempotent by content address:
+//!   the same key always gets the same bytes, so concurrent pushes of the
+//!   same content need no conditional puts (several servers ignore them).
+//!   A run record is replaced by the last push of its fingerprint.
 //! - Nothing read from here is trusted: the tiered store re-hashes every
 //!   object and tree before keeping it, and the runner checks every
 //!   restored file against its record.
