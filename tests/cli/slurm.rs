@@ -21,11 +21,21 @@ struct Cluster {
 
 impl Cluster {
     fn start() -> Cluster {
+        Cluster::start_with(&[])
+    }
+
+    /// A cluster whose node sees an empty directory at `path`.
+    fn start_hiding(path: &Path) -> Cluster {
+        Cluster::start_with(&["--hide".as_ref(), path.as_os_str()])
+    }
+
+    fn start_with(options: &[&std::ffi::OsStr]) -> Cluster {
         let alone = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
         let dir = tempfile::tempdir().unwrap();
         let output = Command::new(script())
             .arg("start")
             .arg(dir.path().join("cluster"))
+            .args(options)
             .output()
             .unwrap();
         assert!(
@@ -259,6 +269,12 @@ outs = ["timed.txt"]
 [stage.timed.resources]
 time = 1
 
+[stage.hog]
+cmd = """python3 -c "import time; held = b'x' * (400 << 20); time.sleep(600)" """
+outs = ["hog.txt"]
+[stage.hog.resources]
+memory = "50M"
+
 [stage.fine]
 cmd = "echo ok > fine.txt"
 outs = ["fine.txt"]
@@ -279,6 +295,9 @@ outs = ["fine.txt"]
     assert!(said.contains("boom"), "the log's tail is shown:\n{said}");
     assert!(line("killed").contains("killed by a signal (9) (Slurm job "), "{said}");
     assert!(line("timed").contains("reached its time limit"), "{said}");
+    let hog = line("hog");
+    assert!(hog.contains("ran out of memory (slurmstepd"), "{hog}");
+    assert!(hog.contains("raise `memory` in the stage's resources"), "{hog}");
     assert!(
         line("silent").contains("declared out `never-written.txt` was not created"),
         "{said}"
@@ -287,6 +306,32 @@ outs = ["fine.txt"]
     assert_eq!(ws.read("fine.txt"), "ok\n");
     let lock = ws.read("Fabric.lock");
     assert!(lock.contains("[stage.fine]") && !lock.contains("[stage.fails]") && !lock.contains("[stage.timed]"));
+    assert!(!lock.contains("[stage.hog]"), "{lock}");
+}
+
+/// A node that does not mount the workspace's filesystem cannot start the
+/// job (no directory, no log there): the stage says where to look.
+#[test]
+fn a_job_on_a_node_that_cannot_see_the_workspace_says_so() {
+    let ws = Workspace::new();
+    ws.write(
+        "Fabric.toml",
+        "[workspace]\nname = \"blind\"\nexecutor = \"slurm\"\n\n[stage.one]\ncmd = \"echo one > one.txt\"\nouts = [\"one.txt\"]\n",
+    );
+    let cluster = Cluster::start_hiding(ws.root());
+    let outcome = cluster.fabric(&ws, &["run"]);
+    assert_eq!(outcome.code, 1, "{}", outcome.stderr);
+    let said = &outcome.stderr;
+    assert!(
+        said.contains("Slurm job ") && said.contains("could not be started on localhost"),
+        "{said}"
+    );
+    assert!(
+        said.contains("no log at .fabric/logs/one.log: the job ran where this workspace is not visible?"),
+        "{said}"
+    );
+    assert!(!ws.path("one.txt").exists());
+    assert!(!ws.path("Fabric.lock").exists() || !ws.read("Fabric.lock").contains("[stage.one]"));
 }
 
 #[test]

@@ -94,6 +94,8 @@ struct InFlight {
     read: u64,
     /// A line begun and not yet ended.
     partial: Vec<u8>,
+    /// The line in which slurmstepd said it killed the job for its memory.
+    memory_kill: Option<String>,
 }
 
 impl SlurmExecutor {
@@ -209,6 +211,7 @@ impl Executor for SlurmExecutor {
                 log: job.log,
                 read: 0,
                 partial: Vec::new(),
+                memory_kill: None,
             },
         );
         self.shared.changed.notify_all();
@@ -313,14 +316,16 @@ fn poll(shared: &Shared, local: &LocalExecutor) {
                 continue;
             };
             let lines = read_new_lines(job, ended);
+            if let Some(line) = lines.iter().find(|line| is_memory_kill(line)) {
+                job.memory_kill.get_or_insert_with(|| line.clone());
+            }
             tracked
                 .events
                 .extend(lines.into_iter().map(|line| JobEvent::Output(JobId(SLURM | id), line)));
-            if ended {
-                tracked.in_flight.remove(&id);
+            if ended && let Some(job) = tracked.in_flight.remove(&id) {
                 tracked
                     .events
-                    .push_back(JobEvent::Ended(JobId(SLURM | id), job_end(id)));
+                    .push_back(JobEvent::Ended(JobId(SLURM | id), job_end(id, &job)));
             }
         }
         if tracked.events.len() > before {
@@ -378,19 +383,35 @@ fn job_states(ids: &[u64]) -> io::Result<BTreeMap<u64, String>> {
         .collect())
 }
 
-/// How job `id` ended, asked of `scontrol` once it left the running states.
-fn job_end(id: u64) -> JobEnd {
+/// Whether `line` of a job's log is slurmstepd saying it killed the job for
+/// using more memory than it asked for. That is how a cluster enforcing
+/// memory by sampling (`JobAcctGatherParams=OverMemoryKill`, no cgroups)
+/// tells it: the job then ends `FAILED`, not `OUT_OF_MEMORY`.
+fn is_memory_kill(line: &str) -> bool {
+    line.starts_with("slurmstepd") && line.to_ascii_lowercase().contains("exceeded") && line.contains("memory limit")
+}
+
+/// How `job` (Slurm job `id`) ended, asked of `scontrol` once it left the
+/// running states.
+fn job_end(id: u64, job: &InFlight) -> JobEnd {
     match slurm_command(
         "scontrol",
         &["--oneliner".into(), "show".into(), "job".into(), id.to_string()],
     ) {
-        Ok(output) => end_shown(id, &String::from_utf8_lossy(&output.stdout)),
+        Ok(output) => end_shown(
+            id,
+            &String::from_utf8_lossy(&output.stdout),
+            job.memory_kill.as_deref(),
+            job.log.exists(),
+        ),
         Err(_) => JobEnd::Lost(format!("Slurm job {id} vanished from the queue")),
     }
 }
 
-/// How job `id` ended, from what `scontrol --oneliner show job` says of it.
-fn end_shown(id: u64, shown: &str) -> JobEnd {
+/// How job `id` ended, from what `scontrol --oneliner show job` says of it,
+/// slurmstepd's `memory_kill` line (if any) and whether the job's log was
+/// written at all.
+fn end_shown(id: u64, shown: &str, memory_kill: Option<&str>, log_written: bool) -> JobEnd {
     let field = |name: &str| {
         shown
             .split_whitespace()
@@ -402,16 +423,25 @@ fn end_shown(id: u64, shown: &str) -> JobEnd {
         .split_once(':')
         .map(|(c, s)| (c.parse().unwrap_or(0), s.parse().unwrap_or(0)))
         .unwrap_or((0, 0));
-    match field("JobState").as_str() {
+    let state = field("JobState");
+    if state == "OUT_OF_MEMORY" || (state != "COMPLETED" && memory_kill.is_some()) {
+        let said = memory_kill.map(|line| format!(" ({line})")).unwrap_or_default();
+        return JobEnd::Lost(format!(
+            "Slurm job {id} ran out of memory{said}; raise `memory` in the stage's resources"
+        ));
+    }
+    match state.as_str() {
         "COMPLETED" => JobEnd::Exited(0),
+        // slurmstepd could not even open the job's log: the node does not
+        // see it (a job killed while running fails the same way, with its log).
+        "FAILED" if field("Reason") == "JobLaunchFailure" && !log_written => {
+            JobEnd::Lost(format!("Slurm job {id} could not be started on {}", field("NodeList")))
+        }
         "FAILED" if signal != 0 => JobEnd::Signalled(signal),
         "FAILED" => JobEnd::Exited(code),
         "TIMEOUT" => JobEnd::Lost(format!(
             "Slurm job {id} reached its time limit ({}); raise `time` in the stage's resources",
             field("TimeLimit")
-        )),
-        "OUT_OF_MEMORY" => JobEnd::Lost(format!(
-            "Slurm job {id} ran out of memory; raise `memory` in the stage's resources"
         )),
         "NODE_FAIL" | "BOOT_FAIL" => {
             JobEnd::Lost(format!("Slurm job {id} was lost with its node ({})", field("NodeList")))
@@ -498,11 +528,18 @@ mod tests {
         let cases = [
             ("COMPLETED", "None", "0:0", "command exited with status 0"),
             ("FAILED", "NonZeroExitCode", "3:0", "command exited with status 3"),
+            ("FAILED", "NonZeroExitCode", "0:9", "command was killed by a signal (9)"),
             (
                 "FAILED",
                 "JobLaunchFailure",
                 "0:9",
                 "command was killed by a signal (9)",
+            ),
+            (
+                "FAILED",
+                "JobLaunchFailure",
+                "0:53",
+                "Slurm job 7 could not be started on node3",
             ),
             (
                 "TIMEOUT",
@@ -522,11 +559,35 @@ mod tests {
             ("DEADLINE", "DeadLine", "0:0", "Slurm job 7 ended DEADLINE (DeadLine)"),
         ];
         for (state, reason, code, said) in cases {
-            let end = end_shown(7, &shown(state, reason, code));
+            let end = end_shown(7, &shown(state, reason, code), None, code != "0:53");
             assert!(end.to_string().contains(said), "{state}: {end}");
             assert_eq!(end.success(), state == "COMPLETED", "{state}");
         }
-        assert!(end_shown(7, "").to_string().contains("vanished from the queue"));
+        assert!(
+            end_shown(7, "", None, false)
+                .to_string()
+                .contains("vanished from the queue")
+        );
+    }
+
+    #[test]
+    fn a_job_slurmstepd_killed_for_its_memory_ran_out_of_memory() {
+        let lines = [
+            "slurmstepd-node3: error: StepId=7.batch exceeded memory limit (302858240 > 52428800), being killed",
+            "slurmstepd-node3: error: Exceeded job memory limit",
+        ];
+        for line in lines {
+            assert!(is_memory_kill(line), "{line}");
+            let end = end_shown(7, &shown("FAILED", "JobLaunchFailure", "0:9"), Some(line), true);
+            assert!(end.to_string().contains("Slurm job 7 ran out of memory ("), "{end}");
+            assert!(end.to_string().contains(line), "{end}");
+        }
+        for line in [
+            "memory limit exceeded? no",
+            "slurmstepd-node3: error: *** JOB 7 CANCELLED ***",
+        ] {
+            assert!(!is_memory_kill(line), "{line}");
+        }
     }
 
     #[test]
