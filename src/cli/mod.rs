@@ -29,7 +29,7 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use fabric_core::diagnostic::{Diagnostic, Diagnostics, did_you_mean};
 use fabric_core::graph::StageGraph;
 use fabric_core::lock::Lock;
-use fabric_core::manifest::{self, Workspace};
+use fabric_core::manifest::{self, Workspace, matrix};
 use fabric_core::release::Headlines;
 use fabric_core::run::Planner;
 use fabric_core::stat_cache::StatCache;
@@ -318,8 +318,10 @@ impl Session {
         for target in targets {
             if let Some(pipeline) = self.workspace.pipelines.iter().find(|p| &p.name == target) {
                 picked.extend(pipeline.stages.iter().filter_map(|s| self.index(s)));
-            } else if let Some(index) = self.index(target) {
-                picked.insert(index);
+            } else if let named = self.named(target)
+                && !named.is_empty()
+            {
+                picked.extend(named);
             } else {
                 let names = self
                     .workspace
@@ -336,6 +338,18 @@ impl Session {
             }
         }
         Ok(picked)
+    }
+
+    /// The stage called `name`, or else every stage a matrix stage
+    /// declared as `name` expanded to.
+    fn named(&self, name: &str) -> Vec<usize> {
+        let stages = &self.workspace.stages;
+        match self.index(name) {
+            Some(index) => vec![index],
+            None => (0..stages.len())
+                .filter(|&i| stages[i].name.len() > name.len() && matrix::base(&stages[i].name) == name)
+                .collect(),
+        }
     }
 
     /// A planner over this session with the lock as it is on disk.

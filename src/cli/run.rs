@@ -136,12 +136,15 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
     } else if args.force.is_empty() {
         Force::Nothing
     } else {
+        let mut stages = BTreeSet::new();
         for name in &args.force {
-            if session.index(name).is_none() {
+            let named = session.named(name);
+            if named.is_empty() {
                 return Err(UsageError::from(Diagnostic::new(format!("--force={name}: no such stage"))).into());
             }
+            stages.extend(named.into_iter().map(|i| session.workspace.stages[i].name.clone()));
         }
-        Force::Stages(args.force.iter().cloned().collect())
+        Force::Stages(stages)
     };
     let reporter = Watching::new(reporter(args.verbose, args.quiet, args.json, !args.no_stream));
     let witness = Witness::default();

@@ -7,6 +7,7 @@
 mod corpus;
 mod crash;
 mod ingest;
+mod matrix;
 mod noop;
 mod onnx;
 mod prime;

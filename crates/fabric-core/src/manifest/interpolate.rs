@@ -1,6 +1,7 @@
 //! `${...}` interpolation in `cmd`, `with`, `deps` and `outs`.
 //!
-//! Two references exist: `${params.NAME}` and `${stage.NAME.outs[N]}`. Every
+//! Three references exist: `${params.NAME}`, `${matrix.KEY}` (a matrix
+//! stage's value, see [`super::matrix`]) and `${stage.NAME.outs[N]}`. Every
 //! `${` starts a reference, so a typo is an error rather than text handed to
 //! the shell; write `$${` for a literal `${` (e.g. `$${HOME}` for the shell).
 
@@ -11,6 +12,8 @@ use std::ops::Range;
 pub enum Reference {
     /// `${params.NAME}`
     Param(String),
+    /// `${matrix.KEY}`
+    Matrix(String),
     /// `${stage.NAME.outs[INDEX]}`
     StageOut { stage: String, index: usize },
 }
@@ -83,10 +86,14 @@ fn parse_reference(inner: &str) -> Result<Reference, String> {
         if is_name(name) {
             return Ok(Reference::Param(name.to_string()));
         }
+    } else if let Some(key) = inner.strip_prefix("matrix.") {
+        if is_name(key) {
+            return Ok(Reference::Matrix(key.to_string()));
+        }
     } else if let Some(rest) = inner.strip_prefix("stage.")
-        && let Some((stage, field)) = rest.split_once('.')
-        && let Some(index) = field.strip_prefix("outs[").and_then(|f| f.strip_suffix(']'))
-        && is_name(stage)
+        && let Some((stage, field)) = rest.rsplit_once(".outs[")
+        && let Some(index) = field.strip_suffix(']')
+        && super::matrix::is_stage_name(stage)
         && let Ok(index) = index.parse()
     {
         return Ok(Reference::StageOut {
@@ -95,7 +102,7 @@ fn parse_reference(inner: &str) -> Result<Reference, String> {
         });
     }
     Err(format!(
-        "`${{{inner}}}` is not a reference; use `${{params.NAME}}` or `${{stage.NAME.outs[N]}}`, or `$${{` for a literal `${{`"
+        "`${{{inner}}}` is not a reference; use `${{params.NAME}}`, `${{matrix.KEY}}` or `${{stage.NAME.outs[N]}}`, or `$${{` for a literal `${{`"
     ))
 }
 
@@ -110,7 +117,10 @@ mod tests {
 
     #[test]
     fn splits_literals_and_references() {
-        let pieces = parse("train --seed ${params.seed} -o ${stage.data.outs[1]} $$HOME $${X}").unwrap();
+        let pieces = parse(
+            "train --seed ${params.seed} -o ${stage.data.outs[1]} $$HOME $${X} ${matrix.lr} ${stage.t@lr=0.1.outs[0]}",
+        )
+        .unwrap();
         assert_eq!(
             pieces,
             vec![
@@ -124,7 +134,16 @@ mod tests {
                     },
                     31..52
                 ),
-                Piece::Literal(" $$HOME ${X}".into()),
+                Piece::Literal(" $$HOME ${X} ".into()),
+                Piece::Ref(Reference::Matrix("lr".into()), 66..78),
+                Piece::Literal(" ".into()),
+                Piece::Ref(
+                    Reference::StageOut {
+                        stage: "t@lr=0.1".into(),
+                        index: 0
+                    },
+                    79..104
+                ),
             ]
         );
     }
@@ -134,5 +153,7 @@ mod tests {
         assert_eq!(parse("a ${params.x").unwrap_err().range, 2..12);
         assert_eq!(parse("${param.x}").unwrap_err().range, 0..10);
         assert!(parse("${stage.x.outs[a]}").is_err());
+        assert!(parse("${matrix.a b}").is_err());
+        assert!(parse("${stage.x@.outs[0]}").is_err());
     }
 }

@@ -9,6 +9,7 @@
 mod cache;
 mod execution;
 pub mod interpolate;
+pub mod matrix;
 mod raw;
 mod remote;
 mod resources;
@@ -286,13 +287,15 @@ impl Source {
     }
 }
 
-/// A stage as read, before interpolation.
+/// A stage as read, before interpolation (one per combination of a matrix).
 struct Declared {
     name: String,
     pipeline: String,
     raw: Spanned<RawStage>,
     source: Arc<Source>,
     params: Arc<BTreeMap<String, Json>>,
+    /// This combination's matrix values; empty for a stage without one.
+    matrix: BTreeMap<String, Json>,
 }
 
 struct Loader<'a> {
@@ -352,14 +355,7 @@ impl Loader<'_> {
         let mut sources = vec![PathBuf::from(MANIFEST)];
         let mut root_stages = Vec::new();
         for (stage, raw) in file.stage {
-            root_stages.push(stage.clone());
-            declared.push(Declared {
-                name: stage,
-                pipeline: name.clone(),
-                raw,
-                source: source.clone(),
-                params: root_params.clone(),
-            });
+            root_stages.extend(self.declare(&mut declared, stage, &name, raw, &source, &root_params));
         }
         if !root_stages.is_empty() {
             pipelines.push(Pipeline {
@@ -393,14 +389,7 @@ impl Loader<'_> {
             let params = Arc::new(params);
             let mut stages = Vec::new();
             for (stage, raw) in pipeline_file.stage {
-                stages.push(stage.clone());
-                declared.push(Declared {
-                    name: stage,
-                    pipeline: pipeline_name.clone(),
-                    raw,
-                    source: pipeline_source.clone(),
-                    params: params.clone(),
-                });
+                stages.extend(self.declare(&mut declared, stage, &pipeline_name, raw, &pipeline_source, &params));
             }
             pipelines.push(Pipeline {
                 name: pipeline_name,
@@ -433,7 +422,14 @@ impl Loader<'_> {
 
         let stages = self.validate_stages(declared);
         if !self.errors.is_empty() {
-            return Err(Diagnostics(std::mem::take(&mut self.errors)));
+            // A matrix stage's expansions repeat the mistakes they share.
+            let mut unique: Vec<Diagnostic> = Vec::new();
+            for diagnostic in std::mem::take(&mut self.errors) {
+                if !unique.contains(&diagnostic) {
+                    unique.push(diagnostic);
+                }
+            }
+            return Err(Diagnostics(unique));
         }
         pipelines.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Workspace {
@@ -592,6 +588,48 @@ impl Loader<'_> {
         found.into_iter().collect()
     }
 
+    /// Adds the stage `name` as read to `declared`, once per combination
+    /// of its matrix (none if the matrix is wrong); the names it adds.
+    fn declare(
+        &mut self,
+        declared: &mut Vec<Declared>,
+        name: String,
+        pipeline: &str,
+        raw: Spanned<RawStage>,
+        source: &Arc<Source>,
+        params: &Arc<BTreeMap<String, Json>>,
+    ) -> Vec<String> {
+        let combinations = match &raw.get_ref().matrix {
+            None => vec![matrix::Combination {
+                name,
+                values: BTreeMap::new(),
+            }],
+            Some(table) => match matrix::expand(&name, table) {
+                Ok(combinations) => combinations,
+                Err(invalid) => {
+                    for value in invalid {
+                        self.errors.push(
+                            Diagnostic::new(value.message)
+                                .at(source.at(value.span), "in `matrix`")
+                                .hint(value.hint),
+                        );
+                    }
+                    return Vec::new();
+                }
+            },
+        };
+        let names = combinations.iter().map(|c| c.name.clone()).collect();
+        declared.extend(combinations.into_iter().map(|combination| Declared {
+            name: combination.name,
+            pipeline: pipeline.to_string(),
+            raw: raw.clone(),
+            source: source.clone(),
+            params: params.clone(),
+            matrix: combination.values,
+        }));
+        names
+    }
+
     fn validate_stages(&mut self, declared: Vec<Declared>) -> Vec<Stage> {
         // Names first: references to other stages need the full set.
         let mut first_seen: BTreeMap<String, Location> = BTreeMap::new();
@@ -607,7 +645,11 @@ impl Loader<'_> {
                             first.file.display()
                         )),
                 );
-            } else if !interpolate::is_name(&stage.name) {
+            } else if !interpolate::is_name(if stage.matrix.is_empty() {
+                &stage.name
+            } else {
+                matrix::base(&stage.name)
+            }) {
                 self.errors.push(
                     Diagnostic::new(format!("`{}` is not a valid stage name", stage.name))
                         .at(at, "this stage")
@@ -628,6 +670,7 @@ impl Loader<'_> {
                 .map(|out| {
                     let resolver = Resolver {
                         params: &stage.params,
+                        matrix: &stage.matrix,
                         stage_outs: None,
                     };
                     resolver.expand(out.get_ref()).map(|(text, _)| text).unwrap_or_default()
@@ -656,6 +699,7 @@ impl Loader<'_> {
             raw,
             source,
             params,
+            matrix,
         } = declared;
         let at = source.at(raw.span());
         let raw = raw.into_inner();
@@ -663,10 +707,12 @@ impl Loader<'_> {
         let mut used_params = BTreeMap::new();
         let full = Resolver {
             params: &params,
+            matrix: &matrix,
             stage_outs: Some(outs_by_stage),
         };
         let params_only = Resolver {
             params: &params,
+            matrix: &matrix,
             stage_outs: None,
         };
 
@@ -829,7 +875,17 @@ impl Loader<'_> {
         let mut after = Vec::new();
         for other in &raw.after {
             let text = other.get_ref();
-            if !outs_by_stage.contains_key(text) {
+            // A matrix stage's declared name stands for all its expansions.
+            let expansions: Vec<&String> = outs_by_stage
+                .keys()
+                .filter(|name| name.len() > text.len() && matrix::base(name) == text)
+                .collect();
+            if !outs_by_stage.contains_key(text) && !expansions.is_empty() {
+                after.extend(expansions.into_iter().map(|name| Sited {
+                    value: name.clone(),
+                    at: source.at(other.span()),
+                }));
+            } else if !outs_by_stage.contains_key(text) {
                 let mut diagnostic = Diagnostic::new(format!("`after` names unknown stage `{text}`"))
                     .at(source.at(other.span()), "no such stage");
                 if let Some(close) = did_you_mean(text, outs_by_stage.keys().map(String::as_str)) {
@@ -1025,9 +1081,11 @@ impl Loader<'_> {
     }
 }
 
-/// Resolves `${...}` references against params and (optionally) stage outs.
+/// Resolves `${...}` references against params, the stage's matrix values
+/// and (optionally) stage outs.
 struct Resolver<'a> {
     params: &'a BTreeMap<String, Json>,
+    matrix: &'a BTreeMap<String, Json>,
     stage_outs: Option<&'a BTreeMap<String, Vec<String>>>,
 }
 
@@ -1112,12 +1170,33 @@ impl Resolver<'_> {
                     }),
                 }),
             },
+            Reference::Matrix(key) => match self.matrix.get(key) {
+                Some(value) => {
+                    used.insert(format!("matrix.{key}"), value.clone());
+                    Ok(value.clone())
+                }
+                None => Err(InterpolationError {
+                    range,
+                    message: format!("unknown matrix key `{key}`"),
+                    hint: Some(if self.matrix.is_empty() {
+                        "this stage has no matrix; declare its values under `[stage.NAME.matrix]`".into()
+                    } else {
+                        match did_you_mean(key, self.matrix.keys().map(String::as_str)) {
+                            Some(close) => format!("did you mean `{close}`?"),
+                            None => format!(
+                                "the stage's matrix keys are: {}",
+                                self.matrix.keys().cloned().collect::<Vec<_>>().join(", ")
+                            ),
+                        }
+                    }),
+                }),
+            },
             Reference::StageOut { stage, index } => {
                 let Some(stage_outs) = self.stage_outs else {
                     return Err(InterpolationError {
                         range,
                         message: "stage references are not allowed in `outs`".into(),
-                        hint: Some("outs may use `${params.NAME}` only".into()),
+                        hint: Some("outs may use `${params.NAME}` and `${matrix.KEY}` only".into()),
                     });
                 };
                 match stage_outs.get(stage) {

@@ -51,7 +51,7 @@ pub struct RawPipeline {
 }
 
 /// One `[stage.NAME]` table.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStage {
     pub cmd: Option<Spanned<String>>,
@@ -70,6 +70,7 @@ pub struct RawStage {
     pub wdir: Option<Spanned<String>>,
     pub resources: Option<super::resources::RawResources>,
     pub executor: Option<super::execution::ExecutorKind>,
+    pub matrix: Option<super::matrix::RawMatrix>,
     #[serde(default)]
     pub always_run: bool,
     #[serde(default)]

@@ -23,7 +23,7 @@ pub struct Resources {
 }
 
 /// The table as written.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawResources {
     cpus: Option<Spanned<i64>>,
