@@ -10,12 +10,12 @@
 //! where stages are named: as a `fabric run` target and in `after`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ops::Range;
 
 use serde_json::Value as Json;
 use toml::Spanned;
 
 use super::interpolate::is_name;
+use super::resources::Invalid;
 
 /// A matrix as written: keys and their lists, with spans.
 pub type RawMatrix = Spanned<BTreeMap<Spanned<String>, Spanned<toml::Value>>>;
@@ -25,41 +25,30 @@ pub const MOST_COMBINATIONS: usize = 1000;
 
 /// One combination: a value per key, and the stage it names.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Combination {
+pub(crate) struct Combination {
     /// `NAME@KEY=VALUE,…`.
     pub name: String,
     /// The value of each key (what `${matrix.KEY}` gives).
     pub values: BTreeMap<String, Json>,
 }
 
-/// A mistake in a matrix: where, what, and what to do.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Invalid {
-    /// Byte range in the manifest.
-    pub span: Range<usize>,
-    /// What is wrong.
-    pub message: String,
-    /// What to do.
-    pub hint: String,
-}
-
 /// The combinations `matrix` declares for the stage `base`, the last key
 /// varying fastest; or every mistake in it.
-pub fn expand(base: &str, matrix: &RawMatrix) -> Result<Vec<Combination>, Vec<Invalid>> {
+pub(crate) fn expand(base: &str, matrix: &RawMatrix) -> Result<Vec<Combination>, Vec<Invalid>> {
     let mut errors = Vec::new();
     let mut axes: Vec<(&str, Vec<(String, Json)>)> = Vec::new();
     for (key, values) in matrix.get_ref() {
-        let invalid = |message: String, hint: &str| Invalid {
+        let invalid = |message: String, hint: &'static str| Invalid {
             span: values.span(),
             message,
-            hint: hint.to_string(),
+            hint,
         };
         let name = key.get_ref();
         if !is_name(name) {
             errors.push(Invalid {
                 span: key.span(),
                 message: format!("`{name}` is not a valid matrix key"),
-                hint: "use letters, digits, `_` and `-`".into(),
+                hint: "use letters, digits, `_` and `-`",
             });
             continue;
         }
@@ -98,7 +87,7 @@ pub fn expand(base: &str, matrix: &RawMatrix) -> Result<Vec<Combination>, Vec<In
         errors.push(Invalid {
             span: matrix.span(),
             message: "`matrix` is empty".into(),
-            hint: "give it a key with a list of values, e.g. `seed = [1, 2]`".into(),
+            hint: "give it a key with a list of values, e.g. `seed = [1, 2]`",
         });
     }
     let count = axes.iter().try_fold(1usize, |n, (_, axis)| n.checked_mul(axis.len()));
@@ -109,7 +98,7 @@ pub fn expand(base: &str, matrix: &RawMatrix) -> Result<Vec<Combination>, Vec<In
                 "`matrix` expands to {} stages; at most {MOST_COMBINATIONS} are allowed",
                 count.map_or_else(|| "too many".to_string(), |n| n.to_string())
             ),
-            hint: "split the stage, or list fewer values".into(),
+            hint: "split the stage, or list fewer values",
         });
     }
     if !errors.is_empty() {

@@ -447,6 +447,17 @@ impl Loader<'_> {
         })
     }
 
+    /// Reports each wrong value of a table, labelled `label`.
+    fn report(&mut self, source: &Source, invalid: Vec<resources::Invalid>, label: &str) {
+        for value in invalid {
+            self.errors.push(
+                Diagnostic::new(value.message)
+                    .at(source.at(value.span), label.to_string())
+                    .hint(value.hint),
+            );
+        }
+    }
+
     /// A `[workspace.TABLE]` of settings, checked: its wrong values become
     /// diagnostics (and the table counts as absent).
     fn settings<T>(
@@ -458,13 +469,7 @@ impl Loader<'_> {
         match checked? {
             Ok(settings) => Some(settings),
             Err(invalid) => {
-                for value in invalid {
-                    self.errors.push(
-                        Diagnostic::new(value.message)
-                            .at(source.at(value.span), format!("in `[workspace.{table}]`"))
-                            .hint(value.hint),
-                    );
-                }
+                self.report(source, invalid, &format!("in `[workspace.{table}]`"));
                 None
             }
         }
@@ -607,13 +612,7 @@ impl Loader<'_> {
             Some(table) => match matrix::expand(&name, table) {
                 Ok(combinations) => combinations,
                 Err(invalid) => {
-                    for value in invalid {
-                        self.errors.push(
-                            Diagnostic::new(value.message)
-                                .at(source.at(value.span), "in `matrix`")
-                                .hint(value.hint),
-                        );
-                    }
+                    self.report(source, invalid, "in `matrix`");
                     return Vec::new();
                 }
             },
@@ -919,13 +918,7 @@ impl Loader<'_> {
         let resources = match raw.resources.as_ref().map(RawResources::check).transpose() {
             Ok(resources) => resources.unwrap_or_default(),
             Err(invalid) => {
-                for value in invalid {
-                    self.errors.push(
-                        Diagnostic::new(value.message)
-                            .at(source.at(value.span), "in `resources`")
-                            .hint(value.hint),
-                    );
-                }
+                self.report(&source, invalid, "in `resources`");
                 Resources::default()
             }
         };

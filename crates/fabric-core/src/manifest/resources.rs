@@ -33,8 +33,9 @@ pub struct RawResources {
     partition: Option<Spanned<String>>,
 }
 
-/// A value that is not a valid request: the byte range of the value, what
+/// A value that is not valid (a request, a setting, a matrix): its byte range, what
 /// is wrong, and how to write it.
+#[derive(Debug)]
 pub struct Invalid {
     /// Where the value is.
     pub span: std::ops::Range<usize>,
