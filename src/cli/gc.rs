@@ -12,16 +12,28 @@ pub struct Args {
     /// Count what would be removed; remove nothing.
     #[arg(long, short = 'n')]
     dry_run: bool,
-    /// Keep run-cache entries written in the last N days (those in Fabric.lock are always kept).
+    /// Keep run-cache entries written in the last N days (those in Fabric.lock
+    /// and in the experiments' locks are always kept).
     #[arg(long, value_name = "N", default_value_t = 30)]
     keep_days: u64,
+}
+
+impl Args {
+    /// Keep only what Fabric.lock and the experiments' locks name.
+    pub fn locked_only(dry_run: bool) -> Args {
+        Args { dry_run, keep_days: 0 }
+    }
 }
 
 pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
     let session = Session::open(globals, &[])?;
     let _guard = super::lock_workspace(&session.workspace.root, true)?;
     let lock = session.lock()?;
-    let pinned = lock.stage.values().map(|e| e.fingerprint).collect();
+    let experiments = super::exp::locks(&session.workspace.layout());
+    let pinned = std::iter::once(&lock)
+        .chain(&experiments)
+        .flat_map(|lock| lock.stage.values().map(|e| e.fingerprint))
+        .collect();
     let keep_since = SystemTime::now() - Duration::from_secs(args.keep_days * 86_400);
     let store = LocalStorage::new(&session.workspace.store);
     let (runs, trees, objects) = collect_garbage(&store, &pinned, keep_since, args.dry_run)?;
@@ -41,8 +53,9 @@ fn remove_orphan_memos(session: &Session, dry_run: bool) -> anyhow::Result<usize
     for entry in entries {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let stage = name.split('.').next().unwrap_or_default();
-        if session.workspace.stage(stage).is_none() {
+        // `STAGE` or `STAGE.KIND`; a matrix stage's name may hold dots itself.
+        let declared = |stage: &str| session.workspace.stage(stage).is_some();
+        if !declared(&name) && !name.rsplit_once('.').is_some_and(|(stage, _)| declared(stage)) {
             if !dry_run {
                 std::fs::remove_file(entry.path())?;
             }

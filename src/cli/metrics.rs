@@ -126,7 +126,8 @@ fn committed_lock(root: &Path, revision: &str) -> Option<Lock> {
     Lock::parse(Path::new("Fabric.lock"), &text).ok()
 }
 
-fn rows(files: &BTreeMap<String, Value>) -> Vec<Row> {
+/// One row (file, metric, value) per leaf of each metrics file.
+pub(super) fn rows(files: &BTreeMap<String, Value>) -> Vec<Row> {
     let mut rows = Vec::new();
     for (path, value) in files {
         flatten(path, "", value, &mut rows);

@@ -3,6 +3,7 @@
 
 mod checkout;
 mod dag;
+mod exp;
 mod explain;
 mod gc;
 mod init;
@@ -13,6 +14,7 @@ mod prime;
 mod remote;
 mod review;
 mod run;
+mod scratch;
 mod serve;
 mod status;
 mod verify;
@@ -72,6 +74,8 @@ enum Command {
     Remote(remote::Args),
     /// Show metrics outs as a table.
     Metrics(metrics::Args),
+    /// Experiments: run variants in isolated copies (`exp run`), compare them (`exp show`, `exp diff`).
+    Exp(exp::Args),
     /// Remove store content nothing refers to any more, and the step memos of stages no longer declared.
     Gc(gc::Args),
     /// Create a new workspace with an example pipeline.
@@ -172,6 +176,7 @@ fn dispatch(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         Command::Remote(args) => remote::list(&globals, args),
         Command::Metrics(args) => metrics::execute(&globals, args),
         Command::Gc(args) => gc::execute(&globals, args),
+        Command::Exp(args) => exp::execute(&globals, args),
         Command::Init(args) => init::execute(&globals, args),
         Command::Simulate(args) => prime::simulate(args),
         Command::Sanitize(args) => prime::sanitize(args),

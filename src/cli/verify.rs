@@ -1,7 +1,6 @@
 //! `fabric verify`.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::process::ExitCode;
 
 use super::{Globals, Session, UsageError};
@@ -127,7 +126,7 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
 fn reproduce(session: &Session, stages: &[String]) -> anyhow::Result<Vec<Failure>> {
     let root = &session.workspace.root;
     let scratch = tempfile::Builder::new().prefix("fabric-reproduce-").tempdir()?;
-    copy_inputs(&session.workspace, scratch.path())?;
+    super::scratch::copy_inputs(&session.workspace, scratch.path())?;
     let registry = super::registry();
     registry.prepare(root);
     let workspace = manifest::load(scratch.path(), &[], &registry).map_err(UsageError)?;
@@ -191,50 +190,4 @@ fn reproduce(session: &Session, stages: &[String]) -> anyhow::Result<Vec<Failure
         }
     }
     Ok(failures)
-}
-
-/// Copies the manifests, the lock, the workspace's keys and every stage's deps into `to`.
-fn copy_inputs(workspace: &fabric_core::manifest::Workspace, to: &Path) -> anyhow::Result<()> {
-    let root = &workspace.root;
-    let mut paths: BTreeSet<std::path::PathBuf> = workspace.sources.iter().cloned().collect();
-    paths.insert(Layout::LOCK.into());
-    // Steps rerun with the same keys (sanitize's pseudonym key; they stay on
-    // this machine: the scratch copy is private and removed afterwards).
-    paths.insert(Layout::KEYS.into());
-    for stage in &workspace.stages {
-        for dep in &stage.deps {
-            match &dep.value {
-                fabric_core::manifest::Dep::Path(path) => {
-                    paths.insert(path.as_str().into());
-                }
-                fabric_core::manifest::Dep::Glob { pattern, matcher } => {
-                    for file in fabric_core::hash::glob_files(root, pattern, matcher, None)? {
-                        paths.insert(file.entry.into());
-                    }
-                }
-            }
-        }
-    }
-    for path in paths {
-        let source = root.join(&path);
-        if !source.exists() {
-            continue;
-        }
-        for entry in walkdir::WalkDir::new(&source) {
-            let entry = entry?;
-            let target = to.join(entry.path().strip_prefix(root)?);
-            if let Some(parent) = target.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            let kind = entry.file_type();
-            if kind.is_dir() {
-                std::fs::create_dir_all(&target)?;
-            } else if kind.is_symlink() {
-                std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, &target)?;
-            } else {
-                std::fs::copy(entry.path(), &target)?;
-            }
-        }
-    }
-    Ok(())
 }

@@ -6,6 +6,7 @@
 
 mod corpus;
 mod crash;
+mod exp;
 mod ingest;
 mod matrix;
 mod noop;
@@ -84,6 +85,26 @@ impl Workspace {
 
     fn read(&self, relative: &str) -> String {
         std::fs::read_to_string(self.path(relative)).unwrap_or_else(|e| panic!("{relative}: {e}"))
+    }
+
+    /// Every file under `dir` (`""`: the whole workspace) outside
+    /// `.fabric/`, by workspace-relative path, with its bytes.
+    fn files(&self, dir: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
+        walkdir::WalkDir::new(self.path(dir))
+            .into_iter()
+            .filter_entry(|e| e.file_name() != ".fabric")
+            .map(Result::unwrap)
+            .filter(|e| e.file_type().is_file())
+            .map(|e| {
+                let name = e
+                    .path()
+                    .strip_prefix(self.root())
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                (name, std::fs::read(e.path()).unwrap())
+            })
+            .collect()
     }
 
     /// A JSONL file of the workspace, one value per line.

@@ -716,19 +716,6 @@ fn the_instruction_tuning_export_is_calm_number_free_and_obeys_the_doctrine() {
     }));
 }
 
-/// Every file under `dir` of `ws`, by relative path, with its bytes.
-fn files_under(ws: &Workspace, dir: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
-    walkdir::WalkDir::new(ws.path(dir))
-        .into_iter()
-        .map(Result::unwrap)
-        .filter(|e| e.file_type().is_file())
-        .map(|e| {
-            let name = e.path().strip_prefix(ws.root()).unwrap().to_string_lossy().into_owned();
-            (name, std::fs::read(e.path()).unwrap())
-        })
-        .collect()
-}
-
 /// `raw/` sanitized into `clean/`, then made a dataset in `data/`.
 const SANITIZE_AND_DATASET: &str = "[stage.sanitize]\nstep = \"prime.sanitize\"\ndeps = [\"raw\"]\nouts = [\"clean\", \"reports/sanitize.json\"]\n\n\
                                     [stage.dataset]\nstep = \"prime.dataset\"\ndeps = [\"clean\"]\n\
@@ -768,11 +755,7 @@ fn built_in_steps_run_as_fabric_processes_match_in_process() {
     processes.ok(&["run", "--step-processes"]);
     let same = |when: &str| {
         for dir in ["clean", "reports", "data", ".fabric/memo"] {
-            assert_eq!(
-                files_under(&in_process, dir),
-                files_under(&processes, dir),
-                "{dir} differs {when}"
-            );
+            assert_eq!(in_process.files(dir), processes.files(dir), "{dir} differs {when}");
         }
         assert_eq!(in_process.read("Fabric.lock"), processes.read("Fabric.lock"), "{when}");
     };
@@ -836,13 +819,9 @@ fn sanitize_and_dataset_steps_redo_only_changed_files_and_match_a_fresh_run() {
     fresh.write("Fabric.toml", manifest);
     fresh.ok(&["run"]);
     for dir in ["clean", "reports", "data"] {
-        assert_eq!(
-            files_under(&ws, dir),
-            files_under(&fresh, dir),
-            "{dir} differs from a fresh run"
-        );
+        assert_eq!(ws.files(dir), fresh.files(dir), "{dir} differs from a fresh run");
     }
-    let added = files_under(&ws, "clean");
+    let added = ws.files("clean");
     assert!(
         added
             .values()

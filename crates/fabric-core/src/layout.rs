@@ -16,6 +16,7 @@
 //! .fabric/store/           the content-addressed store (unless configured)
 //! .fabric/keys/            secret keys (sanitize's pseudonym key)
 //! .fabric/python/, lib/    ONNX Runtime installed into the workspace
+//! .fabric/exp/NAME/        an experiment: its record, log and workspace copy
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -37,6 +38,9 @@ impl Layout {
     pub const DEFAULT_STORE: &'static str = ".fabric/store";
     /// The workspace's secret keys (a reproduction copies them), relative to the root.
     pub const KEYS: &'static str = ".fabric/keys";
+    /// Where tools are installed into the workspace (ONNX Runtime), relative
+    /// to the root: a copy of the workspace links them.
+    pub const INSTALLED: [&'static str; 2] = [".fabric/python", ".fabric/lib"];
 
     /// The layout of the workspace at `root`.
     pub fn new(root: &Path) -> Layout {
@@ -88,6 +92,11 @@ impl Layout {
     /// The step memo of stage `stage`.
     pub fn step_memo(&self, stage: &str) -> PathBuf {
         self.step_memos().join(stage)
+    }
+
+    /// The experiments of `fabric exp`, one directory each.
+    pub fn experiments(&self) -> PathBuf {
+        self.state_dir().join("exp")
     }
 
     /// The directory of command logs.

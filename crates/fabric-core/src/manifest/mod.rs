@@ -7,6 +7,7 @@
 //! file, line, column and a hint.
 
 mod cache;
+pub mod edit;
 mod execution;
 pub mod interpolate;
 pub mod matrix;
@@ -532,19 +533,9 @@ impl Loader<'_> {
     ) {
         for (name, text) in overrides {
             let value = match params.get(name) {
-                Some(Json::String(_)) => Json::String(text.clone()),
                 None => parse_param_value(text),
                 Some(declared) => {
-                    let value = parse_param_value(text);
-                    let same_type = match (declared, &value) {
-                        (Json::Bool(_), Json::Bool(_))
-                        | (Json::Array(_), Json::Array(_))
-                        | (Json::Object(_), Json::Object(_)) => true,
-                        // A float param takes an integer too; an integer param only integers.
-                        (Json::Number(d), Json::Number(v)) => d.is_f64() || !v.is_f64(),
-                        _ => false,
-                    };
-                    if !same_type {
+                    let Some(value) = override_value(declared, text) else {
                         if mistyped.insert(name.clone()) {
                             self.errors.push(
                                 Diagnostic::new(format!(
@@ -558,7 +549,7 @@ impl Loader<'_> {
                             );
                         }
                         continue;
-                    }
+                    };
                     value
                 }
             };
@@ -1211,6 +1202,22 @@ impl Resolver<'_> {
             }
         }
     }
+}
+
+/// The value `-P NAME=text` gives a param declared as `declared`, or `None`
+/// when `text` is not of its type: a string param takes the text as it is,
+/// a float param an integer too, an integer param only integers.
+pub fn override_value(declared: &Json, text: &str) -> Option<Json> {
+    if declared.is_string() {
+        return Some(Json::String(text.to_string()));
+    }
+    let value = parse_param_value(text);
+    let same_type = match (declared, &value) {
+        (Json::Bool(_), Json::Bool(_)) | (Json::Array(_), Json::Array(_)) | (Json::Object(_), Json::Object(_)) => true,
+        (Json::Number(d), Json::Number(v)) => d.is_f64() || !v.is_f64(),
+        _ => false,
+    };
+    same_type.then_some(value)
 }
 
 /// Converts TOML params to JSON values, the form params take everywhere else.
