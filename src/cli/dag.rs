@@ -83,7 +83,10 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Mermaid node ids may not contain `-`.
+/// A Mermaid node id for stage `name`: letters, digits and `_` only
+/// (Mermaid reads `-`, `@`, `=`, `,` and `.` as syntax; the label keeps the name).
 fn mermaid_id(name: &str) -> String {
-    name.replace('-', "_")
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
 }

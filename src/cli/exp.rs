@@ -64,7 +64,8 @@ struct RunArgs {
     /// and a hash of its params.
     #[arg(long)]
     name: Option<String>,
-    /// Experiments to run at once (each runs its stages one at a time).
+    /// Experiments to run at once (they share the cores: each runs
+    /// cores / N stages at a time).
     #[arg(short, long, value_name = "N", default_value_t = 1)]
     jobs: usize,
 }
@@ -152,12 +153,17 @@ fn run(globals: &Globals, args: RunArgs) -> anyhow::Result<ExitCode> {
     let dir = session.workspace.layout().experiments();
     let mut experiments = Vec::new();
     for (number, params) in variants.iter().enumerate() {
-        // Every variant is checked before any runs: a bad override fails all.
-        Session::open(globals, params)?;
+        // Every variant is checked before any runs: a bad override or
+        // target fails all.
+        let variant = Session::open(globals, params)?;
+        variant.select(&args.targets, false)?;
         let name = match &args.name {
             Some(name) if variants.len() == 1 => name.clone(),
             Some(name) => format!("{name}-{}", number + 1),
-            None => format!("exp-{}", &Digest::of(params.join("\n").as_bytes()).short()[..8]),
+            None => {
+                let what = [params.join("\n"), args.targets.join("\n")].join("\n\n");
+                format!("exp-{}", &Digest::of(what.as_bytes()).short()[..8])
+            }
         };
         if !manifest::interpolate::is_name(&name) {
             return Err(UsageError::from(
@@ -166,25 +172,30 @@ fn run(globals: &Globals, args: RunArgs) -> anyhow::Result<ExitCode> {
             )
             .into());
         }
-        if experiments.iter().any(|e: &Record| e.name == name) {
+        if experiments.iter().any(|(e, _): &(Record, _)| e.name == name) {
             return Err(UsageError::from(
                 Diagnostic::new(format!("the grid makes `{}` twice", params.join(" "))).hint("list each value once"),
             )
             .into());
         }
-        experiments.push(Record {
+        let record = Record {
             name,
             params: params.clone(),
             targets: args.targets.clone(),
             state: "running".into(),
-        });
+        };
+        experiments.push((record, variant.workspace));
     }
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(args.jobs.max(1)).build()?;
+    // The cores are shared among the experiments running at once.
+    let jobs = args.jobs.max(1);
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let stages_each = (cores / jobs).max(1);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(jobs).build()?;
     let outcomes: Vec<anyhow::Result<bool>> = pool.install(|| {
         use rayon::prelude::*;
         experiments
             .into_par_iter()
-            .map(|record| run_one(&session.workspace, &dir, record))
+            .map(|(record, workspace)| run_one(&workspace, &dir, record, stages_each))
             .collect()
     });
     let mut failed = false;
@@ -237,9 +248,10 @@ fn split_values(values: &str) -> Vec<&str> {
     parts
 }
 
-/// Makes the experiment's copy and runs `fabric run` in it; whether it
-/// succeeded (its output is in `run.log` beside its record).
-fn run_one(workspace: &manifest::Workspace, dir: &Path, mut record: Record) -> anyhow::Result<bool> {
+/// Makes the experiment's copy of `workspace` (loaded with its overrides,
+/// so the deps they name are copied) and runs `fabric run -j JOBS` in it;
+/// whether it succeeded (its output is in `run.log` beside its record).
+fn run_one(workspace: &manifest::Workspace, dir: &Path, mut record: Record, jobs: usize) -> anyhow::Result<bool> {
     let home = dir.join(&record.name);
     if home.exists() {
         std::fs::remove_dir_all(&home)?;
@@ -252,7 +264,12 @@ fn run_one(workspace: &manifest::Workspace, dir: &Path, mut record: Record) -> a
     let mut shared = vec![workspace.store.clone()];
     shared.extend(Layout::INSTALLED.iter().map(|dir| workspace.root.join(dir)));
     for dir in shared {
+        // Only what lies inside the workspace needs a link; a store named
+        // with `..` or absolute is reached by the same path from the copy.
         if let Ok(inside) = dir.strip_prefix(&workspace.root)
+            && inside
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)))
             && dir.exists()
         {
             let link = copy.join(inside);
@@ -262,7 +279,10 @@ fn run_one(workspace: &manifest::Workspace, dir: &Path, mut record: Record) -> a
     }
     let log = std::fs::File::create(home.join("run.log"))?;
     let mut command = Command::new(std::env::current_exe()?);
-    command.arg("-C").arg(&copy).args(["run", "--no-stream"]);
+    command
+        .arg("-C")
+        .arg(&copy)
+        .args(["run", "--no-stream", "-j", &jobs.to_string()]);
     for param in &record.params {
         command.arg("-P").arg(param);
     }
@@ -321,7 +341,13 @@ fn found(globals: &Globals) -> anyhow::Result<Vec<Found>> {
         let record: Record = serde_json::from_str(&text)
             .map_err(|e| anyhow::anyhow!("{}: not an experiment record: {e}", home.join(RECORD).display()))?;
         let copy = home.join("workspace");
-        let metrics = experiment_metrics(&copy, &record.params)?;
+        // Only a run that succeeded made its metrics: the copy of a failed
+        // one may hold the workspace's.
+        let metrics = if record.state == "succeeded" {
+            experiment_metrics(&copy, &record.params)?
+        } else {
+            BTreeMap::new()
+        };
         all.push(Found { record, copy, metrics });
     }
     all.sort_by(|a, b| a.record.name.cmp(&b.record.name));
@@ -443,14 +469,23 @@ fn show(globals: &Globals, args: ShowArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The locks of the experiments under `layout`'s workspace (those that can
-/// be read).
-pub(super) fn locks(layout: &Layout) -> Vec<Lock> {
+/// The workspace copies of the experiments under `layout`'s workspace.
+pub(super) fn copies(layout: &Layout) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(layout.experiments()) else {
         return Vec::new();
     };
     entries
-        .filter_map(|entry| Lock::load(&Layout::new(&entry.ok()?.path().join("workspace")).lock_files()).ok())
+        .filter_map(|entry| Some(entry.ok()?.path().join("workspace")))
+        .filter(|copy| copy.is_dir())
+        .collect()
+}
+
+/// The locks of the experiments under `layout`'s workspace (those that can
+/// be read).
+pub(super) fn locks(layout: &Layout) -> Vec<Lock> {
+    copies(layout)
+        .iter()
+        .filter_map(|copy| Lock::load(&Layout::new(copy).lock_files()).ok())
         .collect()
 }
 
@@ -504,11 +539,9 @@ fn apply(globals: &Globals, args: ApplyArgs) -> anyhow::Result<ExitCode> {
     {
         let session = Session::open(globals, &[])?;
         let _guard = super::lock_workspace(&session.workspace.root, true)?;
-        for param in &experiment.record.params {
-            let (name, text) = param.split_once('=').unwrap_or((param, ""));
-            for file in manifest::edit::set_param(&session.workspace, name, text).map_err(UsageError::from)? {
-                eprintln!("set {param} in {}", file.display());
-            }
+        let params = &experiment.record.params;
+        for file in manifest::edit::set_params(&session.workspace, params).map_err(UsageError::from)? {
+            eprintln!("set {} in {}", params.join(" "), file.display());
         }
         lock.compact(&session.workspace.layout().lock_files())?;
     }
@@ -530,7 +563,7 @@ fn diff(globals: &Globals, args: DiffArgs) -> anyhow::Result<ExitCode> {
     };
     differing("param", &params(a), &params(b), &mut lines);
     let deps = |e: &Found| -> anyhow::Result<BTreeMap<String, String>> {
-        let lock = Lock::read(&e.copy.join(Layout::LOCK)).unwrap_or_default();
+        let lock = Lock::load(&Layout::new(&e.copy).lock_files()).map_err(UsageError::from)?;
         Ok(lock
             .stage
             .iter()

@@ -28,8 +28,15 @@ impl Args {
 pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
     let session = Session::open(globals, &[])?;
     let _guard = super::lock_workspace(&session.workspace.root, true)?;
+    // A running experiment may have stored what its lock does not name yet:
+    // wait for it.
+    let layout = session.workspace.layout();
+    let _experiments = super::exp::copies(&layout)
+        .iter()
+        .map(|copy| super::lock_workspace(copy, true))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let lock = session.lock()?;
-    let experiments = super::exp::locks(&session.workspace.layout());
+    let experiments = super::exp::locks(&layout);
     let pinned = std::iter::once(&lock)
         .chain(&experiments)
         .flat_map(|lock| lock.stage.values().map(|e| e.fingerprint))

@@ -49,6 +49,15 @@ fn a_matrix_stage_runs_once_per_combination_and_reruns_only_what_changed() {
         assert!(dag.stdout.contains(name), "{name} is not in the dag:\n{}", dag.stdout);
     }
 
+    let mermaid = ws.fabric(&["dag", "--format", "mermaid"]);
+    assert!(
+        mermaid
+            .stdout
+            .contains("  train_seed_1_size_large[\"train@seed=1,size=large\"]\n"),
+        "{}",
+        mermaid.stdout
+    );
+
     let run = ws.fabric(&["run"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(ws.count("train"), 4);

@@ -19,39 +19,63 @@ struct Params {
     params: BTreeMap<String, Spanned<toml::Value>>,
 }
 
-/// Sets param `name` to `text`, read as `-P name=text` reads it, in every
-/// manifest file of `workspace` that declares it (as `-P` overrides them
-/// all); the files changed, workspace-relative.
-pub fn set_param(workspace: &Workspace, name: &str, text: &str) -> Result<Vec<PathBuf>, Diagnostic> {
-    let mut changed = Vec::new();
-    for relative in &workspace.sources {
-        let path = workspace.root.join(relative);
-        let source = std::fs::read_to_string(&path)
-            .map_err(|e| Diagnostic::new(format!("cannot read {}: {e}", relative.display())))?;
-        let declared = toml::from_str::<Params>(&source)
-            .map_err(|e| Diagnostic::new(format!("cannot read {}: {}", relative.display(), e.message())))?;
-        let Some(value) = declared.params.get(name) else {
-            continue;
-        };
-        let current = toml_to_json(value.get_ref());
-        let literal = override_value(&current, text)
-            .and_then(|new| literal(&current, new))
-            .ok_or_else(|| {
-                Diagnostic::new(format!(
-                    "`{name}={text}` does not fit `{name}` as {} declares it ({current})",
-                    relative.display()
-                ))
-                .hint("change the declaration by hand")
+/// Sets each param of `params` (`NAME=VALUE`, read as `-P` reads it) in
+/// every manifest file of `workspace` that declares it (as `-P` overrides
+/// them all); the files changed, workspace-relative. Every edit is made
+/// and checked in memory first: on any error no file is written.
+pub fn set_params(workspace: &Workspace, params: &[String]) -> Result<Vec<PathBuf>, Diagnostic> {
+    let mut texts: BTreeMap<PathBuf, String> = BTreeMap::new();
+    for param in params {
+        let (name, text) = param.split_once('=').unwrap_or((param, ""));
+        let mut found = false;
+        for relative in &workspace.sources {
+            let source = match texts.get(relative) {
+                Some(text) => text.clone(),
+                None => std::fs::read_to_string(workspace.root.join(relative))
+                    .map_err(|e| Diagnostic::new(format!("cannot read {}: {e}", relative.display())))?,
+            };
+            let edited = set_in(&source, name, text).map_err(|problem| {
+                Diagnostic::new(format!("cannot set `{param}` in {}: {problem}", relative.display()))
+                    .hint("change the declaration by hand")
             })?;
-        let span = value.span();
-        let edited = format!("{}{literal}{}", &source[..span.start], &source[span.end..]);
-        write(&path, &edited).map_err(|e| Diagnostic::new(format!("cannot write {}: {e}", relative.display())))?;
-        changed.push(relative.clone());
+            if let Some(edited) = edited {
+                found = true;
+                texts.insert(relative.clone(), edited);
+            }
+        }
+        if !found {
+            return Err(Diagnostic::new(format!("no manifest declares a param `{name}`")));
+        }
     }
-    if changed.is_empty() {
-        return Err(Diagnostic::new(format!("no manifest declares a param `{name}`")));
+    for (relative, text) in &texts {
+        write(&workspace.root.join(relative), text)
+            .map_err(|e| Diagnostic::new(format!("cannot write {}: {e}", relative.display())))?;
     }
-    Ok(changed)
+    Ok(texts.into_keys().collect())
+}
+
+/// `source` with param `name` declared as `text` makes it, or `None` when
+/// `source` does not declare it.
+fn set_in(source: &str, name: &str, text: &str) -> Result<Option<String>, String> {
+    let declared = toml::from_str::<Params>(source).map_err(|e| e.message().to_string())?;
+    let Some(value) = declared.params.get(name) else {
+        return Ok(None);
+    };
+    let current = toml_to_json(value.get_ref());
+    // A table's span is its header, not its keys: not edited here.
+    if current.is_object() {
+        return Err(format!("`{name}` is a table"));
+    }
+    let literal = override_value(&current, text)
+        .and_then(|new| literal(&current, new))
+        .ok_or_else(|| format!("`{text}` does not fit `{name}` as declared ({current})"))?;
+    let span = value.span();
+    let edited = format!("{}{literal}{}", &source[..span.start], &source[span.end..]);
+    // The edit must read back as exactly the value written.
+    match toml::from_str::<Params>(&edited) {
+        Ok(after) if after.params.get(name).map(|v| v.get_ref().to_string()) == Some(literal) => Ok(Some(edited)),
+        _ => Err(format!("`{name}` is not declared as a plain `{name} = VALUE` line")),
+    }
 }
 
 /// `new` written as TOML, keeping a float param a float (`1` → `1.0`).
@@ -79,22 +103,26 @@ mod tests {
             "# the workspace\n[params]\nlr = 0.1   # learning rate\nname = \"a\"\nhidden = [64, 32]\nepochs = 4\n";
         std::fs::write(dir.path().join("Fabric.toml"), manifest).unwrap();
         let workspace = super::super::load(dir.path(), &[], &crate::steps::Registry::default()).unwrap();
-        for (name, text) in [("lr", "1"), ("name", "b c"), ("hidden", "[128,64]"), ("epochs", "8")] {
-            assert_eq!(
-                set_param(&workspace, name, text).unwrap(),
-                [PathBuf::from("Fabric.toml")]
-            );
+        let params = ["lr=1", "name=b c", "hidden=[128,64]", "epochs=8"].map(String::from);
+        assert_eq!(set_params(&workspace, &params).unwrap(), [PathBuf::from("Fabric.toml")]);
+        let edited =
+            "# the workspace\n[params]\nlr = 1.0   # learning rate\nname = \"b c\"\nhidden = [128, 64]\nepochs = 8\n";
+        assert_eq!(std::fs::read_to_string(dir.path().join("Fabric.toml")).unwrap(), edited);
+        // One bad param: nothing is written, not even the good one before it.
+        for bad in ["epochs=many", "nope=1"] {
+            assert!(set_params(&workspace, &["lr=2".into(), bad.into()]).is_err(), "{bad}");
         }
-        assert_eq!(
-            std::fs::read_to_string(dir.path().join("Fabric.toml")).unwrap(),
-            "# the workspace\n[params]\nlr = 1.0   # learning rate\nname = \"b c\"\nhidden = [128, 64]\nepochs = 8\n"
-        );
+        assert_eq!(std::fs::read_to_string(dir.path().join("Fabric.toml")).unwrap(), edited);
+    }
+
+    #[test]
+    fn a_table_or_dotted_param_is_left_to_the_user() {
         assert!(
-            set_param(&workspace, "epochs", "many")
+            set_in("[params.model]\nlr = 0.1\n", "model", "{lr=0.2}")
                 .unwrap_err()
-                .message
-                .contains("does not fit")
+                .contains("table")
         );
-        assert!(set_param(&workspace, "nope", "1").is_err());
+        assert!(set_in("[params]\nmodel.lr = 0.1\n", "model", "{lr=0.2}").is_err());
+        assert_eq!(set_in("[params]\nx = 1\n", "y", "2"), Ok(None));
     }
 }

@@ -649,6 +649,22 @@ impl Loader<'_> {
                 first_seen.insert(stage.name.clone(), at);
             }
         }
+        // A matrix stage's declared name stands for its expansions: no
+        // plain stage may have it too.
+        for stage in declared.iter().filter(|s| !s.matrix.is_empty()) {
+            let base = matrix::base(&stage.name);
+            if let Some(plain) = first_seen.get(base) {
+                let (line, column) = stage.source.at(stage.raw.span()).line_column();
+                self.errors.push(
+                    Diagnostic::new(format!("stage `{base}` is declared twice"))
+                        .at(plain.clone(), "a plain stage")
+                        .hint(format!(
+                            "a matrix stage of that name is at {}:{line}:{column}; rename one",
+                            stage.source.file.display()
+                        )),
+                );
+            }
+        }
         // Outs after param interpolation, for `${stage.X.outs[N]}`.
         let mut outs_by_stage: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for stage in &declared {
