@@ -76,6 +76,9 @@ struct ShowArgs {
     /// Order by this metric, highest first.
     #[arg(long, value_name = "METRIC")]
     sort: Option<String>,
+    /// Show only this metric (repeatable; default: every metric).
+    #[arg(long = "metric", value_name = "METRIC")]
+    metrics: Vec<String>,
     /// With `--sort`: lowest first.
     #[arg(long, requires = "sort")]
     ascending: bool,
@@ -388,7 +391,7 @@ fn experiment_metrics(copy: &Path, params: &[String]) -> anyhow::Result<BTreeMap
 
 fn show(globals: &Globals, args: ShowArgs) -> anyhow::Result<ExitCode> {
     let mut all = found(globals)?;
-    if let Some(metric) = &args.sort {
+    for metric in args.sort.iter().chain(&args.metrics) {
         if !all.iter().any(|e| e.metrics.contains_key(metric)) && !all.is_empty() {
             let columns: Vec<&str> = all.iter().flat_map(|e| e.metrics.keys().map(String::as_str)).collect();
             let mut diagnostic = Diagnostic::new(format!("no experiment has a metric `{metric}`"));
@@ -397,6 +400,14 @@ fn show(globals: &Globals, args: ShowArgs) -> anyhow::Result<ExitCode> {
             }
             return Err(UsageError::from(diagnostic).into());
         }
+    }
+    if !args.metrics.is_empty() {
+        for e in &mut all {
+            e.metrics
+                .retain(|key, _| args.metrics.contains(key) || args.sort.as_ref() == Some(key));
+        }
+    }
+    if let Some(metric) = &args.sort {
         let value = |e: &Found| e.metrics.get(metric).and_then(|v| v.parse::<f64>().ok());
         // Experiments without the metric go last, whichever the order.
         all.sort_by(|a, b| match (value(a), value(b)) {

@@ -27,7 +27,7 @@ deps = ["b.txt"]
 outs = ["fit.txt"]
 
 [stage.score]
-cmd = "echo '{{\"score\": '$(( ${{params.scale}} * 10 ))'}}' > score.json"
+cmd = "echo '{{\"score\": '$(( ${{params.scale}} * 10 ))', \"half\": '$(( ${{params.scale}} * 5 ))'}}' > score.json"
 deps = ["fit.txt"]
 metrics = ["score.json"]
 "#,
@@ -77,7 +77,10 @@ fn a_grid_runs_in_copies_restores_what_it_shares_and_compares() {
     let ascending = ws.fabric(&["exp", "show", "--json", "--sort", "score", "--ascending"]);
     let first: Vec<serde_json::Value> = serde_json::from_str(&ascending.stdout).unwrap();
     assert_eq!(first[0]["metrics"]["score"], "20");
-    let md = ws.fabric(&["exp", "show", "--md", "--sort", "score"]);
+    let only = ws.fabric(&["exp", "show", "--json", "--metric", "score"]);
+    let only: Vec<serde_json::Value> = serde_json::from_str(&only.stdout).unwrap();
+    assert_eq!(only[0]["metrics"].as_object().unwrap().len(), 1);
+    let md = ws.fabric(&["exp", "show", "--md", "--sort", "score", "--metric", "score"]);
     assert!(
         md.stdout
             .starts_with("| name | state | params | score |\n| --- | --- | --- | --- |\n"),
@@ -97,7 +100,7 @@ fn a_grid_runs_in_copies_restores_what_it_shares_and_compares() {
             .collect::<Vec<_>>()
     };
     assert_eq!(line("param"), ["param", "scale", "2", "3"]);
-    assert_eq!(line("metric"), ["metric", "score", "20", "30"]);
+    assert_eq!(line("metric  score"), ["metric", "score", "20", "30"]);
     assert!(line("dep")[1..3] == ["score:", "fit.txt"], "{}", diff.stdout);
     assert!(
         !diff.stdout.contains("b.txt"),
@@ -121,7 +124,7 @@ fn a_grid_runs_in_copies_restores_what_it_shares_and_compares() {
         ws.read("Fabric.lock"),
         ws.read(&format!(".fabric/exp/{b}/workspace/Fabric.lock"))
     );
-    assert_eq!(ws.read("score.json").trim(), "{\"score\": 30}");
+    assert_eq!(ws.read("score.json").trim(), "{\"score\": 30, \"half\": 15}");
     assert_eq!(ws.read("fit.txt"), "fit 3\n");
     let status = ws.fabric(&["status", "--check"]);
     assert_eq!(

@@ -452,3 +452,30 @@ fn a_job_lost_with_its_node_ends_the_stage_with_that_reason() {
     );
     assert!(!ws.path("Fabric.lock").exists() || !ws.read("Fabric.lock").contains("[stage.long]"));
 }
+
+/// Experiments of a workspace that runs on Slurm send their stages to the
+/// cluster too; what they share with the workspace is restored, not submitted.
+#[test]
+fn experiments_run_their_stages_as_slurm_jobs() {
+    let cluster = Cluster::start();
+    let ws = Workspace::new();
+    ws.write(
+        "Fabric.toml",
+        "[workspace]\nname = \"grid\"\nexecutor = \"slurm\"\n\n[params]\np = 0\n\n[stage.base]\ncmd = \"echo base > base.txt\"\nouts = [\"base.txt\"]\n\n[stage.fit]\ncmd = \"cat base.txt > fit.txt; echo ${params.p} >> fit.txt\"\ndeps = [\"base.txt\"]\nouts = [\"fit.txt\"]\n",
+    );
+    let baseline = cluster.fabric(&ws, &["run"]);
+    assert_eq!(baseline.code, 0, "{}", baseline.stderr);
+    let grid = cluster.fabric(&ws, &["exp", "run", "--grid", "p=1,2", "-j", "2"]);
+    assert_eq!(grid.code, 0, "{}", grid.stderr);
+    let count = |name: &str| {
+        cluster
+            .jobs()
+            .iter()
+            .filter(|(n, state)| n == name && state == "COMPLETED")
+            .count()
+    };
+    assert_eq!(count("fabric.grid.base"), 1, "{:?}", cluster.jobs());
+    assert_eq!(count("fabric.grid.fit"), 3, "{:?}", cluster.jobs());
+    let show = cluster.fabric(&ws, &["exp", "show", "--json"]);
+    assert_eq!(show.stdout.matches("\"succeeded\"").count(), 2, "{}", show.stdout);
+}
