@@ -227,3 +227,67 @@ fn the_store_keeps_what_experiments_made_until_they_are_removed() {
     let unknown = ws.fabric(&["exp", "remove", "two"]);
     assert_eq!(unknown.code, 2, "{}", unknown.stderr);
 }
+
+/// `fabric exp run` killed outright (with everything it started) in the
+/// middle of an experiment's stage: the workspace is as it was, and runs
+/// as before.
+#[test]
+fn an_experiment_killed_mid_stage_leaves_the_workspace_untouched() {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::process::CommandExt;
+
+    let ws = Workspace::new();
+    let outside = tempfile::tempdir().unwrap();
+    let (started, fifo) = (outside.path().join("started"), outside.path().join("fifo"));
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    ws.write(
+        "Fabric.toml",
+        &format!(
+            "[params]\nmode = \"fast\"\n\n[stage.a]\ncmd = \"echo a > a.txt\"\nouts = [\"a.txt\"]\n\n[stage.b]\ncmd = \"if [ ${{params.mode}} = slow ]; then touch {started}; cat {fifo}; fi; cat a.txt > b.txt\"\ndeps = [\"a.txt\"]\nouts = [\"b.txt\"]\n",
+            started = started.display(),
+            fifo = fifo.display()
+        ),
+    );
+    assert_eq!(ws.fabric(&["run"]).code, 0);
+    let before = ws.files("");
+
+    let mut run = ws.command(&["exp", "run", "-P", "mode=slow", "--name", "cut"]);
+    let mut run = run
+        .process_group(0)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The stage is inside its command once it made the file (it then waits
+    // on the pipe, which nobody writes).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !started.exists() {
+        assert!(
+            run.try_wait().unwrap().is_none(),
+            "the experiment ended before its stage ran"
+        );
+        assert!(std::time::Instant::now() < deadline, "the stage never started");
+        std::thread::yield_now();
+    }
+    // SAFETY: killpg with the group of a child this test started.
+    assert_eq!(unsafe { libc::killpg(run.id() as i32, libc::SIGKILL) }, 0);
+    run.wait().unwrap();
+    // Let a command that outlived its group end (nothing may write the pipe otherwise).
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo);
+
+    assert_eq!(ws.files(""), before, "the workspace is untouched");
+    let again = ws.fabric(&["run"]);
+    assert!(again.stderr.contains("0 ran"), "{}", again.stderr);
+    let show = ws.fabric(&["exp", "show"]);
+    assert!(
+        show.stdout
+            .lines()
+            .any(|l| l.starts_with("cut") && l.contains("running")),
+        "{}",
+        show.stdout
+    );
+}
