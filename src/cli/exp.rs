@@ -330,8 +330,7 @@ struct Found {
 
 /// Every experiment under `.fabric/exp/`, by name.
 fn found(globals: &Globals) -> anyhow::Result<Vec<Found>> {
-    let session = Session::open(globals, &[])?;
-    let dir = session.workspace.layout().experiments();
+    let dir = Layout::new(&globals.root()?).experiments();
     let mut all = Vec::new();
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return Ok(all);
@@ -367,15 +366,15 @@ fn experiment_metrics(copy: &Path, params: &[String]) -> anyhow::Result<BTreeMap
     let mut files = BTreeMap::new();
     for stage in &workspace.stages {
         for path in &stage.metrics {
-            if let Ok(text) = std::fs::read_to_string(path.under(copy))
-                && let Ok(value) = serde_json::from_str::<Value>(&text)
-            {
-                files.insert(path.to_string(), value);
-            }
+            files.insert(path.to_string(), metrics::read(copy, stage, path)?);
         }
     }
     let rows = metrics::rows(&files);
-    let shared = |key: &str| rows.iter().filter(|(_, k, _)| k == key).count() > 1;
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for (_, key, _) in &rows {
+        *seen.entry(key).or_default() += 1;
+    }
+    let shared = |key: &str| seen[key] > 1;
     Ok(rows
         .iter()
         .map(|(path, key, value)| {

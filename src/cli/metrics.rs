@@ -8,6 +8,8 @@ use serde_json::Value;
 
 use super::{Globals, Session};
 use fabric_core::lock::Lock;
+use fabric_core::manifest::Stage;
+use fabric_core::paths::RelPath;
 
 /// Arguments of `fabric metrics`.
 #[derive(Debug, clap::Args)]
@@ -33,12 +35,7 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
     let old_lock = args.diff.as_deref().and_then(|revision| committed_lock(root, revision));
     for stage in &session.workspace.stages {
         for path in &stage.metrics {
-            let value = match std::fs::read_to_string(path.under(root)) {
-                Ok(text) => serde_json::from_str::<Value>(&text)
-                    .map_err(|e| anyhow::anyhow!("metrics file {path} of stage `{}` is not JSON: {e}", stage.name))?,
-                Err(_) => Value::String("(missing: run the stage)".into()),
-            };
-            all.insert(path.to_string(), value);
+            all.insert(path.to_string(), read(root, stage, path)?);
             if let Some(revision) = &args.diff {
                 let recorded = || {
                     let record = old_lock.as_ref()?.stage.get(&stage.name)?.outs.get(path.as_str())?;
@@ -107,6 +104,16 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Metrics file `path` of `stage` in the workspace at `root`, parsed (a
+/// note in its place when it is missing).
+pub(super) fn read(root: &Path, stage: &Stage, path: &RelPath) -> anyhow::Result<Value> {
+    match std::fs::read_to_string(path.under(root)) {
+        Ok(text) => serde_json::from_str::<Value>(&text)
+            .map_err(|e| anyhow::anyhow!("metrics file {path} of stage `{}` is not JSON: {e}", stage.name)),
+        Err(_) => Ok(Value::String("(missing: run the stage)".into())),
+    }
 }
 
 /// A workspace file as committed at `revision` (None when git has no such file).

@@ -352,7 +352,7 @@ impl Session {
         match self.index(name) {
             Some(index) => vec![index],
             None => (0..stages.len())
-                .filter(|&i| stages[i].name.len() > name.len() && matrix::base(&stages[i].name) == name)
+                .filter(|&i| matrix::expands(name, &stages[i].name))
                 .collect(),
         }
     }

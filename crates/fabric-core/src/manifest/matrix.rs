@@ -178,6 +178,11 @@ pub fn base(name: &str) -> &str {
     name.split_once('@').map_or(name, |(base, _)| base)
 }
 
+/// Whether stage `name` is an expansion of the matrix stage declared as `declared`.
+pub fn expands(declared: &str, name: &str) -> bool {
+    name.split_once('@').is_some_and(|(base, _)| base == declared)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,5 +256,7 @@ mod tests {
         assert!(is_stage_name("train") && is_stage_name("train@lr=0.1,seed=2"));
         assert!(!is_stage_name("train@") && !is_stage_name("tr ain") && !is_stage_name("train@a b"));
         assert_eq!(base("train@seed=1"), "train");
+        assert!(expands("train", "train@seed=1"));
+        assert!(!expands("train", "train") && !expands("tr", "train@seed=1"));
     }
 }

@@ -884,7 +884,7 @@ impl Loader<'_> {
             // A matrix stage's declared name stands for all its expansions.
             let expansions: Vec<&String> = outs_by_stage
                 .keys()
-                .filter(|name| name.len() > text.len() && matrix::base(name) == text)
+                .filter(|name| matrix::expands(text, name))
                 .collect();
             if !outs_by_stage.contains_key(text) && !expansions.is_empty() {
                 after.extend(expansions.into_iter().map(|name| Sited {
