@@ -9,8 +9,17 @@
 //! for the workspace too. The workspace's files, outs and `Fabric.lock` are
 //! never written; a failed or killed experiment leaves only its own
 //! directory behind.
+//!
+//! Two file locks keep concurrent commands apart. `fabric exp run` holds
+//! `NAME/running.lock` while it runs that experiment: a record that says
+//! `running` without the lock held was interrupted (its `exp run` was
+//! killed), and a second `exp run` or an `exp remove` of the same name is
+//! refused rather than pulling the copy from under it. And every `exp run`
+//! holds `.fabric/exp/.lock` shared while `fabric gc` holds it exclusive,
+//! so gc never prunes what an experiment is storing.
 
 use std::collections::BTreeMap;
+use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
@@ -132,12 +141,58 @@ struct Record {
     /// The overrides, as given (`NAME=VALUE`).
     params: Vec<String>,
     targets: Vec<String>,
-    /// `running`, `succeeded` or `failed`.
+    /// `running`, `succeeded` or `failed` as written; `interrupted` when
+    /// read as `running` while no `exp run` holds the experiment.
     state: String,
 }
 
 /// The file an experiment's record is kept in, inside its directory.
 const RECORD: &str = "experiment.json";
+
+/// The file `fabric exp run` holds locked, inside the experiment's
+/// directory, while it runs the experiment.
+const RUNNING: &str = "running.lock";
+
+/// Locks the file at `path` (made if missing) for this process; `None`
+/// when another process holds it.
+fn try_hold(path: &Path) -> anyhow::Result<Option<File>> {
+    let file = File::options().create(true).truncate(false).write(true).open(path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(TryLockError::WouldBlock) => Ok(None),
+        Err(TryLockError::Error(error)) => Err(error.into()),
+    }
+}
+
+/// Holds `.fabric/exp/.lock`: shared for `exp run` (experiments may store
+/// objects), exclusive for `fabric gc`; waits, saying so, while the other
+/// kind holds it.
+pub(super) fn hold_experiments(layout: &Layout, exclusive: bool) -> anyhow::Result<File> {
+    let dir = layout.experiments();
+    std::fs::create_dir_all(&dir)?;
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(".lock"))?;
+    let taken = if exclusive {
+        file.try_lock()
+    } else {
+        file.try_lock_shared()
+    };
+    match taken {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            match exclusive {
+                true => eprintln!("waiting for running experiments (`fabric exp run`) to finish…"),
+                false => eprintln!("waiting for `fabric gc` to finish…"),
+            }
+            if exclusive { file.lock()? } else { file.lock_shared()? }
+        }
+        Err(TryLockError::Error(error)) => return Err(error.into()),
+    }
+    Ok(file)
+}
 
 pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
@@ -188,6 +243,25 @@ fn run(globals: &Globals, args: RunArgs) -> anyhow::Result<ExitCode> {
             state: "running".into(),
         };
         experiments.push((record, variant.workspace));
+    }
+    let _no_gc = hold_experiments(&session.workspace.layout(), false)?;
+    let mut held = Vec::new();
+    for (record, _) in &experiments {
+        let home = dir.join(&record.name);
+        std::fs::create_dir_all(&home)?;
+        match try_hold(&home.join(RUNNING))? {
+            Some(lock) => held.push(lock),
+            None => {
+                return Err(UsageError::from(
+                    Diagnostic::new(format!(
+                        "experiment `{}` is being run by another `fabric exp run`",
+                        record.name
+                    ))
+                    .hint("wait for it to finish, or give this one another --name"),
+                )
+                .into());
+            }
+        }
     }
     // The cores are shared among the experiments running at once.
     let jobs = args.jobs.max(1);
@@ -256,8 +330,17 @@ fn split_values(values: &str) -> Vec<&str> {
 /// whether it succeeded (its output is in `run.log` beside its record).
 fn run_one(workspace: &manifest::Workspace, dir: &Path, mut record: Record, jobs: usize) -> anyhow::Result<bool> {
     let home = dir.join(&record.name);
-    if home.exists() {
-        std::fs::remove_dir_all(&home)?;
+    // An earlier experiment of this name is replaced; the lock this run
+    // holds stays.
+    for entry in std::fs::read_dir(&home)? {
+        let entry = entry?;
+        if entry.file_name() == RUNNING {
+            continue;
+        }
+        match entry.file_type()?.is_dir() {
+            true => std::fs::remove_dir_all(entry.path())?,
+            false => std::fs::remove_file(entry.path())?,
+        }
     }
     let copy = home.join("workspace");
     std::fs::create_dir_all(&copy)?;
@@ -340,8 +423,11 @@ fn found(globals: &Globals) -> anyhow::Result<Vec<Found>> {
         let Ok(text) = std::fs::read_to_string(home.join(RECORD)) else {
             continue;
         };
-        let record: Record = serde_json::from_str(&text)
+        let mut record: Record = serde_json::from_str(&text)
             .map_err(|e| anyhow::anyhow!("{}: not an experiment record: {e}", home.join(RECORD).display()))?;
+        if record.state == "running" && try_hold(&home.join(RUNNING))?.is_some() {
+            record.state = "interrupted".into();
+        }
         let copy = home.join("workspace");
         // Only a run that succeeded made its metrics: the copy of a failed
         // one may hold the workspace's.
@@ -509,9 +595,23 @@ fn remove(globals: &Globals, args: RemoveArgs) -> anyhow::Result<ExitCode> {
             .map(|name| pick(&all, name))
             .collect::<Result<_, _>>()?
     };
+    let mut running = Vec::new();
     for experiment in doomed {
-        std::fs::remove_dir_all(experiment.copy.parent().unwrap_or(&experiment.copy))?;
+        let home = experiment.copy.parent().unwrap_or(&experiment.copy);
+        // Held while deleting: no `exp run` of this name starts meanwhile.
+        let Some(_held) = try_hold(&home.join(RUNNING))? else {
+            running.push(experiment.record.name.as_str());
+            continue;
+        };
+        std::fs::remove_dir_all(home)?;
         eprintln!("removed {}", experiment.record.name);
+    }
+    if !running.is_empty() {
+        return Err(UsageError::from(
+            Diagnostic::new(format!("kept {}: still running", running.join(", ")))
+                .hint("remove an experiment after its `fabric exp run` ends"),
+        )
+        .into());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -29,8 +29,9 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
     let session = Session::open(globals, &[])?;
     let _guard = super::lock_workspace(&session.workspace.root, true)?;
     // A running experiment may have stored what its lock does not name yet:
-    // wait for it.
+    // wait for every `exp run`, and for a run left in a copy by one killed.
     let layout = session.workspace.layout();
+    let _no_experiments = super::exp::hold_experiments(&layout, true)?;
     let _experiments = super::exp::copies(&layout)
         .iter()
         .map(|copy| super::lock_workspace(copy, true))

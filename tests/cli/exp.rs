@@ -166,14 +166,7 @@ fn a_failing_experiment_or_a_bad_override_leaves_the_workspace_as_it_was() {
     );
     assert!(ws.read(".fabric/exp/broken/run.log").contains("failed fit"));
     assert_eq!(ws.files(""), before, "the workspace is untouched");
-    let show = ws.fabric(&["exp", "show"]);
-    assert!(
-        show.stdout
-            .lines()
-            .any(|l| l.starts_with("broken") && l.contains("failed")),
-        "{}",
-        show.stdout
-    );
+    assert_eq!(state(&ws, "broken"), "failed");
     let refused = ws.fabric(&["exp", "apply", "broken"]);
     assert_eq!(refused.code, 2, "{}", refused.stderr);
     assert!(
@@ -230,7 +223,9 @@ fn the_store_keeps_what_experiments_made_until_they_are_removed() {
 
 /// `fabric exp run` killed outright (with everything it started) in the
 /// middle of an experiment's stage: the workspace is as it was, and runs
-/// as before.
+/// as before. While it ran, the same experiment could not be started or
+/// removed again and `fabric gc` waited for it; killed, it shows as
+/// interrupted and can be run again.
 #[test]
 fn an_experiment_killed_mid_stage_leaves_the_workspace_untouched() {
     use std::os::unix::fs::OpenOptionsExt;
@@ -270,6 +265,32 @@ fn an_experiment_killed_mid_stage_leaves_the_workspace_untouched() {
         assert!(std::time::Instant::now() < deadline, "the stage never started");
         std::thread::yield_now();
     }
+    assert_eq!(state(&ws, "cut"), "running");
+    let twice = ws.fabric(&["exp", "run", "-P", "mode=fast", "--name", "cut"]);
+    assert_eq!(twice.code, 2, "{}", twice.stderr);
+    assert!(
+        twice
+            .stderr
+            .contains("experiment `cut` is being run by another `fabric exp run`"),
+        "{}",
+        twice.stderr
+    );
+    let remove = ws.fabric(&["exp", "remove", "cut"]);
+    assert_eq!(remove.code, 2, "{}", remove.stderr);
+    assert!(remove.stderr.contains("kept cut: still running"), "{}", remove.stderr);
+    // gc waits for the experiment (it says so before it blocks).
+    let mut gc = ws
+        .command(&["gc"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut waiting = std::io::BufReader::new(gc.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut waiting, &mut line).unwrap();
+    assert_eq!(line, "waiting for running experiments (`fabric exp run`) to finish…\n");
+    assert!(gc.try_wait().unwrap().is_none());
+
     // SAFETY: killpg with the group of a child this test started.
     assert_eq!(unsafe { libc::killpg(run.id() as i32, libc::SIGKILL) }, 0);
     run.wait().unwrap();
@@ -279,15 +300,23 @@ fn an_experiment_killed_mid_stage_leaves_the_workspace_untouched() {
         .custom_flags(libc::O_NONBLOCK)
         .open(&fifo);
 
+    let gc = gc.wait_with_output().unwrap();
+    assert!(gc.status.success());
+    assert!(String::from_utf8_lossy(&gc.stdout).starts_with("removed "));
+
     assert_eq!(ws.files(""), before, "the workspace is untouched");
     let again = ws.fabric(&["run"]);
     assert!(again.stderr.contains("0 ran"), "{}", again.stderr);
-    let show = ws.fabric(&["exp", "show"]);
-    assert!(
-        show.stdout
-            .lines()
-            .any(|l| l.starts_with("cut") && l.contains("running")),
-        "{}",
-        show.stdout
-    );
+    assert_eq!(state(&ws, "cut"), "interrupted");
+    let rerun = ws.fabric(&["exp", "run", "-P", "mode=fast", "--name", "cut"]);
+    assert_eq!(rerun.code, 0, "{}", rerun.stderr);
+    assert_eq!(state(&ws, "cut"), "succeeded");
+}
+
+/// The state `fabric exp show` gives the experiment `name`.
+fn state(ws: &Workspace, name: &str) -> String {
+    let show = ws.ok(&["exp", "show"]);
+    let row = show.stdout.lines().find(|l| l.split_whitespace().next() == Some(name));
+    let row = row.unwrap_or_else(|| panic!("no `{name}` row:\n{}", show.stdout));
+    row.split_whitespace().nth(1).unwrap_or_default().to_string()
 }

@@ -116,3 +116,42 @@ fn matrix_values_enter_the_fingerprint_and_the_lock() {
     assert!(lock.contains("[stage.\"fit@lr=0.1,name=a\"]"), "{lock}");
     assert!(lock.contains("\"matrix.lr\" = \"0.1\""), "{lock}");
 }
+
+#[test]
+fn a_release_of_several_expansions_names_each_and_keeps_only_workspace_params() {
+    let ws = Workspace::new();
+    ws.write(
+        "Fabric.toml",
+        r#"[params]
+tag = "t1"
+
+[stage.fit]
+cmd = "echo ${params.tag} seed=${matrix.seed} > fit-${matrix.seed}.txt"
+outs = ["fit-${matrix.seed}.txt"]
+[stage.fit.matrix]
+seed = [1, 2]
+
+[stage.release]
+step = "fabric.release"
+deps = ["fit-1.txt", "fit-2.txt"]
+outs = ["receipt.json"]
+[stage.release.with]
+name = "demo"
+version = "v1"
+"#,
+    );
+    ws.write(
+        "changes/next.md",
+        "### What\nTwo fits.\n\n### Why\nSeeds.\n\n### How\nfabric run.\n",
+    );
+    ws.ok(&["run"]);
+    let manifest = fabric_core::release::Manifest::read(&ws.path("artifacts/demo/v1/MANIFEST.toml")).unwrap();
+    let stages: Vec<&String> = manifest.stages.keys().collect();
+    assert_eq!(stages, ["fit@seed=1", "fit@seed=2"]);
+    assert_eq!(
+        manifest.params.keys().collect::<Vec<_>>(),
+        ["tag"],
+        "{:?}",
+        manifest.params
+    );
+}

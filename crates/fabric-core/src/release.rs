@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::digest::Digest;
 use crate::hash::hash_file;
 use crate::lock::LockEntry;
+use crate::manifest::matrix::is_matrix_param;
 
 /// The directory holding every release.
 pub const ARTIFACTS: &str = "artifacts";
@@ -234,9 +235,13 @@ fn manifest(publication: &Publication, sequence: u64) -> anyhow::Result<Manifest
             scores.extend(publication.headlines.scores(&value));
         }
     }
+    // Workspace params have one value however many stages read them; a
+    // matrix value belongs to one expansion, whose name (in `stages`)
+    // already says it.
     let mut params = BTreeMap::new();
     for entry in publication.upstream.values() {
-        params.extend(entry.inputs.params.clone());
+        let workspace_params = entry.inputs.params.iter().filter(|(name, _)| !is_matrix_param(name));
+        params.extend(workspace_params.map(|(name, value)| (name.clone(), value.clone())));
     }
     let mut review = ReviewStatus::Unreviewed;
     if let Some((_, record)) = approval(publication, &files)? {

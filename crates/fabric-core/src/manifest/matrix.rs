@@ -23,6 +23,18 @@ pub type RawMatrix = Spanned<BTreeMap<Spanned<String>, Spanned<toml::Value>>>;
 /// The most stages one matrix may expand to.
 pub const MOST_COMBINATIONS: usize = 1000;
 
+/// How a matrix value an expansion used is named among its params
+/// (`matrix.KEY`).
+pub fn param_name(key: &str) -> String {
+    format!("matrix.{key}")
+}
+
+/// Whether a used param is a matrix value (`matrix.KEY`), which belongs to
+/// one expansion rather than to the workspace.
+pub fn is_matrix_param(name: &str) -> bool {
+    name.starts_with("matrix.")
+}
+
 /// One combination: a value per key, and the stage it names.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Combination {

@@ -1172,7 +1172,7 @@ impl Resolver<'_> {
             },
             Reference::Matrix(key) => match self.matrix.get(key) {
                 Some(value) => {
-                    used.insert(format!("matrix.{key}"), value.clone());
+                    used.insert(matrix::param_name(key), value.clone());
                     Ok(value.clone())
                 }
                 None => Err(InterpolationError {
