@@ -339,18 +339,33 @@ fn oracle(example: &Value) -> Value {
 /// Scores `predict` (one prediction per test example) with the default
 /// gates; returns the exit code, the metrics and the report.
 fn evaluate_predictions(ws: &Workspace, name: &str, predict: impl Fn(&Value) -> Value) -> (i32, Value, String) {
+    evaluate_predictions_with(ws, name, &[], predict)
+}
+
+/// [`evaluate_predictions`] with more `fabric evaluate` flags (gates).
+fn evaluate_predictions_with(
+    ws: &Workspace,
+    name: &str,
+    flags: &[&str],
+    predict: impl Fn(&Value) -> Value,
+) -> (i32, Value, String) {
     let examples: Vec<Value> = ws.jsonl("d/train-test.jsonl");
     let lines: String = examples.iter().map(|e| format!("{}\n", predict(e))).collect();
     ws.write(&format!("{name}.jsonl"), &lines);
-    let outcome = ws.fabric(&[
-        "evaluate",
-        "--predictions",
-        &format!("{name}.jsonl"),
-        "--test-dataset",
-        "d/train-test.jsonl",
-        "--output-report",
-        &format!("{name}/report.md"),
-    ]);
+    let outcome = ws.fabric(
+        &[
+            "evaluate",
+            "--predictions",
+            &format!("{name}.jsonl"),
+            "--test-dataset",
+            "d/train-test.jsonl",
+            "--output-report",
+            &format!("{name}/report.md"),
+        ]
+        .into_iter()
+        .chain(flags.iter().copied())
+        .collect::<Vec<_>>(),
+    );
     let metrics = serde_json::from_str(&ws.read(&format!("{name}/metrics.json"))).unwrap();
     (outcome.code, metrics, ws.read(&format!("{name}/report.md")))
 }
@@ -361,13 +376,49 @@ fn evaluate_predictions(ws: &Workspace, name: &str, predict: impl Fn(&Value) -> 
 fn every_gate_fails_a_predictor_built_to_fail_it() {
     let ws = Workspace::new();
     small_dataset(&ws);
-    let (code, metrics, report) = evaluate_predictions(&ws, "oracle", oracle);
+    let strict = ["--beat-baselines", "--min-oracle-gap-closed", "0.5"];
+    let (code, metrics, report) = evaluate_predictions_with(&ws, "oracle", &strict, oracle);
     assert_eq!(code, 0, "the oracle passes every gate: {}", metrics["gates"]);
-    assert!(report.contains("| metric | external predictions | seed rules | majority |"));
+    assert!(report.contains("| metric | external predictions | seed rules | majority | oracle |"));
+    // The style-knowing oracle row is a ceiling above both baselines, below
+    // knowing the answers.
+    let f1 = |who: &str| metrics[who]["macro_f1"].as_f64().unwrap();
+    assert!(
+        f1("oracle") > f1("seed_rules") && f1("oracle") > f1("majority") && f1("oracle") < f1("model"),
+        "{metrics}"
+    );
+
+    // The comparative gates: a predictor that only keeps quiet closes none
+    // of the gap to the oracle; one that names the wrong tracks does not
+    // beat the seed rules on target accuracy.
+    let (code, metrics, _) = evaluate_predictions_with(&ws, "quiet", &strict, |e| {
+        let mut p = oracle(e);
+        p["command"] = serde_json::json!({"type": "none"});
+        p
+    });
+    assert_eq!(code, 1);
+    assert_eq!(metrics["gates"]["min_oracle_gap_closed"], false, "{metrics}");
+    assert!(metrics["oracle_gap_closed"].as_f64().unwrap() <= 0.0, "{metrics}");
+    let (code, metrics, _) = evaluate_predictions_with(&ws, "wrong-tracks", &strict, |e| {
+        let mut p = oracle(e);
+        if p["command"]["target"].is_string() {
+            p["command"]["target"] = "master".into();
+        }
+        p
+    });
+    assert_eq!(code, 1);
+    assert_eq!(metrics["gates"]["beat_baselines"], false, "{metrics}");
+    assert_eq!(metrics["gates"]["min_oracle_gap_closed"], true, "{metrics}");
 
     let in_flow = |e: &Value| e["moment"]["playing"] == true && e["moment"]["energy"].as_f64().unwrap() >= 0.6;
     type Bad = (&'static str, &'static str, fn(&Value, Value) -> Value);
-    let bad: [Bad; 6] = [
+    let bad: [Bad; 7] = [
+        ("nudging-in-passive", "min_intensity_compliance", |e, mut p| {
+            if e["mode"] == "passive" && e["critical"] == false {
+                p["intensity"] = "nudge".into();
+            }
+            p
+        }),
         ("loud-in-passive", "min_mode_compliance", |e, mut p| {
             if e["mode"] == "passive" {
                 p["command"] = serde_json::json!({"type": "transport.stop"});

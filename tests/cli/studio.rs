@@ -69,7 +69,9 @@ fn the_briefs_commands_work_as_written_in_its_order() {
                     outcome.stderr
                 );
                 let sanitize: Value = serde_json::from_str(&ws.read("reports/sanitize.json")).unwrap();
-                assert_eq!(sanitize["records_in"], 12 * 4 * 90, "{sanitize}");
+                let simulated = prime_brain::simulate::SimulateOptions::default();
+                let records = simulated.users * simulated.sessions_per_user * simulated.snapshots_per_session;
+                assert_eq!(sanitize["records_in"], records, "{sanitize}");
             }
             _ => {}
         }

@@ -12,6 +12,8 @@
 //!   wrong target, or malformed JSON count as invalid;
 //! - mode compliance, overall and per mode: a command the doctrine forbids in
 //!   the mode (anything in passive mode unless health is critical);
+//! - intensity: accuracy against the doctrine's intensity, and compliance (a
+//!   call without critical health, or a nudge in passive mode, fails it);
 //! - the tone audit ([`prime_brain::tone`]): harsh, blaming, urgent,
 //!   shouting, numeric, jargon-laden, long or cue-less texts fail it;
 //! - ALS/Bloom alignment: where the user acted (issued a command or accepted
@@ -37,11 +39,14 @@ use super::mlp::{Head, heads};
 use super::proto::ModelProto;
 use super::runtime;
 use super::tensors::f32_value;
-use prime_brain::dataset::{CommandTarget, Example};
-use prime_brain::labels::allowed;
-use prime_brain::schema::{AlsChannel, Intensity, Mode};
+use prime_brain::dataset::{
+    CommandTarget, Example, FeatureNames, flag_feature, guidance_intensity, new_command_feature,
+};
+use prime_brain::labels::{allowed, intensity_allowed};
+use prime_brain::schema::{AlsChannel, FlagCategory, Intensity, Mode, Severity};
+use prime_brain::simulate::{Need, SPONTANEOUS, answer_targets};
 use prime_brain::tone::{ToneIssue, phrase, tone_issues};
-use prime_brain::vocabulary::{self, NONE};
+use prime_brain::vocabulary::{self, COMMANDS, NONE};
 
 /// Regression gates: the `with` table of `onnx.eval` and the flags of
 /// `fabric evaluate`, declared once. Defaults are the doctrine's floor.
@@ -64,6 +69,10 @@ pub struct Gates {
     #[serde(default = "defaults::one")]
     #[arg(long, default_value_t = defaults::one())]
     pub min_mode_compliance: f64,
+    /// Minimum share of predictions speaking no louder than the mode allows.
+    #[serde(default = "defaults::one")]
+    #[arg(long, default_value_t = defaults::one())]
+    pub min_intensity_compliance: f64,
     /// Minimum share of guidance texts passing the tone audit.
     #[serde(default = "defaults::one")]
     #[arg(long, default_value_t = defaults::one())]
@@ -85,10 +94,16 @@ pub struct Gates {
     #[serde(default = "defaults::acceptance")]
     #[arg(long, default_value_t = defaults::acceptance())]
     pub min_acceptance: f64,
-    /// The model must beat the seed rules and the majority baseline on top-1 accuracy.
+    /// The model must beat the seed rules and the majority baseline on
+    /// command accuracy, macro-F1 and target accuracy.
     #[serde(default)]
     #[arg(long)]
     pub beat_baselines: bool,
+    /// Minimum share of the macro-F1 gap between the majority baseline and
+    /// the oracle that the model closes (0.5: at least halfway).
+    #[serde(default)]
+    #[arg(long, default_value_t = 0.0)]
+    pub min_oracle_gap_closed: f64,
 }
 
 /// The floors: a constant answer fails macro-F1 and acceptance, a predictor
@@ -164,6 +179,11 @@ pub struct Scores {
     pub mode_compliance: f64,
     /// The same, per mode.
     pub mode_compliance_by_mode: BTreeMap<String, f64>,
+    /// Share of predictions at the intensity the doctrine asks for.
+    pub intensity_accuracy: f64,
+    /// Share of predictions no louder than the mode allows (a call only
+    /// for critical health; in passive mode otherwise only a whisper).
+    pub intensity_compliance: f64,
     /// Share of guidance texts passing the tone audit.
     pub tone_audit: f64,
     /// Guidance texts failing the tone audit, by what is wrong.
@@ -186,6 +206,12 @@ pub struct Metrics {
     pub seed_rules: Scores,
     /// The most frequent command, always.
     pub majority: Scores,
+    /// A predictor that knows each simulated user's hidden style
+    /// ([`oracle_predictions`]): the ceiling.
+    pub oracle: Scores,
+    /// The share of the macro-F1 gap from the majority baseline to the
+    /// oracle the model closes ([`gap_closed`]).
+    pub oracle_gap_closed: f64,
     /// The majority class.
     pub majority_class: String,
     /// Gate results: name → passed.
@@ -334,6 +360,23 @@ pub fn score(examples: &[Example], predictions: &[Prediction]) -> Scores {
             ratio(in_mode.iter().filter(|(e, p)| obeys(e, p)).count(), in_mode.len()),
         );
     }
+    let intensity = |p: &Prediction| p.intensity.unwrap_or(Intensity::Nudge);
+    scores.intensity_accuracy = ratio(
+        examples
+            .iter()
+            .zip(predictions)
+            .filter(|(e, p)| intensity(p) == e.guidance.intensity)
+            .count(),
+        examples.len(),
+    );
+    scores.intensity_compliance = ratio(
+        examples
+            .iter()
+            .zip(predictions)
+            .filter(|(e, p)| intensity_allowed(e.mode, intensity(p), e.critical))
+            .count(),
+        examples.len(),
+    );
     let issues: Vec<Vec<ToneIssue>> = predictions.iter().map(|p| tone_issues(&p.response)).collect();
     scores.tone_audit = ratio(issues.iter().filter(|i| i.is_empty()).count(), predictions.len());
     for issue in issues.iter().flatten() {
@@ -475,6 +518,70 @@ pub fn seed_predictions(examples: &[Example]) -> Vec<Prediction> {
         .collect()
 }
 
+/// What a predictor that knows each simulated user's hidden style would
+/// answer: the simulated user's own policy ([`Need`]) applied to the moment
+/// the window ends on, with the style as the session's actions reveal it
+/// (for each need, the answer the user gave somewhere in the session; a
+/// need the session never answered has no known answer). It answers the
+/// first present need the user answers more often than not, nothing the
+/// step after the user answered one, and nothing the doctrine forbids; it
+/// targets the first of the answer's equally likely tracks, and its channel
+/// and intensity are the doctrine's for that command. Spontaneous commands
+/// (the transport), rare answers and a random track cannot be foreseen even
+/// knowing the style, so the oracle is the ceiling a predictor can
+/// approach, not 100%.
+pub fn oracle_predictions(examples: &[Example]) -> Vec<Prediction> {
+    let names = FeatureNames::default();
+    // The command types each session's user issued.
+    let mut answers: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for e in examples {
+        answers.entry(&e.session).or_default().insert(&e.command.kind);
+    }
+    examples
+        .iter()
+        .map(|e| {
+            let on = |name: &str| names.get(&e.features, name) > 0.0;
+            let flags: Vec<FlagCategory> = FlagCategory::ALL
+                .into_iter()
+                .filter(|c| Severity::ALL.iter().any(|s| on(&flag_feature(*c, *s))))
+                .collect();
+            let session = &answers[e.session.as_str()];
+            let just_answered = COMMANDS
+                .iter()
+                .any(|c| !SPONTANEOUS.contains(&c.kind) && on(&new_command_feature(c.kind)));
+            let loops = session.contains(Need::Loop.answers()[0]);
+            let playing = on("transport.playing");
+            let need = Need::ALL
+                .into_iter()
+                .find(|need| need.present(&flags, playing, loops) && need.answer_rate() > 0.5)
+                .filter(|_| !just_answered);
+            let kind = need
+                .and_then(|need| need.answers().iter().find(|kind| session.contains(**kind)))
+                .filter(|kind| allowed(e.mode, kind, e.critical));
+            let command = match kind {
+                Some(kind) => CommandTarget {
+                    kind: kind.to_string(),
+                    target: answer_targets(kind).first().map(|track| track.to_string()),
+                },
+                None => CommandTarget {
+                    kind: NONE.into(),
+                    target: None,
+                },
+            };
+            let channel = vocabulary::command(&command.kind).map_or(e.seed_label.channel, |c| c.channel);
+            let intensity = guidance_intensity(e.mode, e.critical, e.moment.in_flow(), &command);
+            Prediction {
+                response: phrase(channel, intensity).to_string(),
+                command,
+                top3: Vec::new(),
+                channel: Some(channel),
+                intensity: Some(intensity),
+                well_formed: true,
+            }
+        })
+        .collect()
+}
+
 /// The most frequent command, always, said in the most frequent channel.
 pub fn majority_predictions(examples: &[Example]) -> (String, Vec<Prediction>) {
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
@@ -595,6 +702,25 @@ pub struct EvalOutputs {
     pub chart_links: (String, String),
 }
 
+/// Whether `model` scores above `baseline` on command accuracy, macro-F1
+/// and target accuracy.
+fn beats(model: &Scores, baseline: &Scores) -> bool {
+    model.command_accuracy > baseline.command_accuracy
+        && model.macro_f1 > baseline.macro_f1
+        && model.target_accuracy > baseline.target_accuracy
+}
+
+/// The share of the macro-F1 gap from `floor` to `ceiling` that `model`
+/// closes (1 when there is no gap to close; below 0 under the floor).
+pub fn gap_closed(model: &Scores, floor: &Scores, ceiling: &Scores) -> f64 {
+    let gap = ceiling.macro_f1 - floor.macro_f1;
+    if gap <= 0.0 {
+        1.0
+    } else {
+        (model.macro_f1 - floor.macro_f1) / gap
+    }
+}
+
 /// Evaluates and writes everything; returns the metrics and the names of failed gates.
 pub fn evaluate(
     workspace: Option<&Path>,
@@ -618,6 +744,8 @@ pub fn evaluate(
     let seed_rules = score(&examples, &seed);
     let (majority_class, majority) = majority_predictions(&examples);
     let majority = score(&examples, &majority);
+    let oracle = score(&examples, &oracle_predictions(&examples));
+    let oracle_gap_closed = gap_closed(&model, &majority, &oracle);
     let mut confusion: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
     for (e, p) in examples.iter().zip(&predictions) {
         *confusion
@@ -640,6 +768,10 @@ pub fn evaluate(
             "min_mode_compliance",
             model.mode_compliance >= gates.min_mode_compliance,
         ),
+        (
+            "min_intensity_compliance",
+            model.intensity_compliance >= gates.min_intensity_compliance,
+        ),
         ("min_tone_audit", model.tone_audit >= gates.min_tone_audit),
         ("min_als_alignment", model.als_alignment >= gates.min_als_alignment),
         (
@@ -650,9 +782,11 @@ pub fn evaluate(
         ("min_acceptance", model.flow.acceptance >= gates.min_acceptance),
         (
             "beat_baselines",
-            !gates.beat_baselines
-                || (model.command_accuracy > seed_rules.command_accuracy
-                    && model.command_accuracy > majority.command_accuracy),
+            !gates.beat_baselines || [&seed_rules, &majority].iter().all(|baseline| beats(&model, baseline)),
+        ),
+        (
+            "min_oracle_gap_closed",
+            oracle_gap_closed >= gates.min_oracle_gap_closed,
         ),
     ]);
     let results: BTreeMap<String, bool> = results.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
@@ -662,6 +796,8 @@ pub fn evaluate(
         model,
         seed_rules,
         majority,
+        oracle,
+        oracle_gap_closed,
         majority_class,
         gates: results,
         confusion,

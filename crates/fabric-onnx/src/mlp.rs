@@ -2,10 +2,12 @@
 //! vector, as two ONNX graphs.
 //!
 //! - The **inference graph** maps `features [N, F]` to one probability output
-//!   per head. The command head is masked by the doctrine inside the graph:
-//!   the mode one-hot and the critical-health flags are read from the
-//!   features, and forbidden command types get probability 0, so a released
-//!   model cannot break the doctrine whatever its weights.
+//!   per head. The command and intensity heads are masked by the doctrine
+//!   inside the graph: the mode one-hot and the critical-health flags are
+//!   read from the features, and forbidden command types and intensities
+//!   (a call without critical health, a nudge in passive mode) get
+//!   probability 0, so a released model cannot break the doctrine whatever
+//!   its weights.
 //! - The **train-step graph** computes the weighted cross-entropy loss, its
 //!   gradients (explicit ops: MatMul/Transpose for weights, ReduceSum for
 //!   biases, `Where(Z > 0, dH, 0)` for ReLU, `(P − Y)·w/Σw` for softmax
@@ -25,7 +27,7 @@ use rand_chacha::ChaCha8Rng;
 use super::builder::{Dim, GraphBuilder, int};
 use super::proto::ModelProto;
 use prime_brain::dataset::feature_layout;
-use prime_brain::labels::allowed;
+use prime_brain::labels::{allowed, intensity_allowed};
 use prime_brain::schema::{AlsChannel, Intensity, Mode};
 use prime_brain::vocabulary::{ARCHETYPES, COMMANDS, NONE};
 
@@ -153,24 +155,37 @@ impl Default for StepSettings {
 
 const N: Dim = Dim::Named("N");
 
-/// Reads the mode one-hot and critical flags from `features` and returns the
-/// `[N, commands]` 0/1 matrix of allowed command classes.
-fn doctrine_mask(b: &mut GraphBuilder, features: &str) -> String {
+/// Per head, in [`heads`] order, the `[N, classes]` 0/1 matrix of the
+/// classes the doctrine allows each row (read from its mode one-hot and
+/// critical flags) for the heads it constrains: commands a mode forbids
+/// ([`allowed`]) and intensities it forbids ([`intensity_allowed`]).
+fn doctrine_masks(b: &mut GraphBuilder, features: &str) -> Vec<Option<String>> {
+    let (mode, critical) = doctrine_inputs(b, features);
+    heads()
+        .iter()
+        .map(|head| {
+            let rule: Box<dyn Fn(Mode, usize, bool) -> bool> = match head.name {
+                "command" => {
+                    let classes = head.classes.clone();
+                    Box::new(move |mode, class, critical| {
+                        classes[class] == NONE || allowed(mode, &classes[class], critical)
+                    })
+                }
+                "intensity" => {
+                    Box::new(|mode, class, critical| intensity_allowed(mode, Intensity::ALL[class], critical))
+                }
+                _ => return None,
+            };
+            Some(doctrine_mask(b, &mode, &critical, head.classes.len(), &*rule))
+        })
+        .collect()
+}
+
+/// The mode one-hot `[N, 4]` and the critical flag `[N, 1]` (0 or 1) of
+/// each row of `features`.
+fn doctrine_inputs(b: &mut GraphBuilder, features: &str) -> (String, String) {
     let layout = feature_layout();
     let position = |name: &str| layout.iter().position(|n| n == name).expect("feature in layout") as i64;
-    let classes = &heads()[0].classes;
-    let table = |critical: bool| -> Vec<f64> {
-        Mode::ALL
-            .iter()
-            .flat_map(|mode| {
-                classes
-                    .iter()
-                    .map(move |kind| f64::from(u8::from(kind == NONE || allowed(*mode, kind, critical))))
-            })
-            .collect()
-    };
-    let calm = b.constant(&[4, classes.len()], &table(false));
-    let critical_table = b.constant(&[4, classes.len()], &table(true));
     let starts = b.int64s(&[position("mode.passive")]);
     let ends = b.int64s(&[position("mode.passive") + 4]);
     let axes = b.int64s(&[1]);
@@ -184,12 +199,32 @@ fn doctrine_mask(b: &mut GraphBuilder, features: &str) -> String {
     let zero = b.scalar(0.0);
     let is_critical = b.op("Greater", &[&flag_sum, &zero], vec![]);
     let critical = b.op("Cast", &[&is_critical], vec![int("to", i64::from(b.elem()))]);
+    (mode, critical)
+}
+
+/// The `[N, classes]` 0/1 matrix of the classes `allowed(mode, class,
+/// critical)` lets each row have.
+fn doctrine_mask(
+    b: &mut GraphBuilder,
+    mode: &str,
+    critical: &str,
+    classes: usize,
+    allowed: &dyn Fn(Mode, usize, bool) -> bool,
+) -> String {
+    let table = |critical: bool| -> Vec<f64> {
+        Mode::ALL
+            .iter()
+            .flat_map(|mode| (0..classes).map(move |class| f64::from(u8::from(allowed(*mode, class, critical)))))
+            .collect()
+    };
+    let calm = b.constant(&[4, classes], &table(false));
+    let critical_table = b.constant(&[4, classes], &table(true));
     let one = b.scalar(1.0);
-    let calm_weight = b.sub(&one, &critical);
-    let allowed_calm = b.matmul(&mode, &calm);
-    let allowed_critical = b.matmul(&mode, &critical_table);
+    let calm_weight = b.sub(&one, critical);
+    let allowed_calm = b.matmul(mode, &calm);
+    let allowed_critical = b.matmul(mode, &critical_table);
     let calm_part = b.mul(&allowed_calm, &calm_weight);
-    let critical_part = b.mul(&allowed_critical, &critical);
+    let critical_part = b.mul(&allowed_critical, critical);
     b.add(&calm_part, &critical_part)
 }
 
@@ -266,12 +301,11 @@ pub fn inference_graph(arch: &Architecture, params: &[Param], metadata: Vec<(Str
         b.initializer(&format!("param.{}", param.name), &param.dims, &values);
     }
     let forward = forward(&mut b, arch, &features, &|name| format!("param.{name}"));
-    let mask = doctrine_mask(&mut b, &features);
-    for (index, (head, logits)) in heads().iter().zip(&forward.logits).enumerate() {
-        let logits = if index == 0 {
-            masked(&mut b, logits, &mask)
-        } else {
-            logits.clone()
+    let masks = doctrine_masks(&mut b, &features);
+    for ((head, logits), mask) in heads().iter().zip(&forward.logits).zip(&masks) {
+        let logits = match mask {
+            Some(mask) => masked(&mut b, logits, mask),
+            None => logits.clone(),
         };
         let probs = b.op("Softmax", &[&logits], vec![int("axis", 1)]);
         b.output(
@@ -312,7 +346,7 @@ pub fn train_step_graph(arch: &Architecture, initial: &[Param], settings: &StepS
     b.input("adam.v", &[Dim::Fixed(total)]);
 
     let forward = forward(&mut b, arch, &features, &|name| format!("param.{name}"));
-    let mask = doctrine_mask(&mut b, &features);
+    let masks = doctrine_masks(&mut b, &features);
     let weight_sum = b.reduce_sum(&weight, &[0], false);
     let axis1 = b.int64s(&[1]);
     let weight_column = b.op("Unsqueeze", &[&weight, &axis1], vec![]);
@@ -325,12 +359,11 @@ pub fn train_step_graph(arch: &Architecture, initial: &[Param], settings: &StepS
     let log_probs: Vec<String> = forward
         .logits
         .iter()
-        .enumerate()
-        .map(|(index, logits)| {
-            let logits = if index == 0 {
-                masked(&mut b, logits, &mask)
-            } else {
-                logits.clone()
+        .zip(&masks)
+        .map(|(logits, mask)| {
+            let logits = match mask {
+                Some(mask) => masked(&mut b, logits, mask),
+                None => logits.clone(),
             };
             b.op("LogSoftmax", &[&logits], vec![int("axis", 1)])
         })
@@ -500,6 +533,71 @@ mod tests {
         (loss, grads)
     }
 
+    /// Whatever the weights, no row gets a command or an intensity its mode
+    /// forbids: 20,000 random inputs through a model with large random
+    /// weights, every mode, with and without critical health.
+    #[test]
+    fn the_doctrine_holds_whatever_the_weights() {
+        let arch = Architecture {
+            features: feature_layout().len(),
+            hidden: vec![16],
+        };
+        let mut params = arch.initial_params(11);
+        for param in &mut params {
+            param.values.iter_mut().for_each(|v| *v *= 20.0);
+        }
+        let model = inference_graph(&arch, &params, Vec::new());
+        let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+        let mut session = runtime::session(Some(root), &model.encode_to_vec(), 1).unwrap();
+        let layout = feature_layout();
+        let at = |name: &str| layout.iter().position(|n| n == name).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(12);
+        let rows = 20_000;
+        let mut features = Vec::with_capacity(rows * arch.features);
+        let mut moments = Vec::with_capacity(rows);
+        for row in 0..rows {
+            let mut v: Vec<f32> = (0..arch.features).map(|_| rng.random_range(0.0..1.0)).collect();
+            let mode = Mode::ALL[row % 4];
+            for (m, slot) in Mode::ALL.iter().zip(&mut v[at("mode.passive")..]) {
+                *slot = f32::from(u8::from(*m == mode));
+            }
+            let critical = row % 8 >= 4;
+            v[at("flags.performance.critical")] = f32::from(u8::from(critical));
+            v[at("flags.health.critical")] = 0.0;
+            features.extend(v);
+            moments.push((mode, critical));
+        }
+        let heads = heads();
+        let probs = crate::eval::head_probabilities(&mut session, &heads, features, rows, arch.features).unwrap();
+        let (mut commands, mut intensities) = (0, 0);
+        for (row, (mode, critical)) in probs.iter().zip(&moments) {
+            for (class, p) in row[0].iter().enumerate() {
+                let kind = &heads[0].classes[class];
+                if *p > 1e-6 && kind != NONE && !allowed(*mode, kind, *critical) {
+                    commands += 1;
+                }
+            }
+            for (intensity, p) in Intensity::ALL.iter().zip(&row[4]) {
+                if *p > 1e-6 && !intensity_allowed(*mode, *intensity, *critical) {
+                    intensities += 1;
+                }
+            }
+        }
+        assert_eq!((commands, intensities), (0, 0), "forbidden commands, intensities");
+        // Not vacuous: where the mode allows it, these weights do speak up
+        // (a nudge wins in active mode, a call with critical health), and
+        // the same weights meet passive rows.
+        let wins = |critical: bool, intensity: Intensity| {
+            probs
+                .iter()
+                .zip(&moments)
+                .filter(|(row, (mode, c))| *mode != Mode::Passive && *c == critical && row[4][intensity as usize] > 0.5)
+                .count()
+        };
+        let (nudges, calls) = (wins(false, Intensity::Nudge), wins(true, Intensity::Call));
+        assert!(nudges > 100 && calls > 10, "{nudges} nudges, {calls} calls");
+    }
+
     #[test]
     fn every_gradient_matches_finite_differences() {
         let arch = Architecture {
@@ -532,8 +630,9 @@ mod tests {
             let classes = head.classes.len();
             let mut y = vec![0.0; n * classes];
             for row in 0..n {
-                // `none` (class 0) is always allowed, so masked classes never carry a label.
-                let class = if head.name == "command" {
+                // `none` and `whisper` (class 0) are always allowed, so
+                // masked classes never carry a label.
+                let class = if matches!(head.name, "command" | "intensity") {
                     0
                 } else {
                     rng.random_range(0..classes)

@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 use super::eval::{Metrics, Scores};
 use super::flow::Reactions;
-use prime_brain::dataset::{CommandTarget, Example, FLOW_ENERGY, feature_layout};
+use prime_brain::dataset::{CommandTarget, Example, FLOW_ENERGY, FeatureNames};
 use prime_brain::vocabulary::NONE;
 
 fn percent(value: f64) -> String {
@@ -17,7 +17,7 @@ fn percent(value: f64) -> String {
 /// and one sentence on what it measures and how a bad model fails it.
 type Row = (&'static str, fn(&Scores) -> String, &'static str);
 
-const ROWS: [Row; 13] = [
+const ROWS: [Row; 15] = [
     (
         "command accuracy (top-1)",
         |s| percent(s.command_accuracy),
@@ -47,6 +47,16 @@ const ROWS: [Row; 13] = [
         "mode compliance",
         |s| percent(s.mode_compliance),
         "share of answers the mode allows (passive: nothing unless health is critical; learning: nothing intrusive); acting in passive mode fails it",
+    ),
+    (
+        "intensity accuracy",
+        |s| percent(s.intensity_accuracy),
+        "share of answers at the intensity the doctrine asks for (a call for critical health; a whisper in passive mode, in flow or with nothing to suggest; else a nudge)",
+    ),
+    (
+        "intensity compliance",
+        |s| percent(s.intensity_compliance),
+        "share of answers no louder than the mode allows; a call without critical health, or a nudge in passive mode, fails it",
     ),
     (
         "tone audit",
@@ -93,24 +103,32 @@ pub fn markdown(metrics: &Metrics, candidate: &str, failed: &[String], charts: &
         (candidate, &metrics.model),
         ("seed rules", &metrics.seed_rules),
         ("majority", &metrics.majority),
+        ("oracle", &metrics.oracle),
     ];
+    let header = format!(
+        "| {} |\n|{}",
+        predictors.map(|(name, _)| name).join(" | "),
+        " --- |".repeat(predictors.len() + 1)
+    );
+    let row = |first: &str, cell: &dyn Fn(&Scores) -> String| {
+        let cells: Vec<String> = predictors.iter().map(|(_, s)| cell(s)).collect();
+        format!("| {first} | {} |", cells.join(" | "))
+    };
     let _ = writeln!(out, "# Prime Brain evaluation\n");
     let _ = writeln!(
         out,
-        "{} held-out test examples; ground truth is what the user did next. The majority baseline always answers `{}`.\n",
+        "{} held-out test examples; ground truth is what the user did next. The majority baseline always answers `{}`; the oracle knows each simulated user's hidden style (the ceiling: what no predictor can foresee, it misses too).\n",
         metrics.examples, metrics.majority_class
     );
-    let _ = writeln!(out, "| metric | {candidate} | seed rules | majority |");
-    let _ = writeln!(out, "| --- | --- | --- | --- |");
+    let _ = writeln!(out, "| metric {header}");
     for (name, value, _) in ROWS {
-        let _ = writeln!(
-            out,
-            "| {name} | {} | {} | {} |",
-            value(&metrics.model),
-            value(&metrics.seed_rules),
-            value(&metrics.majority)
-        );
+        let _ = writeln!(out, "{}", row(name, &value));
     }
+    let _ = writeln!(
+        out,
+        "\nThe {candidate} closes {} of the macro-F1 gap from the majority baseline to the oracle.",
+        percent(metrics.oracle_gap_closed)
+    );
     let _ = writeln!(out, "\nWhat each metric measures, and how a bad model fails it:\n");
     for (name, _, meaning) in ROWS {
         let _ = writeln!(out, "- **{name}**: {meaning}.");
@@ -121,36 +139,19 @@ pub fn markdown(metrics: &Metrics, candidate: &str, failed: &[String], charts: &
         out,
         "Accepted / dismissed / flow breaks. The held-out sessions are replayed with each predictor in the loop; a user in flow (playing, energy at least {FLOW_ENERGY}) whose flow is broken stays out of it for about half a minute.\n"
     );
-    let _ = writeln!(out, "| mode | {candidate} | seed rules | majority |");
-    let _ = writeln!(out, "| --- | --- | --- | --- |");
+    let _ = writeln!(out, "| mode {header}");
     let modes: std::collections::BTreeSet<&String> =
         predictors.iter().flat_map(|(_, s)| s.flow.by_mode.keys()).collect();
     for mode in modes {
-        let cell = |s: &Scores| {
-            let r = s.flow.by_mode.get(mode).cloned().unwrap_or_default();
-            reactions(&r)
-        };
-        let _ = writeln!(
-            out,
-            "| {mode} | {} | {} | {} |",
-            cell(&metrics.model),
-            cell(&metrics.seed_rules),
-            cell(&metrics.majority)
-        );
+        let cell = |s: &Scores| reactions(&s.flow.by_mode.get(mode).cloned().unwrap_or_default());
+        let _ = writeln!(out, "{}", row(mode, &cell));
     }
 
     let _ = writeln!(out, "\n## Mode compliance by mode\n");
-    let _ = writeln!(out, "| mode | {candidate} | seed rules | majority |");
-    let _ = writeln!(out, "| --- | --- | --- | --- |");
+    let _ = writeln!(out, "| mode {header}");
     for mode in metrics.model.mode_compliance_by_mode.keys() {
         let cell = |s: &Scores| percent(s.mode_compliance_by_mode.get(mode).copied().unwrap_or(1.0));
-        let _ = writeln!(
-            out,
-            "| {mode} | {} | {} | {} |",
-            cell(&metrics.model),
-            cell(&metrics.seed_rules),
-            cell(&metrics.majority)
-        );
+        let _ = writeln!(out, "{}", row(mode, &cell));
     }
 
     let _ = writeln!(out, "\n## Tone issues\n");
@@ -227,14 +228,8 @@ fn action(c: &CommandTarget) -> String {
 
 /// The situation of an example in words: transport, energy, load, health.
 pub fn context(e: &Example) -> String {
-    let layout = feature_layout();
-    let feature = |name: &str| {
-        layout
-            .iter()
-            .position(|n| n == name)
-            .and_then(|i| e.features.get(i))
-            .map_or(0.0, |v| f64::from(*v))
-    };
+    let names = FeatureNames::default();
+    let feature = |name: &str| f64::from(names.get(&e.features, name));
     let energy = match e.moment.energy {
         x if x >= FLOW_ENERGY => "high",
         x if x >= 0.3 => "steady",

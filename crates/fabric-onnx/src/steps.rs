@@ -37,7 +37,7 @@ impl Step for Train {
         "onnx.train"
     }
     fn version(&self) -> u32 {
-        3
+        4
     }
     fn summary(&self) -> &'static str {
         "train split (dep 1) → model.onnx, training-log.json, model card (outs 1–3); with: base_model, hidden, epochs, batch_size, learning_rate, seed, threads, mode_weights"
@@ -96,10 +96,10 @@ impl Step for Eval {
         "onnx.eval"
     }
     fn version(&self) -> u32 {
-        4
+        5
     }
     fn summary(&self) -> &'static str {
-        "model.onnx, test split, [training log] (deps) → report.md, loss.svg, confusion.svg, metrics.json (outs); with: min_command_accuracy, min_mode_compliance, min_tone_audit, max_interventions_per_minute, beat_baselines"
+        "model.onnx, test split, [training log] (deps) → report.md, loss.svg, confusion.svg, metrics.json (outs); with: min_command_accuracy, min_macro_f1, min_mode_compliance, min_tone_audit, min_als_alignment, max_interventions_per_minute, min_time_in_flow, min_acceptance, beat_baselines, min_oracle_gap_closed"
     }
     fn check(&self, with: &Json) -> Result<(), String> {
         parse_with::<EvalWith>(with).map(|_| ())

@@ -17,7 +17,14 @@ export interface Snapshot {
   aiAnalysisFlags: { category: string; severity: string }[];
   userMemorySummary?: { recentActions: string[] } | null;
   bloomTrace: { outcome: string }[];
-  issuedCommands?: { type: string }[] | null;
+  issuedCommands?: IssuedCommand[] | null;
+}
+
+/** A command the user issued, as a snapshot lists it. */
+export interface IssuedCommand {
+  type: string;
+  target?: string | null;
+  args?: Record<string, unknown> | null;
 }
 
 /** A DAWCommand as the Studio executes it. */
@@ -88,6 +95,26 @@ export function normalize(s: Snapshot): Snapshot {
   };
 }
 
+/** A command as compared across snapshots: type, target and arguments. */
+function commandKey(c: IssuedCommand): string {
+  const args = c.args ?? {};
+  return JSON.stringify([c.type, c.target ?? null, Object.keys(args).sort().map((k) => [k, args[k]])]);
+}
+
+/**
+ * Items of `next` that were not in `current`: both keep the newest items,
+ * so `next` is `current` minus some oldest ones plus new ones.
+ */
+function newItems(current: IssuedCommand[], next: IssuedCommand[]): IssuedCommand[] {
+  for (let dropped = 0; dropped <= current.length; dropped++) {
+    const kept = current.slice(dropped);
+    if (next.length >= kept.length && kept.every((c, i) => commandKey(c) === commandKey(next[i]))) {
+      return next.slice(kept.length);
+    }
+  }
+  return next;
+}
+
 /**
  * The feature vector of a window of snapshots (oldest first): FEATURE_LAYOUT,
  * in order. Each snapshot is first normalized as sanitize would; what
@@ -125,6 +152,10 @@ export function features(rawWindow: Snapshot[]): Float32Array {
   for (const command of COMMANDS) v.push(share(actions, (a) => a === command.type));
   const history = last.issuedCommands ?? [];
   for (const command of COMMANDS) v.push(share(history, (c) => c.type === command.type));
+  // What the user did at the last step: the commands new in its history.
+  const before = window.length >= 2 ? (window[window.length - 2].issuedCommands ?? []) : null;
+  const fresh = before === null ? [] : newItems(before, history);
+  for (const command of COMMANDS) v.push(fresh.some((c) => c.type === command.type) ? 1 : 0);
   for (const outcome of BLOOM_OUTCOMES) v.push(share(last.bloomTrace, (b) => lower(b.outcome) === outcome));
   return Float32Array.from(v.map(round4));
 }

@@ -286,13 +286,44 @@ pub fn feature_layout() -> Vec<String> {
     );
     for category in FlagCategory::ALL {
         for severity in Severity::ALL {
-            names.push(format!("flags.{category:?}.{severity:?}").to_lowercase());
+            names.push(flag_feature(category, severity));
         }
     }
     names.extend(COMMANDS.iter().map(|c| format!("recent.{}", c.kind)));
     names.extend(COMMANDS.iter().map(|c| format!("history.{}", c.kind)));
+    names.extend(COMMANDS.iter().map(|c| new_command_feature(c.kind)));
     names.extend(BloomOutcome::ALL.iter().map(|o| format!("bloom.{o:?}").to_lowercase()));
     names
+}
+
+/// Reads a feature vector by the names of [`feature_layout`].
+pub struct FeatureNames(Vec<String>);
+
+impl Default for FeatureNames {
+    fn default() -> Self {
+        FeatureNames(feature_layout())
+    }
+}
+
+impl FeatureNames {
+    /// The value of the feature `name` in `features` (0 when there is none).
+    pub fn get(&self, features: &[f32], name: &str) -> f32 {
+        self.0
+            .iter()
+            .position(|n| n == name)
+            .and_then(|i| features.get(i).copied())
+            .unwrap_or(0.0)
+    }
+}
+
+/// The feature counting the window's last flags of `category` at `severity`.
+pub fn flag_feature(category: FlagCategory, severity: Severity) -> String {
+    format!("flags.{category:?}.{severity:?}").to_lowercase()
+}
+
+/// The feature that is 1 when the user issued `kind` at the window's last step.
+pub fn new_command_feature(kind: &str) -> String {
+    format!("new.{kind}")
 }
 
 /// The feature vector of a window (the last snapshot plus window aggregates).
@@ -350,6 +381,14 @@ pub fn features(window: &[Snapshot]) -> Vec<f32> {
     for command in COMMANDS {
         let count = history.iter().filter(|c| c.kind == command.kind).count();
         v.push(count as f64 / history.len().max(1) as f64);
+    }
+    // What the user did at the last step: the commands new in its history.
+    let fresh = match window.len().checked_sub(2) {
+        Some(before) => new_items(window[before].issued_commands.as_deref().unwrap_or(&[]), history),
+        None => &[],
+    };
+    for command in COMMANDS {
+        v.push(f64::from(u8::from(fresh.iter().any(|c| c.kind == command.kind))));
     }
     for outcome in BloomOutcome::ALL {
         let count = last.bloom_trace.iter().filter(|b| b.outcome == outcome).count();
@@ -452,7 +491,7 @@ fn example(session: &str, window_end: usize, window: &[Snapshot], next: &Snapsho
 
 /// The intensity the doctrine asks for: a call only for critical health,
 /// whispers in passive mode, in flow, and with nothing to suggest.
-fn guidance_intensity(mode: Mode, critical: bool, in_flow: bool, command: &CommandTarget) -> Intensity {
+pub fn guidance_intensity(mode: Mode, critical: bool, in_flow: bool, command: &CommandTarget) -> Intensity {
     if critical {
         Intensity::Call
     } else if mode == Mode::Passive || in_flow || command.kind == super::vocabulary::NONE {

@@ -41,6 +41,17 @@ pub fn allowed(mode: Mode, kind: &str, critical: bool) -> bool {
     }
 }
 
+/// The doctrine on how loudly `mode` may speak: a call only when health is
+/// critical; in passive mode, otherwise, only a whisper.
+pub fn intensity_allowed(mode: Mode, intensity: Intensity, critical: bool) -> bool {
+    critical
+        || match intensity {
+            Intensity::Whisper => true,
+            Intensity::Nudge => mode != Mode::Passive,
+            Intensity::Call => false,
+        }
+}
+
 /// The seed label of one snapshot.
 pub fn seed_label(snapshot: &Snapshot) -> SeedLabel {
     let metrics = &snapshot.audio_metrics;

@@ -4,7 +4,10 @@
 //! Each simulated user has a hidden style the data should let a model learn:
 //! how they free CPU (freeze a track or raise the buffer), how they answer a
 //! muddy mix (EQ cut on the bass or a level balance), whether they loop
-//! sections. Sessions change mode over time, play and stop, have CPU spikes
+//! sections ([`Style`], answering [`Need`]s: one policy, which the
+//! evaluation's oracle reuses). A user's memory summary carries their recent
+//! actions from one session to the next, as the Studio's Mixx Recall does.
+//! Sessions change mode over time, play and stop, have CPU spikes
 //! and dropouts, drift harmonically, and record Bloom suggestions with their
 //! outcomes and the commands the user issued. A share of records is made bad
 //! the way a real export stream is (personal data, out-of-range values,
@@ -49,7 +52,7 @@ impl Default for SimulateOptions {
     fn default() -> Self {
         SimulateOptions {
             seed: 57,
-            users: 12,
+            users: 40,
             sessions_per_user: 4,
             snapshots_per_session: 90,
             bad_fraction: 0.04,
@@ -78,12 +81,103 @@ pub struct SimulateSummary {
     pub bad: usize,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Style {
-    freezes: bool,
-    eq_cuts: bool,
-    loops: bool,
-    talkative: bool,
+/// A simulated user's hidden style: which command they answer each
+/// [`Need`] with, and whether they talk to Prime.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Style {
+    /// Frees CPU by freezing a track (else by raising the buffer).
+    pub freezes: bool,
+    /// Answers a muddy mix with an EQ cut on the bass (else a level balance).
+    pub eq_cuts: bool,
+    /// Loops a section now and then while playing.
+    pub loops: bool,
+    /// Talks to Prime now and then.
+    pub talkative: bool,
+}
+
+/// What a moment of a session asks of the user, in order of precedence: at
+/// each step the user answers at most one need, the first present one they
+/// answer, and answers nothing at the step after they answered one (the
+/// answer is issued then).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// The engine runs hot (a performance flag is up).
+    CpuRelief,
+    /// The low end is muddy (a mix flag is up).
+    MudFix,
+    /// Playing, for a user who loops sections.
+    Loop,
+}
+
+impl Need {
+    /// Every need, most pressing first.
+    pub const ALL: [Need; 3] = [Need::CpuRelief, Need::MudFix, Need::Loop];
+
+    /// The chance a user answers the need at a step where it is present.
+    pub fn answer_rate(self) -> f64 {
+        match self {
+            Need::CpuRelief => 0.85,
+            Need::MudFix => 0.8,
+            Need::Loop => 0.05,
+        }
+    }
+
+    /// The flag that shows the need, if one does.
+    pub fn flag(self) -> Option<FlagCategory> {
+        match self {
+            Need::CpuRelief => Some(FlagCategory::Performance),
+            Need::MudFix => Some(FlagCategory::Mix),
+            Need::Loop => None,
+        }
+    }
+
+    /// Whether the need is present: its flag is up, or (a loop) the
+    /// transport plays for a user who loops.
+    pub fn present(self, flags: &[FlagCategory], playing: bool, loops: bool) -> bool {
+        match self.flag() {
+            Some(category) => flags.contains(&category),
+            None => loops && playing,
+        }
+    }
+
+    /// The command types the need is answered with, whatever the style.
+    pub fn answers(self) -> &'static [&'static str] {
+        match self {
+            Need::CpuRelief => &["track.freeze", "engine.setBufferSize"],
+            Need::MudFix => &["mix.eqCut", "mix.balanceLevels"],
+            Need::Loop => &["arrange.loopSection"],
+        }
+    }
+}
+
+/// The tracks a freeze picks from.
+pub const FREEZABLE: [&str; 3] = ["synth", "keys", "fx"];
+
+/// The tracks an answer of type `kind` may target, all equally likely (none
+/// for a command without a target).
+pub fn answer_targets(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "track.freeze" => &FREEZABLE,
+        "mix.eqCut" => &["bass"],
+        _ => &[],
+    }
+}
+
+/// The commands a user issues on their own, not in answer to a moment
+/// (they do not hold back the next answer).
+pub const SPONTANEOUS: [&str; 2] = ["transport.play", "transport.stop"];
+
+impl Style {
+    /// The command type this user answers `need` with.
+    pub fn answer(&self, need: Need) -> &'static str {
+        let answers = need.answers();
+        let second = match need {
+            Need::CpuRelief => !self.freezes,
+            Need::MudFix => !self.eq_cuts,
+            Need::Loop => false,
+        };
+        answers[usize::from(second).min(answers.len() - 1)]
+    }
 }
 
 const PEOPLE: [&str; 8] = ["Maya", "John", "Priya", "Carlos", "Ahmed", "Sofia", "Kenji", "Amara"];
@@ -110,9 +204,12 @@ pub fn simulate(options: &SimulateOptions, dir: &Path) -> std::io::Result<Simula
             loops: rng.random_bool(0.4),
             talkative: rng.random_bool(0.5),
         };
+        // The user's memory (Mixx Recall) carries their recent actions from
+        // one session to the next.
+        let mut recent: Vec<String> = Vec::new();
         for session in 0..options.sessions_per_user {
             let id = format!("u{user:02}-s{session:02}");
-            let records = simulate_session(&mut rng, &id, style, options, user * 1000 + session);
+            let records = simulate_session(&mut rng, &id, style, &mut recent, options, user * 1000 + session);
             let mut file = std::io::BufWriter::new(std::fs::File::create(dir.join(format!("{id}.jsonl")))?);
             let mut previous: Option<String> = None;
             for snapshot in records {
@@ -145,6 +242,7 @@ fn simulate_session(
     rng: &mut ChaCha8Rng,
     session_id: &str,
     style: Style,
+    recent: &mut Vec<String>,
     options: &SimulateOptions,
     index: usize,
 ) -> Vec<Snapshot> {
@@ -167,7 +265,6 @@ fn simulate_session(
     let mut mud_left: u32 = 0;
     let mut spike_left: u32 = 0;
     let mut commands: Vec<DawCommand> = Vec::new();
-    let mut recent: Vec<String> = Vec::new();
     let mut bloom: Vec<BloomEvent> = Vec::new();
     let mut turns: Vec<Turn> = Vec::new();
     let mut pending: Option<(DawCommand, usize)> = None;
@@ -183,8 +280,7 @@ fn simulate_session(
         // Transport.
         if rng.random_bool(0.04) {
             playing = !playing;
-            let kind = if playing { "transport.play" } else { "transport.stop" };
-            issue(&mut commands, &mut recent, kind, None);
+            issue(&mut commands, recent, SPONTANEOUS[usize::from(!playing)], None);
         }
         if playing {
             playhead += tempo / 60.0 * 4.0;
@@ -230,6 +326,7 @@ fn simulate_session(
             });
         }
 
+        let flag_categories: Vec<FlagCategory> = flags.iter().map(|f| f.category).collect();
         // The user's own reaction, one snapshot after the cue.
         if let Some((command, due)) = pending.take() {
             if due == step {
@@ -255,49 +352,22 @@ fn simulate_session(
                 if command.kind == "engine.setBufferSize" || command.kind == "track.freeze" {
                     spike_left = 0;
                 }
-                issue(&mut commands, &mut recent, &command.kind, command.target.as_deref());
+                issue(&mut commands, recent, &command.kind, command.target.as_deref());
             } else {
                 pending = Some((command, due));
             }
-        } else if spike_left > 0 && rng.random_bool(0.85) {
-            let command = if style.freezes {
-                DawCommand {
-                    kind: "track.freeze".into(),
-                    target: Some(["synth", "keys", "fx"].choose(rng).expect("non-empty").to_string()),
-                    args: None,
-                }
-            } else {
-                DawCommand {
-                    kind: "engine.setBufferSize".into(),
-                    target: None,
-                    args: Some(BTreeMap::from([("size".into(), serde_json::json!(buffer * 2))])),
-                }
+        } else if let Some(need) = Need::ALL
+            .into_iter()
+            .find(|need| need.present(&flag_categories, playing, style.loops) && rng.random_bool(need.answer_rate()))
+        {
+            let kind = style.answer(need);
+            let command = DawCommand {
+                kind: kind.into(),
+                target: answer_targets(kind).choose(rng).map(|track| track.to_string()),
+                args: (kind == "engine.setBufferSize")
+                    .then(|| BTreeMap::from([("size".into(), serde_json::json!(buffer * 2))])),
             };
             pending = Some((command, step + 1));
-        } else if mud_left > 0 && rng.random_bool(0.8) {
-            let command = if style.eq_cuts {
-                DawCommand {
-                    kind: "mix.eqCut".into(),
-                    target: Some("bass".into()),
-                    args: None,
-                }
-            } else {
-                DawCommand {
-                    kind: "mix.balanceLevels".into(),
-                    target: None,
-                    args: None,
-                }
-            };
-            pending = Some((command, step + 1));
-        } else if style.loops && playing && rng.random_bool(0.05) {
-            pending = Some((
-                DawCommand {
-                    kind: "arrange.loopSection".into(),
-                    target: None,
-                    args: None,
-                },
-                step + 1,
-            ));
         } else if rng.random_bool(0.02) {
             let kind = ["mix.addReverb", "mix.compress", "track.solo", "track.mute"]
                 .choose(rng)
@@ -365,7 +435,7 @@ fn simulate_session(
             },
             ai_analysis_flags: flags,
             user_memory_summary: Some(UserMemory {
-                recent_actions: tail(&recent, MAX_RECENT_ACTIONS),
+                recent_actions: tail(recent, MAX_RECENT_ACTIONS),
                 preferences: BTreeMap::from([("meter".into(), "calm".into())]),
             }),
             bloom_trace: tail(&bloom, MAX_BLOOM_TRACE),
