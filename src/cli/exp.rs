@@ -156,7 +156,7 @@ const RUNNING: &str = "running.lock";
 /// Locks the file at `path` (made if missing) for this process; `None`
 /// when another process holds it.
 fn try_hold(path: &Path) -> anyhow::Result<Option<File>> {
-    let file = File::options().create(true).truncate(false).write(true).open(path)?;
+    let file = super::lock_file(path)?;
     match file.try_lock() {
         Ok(()) => Ok(Some(file)),
         Err(TryLockError::WouldBlock) => Ok(None),
@@ -170,11 +170,7 @@ fn try_hold(path: &Path) -> anyhow::Result<Option<File>> {
 pub(super) fn hold_experiments(layout: &Layout, exclusive: bool) -> anyhow::Result<File> {
     let dir = layout.experiments();
     std::fs::create_dir_all(&dir)?;
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join(".lock"))?;
+    let file = super::lock_file(&dir.join(".lock"))?;
     let taken = if exclusive {
         file.try_lock()
     } else {

@@ -501,16 +501,22 @@ fn reporter(verbose: bool, quiet: bool, json: bool, stream: bool) -> Box<dyn fab
 /// Takes the workspace's run lock (`.fabric/run.lock`, an OS file lock that
 /// is released when the process ends, however it ends, and its run's
 /// supervisor with it; the file names the holder's pid).
-fn lock_workspace(root: &Path, wait: bool) -> anyhow::Result<File> {
-    let layout = fabric_core::layout::Layout::new(root);
-    std::fs::create_dir_all(layout.state_dir())?;
-    let path = layout.run_lock();
-    let mut file = File::options()
+/// Opens the file at `path` to hold a lock on (made if missing, never
+/// truncated: it may name its holder).
+fn lock_file(path: &Path) -> std::io::Result<File> {
+    File::options()
         .create(true)
         .truncate(false)
         .read(true)
         .write(true)
-        .open(&path)?;
+        .open(path)
+}
+
+fn lock_workspace(root: &Path, wait: bool) -> anyhow::Result<File> {
+    let layout = fabric_core::layout::Layout::new(root);
+    std::fs::create_dir_all(layout.state_dir())?;
+    let path = layout.run_lock();
+    let mut file = lock_file(&path)?;
     match file.try_lock() {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) if wait => {

@@ -510,6 +510,21 @@ fn every_gate_fails_a_predictor_built_to_fail_it() {
     });
     let top3 = metrics["model"]["command_top3"].as_f64().unwrap();
     assert!(top3 < oracle_scores["command_top3"].as_f64().unwrap() - 0.5, "{top3}");
+    // Speaking at the wrong intensity everywhere the doctrine allows it:
+    // a nudge where it asks for a whisper, a whisper where it asks more.
+    let (_, metrics, _) = evaluate_predictions(&ws, "wrong-intensity", |e| {
+        let mut p = oracle(e);
+        let whisper = e["guidance"]["intensity"] == "whisper";
+        let quiet_only = e["mode"] == "passive" && e["critical"] == false;
+        p["intensity"] = if whisper && !quiet_only { "nudge" } else { "whisper" }.into();
+        p
+    });
+    let (right, wrong) = (
+        oracle_scores["intensity_accuracy"].as_f64().unwrap(),
+        metrics["model"]["intensity_accuracy"].as_f64().unwrap(),
+    );
+    assert!(wrong < right - 0.5, "{wrong} vs {right}");
+    assert_eq!(metrics["model"]["intensity_compliance"], 1.0, "{}", metrics["model"]);
 
     // Interrupting a user in flow: loud, intrusive and unwanted.
     let (code, metrics, _) = evaluate_predictions(&ws, "interrupting", |e| {

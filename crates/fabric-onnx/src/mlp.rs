@@ -26,7 +26,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::builder::{Dim, GraphBuilder, int};
 use super::proto::ModelProto;
-use prime_brain::dataset::feature_layout;
+use prime_brain::dataset::FeatureNames;
 use prime_brain::labels::{allowed, intensity_allowed};
 use prime_brain::schema::{AlsChannel, Intensity, Mode};
 use prime_brain::vocabulary::{ARCHETYPES, COMMANDS, NONE};
@@ -184,8 +184,8 @@ fn doctrine_masks(b: &mut GraphBuilder, features: &str) -> Vec<Option<String>> {
 /// The mode one-hot `[N, 4]` and the critical flag `[N, 1]` (0 or 1) of
 /// each row of `features`.
 fn doctrine_inputs(b: &mut GraphBuilder, features: &str) -> (String, String) {
-    let layout = feature_layout();
-    let position = |name: &str| layout.iter().position(|n| n == name).expect("feature in layout") as i64;
+    let names = FeatureNames::default();
+    let position = |name: &str| names.index(name).expect("feature in layout") as i64;
     let starts = b.int64s(&[position("mode.passive")]);
     let ends = b.int64s(&[position("mode.passive") + 4]);
     let axes = b.int64s(&[1]);
@@ -493,6 +493,7 @@ mod tests {
     use crate::proto::data_type;
     use crate::runtime;
     use crate::tensors::f64_value;
+    use prime_brain::dataset::feature_layout;
 
     /// Runs the f64 train-step graph with `params` and returns (loss, gradients).
     fn loss_and_gradients(
@@ -549,8 +550,8 @@ mod tests {
         let model = inference_graph(&arch, &params, Vec::new());
         let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
         let mut session = runtime::session(Some(root), &model.encode_to_vec(), 1).unwrap();
-        let layout = feature_layout();
-        let at = |name: &str| layout.iter().position(|n| n == name).unwrap();
+        let names = FeatureNames::default();
+        let at = |name: &str| names.index(name).unwrap();
         let mut rng = ChaCha8Rng::seed_from_u64(12);
         let rows = 20_000;
         let mut features = Vec::with_capacity(rows * arch.features);

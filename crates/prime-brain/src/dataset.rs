@@ -306,13 +306,14 @@ impl Default for FeatureNames {
 }
 
 impl FeatureNames {
+    /// The position of the feature `name`.
+    pub fn index(&self, name: &str) -> Option<usize> {
+        self.0.iter().position(|n| n == name)
+    }
+
     /// The value of the feature `name` in `features` (0 when there is none).
     pub fn get(&self, features: &[f32], name: &str) -> f32 {
-        self.0
-            .iter()
-            .position(|n| n == name)
-            .and_then(|i| features.get(i).copied())
-            .unwrap_or(0.0)
+        self.index(name).and_then(|i| features.get(i).copied()).unwrap_or(0.0)
     }
 }
 

@@ -171,12 +171,11 @@ impl Style {
     /// The command type this user answers `need` with.
     pub fn answer(&self, need: Need) -> &'static str {
         let answers = need.answers();
-        let second = match need {
-            Need::CpuRelief => !self.freezes,
-            Need::MudFix => !self.eq_cuts,
-            Need::Loop => false,
-        };
-        answers[usize::from(second).min(answers.len() - 1)]
+        match need {
+            Need::CpuRelief if !self.freezes => answers[1],
+            Need::MudFix if !self.eq_cuts => answers[1],
+            _ => answers[0],
+        }
     }
 }
 
