@@ -98,13 +98,16 @@ fn warn_if_trained_on_other_data(model_dir: &std::path::Path, test: &std::path::
 /// `train --base-model gemini-…`: a hosted model cannot be tuned inside the
 /// sealed Fabric, so the tuning job is prepared for Vertex AI instead.
 fn prepare_hosted_tuning(args: &TrainArgs, epochs_given: bool, rate_given: bool) -> anyhow::Result<ExitCode> {
-    let sft = prime_brain::dataset::DatasetPaths::beside(&args.dataset).sft_default();
-    anyhow::ensure!(
-        sft.is_file(),
-        "{} is missing: a hosted model is tuned on the instruction-tuning export, which `fabric dataset --output-file {}` writes beside the dataset",
-        sft.display(),
-        args.dataset.display()
-    );
+    let paths = prime_brain::dataset::DatasetPaths::beside(&args.dataset);
+    let sft = prime_brain::dataset::InstructionPaths::beside(&paths.sft_default());
+    for file in [&sft.data, &sft.test] {
+        anyhow::ensure!(
+            file.is_file(),
+            "{} is missing: a hosted model is tuned on the instruction-tuning set, which `fabric dataset --output-file {}` writes beside the dataset",
+            file.display(),
+            args.dataset.display()
+        );
+    }
     anyhow::ensure!(
         args.learning_rate_multiplier > 0.0 && args.learning_rate_multiplier.is_finite(),
         "--learning-rate-multiplier must be a positive number"
@@ -112,20 +115,24 @@ fn prepare_hosted_tuning(args: &TrainArgs, epochs_given: bool, rate_given: bool)
     let epochs = if epochs_given { args.options.epochs } else { 3 };
     let job = prime_brain::sft::gemini_tuning_job(
         &sft,
+        &paths.test,
         &args.output_dir,
         &args.options.base_model,
         epochs,
         args.learning_rate_multiplier,
     )?;
     eprintln!(
-        "{} is a hosted model: its tuning runs on Vertex AI, not in Fabric. Prepared the job in {}:\n  {} ({} conversations in Gemini's tuning format)\n  {} (tuningJobs.create: {epochs} epochs, learning-rate multiplier {})\n  {} (the commands that submit it)",
+        "{} is a hosted model: its tuning runs on Vertex AI, not in Fabric. Prepared the job in {}:\n  {} ({} conversations in Gemini's tuning format)\n  {} (tuningJobs.create: {epochs} epochs, learning-rate multiplier {})\n  {} (the held-out prompts, in the order of {})\n  {} (the commands that submit it and collect the tuned model's answers)\nAfterwards, score the answers: fabric evaluate --predictions answers.jsonl --test-dataset {} --output-report reports/tuned.md",
         args.options.base_model,
         args.output_dir.display(),
         job.data.display(),
         job.examples,
         job.request.display(),
         args.learning_rate_multiplier,
-        job.readme.display()
+        job.prompts.display(),
+        paths.test.display(),
+        job.readme.display(),
+        paths.test.display()
     );
     if rate_given {
         eprintln!(

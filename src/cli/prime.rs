@@ -61,7 +61,8 @@ pub struct DatasetArgs {
     #[command(flatten)]
     options: DatasetOptions,
     /// Where to write the train split as chat-style JSONL for tuning a
-    /// hosted LLM (default: NAME.sft.jsonl beside --output-file).
+    /// hosted LLM (default: NAME.sft.jsonl beside --output-file); its card
+    /// (the audit's counts and the set's hash) goes beside it as STEM.card.json.
     #[arg(long, value_name = "FILE")]
     sft_output: Option<PathBuf>,
 }
@@ -135,7 +136,8 @@ pub fn dataset(args: DatasetArgs) -> anyhow::Result<ExitCode> {
         std::fs::create_dir_all(parent)?;
     }
     let mut paths = DatasetPaths::beside(&args.output_file);
-    paths.sft = Some(args.sft_output.clone().unwrap_or_else(|| paths.sft_default()));
+    let sft = args.sft_output.clone().unwrap_or_else(|| paths.sft_default());
+    paths.sft = Some(prime_brain::dataset::InstructionPaths::beside(&sft));
     let card = dataset::build(&args.input_dir, &args.options, &paths, None)?;
     eprintln!(
         "{} train and {} test examples; dataset hash {}",

@@ -96,6 +96,38 @@ fn base_model_warm_starts_from_a_released_model() {
     );
 }
 
+/// Vertex AI's documented Gemini line shape: an optional
+/// `systemInstruction` with text `parts`, and `contents` whose turns have
+/// `role` user or model, alternate from a user turn, and hold non-empty
+/// text `parts`; a tuning example ends on the model's turn, a prompt on
+/// the user's.
+fn assert_gemini_tuning(line: &Value, last: &str) {
+    let object = line.as_object().unwrap();
+    assert!(
+        object.keys().all(|k| k == "contents" || k == "systemInstruction"),
+        "{line}"
+    );
+    let text_parts = |content: &Value| {
+        let parts = content["parts"].as_array().unwrap();
+        assert!(!parts.is_empty());
+        for part in parts {
+            assert_eq!(part.as_object().unwrap().len(), 1, "{part}");
+            assert!(!part["text"].as_str().unwrap().is_empty());
+        }
+    };
+    text_parts(&line["systemInstruction"]);
+    let contents = line["contents"].as_array().unwrap();
+    for (i, content) in contents.iter().enumerate() {
+        assert_eq!(
+            content["role"],
+            ["user", "model"][i % 2],
+            "turns alternate from the user's"
+        );
+        text_parts(content);
+    }
+    assert_eq!(contents.last().unwrap()["role"], last);
+}
+
 /// The brief's `train --base-model gemini-2.5-flash --epochs 3
 /// --learning-rate 1e-5`: the hosted tuning job is prepared in Vertex AI's
 /// documented shapes, and nothing pretends to tune.
@@ -127,20 +159,35 @@ fn a_hosted_base_model_gets_its_tuning_job_prepared() {
         "nothing pretends to be a tuned model"
     );
 
+    assert!(
+        hosted
+            .stderr
+            .contains("fabric evaluate --predictions answers.jsonl --test-dataset d/train-test.jsonl"),
+        "{}",
+        hosted.stderr
+    );
     let export = ws.jsonl("d/train.sft.jsonl");
     let lines = ws.jsonl("hosted/tuning-data.jsonl");
     assert_eq!(lines.len(), export.len());
     assert_eq!(lines.len(), ws.read("d/train.jsonl").lines().count());
     for (line, chat) in lines.iter().zip(&export) {
-        let keys: Vec<&String> = line.as_object().unwrap().keys().collect();
-        assert_eq!(keys, ["contents", "systemInstruction"]);
+        assert_gemini_tuning(line, "model");
         let system = &line["systemInstruction"]["parts"][0]["text"];
         assert_eq!(system, &chat["messages"][0]["content"]);
         let contents = line["contents"].as_array().unwrap();
-        let roles: Vec<&str> = contents.iter().map(|c| c["role"].as_str().unwrap()).collect();
-        assert_eq!(roles, ["user", "model"]);
+        assert_eq!(contents[0]["parts"][0]["text"], chat["messages"][1]["content"]);
         assert_eq!(contents[1]["parts"][0]["text"], chat["messages"][2]["content"]);
-        assert!(contents.iter().all(|c| c["parts"].as_array().unwrap().len() == 1));
+    }
+    // The held-out prompts, in the test split's order, without their answers.
+    let prompts = ws.jsonl("hosted/test-prompts.jsonl");
+    let held_out = ws.jsonl("d/train.sft-test.jsonl");
+    assert_eq!(prompts.len(), ws.read("d/train-test.jsonl").lines().count());
+    for (prompt, chat) in prompts.iter().zip(&held_out) {
+        assert_gemini_tuning(&prompt["request"], "user");
+        assert_eq!(
+            prompt["request"]["contents"][0]["parts"][0]["text"],
+            chat["messages"][1]["content"]
+        );
     }
     let job: Value = serde_json::from_str(&ws.read("hosted/tuning-job.json")).unwrap();
     assert_eq!(job["baseModel"], "gemini-2.5-flash");

@@ -677,11 +677,37 @@ fn the_instruction_tuning_export_is_calm_number_free_and_obeys_the_doctrine() {
     let train = ws.read("d/x.jsonl").lines().count();
     let lines: Vec<Value> = ws.jsonl("d/sft.jsonl");
     assert_eq!(lines.len(), train, "one conversation per train example");
+    let test = ws.read("d/x-test.jsonl").lines().count();
+    assert_eq!(
+        ws.jsonl("d/sft-test.jsonl").len(),
+        test,
+        "one held-out prompt per test example"
+    );
     let card: Value = serde_json::from_str(&ws.read("d/x.card.json")).unwrap();
     assert_eq!(card["files"]["sft"], "sft.jsonl");
+    let audited: Value = serde_json::from_str(&ws.read("d/sft.card.json")).unwrap();
+    assert_eq!(audited["kind"], "instruction-tuning");
+    assert_eq!(audited["conversations"]["train"], train);
+    assert_eq!(audited["conversations"]["test"], test);
+    assert!(audited["mostHistoryTurns"].as_u64().unwrap() <= 10);
+    // Many phrasings of one situation: the silences alone take dozens.
+    let silences: std::collections::BTreeSet<&str> = lines
+        .iter()
+        .map(|l| l["messages"][2]["content"].as_str().unwrap())
+        .filter(|answer| answer.ends_with("{\"type\":\"none\"}"))
+        .collect();
+    assert!(silences.len() >= 40, "{} distinct silences", silences.len());
     for line in &lines {
+        assert_openai_chat(line);
         let messages = line["messages"].as_array().unwrap();
         assert_eq!(messages.len(), 3);
+        let turns = messages[1]["content"]
+            .as_str()
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with("Creator: ") || l.starts_with("Prime: "))
+            .count();
+        assert!(turns <= 10, "{turns} turns of conversation");
         assert_eq!(messages[0]["role"], "system");
         assert!(
             messages[0]["content"]
@@ -716,10 +742,29 @@ fn the_instruction_tuning_export_is_calm_number_free_and_obeys_the_doctrine() {
     }));
 }
 
+/// The OpenAI chat fine-tuning line shape: `messages`, each with a `role`
+/// of system, user or assistant and text `content`, ending on the
+/// assistant's answer that is trained on.
+pub fn assert_openai_chat(line: &Value) {
+    let keys: Vec<&String> = line.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["messages"], "{line}");
+    let messages = line["messages"].as_array().unwrap();
+    for message in messages {
+        let role = message["role"].as_str().unwrap();
+        assert!(["system", "user", "assistant"].contains(&role), "{role}");
+        assert!(!message["content"].as_str().unwrap().is_empty());
+    }
+    assert_eq!(messages.last().unwrap()["role"], "assistant");
+    assert!(
+        messages.iter().skip(1).all(|m| m["role"] != "system"),
+        "system comes first"
+    );
+}
+
 /// `raw/` sanitized into `clean/`, then made a dataset in `data/`.
 const SANITIZE_AND_DATASET: &str = "[stage.sanitize]\nstep = \"prime.sanitize\"\ndeps = [\"raw\"]\nouts = [\"clean\", \"reports/sanitize.json\"]\n\n\
                                     [stage.dataset]\nstep = \"prime.dataset\"\ndeps = [\"clean\"]\n\
-                                    outs = [\"data/train.jsonl\", \"data/test.jsonl\", \"data/card.json\", \"data/sft.jsonl\"]\n";
+                                    outs = [\"data/train.jsonl\", \"data/test.jsonl\", \"data/card.json\", \"data/sft.jsonl\", \"data/sft-test.jsonl\", \"data/sft.card.json\"]\n";
 
 /// A new workspace with `ws`'s raw data and pseudonym key (pseudonyms
 /// depend on the key: a colleague shares it through FABRIC_PSEUDONYM_KEY or
@@ -874,11 +919,11 @@ fn the_personal_data_corpus_reaches_nothing_downstream_in_the_whole_pipeline() {
     );
     let pipeline = std::fs::read_to_string(format!("{root}/pipelines/prime-brain.toml")).unwrap();
     let simulate = pipeline.find("[stage.simulate]").unwrap()..pipeline.find("[stage.sanitize]").unwrap();
-    let pipeline = format!("{}{}", &pipeline[..simulate.start], &pipeline[simulate.end..]).replace(
-        r#""datasets/prime-brain-v1.card.json"]"#,
-        r#""datasets/prime-brain-v1.card.json", "datasets/prime-brain-v1.sft.jsonl"]"#,
+    let pipeline = format!("{}{}", &pipeline[..simulate.start], &pipeline[simulate.end..]);
+    assert!(
+        pipeline.contains("sft.jsonl"),
+        "the default pipeline writes the instruction-tuning set"
     );
-    assert!(pipeline.contains("sft.jsonl"));
     ws.write("pipelines/prime-brain.toml", &pipeline);
     ws.write("reviews/README.md", "No review yet.\n");
     ws.write(

@@ -1,5 +1,5 @@
-//! What a Prime Brain release headlines: the dataset card's hash
-//! (`prime.dataset`) and the model's scores from `onnx.eval`'s metrics.
+//! What a Prime Brain release headlines: the hashes of the dataset and of
+//! the instruction-tuning set (`prime.dataset`'s cards) and the model's scores from `onnx.eval`'s metrics.
 
 use std::collections::BTreeMap;
 
@@ -22,9 +22,12 @@ const SCORES: [(&str, &str); 7] = [
 pub struct PrimeHeadlines;
 
 impl Headlines for PrimeHeadlines {
-    /// A dataset card has a `datasetHash` and a `featureLayout`.
+    /// A dataset card has a `datasetHash` and a `featureLayout`; the
+    /// instruction-tuning set's card a `datasetHash` and `kind`
+    /// `instruction-tuning`.
     fn dataset_hash(&self, document: &Json) -> Option<String> {
-        document.get("featureLayout")?;
+        let instructions = document.get("kind").and_then(Json::as_str) == Some("instruction-tuning");
+        (instructions || document.get("featureLayout").is_some()).then_some(())?;
         document.get("datasetHash")?.as_str().map(str::to_string)
     }
 

@@ -217,8 +217,35 @@ pub struct DatasetPaths {
     pub card: PathBuf,
     /// Names of the train and test files recorded in the card.
     pub names: (String, String),
-    /// The instruction-tuning export of the train split, if wanted.
-    pub sft: Option<PathBuf>,
+    /// The instruction-tuning set of the train split, if wanted.
+    pub sft: Option<InstructionPaths>,
+}
+
+/// Where the instruction-tuning set and its card ([`super::sft::InstructionCard`]) go.
+pub struct InstructionPaths {
+    /// The train split's conversations: the tuning data (JSONL).
+    pub data: PathBuf,
+    /// The test split's conversations, one per test example in its order:
+    /// the prompts a tuned model is scored on.
+    pub test: PathBuf,
+    /// The card.
+    pub card: PathBuf,
+}
+
+impl InstructionPaths {
+    /// The set at `data`, the test conversations beside it as
+    /// `STEM-test.jsonl` and the card as `STEM.card.json`.
+    pub fn beside(data: &Path) -> InstructionPaths {
+        let stem = data
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        InstructionPaths {
+            test: data.with_file_name(format!("{stem}-test.jsonl")),
+            card: data.with_file_name(format!("{stem}.card.json")),
+            data: data.to_path_buf(),
+        }
+    }
 }
 
 impl DatasetPaths {
@@ -569,7 +596,8 @@ struct SessionPart {
     tally: Tally,
     train: String,
     test: String,
-    sft: String,
+    sft_train: String,
+    sft_test: String,
 }
 
 impl SessionPart {
@@ -590,7 +618,11 @@ impl SessionPart {
             fields.text(head);
             counts(&mut fields, classes);
         }
-        fields.text(&self.train).text(&self.test).text(&self.sft);
+        fields
+            .text(&self.train)
+            .text(&self.test)
+            .text(&self.sft_train)
+            .text(&self.sft_test);
         fields.finish()
     }
 
@@ -620,7 +652,8 @@ impl SessionPart {
             },
             train: fields.text()?.to_string(),
             test: fields.text()?.to_string(),
-            sft: fields.text()?.to_string(),
+            sft_train: fields.text()?.to_string(),
+            sft_test: fields.text()?.to_string(),
         };
         fields.is_done().then_some(part)
     }
@@ -634,7 +667,8 @@ fn session_part(file: &Path, options: &DatasetOptions, with_sft: bool) -> anyhow
         tally: Tally::default(),
         train: String::new(),
         test: String::new(),
-        sft: String::new(),
+        sft_train: String::new(),
+        sft_test: String::new(),
     };
     let text = String::from_utf8(bytes)?;
     let mut snapshots: Vec<Snapshot> =
@@ -675,10 +709,14 @@ fn session_part(file: &Path, options: &DatasetOptions, with_sft: bool) -> anyhow
             let lines = if held_out { &mut part.test } else { &mut part.train };
             lines.push_str(&serde_json::to_string(&item)?);
             lines.push('\n');
-            if with_sft && !held_out {
-                part.sft
-                    .push_str(&serde_json::to_string(&super::sft::conversation(window, &item))?);
-                part.sft.push('\n');
+            if with_sft {
+                let sft = if held_out {
+                    &mut part.sft_test
+                } else {
+                    &mut part.sft_train
+                };
+                sft.push_str(&serde_json::to_string(&super::sft::conversation(window, &item))?);
+                sft.push('\n');
             }
         }
     }
@@ -709,7 +747,10 @@ pub fn build(
 
     let mut train = BufWriter::new(std::fs::File::create(&paths.train)?);
     let mut sft = match &paths.sft {
-        Some(path) => Some(BufWriter::new(std::fs::File::create(path)?)),
+        Some(sft) => Some((
+            BufWriter::new(std::fs::File::create(&sft.data)?),
+            BufWriter::new(std::fs::File::create(&sft.test)?),
+        )),
         None => None,
     };
     let mut test = BufWriter::new(std::fs::File::create(&paths.test)?);
@@ -756,17 +797,23 @@ pub fn build(
             tally.add(part.tally);
             train.write_all(part.train.as_bytes())?;
             test.write_all(part.test.as_bytes())?;
-            if let Some(sft) = sft.as_mut() {
-                sft.write_all(part.sft.as_bytes())?;
+            if let Some((sft_train, sft_test)) = sft.as_mut() {
+                sft_train.write_all(part.sft_train.as_bytes())?;
+                sft_test.write_all(part.sft_test.as_bytes())?;
             }
         }
     }
     train.flush()?;
     test.flush()?;
-    if let Some(sft) = sft.as_mut() {
-        sft.flush()?;
+    if let Some((mut sft_train, mut sft_test)) = sft {
+        sft_train.flush()?;
+        sft_test.flush()?;
     }
     drop((train, test));
+    if let Some(sft) = &paths.sft {
+        let card = super::sft::audit(&sft.data, &sft.test)?;
+        std::fs::write(&sft.card, serde_json::to_string_pretty(&card)? + "\n")?;
+    }
     let mut key = KeyEncoder::new("fabric-dataset-v1");
     key.file(b't', &paths.train)?.file(b'T', &paths.test)?;
     let card = DatasetCard {
@@ -783,8 +830,8 @@ pub fn build(
                 ("train".to_string(), paths.names.0.clone()),
                 ("test".to_string(), paths.names.1.clone()),
             ]);
-            if let Some(path) = &paths.sft {
-                files.insert("sft".into(), file_name(path));
+            if let Some(sft) = &paths.sft {
+                files.insert("sft".into(), file_name(&sft.data));
             }
             files
         },

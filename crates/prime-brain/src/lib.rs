@@ -8,6 +8,7 @@ pub mod contract;
 pub mod dataset;
 pub mod labels;
 pub mod lexicon;
+pub mod phrasing;
 pub mod privacy;
 pub mod pseudonym;
 pub mod redact;

@@ -1,20 +1,45 @@
-//! The instruction-tuning export: the dataset's windows as chat-style JSONL
+//! The instruction-tuning set: the dataset's windows as chat-style JSONL
 //! for tuning a hosted LLM elsewhere (the brief's fine-tune cannot run inside
-//! the sealed Fabric, but its data is built, hashed and versioned here).
+//! the sealed Fabric, but its data is built, audited, hashed and versioned
+//! here).
 //!
 //! Each line is one conversation in the OpenAI chat format (`messages` with
 //! roles `system`, `user`, `assistant`): the doctrine, the window rendered as
-//! calm, number-free context, and the ideal response (the calm phrasebook)
-//! with the command JSON the doctrine allows (what the user did next, or
-//! `none`). [`gemini_tuning_job`] turns it into a Vertex AI Gemini
-//! supervised-tuning job.
+//! calm, number-free context with at most [`HISTORY_TURNS`] turns of the
+//! Studio conversation, and the ideal answer — a calm text from the
+//! [`phrasing`](super::phrasing) grammar, then the command JSON the doctrine
+//! allows (what the user did next, or `none`). [`to_gemini`] gives the same
+//! line in Gemini's tuning format; [`gemini_tuning_job`] prepares a Vertex AI
+//! tuning job from the set.
+//!
+//! [`audit`] reads a written set back and refuses it unless every line has
+//! the chat shape, at most [`HISTORY_TURNS`] turns, a text that passes the
+//! tone audit, and a text that asks for exactly the command the JSON gives
+//! (read by its own lexicon, [`read_answer`], not by the grammar that wrote
+//! it); its [`InstructionCard`] hashes the set for releases.
 
 use serde_json::{Value, json};
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::LazyLock;
+
+use regex::Regex;
+use serde::Serialize;
 
 use super::dataset::Example;
 use super::labels::allowed;
 use super::schema::{AlsChannel, Mode, Role, Snapshot};
-use super::tone::phrase;
+use super::tone::{tone_issues, tone_ok};
+use super::vocabulary::{ARCHETYPES, NONE};
+use fabric_core::digest::KeyEncoder;
+
+/// Most turns of the Studio conversation a context carries (the brief:
+/// history windows of at most 10 turns, against stale context).
+pub const HISTORY_TURNS: usize = 10;
+
+/// How a context names the speakers of its conversation turns.
+const SPEAKERS: [&str; 2] = ["Creator: ", "Prime: "];
 
 /// The system turn.
 pub const DOCTRINE: &str = "You are Prime Brain, the quiet soul of the Studio. Speak calmly and briefly, \
@@ -106,13 +131,13 @@ pub fn render(window: &[Snapshot], mode: Mode) -> String {
             numberless(&memory.recent_actions.join(", "))
         ));
     }
-    let turns = &last.conversation_turns[last.conversation_turns.len().saturating_sub(10)..];
+    let turns = &last.conversation_turns[last.conversation_turns.len().saturating_sub(HISTORY_TURNS)..];
     for turn in turns {
         let who = match turn.role {
-            Role::User => "Creator",
-            Role::Prime => "Prime",
+            Role::User => SPEAKERS[0],
+            Role::Prime => SPEAKERS[1],
         };
-        lines.push(format!("{who}: {}", numberless(&turn.text)));
+        lines.push(format!("{who}{}", numberless(&turn.text)));
     }
     lines.join("\n")
 }
@@ -120,26 +145,264 @@ pub fn render(window: &[Snapshot], mode: Mode) -> String {
 /// One chat-style training conversation.
 pub fn conversation(window: &[Snapshot], example: &Example) -> Value {
     let command = &example.command;
-    let permitted = command.kind == super::vocabulary::NONE || allowed(example.mode, &command.kind, example.critical);
-    let command = if permitted {
-        json!({"type": command.kind, "target": command.target})
+    let permitted = command.kind == NONE || allowed(example.mode, &command.kind, example.critical);
+    let (kind, target) = if permitted {
+        (command.kind.as_str(), command.target.as_deref())
     } else {
-        json!({"type": super::vocabulary::NONE, "target": null})
+        (NONE, None)
     };
-    let mut command = command;
-    if command["target"].is_null() {
-        command.as_object_mut().expect("an object").remove("target");
+    let mut json = json!({ "type": kind });
+    if let Some(target) = target {
+        json["target"] = json!(target);
     }
-    let answer = format!(
-        "{}\n{}",
-        phrase(example.guidance.channel, example.guidance.intensity),
-        command
-    );
+    let mut seed = KeyEncoder::new("fabric-sft-phrasing-v1");
+    seed.text(b's', &example.session)
+        .bytes(b'w', &(example.window_end as u64).to_le_bytes())
+        .text(b'm', example.mode.name());
+    let seed = u64::from_le_bytes(seed.finish().0[..8].try_into().expect("8 bytes"));
+    let guidance = &example.guidance;
+    let text = super::phrasing::answer(guidance.channel, guidance.intensity, kind, target, seed);
     json!({"messages": [
         {"role": "system", "content": DOCTRINE},
         {"role": "user", "content": render(window, example.mode)},
-        {"role": "assistant", "content": answer},
+        {"role": "assistant", "content": format!("{text}\n{json}")},
     ]})
+}
+
+/// What an answer's text asks for, read back from its words.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reading {
+    /// The command types its action words name.
+    pub commands: BTreeSet<&'static str>,
+    /// The track archetypes it names.
+    pub tracks: BTreeSet<&'static str>,
+}
+
+/// The words that ask for each command type. The reader's own lexicon:
+/// it does not look at the grammar, so a grammar that drifted from its
+/// commands is caught.
+const ASKS_FOR: [(&str, &str); 14] = [
+    ("transport.play", r"play|plays|playing|roll|start"),
+    ("transport.stop", r"pause\w*|stop\w*|halt\w*"),
+    ("transport.toggleCycle", r"cycl\w*"),
+    ("transport.setTempo", r"tempo|tempi|pace|bpm"),
+    ("track.mute", r"mute|muted|muting"),
+    ("track.solo", r"solo\w*|alone|on its own"),
+    ("track.freeze", r"freez\w*|froze\w*|print|printed|printing"),
+    ("engine.setBufferSize", r"engine\w*|buffer\w*"),
+    ("mix.eqCut", r"cut|cuts|cutting|carv\w*|trim\w*"),
+    ("mix.compress", r"glue\w*|tam(?:e|ed|ing)|squeez\w*|compress\w*"),
+    ("mix.addReverb", r"reverb\w*|air|space"),
+    ("mix.balanceLevels", r"(?:re)?balanc\w*|levels?"),
+    ("arrange.loopSection", r"loop\w*"),
+    ("arrange.duplicateSection", r"repeat\w*|duplicat\w*"),
+];
+
+/// The words that name each track archetype.
+const NAMES_TRACK: [(&str, &str); 9] = [
+    ("drums", r"drums?"),
+    ("bass", r"bass"),
+    ("keys", r"keys"),
+    ("vocals", r"vocals?|vox"),
+    ("guitar", r"guitars?"),
+    ("synth", r"synths?"),
+    ("fx", r"fx|effects"),
+    ("bus", r"bus|group"),
+    ("master", r"master"),
+];
+
+static READERS: LazyLock<Vec<(&'static str, Regex)>> = LazyLock::new(|| {
+    ASKS_FOR
+        .iter()
+        .chain(&NAMES_TRACK)
+        .map(|(name, words)| {
+            (
+                *name,
+                Regex::new(&format!(r"(?i)\b(?:{words})\b")).expect("valid regex"),
+            )
+        })
+        .collect()
+});
+
+/// What `text` asks for: every command type whose words it uses and every
+/// track it names.
+pub fn read_answer(text: &str) -> Reading {
+    let mut reading = Reading::default();
+    for (name, words) in READERS.iter() {
+        if words.is_match(text) {
+            if ARCHETYPES.contains(name) {
+                reading.tracks.insert(*name);
+            } else {
+                reading.commands.insert(*name);
+            }
+        }
+    }
+    reading
+}
+
+/// The instruction-tuning set's card: what [`audit`] checked and the hash a
+/// release lists.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstructionCard {
+    /// What the card describes: `"instruction-tuning"`.
+    pub kind: &'static str,
+    /// BLAKE3 over both files' bytes.
+    pub dataset_hash: String,
+    /// The line format (`openai-chat`; `fabric train --base-model gemini-…`
+    /// converts it to Gemini's).
+    pub format: &'static str,
+    /// File names: `train` (the tuning data) and `test` (the held-out
+    /// prompts a tuned model is scored on, in the test split's order).
+    pub files: BTreeMap<String, String>,
+    /// Conversations per file.
+    pub conversations: BTreeMap<String, usize>,
+    /// Distinct answer commands in the tuning data (type and target).
+    pub situations: usize,
+    /// Distinct answer texts in the tuning data.
+    pub distinct_texts: usize,
+    /// Distinct texts per situation, by the answer's command JSON.
+    pub texts_per_situation: BTreeMap<String, usize>,
+    /// Most conversation turns in one context (at most [`HISTORY_TURNS`]).
+    pub most_history_turns: usize,
+}
+
+/// Reads the set back — the tuning data at `train` and the held-out
+/// conversations at `test` — and checks every line (see the module doc);
+/// the first problems are reported by file and line, and nothing is
+/// certified then.
+pub fn audit(train: &Path, test: &Path) -> anyhow::Result<InstructionCard> {
+    let mut texts: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut problems = Vec::new();
+    let mut most_turns = 0;
+    let mut conversations = BTreeMap::new();
+    let mut files = BTreeMap::new();
+    let mut hash = KeyEncoder::new("fabric-instruction-set-v1");
+    for (split, path) in [("train", train), ("test", test)] {
+        let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let text = std::str::from_utf8(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        hash.bytes(split.as_bytes()[1], &bytes);
+        for (number, line) in text.lines().enumerate() {
+            match check_line(line) {
+                Ok(checked) => {
+                    most_turns = most_turns.max(checked.turns);
+                    if split == "train" {
+                        texts.entry(checked.command).or_default().insert(checked.text);
+                    }
+                }
+                Err(problem) => problems.push(format!("{}:{}: {problem}", path.display(), number + 1)),
+            }
+        }
+        conversations.insert(split.to_string(), text.lines().count());
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        files.insert(split.to_string(), name.unwrap_or_default());
+    }
+    if !problems.is_empty() {
+        let shown = problems.len().min(5);
+        anyhow::bail!(
+            "the instruction-tuning set fails its audit on {} lines:\n  {}{}",
+            problems.len(),
+            problems[..shown].join("\n  "),
+            if problems.len() > shown { "\n  …" } else { "" }
+        );
+    }
+    Ok(InstructionCard {
+        kind: "instruction-tuning",
+        dataset_hash: hash.finish().to_string(),
+        format: "openai-chat",
+        files,
+        conversations,
+        situations: texts.len(),
+        distinct_texts: texts.values().flatten().collect::<BTreeSet<_>>().len(),
+        texts_per_situation: texts.into_iter().map(|(c, t)| (c, t.len())).collect(),
+        most_history_turns: most_turns,
+    })
+}
+
+/// One line that passed [`check_line`].
+struct CheckedLine {
+    /// The answer's command JSON, as written.
+    command: String,
+    text: String,
+    turns: usize,
+}
+
+/// The checks of one line of the set.
+fn check_line(line: &str) -> Result<CheckedLine, String> {
+    let value: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
+    let messages = value
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or("no `messages` array")?;
+    let roles: Vec<&str> = messages.iter().filter_map(|m| m.get("role")?.as_str()).collect();
+    if roles != ["system", "user", "assistant"] {
+        return Err(format!("roles {roles:?}, not system, user, assistant"));
+    }
+    let content = |i: usize| messages[i].get("content").and_then(Value::as_str);
+    let (Some(_), Some(context), Some(_)) = (content(0), content(1), content(2)) else {
+        return Err("a message without text `content`".into());
+    };
+    let turns = context
+        .lines()
+        .filter(|l| SPEAKERS.iter().any(|s| l.starts_with(s)))
+        .count();
+    if turns > HISTORY_TURNS {
+        return Err(format!("{turns} conversation turns; at most {HISTORY_TURNS}"));
+    }
+    let answer = content(2).unwrap_or_default();
+    let (text, command) = answer
+        .split_once('\n')
+        .ok_or("the answer is not a text line then a command JSON line")?;
+    let command: Value = serde_json::from_str(command).map_err(|e| format!("the answer's command: {e}"))?;
+    let kind = command
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or("the answer's command has no `type`")?;
+    let target = command.get("target").and_then(Value::as_str);
+    if !tone_ok(text) {
+        let issues: Vec<&str> = tone_issues(text).iter().map(|i| i.name()).collect();
+        return Err(format!("the answer `{text}` is not calm ({})", issues.join(", ")));
+    }
+    let reading = read_answer(text);
+    let expected = Reading {
+        commands: (kind != NONE)
+            .then_some(kind)
+            .into_iter()
+            .filter_map(known_command)
+            .collect(),
+        tracks: target.into_iter().filter_map(known_archetype).collect(),
+    };
+    if kind != NONE && expected.commands.is_empty() {
+        return Err(format!("the answer's command `{kind}` is not in the vocabulary"));
+    }
+    if reading != expected {
+        return Err(format!(
+            "the answer `{text}` asks for {} but its command is {command}",
+            describe(&reading)
+        ));
+    }
+    Ok(CheckedLine {
+        command: command.to_string(),
+        text: text.to_string(),
+        turns,
+    })
+}
+
+fn known_command(kind: &str) -> Option<&'static str> {
+    super::vocabulary::command(kind).map(|c| c.kind)
+}
+
+fn known_archetype(name: &str) -> Option<&'static str> {
+    ARCHETYPES.iter().find(|a| **a == name).copied()
+}
+
+fn describe(reading: &Reading) -> String {
+    if reading.commands.is_empty() && reading.tracks.is_empty() {
+        return "nothing".into();
+    }
+    let mut parts: Vec<String> = reading.commands.iter().map(|c| format!("`{c}`")).collect();
+    parts.extend(reading.tracks.iter().map(|t| format!("the {t}")));
+    parts.join(" and ")
 }
 
 /// One export line in Vertex AI's Gemini supervised-tuning format:
@@ -173,49 +436,72 @@ pub fn to_gemini(conversation: &Value) -> Option<Value> {
 pub struct TuningJob {
     /// The training data in Gemini's tuning format.
     pub data: std::path::PathBuf,
+    /// The held-out prompts as `generateContent` requests, in the test
+    /// split's order.
+    pub prompts: std::path::PathBuf,
     /// The `tuningJobs.create` request body.
     pub request: std::path::PathBuf,
-    /// How to submit it.
+    /// How to submit it and score the tuned model.
     pub readme: std::path::PathBuf,
     /// Conversations written.
     pub examples: usize,
 }
 
-/// Prepares a Vertex AI supervised-tuning job of `base_model` from the
-/// instruction-tuning export `sft` into `output_dir`: the data converted to
-/// Gemini's format, the request body with the epochs and learning-rate
-/// multiplier, and a README with the commands that submit it. The tuning
-/// itself runs on the hosted service, never here.
-pub fn gemini_tuning_job(
-    sft: &std::path::Path,
-    output_dir: &std::path::Path,
-    base_model: &str,
-    epochs: usize,
-    learning_rate_multiplier: f64,
-) -> std::io::Result<TuningJob> {
+/// Converts each chat line of `from` with `convert` into `to`; a line that
+/// is not a chat conversation is an error naming it.
+fn convert_lines(from: &Path, to: &Path, convert: impl Fn(&Value) -> Option<Value>) -> std::io::Result<usize> {
     use std::io::{BufRead, Write};
-    std::fs::create_dir_all(output_dir)?;
-    let data = output_dir.join("tuning-data.jsonl");
-    let mut out = std::io::BufWriter::new(std::fs::File::create(&data)?);
-    let mut examples = 0;
-    for (number, line) in std::io::BufReader::new(std::fs::File::open(sft)?).lines().enumerate() {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(to)?);
+    let mut lines = 0;
+    for (number, line) in std::io::BufReader::new(std::fs::File::open(from)?).lines().enumerate() {
         let line = line?;
         let converted = serde_json::from_str::<Value>(&line)
             .ok()
             .as_ref()
-            .and_then(to_gemini)
+            .and_then(&convert)
             .ok_or_else(|| {
                 std::io::Error::other(format!(
                     "{}:{}: not a chat conversation (`messages` with system/user/assistant roles)",
-                    sft.display(),
+                    from.display(),
                     number + 1
                 ))
             })?;
         serde_json::to_writer(&mut out, &converted)?;
         out.write_all(b"\n")?;
-        examples += 1;
+        lines += 1;
     }
     out.flush()?;
+    Ok(lines)
+}
+
+/// A conversation's prompt (its system and user turns, without the answer)
+/// as a Gemini `generateContent` request.
+fn gemini_prompt(conversation: &Value) -> Option<Value> {
+    let mut line = to_gemini(conversation)?;
+    let contents = line.get_mut("contents")?.as_array_mut()?;
+    (contents.pop()?.get("role")? == "model").then_some(())?;
+    Some(json!({ "request": line }))
+}
+
+/// Prepares a Vertex AI supervised-tuning job of `base_model` from the
+/// instruction-tuning set `sft` into `output_dir`: the tuning data and the
+/// held-out prompts converted to Gemini's format, the request body with the
+/// epochs and learning-rate multiplier, and a README with the commands that
+/// submit it and score the tuned model with `fabric evaluate --predictions`.
+/// The tuning itself runs on the hosted service, never here.
+pub fn gemini_tuning_job(
+    sft: &super::dataset::InstructionPaths,
+    test_dataset: &Path,
+    output_dir: &Path,
+    base_model: &str,
+    epochs: usize,
+    learning_rate_multiplier: f64,
+) -> std::io::Result<TuningJob> {
+    std::fs::create_dir_all(output_dir)?;
+    let data = output_dir.join("tuning-data.jsonl");
+    let examples = convert_lines(&sft.data, &data, to_gemini)?;
+    let prompts = output_dir.join("test-prompts.jsonl");
+    let test_examples = convert_lines(&sft.test, &prompts, gemini_prompt)?;
     let request_body = json!({
         "baseModel": base_model,
         "tunedModelDisplayName": format!("prime-brain-{base_model}"),
@@ -230,6 +516,7 @@ pub fn gemini_tuning_job(
     let request = output_dir.join("tuning-job.json");
     std::fs::write(&request, serde_json::to_string_pretty(&request_body)? + "\n")?;
     let readme = output_dir.join("TUNING.md");
+    let test_dataset = test_dataset.display();
     std::fs::write(
         &readme,
         format!(
@@ -244,14 +531,114 @@ curl -X POST -H \"Authorization: Bearer $(gcloud auth print-access-token)\" \\\n
   -H 'Content-Type: application/json' -d @tuning-job.json \\\n\
   \"https://REGION-aiplatform.googleapis.com/v1/projects/PROJECT/locations/REGION/tuningJobs\"\n\
 ```\n\n\
-Afterwards, score the tuned model's answers to the test split with \
-`fabric evaluate --predictions answers.jsonl --test-dataset ... --output-report ...`.\n"
+## Scoring the tuned model\n\n\
+`test-prompts.jsonl` holds the {test_examples} held-out prompts, one `generateContent` request \
+per example of `{test_dataset}`, in its order. Ask the tuned endpoint each one in order and \
+keep its answer (a calm line, then the command JSON) as one prediction line:\n\n\
+```sh\n\
+jq -c .request test-prompts.jsonl | while read -r request; do\n\
+  curl -s -X POST -H \"Authorization: Bearer $(gcloud auth print-access-token)\" \\\n\
+    -H 'Content-Type: application/json' -d \"$request\" \\\n\
+    \"https://REGION-aiplatform.googleapis.com/v1/ENDPOINT:generateContent\" |\n\
+  jq -c '.candidates[0].content.parts[0].text | split(\"\\n\") | {{response: .[0], command: (.[1] | fromjson? // {{}})}}'\n\
+done > answers.jsonl\n\
+fabric evaluate --predictions answers.jsonl --test-dataset {test_dataset} --output-report reports/tuned.md\n\
+```\n\n\
+An answer whose command is not a well-formed command JSON is scored invalid, and as an intervention.\n"
         ),
     )?;
     Ok(TuningJob {
         data,
+        prompts,
         request,
         readme,
         examples,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(context: &str, answer: &str) -> String {
+        json!({"messages": [
+            {"role": "system", "content": DOCTRINE},
+            {"role": "user", "content": context},
+            {"role": "assistant", "content": answer},
+        ]})
+        .to_string()
+    }
+
+    fn audit_lines(lines: &[String]) -> anyhow::Result<InstructionCard> {
+        let dir = tempfile::tempdir()?;
+        let (train, test) = (dir.path().join("set.jsonl"), dir.path().join("set-test.jsonl"));
+        std::fs::write(&train, lines.join("\n") + "\n")?;
+        std::fs::write(&test, "")?;
+        audit(&train, &test)
+    }
+
+    #[test]
+    fn the_reader_hears_what_a_text_asks_for() {
+        let reading = read_answer("The low end feels crowded; a gentle cut on the bass would let it breathe.");
+        assert_eq!(reading.commands, BTreeSet::from(["mix.eqCut"]));
+        assert_eq!(reading.tracks, BTreeSet::from(["bass"]));
+        assert_eq!(read_answer("All calm; the pulse is steady."), Reading::default());
+    }
+
+    #[test]
+    fn the_audit_refuses_a_set_whose_text_and_command_disagree() {
+        let context = "Mode: active.\nThe transport is stopped.";
+        let good = line(
+            context,
+            "The low end feels crowded. Perhaps carve a little from the bass.\n{\"target\":\"bass\",\"type\":\"mix.eqCut\"}",
+        );
+        let card = audit_lines(std::slice::from_ref(&good)).unwrap();
+        assert_eq!((card.situations, card.distinct_texts), (1, 1));
+        let bad: [(String, &str); 6] = [
+            // The old phrasebook's text with another command.
+            (
+                line(
+                    context,
+                    "The low end feels crowded; a gentle cut would let it breathe.\n{\"type\":\"transport.play\"}",
+                ),
+                "asks for `mix.eqCut` but its command is",
+            ),
+            // The right command on the wrong track.
+            (
+                line(
+                    context,
+                    "Perhaps carve a little from the bass.\n{\"target\":\"vocals\",\"type\":\"mix.eqCut\"}",
+                ),
+                "asks for `mix.eqCut` and the bass",
+            ),
+            // Silence that suggests an action.
+            (
+                line(context, "The mix feels warm; loop this section.\n{\"type\":\"none\"}"),
+                "asks for `arrange.loopSection`",
+            ),
+            (
+                line(
+                    context,
+                    "Cut the bass right now!\n{\"target\":\"bass\",\"type\":\"mix.eqCut\"}",
+                ),
+                "is not calm (urgent, shouting)",
+            ),
+            (
+                line(
+                    &format!("{context}\n{}", "Creator: more\n".repeat(HISTORY_TURNS + 1)),
+                    "All calm; the pulse is steady.\n{\"type\":\"none\"}",
+                ),
+                "11 conversation turns; at most 10",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": context}, {"role": "model", "content": "x"}]})
+                    .to_string(),
+                "not system, user, assistant",
+            ),
+        ];
+        for (line, expected) in bad {
+            let error = audit_lines(&[good.clone(), line]).unwrap_err().to_string();
+            assert!(error.contains("set.jsonl:2: ") && error.contains(expected), "{error}");
+        }
+    }
 }

@@ -3,7 +3,7 @@
 use serde::Deserialize;
 use serde_json::Value as Json;
 
-use crate::dataset::{self, DatasetOptions, DatasetPaths};
+use crate::dataset::{self, DatasetOptions, DatasetPaths, InstructionPaths};
 use crate::pseudonym::PseudonymKey;
 use crate::sanitize;
 use crate::simulate::{self, SimulateOptions};
@@ -100,18 +100,18 @@ impl Step for Dataset {
         "prime.dataset"
     }
     fn version(&self) -> u32 {
-        8
+        9
     }
     fn summary(&self) -> &'static str {
-        "sanitized sessions (dep 1) → train JSONL, test JSONL, card, [instruction-tuning JSONL] (outs 1–4); with: window_size, test_fraction, seed, augment_mode"
+        "sanitized sessions (dep 1) → train JSONL, test JSONL, card, [instruction-tuning train and test JSONL, its card] (outs 1–3 or 1–6); with: window_size, test_fraction, seed, augment_mode"
     }
     fn check(&self, with: &Json) -> Result<(), String> {
         parse_with::<DatasetOptions>(with)?.check().map_err(|e| e.to_string())
     }
     fn run(&self, context: &StepContext) -> anyhow::Result<()> {
         anyhow::ensure!(
-            matches!(context.outs.len(), 3 | 4),
-            "declare 3 outs (the train file, the test file, the card) and optionally a 4th: the instruction-tuning export"
+            matches!(context.outs.len(), 3 | 6),
+            "declare 3 outs (the train file, the test file, the card) and optionally 3 more: the instruction-tuning set's train and test conversations and its card"
         );
         anyhow::ensure!(
             context.deps.len() == 1,
@@ -129,7 +129,11 @@ impl Step for Dataset {
             test: context.outs[1].clone(),
             card: context.outs[2].clone(),
             names: (name(0), name(1)),
-            sft: context.outs.get(3).cloned(),
+            sft: (context.outs.len() == 6).then(|| InstructionPaths {
+                data: context.outs[3].clone(),
+                test: context.outs[4].clone(),
+                card: context.outs[5].clone(),
+            }),
         };
         dataset::build(&context.deps[0], &options, &paths, Some(&context.memo(self)))?;
         Ok(())
