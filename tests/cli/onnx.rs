@@ -459,7 +459,14 @@ fn every_gate_fails_a_predictor_built_to_fail_it() {
 
     let in_flow = |e: &Value| e["moment"]["playing"] == true && e["moment"]["energy"].as_f64().unwrap() >= 0.6;
     type Bad = (&'static str, &'static str, fn(&Value, Value) -> Value);
-    let bad: [Bad; 7] = [
+    let bad: [Bad; 8] = [
+        // The right commands, but not executable: their arguments left out.
+        ("missing-arguments", "min_command_json_validity", |_, mut p| {
+            if let Some(command) = p["command"].as_object_mut() {
+                command.remove("args");
+            }
+            p
+        }),
         ("nudging-in-passive", "min_intensity_compliance", |e, mut p| {
             if e["mode"] == "passive" && e["critical"] == false {
                 p["intensity"] = "nudge".into();
@@ -557,6 +564,30 @@ fn every_gate_fails_a_predictor_built_to_fail_it() {
     });
     let top3 = metrics["model"]["command_top3"].as_f64().unwrap();
     assert!(top3 < oracle_scores["command_top3"].as_f64().unwrap() - 0.5, "{top3}");
+    // The right commands with valid but wrong arguments: another buffer
+    // size, another amount, another tempo.
+    let (_, metrics, _) = evaluate_predictions(&ws, "wrong-arguments", |e| {
+        let mut p = oracle(e);
+        let Some(args) = p["command"].get_mut("args") else {
+            return p;
+        };
+        if let Some(size) = args["size"].as_u64() {
+            args["size"] = (if size == 32 { 64 } else { size / 2 }).into();
+        }
+        if let Some(amount) = args["amount"].as_str() {
+            args["amount"] = (if amount == "gentle" { "strong" } else { "gentle" }).into();
+        }
+        if let Some(bpm) = args["bpm"].as_f64() {
+            args["bpm"] = (bpm + 1.0).into();
+        }
+        p
+    });
+    let (right, wrong) = (
+        oracle_scores["argument_accuracy"].as_f64().unwrap(),
+        metrics["model"]["argument_accuracy"].as_f64().unwrap(),
+    );
+    assert!(right > 0.9 && wrong < 0.1, "{wrong} vs {right}");
+    assert_eq!(metrics["model"]["command_json_validity"], 1.0, "still executable");
     // Speaking at the wrong intensity everywhere the doctrine allows it:
     // a nudge where it asks for a whisper, a whisper where it asks more.
     let (_, metrics, _) = evaluate_predictions(&ws, "wrong-intensity", |e| {

@@ -425,8 +425,8 @@ fn a_hand_computed_session_pins_windows_features_targets_and_split() {
     assert_eq!(first["mode"], "passive");
     assert_eq!(
         first["command"],
-        json!({"type": "engine.setBufferSize"}),
-        "new in the next snapshot"
+        json!({"type": "engine.setBufferSize", "args": {"size": 512}}),
+        "new in the next snapshot, with its arguments"
     );
     assert_eq!(first["nextMode"], "optimizing");
     // Seed label: strained engine, but passive mode forbids acting: whisper, no command.
@@ -556,15 +556,25 @@ fn the_default_pipeline_runs_on_built_in_data_and_reruns_incrementally() {
     matches_the_committed_lock(&ws);
     // Training reproduces byte for byte from scratch, without any cache.
     // (Sanitize too: the scratch copy gets the workspace's pseudonym key.)
-    let reproduce = ws.ok(&["verify", "--reproduce", "sanitize", "dataset", "train", "evaluate"]);
+    let reproduce = ws.ok(&[
+        "verify",
+        "--reproduce",
+        "sanitize",
+        "dataset",
+        "train",
+        "reinforce",
+        "evaluate",
+    ]);
     assert!(
-        reproduce.stdout.contains("reproduced sanitize dataset train evaluate"),
+        reproduce
+            .stdout
+            .contains("reproduced sanitize dataset train reinforce evaluate"),
         "{}",
         reproduce.stdout
     );
     let rerun = ws.ok(&["run"]);
     assert!(
-        rerun.stderr.contains("0 ran, 0 restored, 7 up to date"),
+        rerun.stderr.contains("0 ran, 0 restored, 8 up to date"),
         "{}",
         rerun.stderr
     );

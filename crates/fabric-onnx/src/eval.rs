@@ -9,7 +9,11 @@
 //!   user did next: a constant answer scores the majority share and a low
 //!   macro-F1;
 //! - command JSON validity: commands outside the vocabulary, a missing or
-//!   wrong target, or malformed JSON count as invalid;
+//!   wrong target, a missing or invalid argument, or malformed JSON count as
+//!   invalid ([`CommandTarget::executable`]);
+//! - argument accuracy: where the user's command carried arguments (buffer
+//!   size, amount, tempo) and the type was named right, whether the
+//!   arguments are the user's;
 //! - mode compliance, overall and per mode: a command the doctrine forbids in
 //!   the mode (anything in passive mode unless health is critical);
 //! - intensity: accuracy against the doctrine's intensity, and compliance (a
@@ -35,7 +39,7 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 
 use super::flow::FlowImpact;
-use super::mlp::{Head, heads};
+use super::mlp::{Head, argument_value, heads};
 use super::proto::ModelProto;
 use super::runtime;
 use super::tensors::f32_value;
@@ -44,9 +48,9 @@ use prime_brain::dataset::{
 };
 use prime_brain::labels::{allowed, intensity_allowed};
 use prime_brain::schema::{AlsChannel, FlagCategory, Intensity, Mode, Severity};
-use prime_brain::simulate::{Need, SPONTANEOUS, answer_targets};
+use prime_brain::simulate::{self, Need, SPONTANEOUS, Style, answer_targets};
 use prime_brain::tone::{ToneIssue, phrase, tone_issues};
-use prime_brain::vocabulary::{self, COMMANDS, NONE};
+use prime_brain::vocabulary::{self, AMOUNT, COMMANDS, NONE, SIZE};
 
 /// Regression gates: the `with` table of `onnx.eval` and the flags of
 /// `fabric evaluate`, declared once. Defaults are the doctrine's floor.
@@ -171,9 +175,14 @@ pub struct Scores {
     pub command_top3: f64,
     /// Target accuracy, over examples whose command has a target.
     pub target_accuracy: f64,
+    /// Argument accuracy: over examples whose command carries arguments and
+    /// whose command type was predicted right, the share with the same
+    /// arguments (0 when no such type was predicted right).
+    pub argument_accuracy: f64,
     /// Macro-F1 over command classes.
     pub macro_f1: f64,
-    /// Share of emitted commands that are valid JSON in the vocabulary.
+    /// Share of emitted commands that are valid JSON in the vocabulary,
+    /// executable as they are (target and arguments complete and valid).
     pub command_json_validity: f64,
     /// Share of predictions obeying the mode boundaries.
     pub mode_compliance: f64,
@@ -266,17 +275,17 @@ fn sample_moments(examples: &[Example], candidate: &[Prediction], seed: &[Predic
     samples
 }
 
-fn command_valid(command: &CommandTarget) -> bool {
-    if command.kind == NONE {
-        return command.target.is_none();
-    }
-    match vocabulary::command(&command.kind) {
-        None => false,
-        Some(spec) => match &command.target {
-            Some(target) => vocabulary::is_archetype(target),
-            None => !spec.needs_target,
-        },
-    }
+/// Whether two argument maps say the same (numbers compared as numbers).
+fn same_args(a: Option<&BTreeMap<String, serde_json::Value>>, b: Option<&BTreeMap<String, serde_json::Value>>) -> bool {
+    let (empty_a, empty_b) = (BTreeMap::new(), BTreeMap::new());
+    let (a, b) = (a.unwrap_or(&empty_a), b.unwrap_or(&empty_b));
+    a.len() == b.len()
+        && a.iter().all(|(name, x)| {
+            b.get(name).is_some_and(|y| match (x.as_f64(), y.as_f64()) {
+                (Some(x), Some(y)) => (x - y).abs() < 1e-6,
+                _ => x == y,
+            })
+        })
 }
 
 /// Scores predictions against the examples.
@@ -314,6 +323,17 @@ pub fn score(examples: &[Example], predictions: &[Prediction]) -> Scores {
             .count(),
         targeted.len(),
     );
+    let argued: Vec<_> = examples
+        .iter()
+        .zip(predictions)
+        .filter(|(e, p)| e.command.args.is_some() && p.command.kind == e.command.kind)
+        .collect();
+    // Nothing named right is no argument right (not a vacuous 100%).
+    let right = argued
+        .iter()
+        .filter(|(e, p)| same_args(e.command.args.as_ref(), p.command.args.as_ref()))
+        .count();
+    scores.argument_accuracy = right as f64 / argued.len().max(1) as f64;
     let classes: BTreeSet<&str> = examples
         .iter()
         .map(|e| e.command.kind.as_str())
@@ -340,7 +360,7 @@ pub fn score(examples: &[Example], predictions: &[Prediction]) -> Scores {
     scores.command_json_validity = ratio(
         predictions
             .iter()
-            .filter(|p| p.well_formed && command_valid(&p.command))
+            .filter(|p| p.well_formed && p.command.executable())
             .count(),
         predictions.len(),
     );
@@ -430,9 +450,10 @@ pub fn model_predictions(
         for example in chunk {
             features.extend_from_slice(&example.features);
         }
-        for row in head_probabilities(&mut session, &heads, features, chunk.len(), width)? {
+        let rows = head_probabilities(&mut session, &heads, features, chunk.len(), width)?;
+        for (row, example) in rows.iter().zip(chunk) {
             let slices: Vec<&[f32]> = row.iter().map(Vec::as_slice).collect();
-            predictions.push(decode(&heads, &slices));
+            predictions.push(decode(&heads, &slices, &example.features));
         }
     }
     Ok(predictions)
@@ -469,38 +490,61 @@ pub fn head_probabilities(
 }
 
 /// The answer one row of the model's outputs gives (`probs` per head, in
-/// [`heads`] order): the best command; for a command that needs a target,
-/// the best archetype; the best channel and intensity, and their phrase.
-/// Ties go to the lower class index. The Studio's TypeScript decoder
-/// ([`super::studio`]) mirrors this, checked by its test vectors.
-pub fn decode(heads: &[Head], probs: &[&[f32]]) -> Prediction {
-    let ranked = |head: usize| -> Vec<usize> {
-        let row = probs[head];
-        let mut order: Vec<usize> = (0..row.len()).collect();
-        order.sort_by(|a, b| row[*b].total_cmp(&row[*a]).then(a.cmp(b)));
-        order
-    };
-    let commands = ranked(0);
-    let kind = heads[0].classes[commands[0]].clone();
-    let needs_target = vocabulary::command(&kind).is_some_and(|c| c.needs_target);
-    let target = if needs_target {
-        ranked(1)
-            .into_iter()
-            .find(|&i| i != 0)
-            .map(|i| heads[1].classes[i].clone())
-    } else {
-        None
-    };
-    let channel = AlsChannel::ALL[ranked(3)[0]];
-    let intensity = Intensity::ALL[ranked(4)[0]];
+/// [`heads`] order) for the window with `features`: the best command; for a
+/// command that needs a target, the best archetype; for each argument it
+/// requires, the best value of that argument's head (for the tempo, the
+/// window's tempo changed by the best step, checked against the range: a
+/// tempo out of range leaves no executable command, so the answer is
+/// `none`); the best channel and intensity, and their phrase. Ties go to the
+/// lower class index. The Studio's TypeScript decoder ([`super::studio`])
+/// mirrors this, checked by its test vectors.
+pub fn decode(heads: &[Head], probs: &[&[f32]], features: &[f32]) -> Prediction {
+    let commands = ranked(probs[0]);
+    let channel = AlsChannel::ALL[ranked(probs[3])[0]];
+    let intensity = Intensity::ALL[ranked(probs[4])[0]];
     Prediction {
         response: phrase(channel, intensity).to_string(),
-        command: CommandTarget { kind, target },
+        command: decode_command(heads, probs, features, commands[0]),
         top3: commands.iter().take(3).map(|&i| heads[0].classes[i].clone()).collect(),
         channel: Some(channel),
         intensity: Some(intensity),
         well_formed: true,
     }
+}
+
+/// Class indices of one head's probabilities, best first (ties: lower index).
+fn ranked(row: &[f32]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..row.len()).collect();
+    order.sort_by(|a, b| row[*b].total_cmp(&row[*a]).then(a.cmp(b)));
+    order
+}
+
+/// The command of class `class` of the command head, with its best target
+/// and arguments from the other heads (see [`decode`]).
+pub fn decode_command(heads: &[Head], probs: &[&[f32]], features: &[f32], class: usize) -> CommandTarget {
+    let kind = &heads[0].classes[class];
+    let spec = vocabulary::command(kind);
+    let target = if spec.is_some_and(|c| c.needs_target) {
+        ranked(probs[1])
+            .into_iter()
+            .find(|&i| i != 0)
+            .map(|i| heads[1].classes[i].as_str())
+    } else {
+        None
+    };
+    let mut command = CommandTarget::new(kind, target);
+    for arg in spec.map_or(&[][..], |c| c.args) {
+        let head = heads
+            .iter()
+            .position(|h| h.name == arg.name)
+            .expect("a head per argument");
+        let best = ranked(probs[head])[0];
+        let Some(value) = argument_value(arg, &heads[head].classes[best], features) else {
+            return CommandTarget::none();
+        };
+        command.args.get_or_insert_default().insert(arg.name.to_string(), value);
+    }
+    command
 }
 
 /// What the current rules said (stored in each example).
@@ -525,17 +569,23 @@ pub fn seed_predictions(examples: &[Example]) -> Vec<Prediction> {
 /// need the session never answered has no known answer). It answers the
 /// first present need the user answers more often than not, nothing the
 /// step after the user answered one, and nothing the doctrine forbids; it
-/// targets the first of the answer's equally likely tracks, and its channel
+/// targets the answer's likeliest track, and its channel
 /// and intensity are the doctrine's for that command. Spontaneous commands
 /// (the transport), rare answers and a random track cannot be foreseen even
 /// knowing the style, so the oracle is the ceiling a predictor can
 /// approach, not 100%.
 pub fn oracle_predictions(examples: &[Example]) -> Vec<Prediction> {
     let names = FeatureNames::default();
-    // The command types each session's user issued.
+    // The command types each session's user issued, and whether their mix
+    // moves came out stronger than a plain user's (their boldness).
     let mut answers: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    let mut amounts: BTreeMap<&str, bool> = BTreeMap::new();
     for e in examples {
         answers.entry(&e.session).or_default().insert(&e.command.kind);
+        let bold = amounts.entry(&e.session).or_default();
+        if let Some(amount) = e.command.args.as_ref().and_then(|a| a.get(AMOUNT.name)) {
+            *bold |= amount != Style::default().amount(answer_severity(&e.command.kind, e, &names));
+        }
     }
     examples
         .iter()
@@ -560,13 +610,10 @@ pub fn oracle_predictions(examples: &[Example]) -> Vec<Prediction> {
                 .filter(|kind| allowed(e.mode, kind, e.critical));
             let command = match kind {
                 Some(kind) => CommandTarget {
-                    kind: kind.to_string(),
-                    target: answer_targets(kind).first().map(|track| track.to_string()),
+                    args: oracle_args(kind, e, &names, &amounts[e.session.as_str()]),
+                    ..CommandTarget::new(kind, answer_targets(kind).first().map(|(track, _)| *track))
                 },
-                None => CommandTarget {
-                    kind: NONE.into(),
-                    target: None,
-                },
+                None => CommandTarget::none(),
             };
             let channel = vocabulary::command(&command.kind).map_or(e.seed_label.channel, |c| c.channel);
             let intensity = guidance_intensity(e.mode, e.critical, e.moment.in_flow(), &command);
@@ -580,6 +627,45 @@ pub fn oracle_predictions(examples: &[Example]) -> Vec<Prediction> {
             }
         })
         .collect()
+}
+
+/// The severity of the mix flag a mix move at `e` answers (none for a move
+/// that answers no flag: only an EQ cut answers the muddy mix).
+fn answer_severity(kind: &str, e: &Example, names: &FeatureNames) -> Option<Severity> {
+    (Need::MudFix.answers().contains(&kind) && simulate::needs_amount(kind)).then_some(())?;
+    Severity::ALL
+        .into_iter()
+        .rev()
+        .find(|s| names.get(&e.features, &flag_feature(FlagCategory::Mix, *s)) > 0.0)
+}
+
+/// The arguments the oracle gives a command of type `kind` at `e`: the
+/// buffer doubled, a mix move as strong as the session's user makes it
+/// (`bold`: as their session reveals).
+fn oracle_args(
+    kind: &str,
+    e: &Example,
+    names: &FeatureNames,
+    bold: &bool,
+) -> Option<BTreeMap<String, serde_json::Value>> {
+    let (name, value) = if kind == "engine.setBufferSize" {
+        let buffer = 2f64
+            .powf(f64::from(names.get(&e.features, "health.bufferSize")) * 8.0 + 5.0)
+            .round();
+        (SIZE.name, serde_json::json!(buffer as u64 * 2))
+    } else if simulate::needs_amount(kind) {
+        let style = Style {
+            bold: *bold,
+            ..Style::default()
+        };
+        (
+            AMOUNT.name,
+            serde_json::json!(style.amount(answer_severity(kind, e, names))),
+        )
+    } else {
+        return None;
+    };
+    Some(BTreeMap::from([(name.to_string(), value)]))
 }
 
 /// The most frequent command, always, said in the most frequent channel.
@@ -601,10 +687,7 @@ pub fn majority_predictions(examples: &[Example]) -> (String, Vec<Prediction>) {
         .map_or(AlsChannel::Pulse, |(k, _)| *k);
     let prediction = Prediction {
         response: phrase(channel, Intensity::Whisper).into(),
-        command: CommandTarget {
-            kind: class.clone(),
-            target: None,
-        },
+        command: CommandTarget::new(&class, None),
         top3: Vec::new(),
         channel: Some(channel),
         intensity: Some(Intensity::Whisper),
@@ -651,10 +734,7 @@ impl From<RawPrediction> for Prediction {
         Prediction {
             response: raw.response,
             well_formed: command.is_some(),
-            command: command.unwrap_or(CommandTarget {
-                kind: "malformed".into(),
-                target: None,
-            }),
+            command: command.unwrap_or(CommandTarget::new("malformed", None)),
             top3: raw.top3,
             channel: raw.channel.and_then(|v| serde_json::from_value(v).ok()),
             intensity: raw.intensity.and_then(|v| serde_json::from_value(v).ok()),

@@ -74,34 +74,57 @@ pub struct FlowImpact {
 
 /// What the user does with one intervention.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Reaction {
+pub enum Reaction {
+    /// The suggestion was what they wanted.
     Accepted,
+    /// Unwanted, or made again too soon.
     Dismissed,
+    /// It took them out of flow.
     FlowBreak,
 }
 
-/// Replays every test session with `predictions` (one per example, in the
-/// same order) in the loop.
-pub fn replay(examples: &[Example], predictions: &[Prediction]) -> FlowImpact {
+/// One step of the closed loop, for the example at the same index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    /// The user's reaction, if the predictor intervened.
+    pub reaction: Option<Reaction>,
+    /// The user was in flow (playing, energy high), whatever happened before.
+    pub in_flow: bool,
+    /// In flow, and still in flow after this step (no break now or recovering).
+    pub kept: bool,
+}
+
+/// Walks every session with `predictions` (one per example, in the same
+/// order) in the loop: what happened at each example's step.
+pub fn walk(examples: &[Example], predictions: &[Prediction]) -> Vec<Step> {
     let mut sessions: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, example) in examples.iter().enumerate() {
         sessions.entry(&example.session).or_default().push(i);
     }
-    let mut impact = FlowImpact::default();
-    let (mut in_flow, mut kept) = (0usize, 0usize);
+    let mut walked = vec![
+        Step {
+            reaction: None,
+            in_flow: false,
+            kept: false,
+        };
+        examples.len()
+    ];
     for steps in sessions.values_mut() {
         steps.sort_by_key(|&i| examples[i].window_end);
         let mut recovering = 0usize;
         let mut suggested: HashMap<&str, usize> = HashMap::new();
         for (step, &i) in steps.iter().enumerate() {
             let (example, prediction) = (&examples[i], &predictions[i]);
-            let flowing_now = example.moment.in_flow();
-            let flowing = flowing_now && recovering == 0;
-            in_flow += usize::from(flowing_now);
+            let in_flow = example.moment.in_flow();
+            let flowing = in_flow && recovering == 0;
             recovering = recovering.saturating_sub(1);
             let kind = prediction.command.kind.as_str();
             if kind == NONE {
-                kept += usize::from(flowing);
+                walked[i] = Step {
+                    reaction: None,
+                    in_flow,
+                    kept: flowing,
+                };
                 continue;
             }
             let wanted = steps[step..(step + LOOKAHEAD).min(steps.len())].iter().any(|&j| {
@@ -116,22 +139,40 @@ pub fn replay(examples: &[Example], predictions: &[Prediction]) -> FlowImpact {
             let reaction = react(example, prediction, flowing, wanted && !repeated);
             if reaction == Reaction::FlowBreak {
                 recovering = RECOVERY_STEPS;
-            } else {
-                kept += usize::from(flowing);
             }
-            for reactions in [
-                &mut impact.overall,
-                impact.by_mode.entry(example.mode.name().to_string()).or_default(),
-            ] {
-                reactions.interventions += 1;
-                match reaction {
-                    Reaction::Accepted => reactions.accepted += 1,
-                    Reaction::Dismissed => reactions.dismissed += 1,
-                    Reaction::FlowBreak => reactions.flow_breaks += 1,
-                }
+            walked[i] = Step {
+                reaction: Some(reaction),
+                in_flow,
+                kept: flowing && reaction != Reaction::FlowBreak,
+            };
+        }
+    }
+    walked
+}
+
+/// Replays every test session with `predictions` (one per example, in the
+/// same order) in the loop, and sums up what happened ([`walk`]).
+pub fn replay(examples: &[Example], predictions: &[Prediction]) -> FlowImpact {
+    let mut impact = FlowImpact::default();
+    let steps = walk(examples, predictions);
+    for (example, step) in examples.iter().zip(&steps) {
+        let Some(reaction) = step.reaction else {
+            continue;
+        };
+        for reactions in [
+            &mut impact.overall,
+            impact.by_mode.entry(example.mode.name().to_string()).or_default(),
+        ] {
+            reactions.interventions += 1;
+            match reaction {
+                Reaction::Accepted => reactions.accepted += 1,
+                Reaction::Dismissed => reactions.dismissed += 1,
+                Reaction::FlowBreak => reactions.flow_breaks += 1,
             }
         }
     }
+    let in_flow = steps.iter().filter(|s| s.in_flow).count();
+    let kept = steps.iter().filter(|s| s.kept).count();
     let overall = &impact.overall;
     impact.time_in_flow = if in_flow == 0 {
         1.0

@@ -7,7 +7,8 @@
 //! - [`tensors`]: values in and out of ONNX Runtime;
 //! - [`headlines`]: what a Prime Brain release headlines;
 //! - [`steps`]: the `onnx.*` steps, added to a registry by [`register`];
-//! - [`train`]: the `onnx.train` node; [`eval`]: the `onnx.eval` node, with
+//! - [`train`]: the `onnx.train` node; [`reinforce`]: the `onnx.reinforce`
+//!   node (the closed-loop fine-tune); [`eval`]: the `onnx.eval` node, with
 //!   its [`report`] and [`charts`]; [`studio`]: the model as the Studio runs
 //!   it (a TypeScript module and test vectors).
 
@@ -18,6 +19,7 @@ pub mod flow;
 pub mod headlines;
 pub mod mlp;
 pub mod proto;
+pub mod reinforce;
 pub mod report;
 pub mod review;
 pub mod runtime;
@@ -29,6 +31,7 @@ pub mod train;
 /// Adds the `onnx.*` steps to `registry`.
 pub fn register(registry: &mut fabric_core::steps::Registry) {
     registry.register(Box::new(steps::Train));
+    registry.register(Box::new(steps::Reinforce));
     registry.register(Box::new(steps::Eval));
     registry.register(Box::new(steps::Studio));
 }

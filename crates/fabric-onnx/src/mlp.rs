@@ -10,15 +10,17 @@
 //!   its weights.
 //! - The **train-step graph** computes the weighted cross-entropy loss, its
 //!   gradients (explicit ops: MatMul/Transpose for weights, ReduceSum for
-//!   biases, `Where(Z > 0, dH, 0)` for ReLU, `(P − Y)·w/Σw` for softmax
-//!   cross-entropy) and one Adam update.
+//!   biases, `Where(Z > 0, dH, 0)` for ReLU, `(P − Y)·ΣY·w/Σ|w|` for softmax
+//!   cross-entropy, where a row without a label for a head — all zeros in
+//!   `y.HEAD`, as argument heads have for commands without that argument —
+//!   has `ΣY = 0` and adds nothing) and one Adam update.
 //!
 //! Naming convention of train-step graphs (what `onnx.train` relies on):
 //! every input `param.NAME` has an output `param.NAME.out` and an initializer
 //! holding its initial value; the Adam moments `adam.m` and `adam.v` are
 //! flat vectors over all parameters in input order (→ `adam.m.out`,
 //! `adam.v.out`); `adam.t` → `adam.t.out` (a float step count); batch inputs
-//! `features` and `y.HEAD` (one-hot), `weight [N]` and the scalar `lr`;
+//! `features` and `y.HEAD` (one-hot), `weight [N]` (signed) and the scalar `lr`;
 //! output `loss`.
 
 use rand::{RngExt, SeedableRng};
@@ -29,7 +31,7 @@ use super::proto::ModelProto;
 use prime_brain::dataset::FeatureNames;
 use prime_brain::labels::{allowed, intensity_allowed};
 use prime_brain::schema::{AlsChannel, Intensity, Mode};
-use prime_brain::vocabulary::{ARCHETYPES, COMMANDS, NONE};
+use prime_brain::vocabulary::{AMOUNT, ARCHETYPES, ArgSpec, ArgValues, BPM, COMMANDS, NONE, SIZE, TEMPO_STEPS};
 
 /// The name of the model's input: a `[N, features]` float tensor.
 pub const INPUT: &str = "features";
@@ -37,7 +39,8 @@ pub const INPUT: &str = "features";
 /// One output head: a name and its class labels.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Head {
-    /// `command`, `target`, `next_mode`, `channel`, `intensity`.
+    /// `command`, `target`, `next_mode`, `channel`, `intensity`, and one
+    /// per command argument ([`ARGUMENTS`]): `size`, `amount`, `bpm`.
     pub name: &'static str,
     /// Class labels, in output order.
     pub classes: Vec<String>,
@@ -68,6 +71,59 @@ pub fn heads() -> Vec<Head> {
             classes: Intensity::ALL.iter().map(|i| i.name().to_string()).collect(),
         },
     ]
+    .into_iter()
+    .chain(ARGUMENTS.iter().map(|spec| Head {
+        name: spec.name,
+        classes: argument_classes(spec),
+    }))
+    .collect()
+}
+
+/// The command arguments the model names, each by a head of its own name.
+/// An argument head has no `none` class: it is trained only on the examples
+/// whose command carries the argument (the others have no label for it)
+/// and read only for a command that requires it.
+pub const ARGUMENTS: [ArgSpec; 3] = [SIZE, AMOUNT, BPM];
+
+/// The classes of an argument's head: a discrete argument's values (any
+/// class is a valid value: valid by construction), and for a range (the
+/// tempo) the changes [`TEMPO_STEPS`] from the window's value, whose result
+/// [`argument_value`] checks.
+fn argument_classes(spec: &ArgSpec) -> Vec<String> {
+    match spec.values {
+        ArgValues::Range { .. } => TEMPO_STEPS.iter().map(|step| format!("{step:+}")).collect(),
+        _ => spec.classes(),
+    }
+}
+
+/// The window's tempo, read back from its features.
+fn window_tempo(features: &[f32]) -> f64 {
+    let tempo = f64::from(FeatureNames::default().get(features, "transport.tempo")) * 200.0;
+    (tempo * 10.0).round() / 10.0
+}
+
+/// The value an argument head's `class` stands for in the window with
+/// `features`; none when a tempo change would leave the range.
+pub fn argument_value(spec: &ArgSpec, class: &str, features: &[f32]) -> Option<serde_json::Value> {
+    match spec.values {
+        ArgValues::Range { .. } => {
+            let bpm = window_tempo(features) + class.parse::<f64>().ok()?;
+            Some(serde_json::json!(bpm)).filter(|value| spec.accepts(value))
+        }
+        _ => spec.value_of(class),
+    }
+}
+
+/// The class of an argument head that stands for `value` in the window
+/// with `features` (the inverse of [`argument_value`]), if there is one.
+pub fn argument_class(spec: &ArgSpec, value: &serde_json::Value, features: &[f32]) -> Option<String> {
+    let same = |a: &serde_json::Value| match (a.as_f64(), value.as_f64()) {
+        (Some(x), Some(y)) => (x - y).abs() < 1e-6,
+        _ => a == value,
+    };
+    argument_classes(spec)
+        .into_iter()
+        .find(|class| argument_value(spec, class, features).is_some_and(|v| same(&v)))
 }
 
 /// Layer sizes: the `with` table's architecture.
@@ -139,6 +195,9 @@ pub struct StepSettings {
     pub head_weights: Vec<f64>,
     /// Also output `grad.NAME` for every parameter (for gradient checks).
     pub expose_gradients: bool,
+    /// Parameters the step leaves as they are (their gradients are zero,
+    /// so Adam never moves them).
+    pub frozen: Vec<String>,
 }
 
 impl Default for StepSettings {
@@ -147,8 +206,9 @@ impl Default for StepSettings {
             beta1: 0.9,
             beta2: 0.999,
             epsilon: 1e-8,
-            head_weights: vec![1.0, 0.5, 0.5, 0.25, 0.25],
+            head_weights: vec![1.0, 0.5, 0.5, 0.25, 0.25, 1.0, 1.0, 1.0],
             expose_gradients: false,
+            frozen: Vec::new(),
         }
     }
 }
@@ -347,7 +407,14 @@ pub fn train_step_graph(arch: &Architecture, initial: &[Param], settings: &StepS
 
     let forward = forward(&mut b, arch, &features, &|name| format!("param.{name}"));
     let masks = doctrine_masks(&mut b, &features);
-    let weight_sum = b.reduce_sum(&weight, &[0], false);
+    // Weights may be negative (a policy-gradient step pushes away from a
+    // label whose advantage is negative): normalized by their magnitudes.
+    let magnitudes = b.op("Abs", &[&weight], vec![]);
+    let magnitude_sum = b.reduce_sum(&magnitudes, &[0], false);
+    // A batch whose weights are all zero (every advantage zero) steps by
+    // nothing rather than by 0/0.
+    let tiny = b.scalar(1e-12);
+    let weight_sum = b.op("Max", &[&magnitude_sum, &tiny], vec![]);
     let axis1 = b.int64s(&[1]);
     let weight_column = b.op("Unsqueeze", &[&weight, &axis1], vec![]);
     let scale = b.div(&weight_column, &weight_sum);
@@ -371,7 +438,8 @@ pub fn train_step_graph(arch: &Architecture, initial: &[Param], settings: &StepS
     let log_probs: Vec<&str> = log_probs.iter().map(String::as_str).collect();
     let log_probs = b.op("Concat", &log_probs, vec![int("axis", 1)]);
     let probs = b.op("Exp", &[&log_probs], vec![]);
-    let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+    let label_inputs = labels;
+    let labels: Vec<&str> = label_inputs.iter().map(String::as_str).collect();
     let labels = b.op("Concat", &labels, vec![int("axis", 1)]);
     let class_weights: Vec<f64> = heads
         .iter()
@@ -386,8 +454,21 @@ pub fn train_step_graph(arch: &Architecture, initial: &[Param], settings: &StepS
     let total = b.reduce_sum(&weighted, &[0], false);
     let mean = b.div(&total, &weight_sum);
     let loss = b.op("Neg", &[&mean], vec![]);
-    // d loss / d logits = head weight · (P − Y) · w / Σw
-    let error = b.sub(&probs, &labels);
+    // d loss / d logits = head weight · (P − Y) · ΣY · w / Σ|w|, where ΣY
+    // (per row and head) is 1 for a labelled row and 0 for an unlabelled one.
+    let present: Vec<String> = label_inputs
+        .iter()
+        .zip(&heads)
+        .map(|(y, head)| {
+            let labelled = b.reduce_sum(y, &[1], true);
+            let ones = b.constant(&[1, head.classes.len()], &vec![1.0; head.classes.len()]);
+            b.mul(&labelled, &ones)
+        })
+        .collect();
+    let present: Vec<&str> = present.iter().map(String::as_str).collect();
+    let present = b.op("Concat", &present, vec![int("axis", 1)]);
+    let difference = b.sub(&probs, &labels);
+    let error = b.mul(&difference, &present);
     let scaled = b.mul(&error, &scale);
     let d_logits = b.mul(&scaled, &class_weights);
     let d_head_weights = b.matmul(&top_t, &d_logits);
@@ -439,7 +520,13 @@ pub fn train_step_graph(arch: &Architecture, initial: &[Param], settings: &StepS
                 .find(|(n, _)| *n == param.name)
                 .expect("a gradient per param")
                 .1;
-            b.op("Reshape", &[grad, &flat_shape], vec![])
+            let flat = b.op("Reshape", &[grad, &flat_shape], vec![]);
+            if settings.frozen.contains(&param.name) {
+                let zero = b.scalar(0.0);
+                b.mul(&flat, &zero)
+            } else {
+                flat
+            }
         })
         .collect();
     let refs: Vec<&str> = flat_grads.iter().map(String::as_str).collect();
@@ -631,6 +718,11 @@ mod tests {
             let classes = head.classes.len();
             let mut y = vec![0.0; n * classes];
             for row in 0..n {
+                // Argument heads leave some rows unlabelled: those must add
+                // nothing (the gradients fail the check if they do).
+                if ARGUMENTS.iter().any(|a| a.name == head.name) && row % 2 == 0 {
+                    continue;
+                }
                 // `none` and `whisper` (class 0) are always allowed, so
                 // masked classes never carry a label.
                 let class = if matches!(head.name, "command" | "intensity") {
@@ -642,7 +734,9 @@ mod tests {
             }
             batch.push((format!("y.{}", head.name), vec![n, classes], y));
         }
-        batch.push(("weight".into(), vec![n], (0..n).map(|i| 1.0 + i as f64).collect()));
+        // One negative weight, as a policy-gradient step has.
+        let weights = (0..n).map(|i| if i == 1 { -2.0 } else { 1.0 + i as f64 }).collect();
+        batch.push(("weight".into(), vec![n], weights));
         batch.push(("lr".into(), vec![], vec![0.01]));
         batch.push(("adam.t".into(), vec![], vec![0.0]));
 

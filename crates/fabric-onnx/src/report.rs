@@ -17,7 +17,7 @@ fn percent(value: f64) -> String {
 /// and one sentence on what it measures and how a bad model fails it.
 type Row = (&'static str, fn(&Scores) -> String, &'static str);
 
-const ROWS: [Row; 15] = [
+const ROWS: [Row; 16] = [
     (
         "command accuracy (top-1)",
         |s| percent(s.command_accuracy),
@@ -34,6 +34,11 @@ const ROWS: [Row; 15] = [
         "where the user's command had a target, share naming the same track; no target or the wrong track fails it",
     ),
     (
+        "argument accuracy",
+        |s| percent(s.argument_accuracy),
+        "where the user's command carried arguments (buffer size, amount, tempo) and its type was named right, share with the same arguments; a wrong size, amount or tempo fails it",
+    ),
+    (
         "command macro-F1",
         |s| format!("{:.3}", s.macro_f1),
         "F1 averaged over command classes; always answering `none` scores near zero on every real command",
@@ -41,7 +46,7 @@ const ROWS: [Row; 15] = [
     (
         "command JSON validity",
         |s| percent(s.command_json_validity),
-        "share of well-formed commands in the vocabulary with a valid target; unknown types or malformed JSON fail it",
+        "share of commands the Studio can execute as they are: in the vocabulary, with a valid target and every argument it requires; unknown types, a missing argument or malformed JSON fail it",
     ),
     (
         "mode compliance",

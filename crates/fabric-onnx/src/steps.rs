@@ -1,4 +1,4 @@
-//! The ONNX steps: `onnx.train`, `onnx.eval` and `onnx.studio`.
+//! The ONNX steps: `onnx.train`, `onnx.reinforce`, `onnx.eval` and `onnx.studio`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 use serde_json::Value as Json;
 
 use crate::eval::{self, Candidate, EvalOutputs, Gates};
+use crate::reinforce::{ReinforceOptions, reinforce};
 use crate::runtime;
 use crate::train::{self, TrainOptions, TrainOutputs};
 use fabric_core::steps::{Step, StepContext, parse_with};
@@ -37,7 +38,7 @@ impl Step for Train {
         "onnx.train"
     }
     fn version(&self) -> u32 {
-        4
+        5
     }
     fn summary(&self) -> &'static str {
         "train split (dep 1) → model.onnx, training-log.json, model card (outs 1–3); with: base_model, hidden, epochs, batch_size, learning_rate, seed, threads, mode_weights"
@@ -64,6 +65,47 @@ impl Step for Train {
             card: context.outs[2].clone(),
         };
         train::train(Some(context.root), context.root, &context.deps[0], &options, &outputs)?;
+        Ok(())
+    }
+}
+
+/// Fine-tunes the supervised model in the closed loop: deps are its
+/// `model.onnx`, the train split and the test split; outs are the model to
+/// keep and the report.
+pub struct Reinforce;
+
+impl Step for Reinforce {
+    fn name(&self) -> &'static str {
+        "onnx.reinforce"
+    }
+    fn version(&self) -> u32 {
+        2
+    }
+    fn summary(&self) -> &'static str {
+        "supervised model.onnx, train split, test split (deps 1–3) → the model kept (reinforced if it wins on the test split, else the supervised one) and a report (outs 1–2); with: epochs, learning_rate, batch_size, seed, threads"
+    }
+    fn check(&self, with: &Json) -> Result<(), String> {
+        parse_with::<ReinforceOptions>(with)?.check().map_err(|e| e.to_string())
+    }
+    fn facts(&self, root: &Path) -> BTreeMap<String, String> {
+        runtime_facts(root)
+    }
+    fn prepare(&self, root: &Path) {
+        prepare_runtime(root);
+    }
+    fn run(&self, context: &StepContext) -> anyhow::Result<()> {
+        anyhow::ensure!(context.outs.len() == 2, "declare 2 outs: model.onnx and the report");
+        anyhow::ensure!(
+            context.deps.len() == 3,
+            "declare 3 deps: the supervised model.onnx, the train split and the test split"
+        );
+        let options: ReinforceOptions = parse_with(context.with).map_err(anyhow::Error::msg)?;
+        let model = std::fs::read(&context.deps[0])?;
+        let train = train::read_examples(&context.deps[1])?;
+        let held_out = train::read_examples(&context.deps[2])?;
+        let (kept, report) = reinforce(Some(context.root), &model, &train, &held_out, &options)?;
+        std::fs::write(&context.outs[0], kept)?;
+        std::fs::write(&context.outs[1], serde_json::to_string_pretty(&report)? + "\n")?;
         Ok(())
     }
 }
@@ -96,7 +138,7 @@ impl Step for Eval {
         "onnx.eval"
     }
     fn version(&self) -> u32 {
-        5
+        6
     }
     fn summary(&self) -> &'static str {
         "model.onnx, test split, [training log] (deps) → report.md, loss.svg, confusion.svg, metrics.json (outs); with: min_command_accuracy, min_macro_f1, min_mode_compliance, min_tone_audit, min_als_alignment, max_interventions_per_minute, min_time_in_flow, min_acceptance, beat_baselines, min_oracle_gap_closed"
@@ -180,7 +222,7 @@ impl Step for Studio {
         "onnx.studio"
     }
     fn version(&self) -> u32 {
-        5
+        6
     }
     fn summary(&self) -> &'static str {
         "model.onnx (dep 1), sanitized sessions (dep 2) → TypeScript module, test vectors (outs 1–2); with: window_size, examples"

@@ -17,12 +17,12 @@ use std::path::Path;
 use serde_json::{Value, json};
 
 use super::eval::decode;
-use super::mlp::{INPUT, heads};
+use super::mlp::{ARGUMENTS, INPUT, heads};
 use super::runtime;
 use prime_brain::dataset::{feature_layout, features};
 use prime_brain::schema::{self, AlsChannel, BloomOutcome, FlagCategory, Intensity, Mode, Severity, Snapshot};
 use prime_brain::tone::phrase;
-use prime_brain::vocabulary::COMMANDS;
+use prime_brain::vocabulary::{ArgValues, COMMANDS};
 
 /// The hand-written part of the module.
 const TEMPLATE: &str = include_str!("studio.ts");
@@ -32,7 +32,18 @@ pub fn typescript_module() -> String {
     let names = |items: Vec<&str>| serde_json::to_string(&items).expect("strings serialize");
     let commands: Vec<Value> = COMMANDS
         .iter()
-        .map(|c| json!({"type": c.kind, "needsTarget": c.needs_target}))
+        .map(|c| json!({"type": c.kind, "needsTarget": c.needs_target, "args": c.args.iter().map(|a| a.name).collect::<Vec<_>>()}))
+        .collect();
+    let arguments: serde_json::Map<String, Value> = ARGUMENTS
+        .iter()
+        .map(|spec| {
+            let shape = match spec.values {
+                ArgValues::Integers(_) => json!({"kind": "integers"}),
+                ArgValues::Words(_) => json!({"kind": "words"}),
+                ArgValues::Range { min, max } => json!({"kind": "range", "min": min, "max": max}),
+            };
+            (spec.name.to_string(), shape)
+        })
         .collect();
     let heads: serde_json::Map<String, Value> = heads()
         .into_iter()
@@ -53,7 +64,9 @@ pub fn typescript_module() -> String {
          export const ALS_CHANNELS = {channels} as const;\n\
          export const FLAG_CATEGORIES = {categories} as const;\n\
          export const SEVERITIES = {severities} as const;\n\
-         export const COMMANDS: {{ type: string; needsTarget: boolean }}[] = {commands};\n\
+         export const COMMANDS: {{ type: string; needsTarget: boolean; args: string[] }}[] = {commands};\n\
+         /** How each argument head's classes map to values. */\n\
+         export const ARGUMENTS: Record<string, {{ kind: string; min?: number; max?: number }}> = {arguments};\n\
          export const BLOOM_OUTCOMES = {outcomes} as const;\n\
          /** The list limits sanitize keeps to (the newest items). */\n\
          export const LIMITS = {limits};\n\
@@ -77,6 +90,7 @@ pub fn typescript_module() -> String {
             "issuedCommands": schema::MAX_ISSUED_COMMANDS,
         }),
         heads = Value::Object(heads),
+        arguments = Value::Object(arguments),
         phrases = Value::Object(phrases),
         layout = json!(feature_layout()),
     );
@@ -124,7 +138,7 @@ pub fn test_vectors(
         let rows = super::eval::head_probabilities(&mut session, &heads, flat, chunk.len(), width)?;
         for (input, probs) in inputs.into_iter().zip(rows) {
             let slices: Vec<&[f32]> = probs.iter().map(Vec::as_slice).collect();
-            let decision = decode(&heads, &slices);
+            let decision = decode(&heads, &slices, &input);
             scored.push((input, probs, decision));
         }
     }
@@ -134,8 +148,7 @@ pub fn test_vectors(
     let mut seen = std::collections::BTreeSet::new();
     for (index, (_, _, decision)) in scored.iter().enumerate() {
         let key = (
-            decision.command.kind.clone(),
-            decision.command.target.clone(),
+            serde_json::to_string(&decision.command).expect("a command serializes"),
             decision.channel,
             decision.intensity,
         );
@@ -156,10 +169,7 @@ pub fn test_vectors(
     let mut vectors = Vec::with_capacity(chosen.len());
     for index in chosen {
         let (input, probs, decision) = &scored[index];
-        let mut command = json!({"type": decision.command.kind});
-        if let Some(target) = &decision.command.target {
-            command["target"] = json!(target);
-        }
+        let command = json!(decision.command);
         let named: serde_json::Map<String, Value> = heads
             .iter()
             .zip(probs)

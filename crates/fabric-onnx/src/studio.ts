@@ -31,6 +31,7 @@ export interface IssuedCommand {
 export interface DawCommand {
   type: string;
   target?: string;
+  args?: Record<string, number | string>;
 }
 
 /** What the model says about a window. */
@@ -165,15 +166,44 @@ function ranked(probs: ArrayLike<number>): number[] {
   return Array.from(probs, (_, i) => i).sort((a, b) => probs[b] - probs[a] || a - b);
 }
 
-/** Decodes the model's `<head>_probs` outputs (one row) into a decision. */
-export function decode(outputs: Record<string, ArrayLike<number>>): Decision {
+/**
+ * The value an argument head's class stands for in the window with
+ * `input` features: a discrete argument's value, or for a range (the tempo)
+ * the window's tempo changed by the class's step, checked against the range
+ * (undefined when out of it).
+ */
+function argumentValue(name: string, cls: string, input: ArrayLike<number>): number | string | undefined {
+  const spec = ARGUMENTS[name];
+  if (spec.kind === "words") return cls;
+  if (spec.kind === "integers") return Number(cls);
+  const tempo = Math.round(input[FEATURE_LAYOUT.indexOf("transport.tempo")] * 200 * 10) / 10;
+  const value = tempo + Number(cls);
+  return value >= spec.min! && value <= spec.max! ? value : undefined;
+}
+
+/**
+ * Decodes the model's `<head>_probs` outputs (one row) for the window with
+ * `input` features into a decision: the best command, its best target and
+ * the best value of each argument it requires (a tempo out of range leaves
+ * no executable command: `none`).
+ */
+export function decode(outputs: Record<string, ArrayLike<number>>, input: ArrayLike<number>): Decision {
   const commands = ranked(outputs.command_probs);
-  const type = HEADS.command[commands[0]];
-  const command: DawCommand = { type };
+  let command: DawCommand = { type: HEADS.command[commands[0]] };
+  const spec = COMMANDS.find((c) => c.type === command.type);
   // A command that needs a target takes the best archetype; others take none.
-  if (COMMANDS.find((c) => c.type === type)?.needsTarget) {
+  if (spec?.needsTarget) {
     const target = ranked(outputs.target_probs).find((i) => i !== 0);
     if (target !== undefined) command.target = HEADS.target[target];
+  }
+  for (const name of spec?.args ?? []) {
+    const best = ranked(outputs[`${name}_probs`])[0];
+    const value = best === undefined ? undefined : argumentValue(name, HEADS[name][best], input);
+    if (value === undefined) {
+      command = { type: "none" };
+      break;
+    }
+    command.args = { ...command.args, [name]: value };
   }
   const channel = HEADS.channel[ranked(outputs.channel_probs)[0]];
   const intensity = HEADS.intensity[ranked(outputs.intensity_probs)[0]];
@@ -199,5 +229,5 @@ export async function decide(runtime: Runtime, session: Session, window: Snapsho
   const probs: Record<string, ArrayLike<number>> = {};
   // The `<head>_probs` outputs are float32 tensors.
   for (const head of Object.keys(HEADS)) probs[`${head}_probs`] = outputs[`${head}_probs`].data as ArrayLike<number>;
-  return decode(probs);
+  return decode(probs, input);
 }

@@ -24,7 +24,9 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::mlp::{Architecture, Param, StepSettings, heads, inference_graph, train_step_graph};
+use super::mlp::{
+    ARGUMENTS, Architecture, Head, Param, StepSettings, argument_class, heads, inference_graph, train_step_graph,
+};
 use super::proto::{ModelProto, data_type};
 use super::runtime;
 use super::tensors::{f32_value, f32s};
@@ -236,8 +238,10 @@ pub fn read_examples(path: &Path) -> anyhow::Result<Vec<Example>> {
     fabric_core::jsonl::parse(&text, path, "not a dataset example", None)
 }
 
-/// The one-hot label rows of one example, per head (doctrine applied to the command).
-pub fn label_indices(example: &Example) -> Vec<usize> {
+/// The label class of one example per head (doctrine applied to the
+/// command); none for an argument head when the command does not carry
+/// that argument (an all-zero label row: the head learns nothing there).
+pub fn label_indices(example: &Example) -> Vec<Option<usize>> {
     let heads = heads();
     let index = |head: usize, class: &str| heads[head].classes.iter().position(|c| c == class).unwrap_or(0);
     let permitted = allowed(example.mode, &example.command.kind, example.critical);
@@ -249,13 +253,27 @@ pub fn label_indices(example: &Example) -> Vec<usize> {
     } else {
         (0, 0)
     };
-    vec![
-        command,
-        target,
-        index(2, example.next_mode.name()),
-        index(3, example.guidance.channel.name()),
-        index(4, example.guidance.intensity.name()),
-    ]
+    let mut labels = vec![
+        Some(command),
+        Some(target),
+        Some(index(2, example.next_mode.name())),
+        Some(index(3, example.guidance.channel.name())),
+        Some(index(4, example.guidance.intensity.name())),
+    ];
+    // Each argument head: the class of the argument the (permitted) command carries.
+    for spec in &ARGUMENTS {
+        let head = labels.len();
+        debug_assert_eq!(heads[head].name, spec.name, "argument heads follow the others");
+        let class = example
+            .command
+            .args
+            .as_ref()
+            .filter(|_| permitted)
+            .and_then(|args| args.get(spec.name))
+            .and_then(|value| argument_class(spec, value, &example.features));
+        labels.push(class.map(|class| index(head, &class)));
+    }
+    labels
 }
 
 /// The dataset hash from the card beside a dataset file, if there is one.
@@ -425,7 +443,7 @@ pub fn train(
         .iter()
         .map(|h| all_heads.iter().position(|a| a.name == h.name).expect("a known head"))
         .collect();
-    let labels: Vec<Vec<usize>> = examples.iter().map(label_indices).collect();
+    let labels: Vec<Vec<Option<usize>>> = examples.iter().map(label_indices).collect();
     let weights: Vec<f32> = examples
         .iter()
         .map(|e| *options.mode_weights.get(e.mode.name()).unwrap_or(&1.0) as f32)
@@ -439,22 +457,7 @@ pub fn train(
             (initial, step.encode_to_vec())
         }
     };
-    let mut session = runtime::session(workspace, &step_bytes, options.threads)?;
-
-    let mut state: BTreeMap<String, DynValue> = BTreeMap::new();
-    for param in &initial {
-        state.insert(
-            format!("param.{}", param.name),
-            f32_value(&param.dims, param.values.clone())?,
-        );
-    }
-    let total = super::mlp::parameter_count(&initial);
-    for moment in ["adam.m", "adam.v"] {
-        state.insert(moment.into(), f32_value(&[total], vec![0.0; total])?);
-    }
-    state.insert("adam.t".into(), f32_value(&[], vec![0.0])?);
-    let lr = f32_value(&[], vec![options.learning_rate as f32])?;
-
+    let mut stepper = Stepper::new(workspace, &step_bytes, &initial, options.learning_rate, options.threads)?;
     let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
     let mut order: Vec<usize> = (0..examples.len()).collect();
     let mut log = Vec::new();
@@ -465,41 +468,17 @@ pub fn train(
         let mut loss_sum = 0.0;
         let mut steps = 0;
         for batch in order.chunks(options.batch_size) {
-            let n = batch.len();
-            let mut features = Vec::with_capacity(n * width);
-            for &i in batch {
-                features.extend_from_slice(&examples[i].features);
-            }
-            let mut inputs: Vec<(Cow<str>, SessionInputValue)> = Vec::with_capacity(state.len() + 9);
-            inputs.push((super::mlp::INPUT.into(), f32_value(&[n, width], features)?.into()));
-            for (h, head) in heads.iter().enumerate() {
-                let classes = head.classes.len();
-                let mut y = vec![0.0f32; n * classes];
-                for (row, &i) in batch.iter().enumerate() {
-                    y[row * classes + labels[i][head_index[h]]] = 1.0;
-                }
-                inputs.push((format!("y.{}", head.name).into(), f32_value(&[n, classes], y)?.into()));
-            }
-            inputs.push((
-                "weight".into(),
-                f32_value(&[n], batch.iter().map(|&i| weights[i]).collect())?.into(),
-            ));
-            inputs.push(("lr".into(), (&lr).into()));
-            for (name, value) in &state {
-                inputs.push((Cow::Borrowed(name.as_str()), value.into()));
-            }
-            let mut outputs = session.run(inputs)?;
-            loss_sum += f64::from(outputs["loss"].try_extract_scalar::<f32>()?);
+            let features = batch
+                .iter()
+                .flat_map(|&i| examples[i].features.iter().copied())
+                .collect();
+            let rows: Vec<Vec<Option<usize>>> = batch
+                .iter()
+                .map(|&i| head_index.iter().map(|&h| labels[i][h]).collect())
+                .collect();
+            let weights = batch.iter().map(|&i| weights[i]).collect();
+            loss_sum += stepper.step(&heads, features, &rows, weights)?;
             steps += 1;
-            let mut next = BTreeMap::new();
-            for name in state.keys() {
-                let value = outputs
-                    .remove(format!("{name}.out"))
-                    .ok_or_else(|| anyhow::anyhow!("the train-step graph has no output `{name}.out`"))?;
-                next.insert(name.clone(), value);
-            }
-            drop(outputs);
-            state = next;
         }
         log.push(EpochLog {
             epoch,
@@ -509,16 +488,7 @@ pub fn train(
     }
     let elapsed = started.elapsed().as_secs_f64();
 
-    let trained: Vec<Param> = initial
-        .iter()
-        .map(|p| {
-            Ok(Param {
-                name: p.name.clone(),
-                dims: p.dims.clone(),
-                values: f32s(&state[&format!("param.{}", p.name)])?,
-            })
-        })
-        .collect::<anyhow::Result<_>>()?;
+    let trained = stepper.params(&initial)?;
     let hash = dataset_hash(dataset).unwrap_or_else(|| "unknown".into());
     let vocabulary: BTreeMap<&str, &Vec<String>> = heads.iter().map(|h| (h.name, &h.classes)).collect();
     let metadata = vec![
@@ -555,4 +525,100 @@ pub fn train(
     });
     std::fs::write(&outputs.card, serde_json::to_string_pretty(&card)? + "\n")?;
     Ok(training_log)
+}
+
+/// A train-step graph running in ONNX Runtime with its parameters and Adam
+/// moments: each step feeds the state back in as the next step's inputs.
+pub struct Stepper {
+    session: ort::session::Session,
+    state: BTreeMap<String, DynValue>,
+    lr: DynValue,
+    width: usize,
+}
+
+impl Stepper {
+    /// A session of the train-step graph `step` starting from `initial`.
+    pub fn new(
+        workspace: Option<&Path>,
+        step: &[u8],
+        initial: &[Param],
+        learning_rate: f64,
+        threads: usize,
+    ) -> anyhow::Result<Stepper> {
+        let session = runtime::session(workspace, step, threads)?;
+        let mut state: BTreeMap<String, DynValue> = BTreeMap::new();
+        for param in initial {
+            state.insert(
+                format!("param.{}", param.name),
+                f32_value(&param.dims, param.values.clone())?,
+            );
+        }
+        let total = super::mlp::parameter_count(initial);
+        for moment in ["adam.m", "adam.v"] {
+            state.insert(moment.into(), f32_value(&[total], vec![0.0; total])?);
+        }
+        state.insert("adam.t".into(), f32_value(&[], vec![0.0])?);
+        Ok(Stepper {
+            session,
+            state,
+            lr: f32_value(&[], vec![learning_rate as f32])?,
+            width: feature_layout().len(),
+        })
+    }
+
+    /// One step on a batch: the rows' `features` (row-major), per row the
+    /// label class of each of `heads` (none: no label there) and a weight
+    /// (a negative one pushes away from the label). Returns the batch's loss.
+    pub fn step(
+        &mut self,
+        heads: &[Head],
+        features: Vec<f32>,
+        labels: &[Vec<Option<usize>>],
+        weights: Vec<f32>,
+    ) -> anyhow::Result<f64> {
+        let n = labels.len();
+        let mut inputs: Vec<(Cow<str>, SessionInputValue)> = Vec::with_capacity(self.state.len() + 12);
+        inputs.push((super::mlp::INPUT.into(), f32_value(&[n, self.width], features)?.into()));
+        for (h, head) in heads.iter().enumerate() {
+            let classes = head.classes.len();
+            let mut y = vec![0.0f32; n * classes];
+            for (row, row_labels) in labels.iter().enumerate() {
+                if let Some(class) = row_labels[h] {
+                    y[row * classes + class] = 1.0;
+                }
+            }
+            inputs.push((format!("y.{}", head.name).into(), f32_value(&[n, classes], y)?.into()));
+        }
+        inputs.push(("weight".into(), f32_value(&[n], weights)?.into()));
+        inputs.push(("lr".into(), (&self.lr).into()));
+        for (name, value) in &self.state {
+            inputs.push((Cow::Borrowed(name.as_str()), value.into()));
+        }
+        let mut outputs = self.session.run(inputs)?;
+        let loss = f64::from(outputs["loss"].try_extract_scalar::<f32>()?);
+        let mut next = BTreeMap::new();
+        for name in self.state.keys() {
+            let value = outputs
+                .remove(format!("{name}.out"))
+                .ok_or_else(|| anyhow::anyhow!("the train-step graph has no output `{name}.out`"))?;
+            next.insert(name.clone(), value);
+        }
+        drop(outputs);
+        self.state = next;
+        Ok(loss)
+    }
+
+    /// The current values of the parameters named like `initial`.
+    pub fn params(&self, initial: &[Param]) -> anyhow::Result<Vec<Param>> {
+        initial
+            .iter()
+            .map(|p| {
+                Ok(Param {
+                    name: p.name.clone(),
+                    dims: p.dims.clone(),
+                    values: f32s(&self.state[&format!("param.{}", p.name)])?,
+                })
+            })
+            .collect()
+    }
 }

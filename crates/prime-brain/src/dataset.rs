@@ -87,13 +87,24 @@ pub struct CommandTarget {
     /// Track archetype.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// Arguments (`size`, `amount`, `bpm`: what the vocabulary requires),
+    /// when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<BTreeMap<String, serde_json::Value>>,
 }
 
 impl CommandTarget {
-    fn none() -> CommandTarget {
+    /// No command.
+    pub fn none() -> CommandTarget {
+        CommandTarget::new(super::vocabulary::NONE, None)
+    }
+
+    /// A command of type `kind` on `target`, without arguments.
+    pub fn new(kind: &str, target: Option<&str>) -> CommandTarget {
         CommandTarget {
-            kind: super::vocabulary::NONE.into(),
-            target: None,
+            kind: kind.to_string(),
+            target: target.map(str::to_string),
+            args: None,
         }
     }
 
@@ -101,7 +112,26 @@ impl CommandTarget {
         CommandTarget {
             kind: command.kind.clone(),
             target: command.target.clone(),
+            args: command.args.clone(),
         }
+    }
+
+    /// Whether it can be executed as it is: `none`, or a known command with
+    /// the target and every argument it requires, all valid.
+    pub fn executable(&self) -> bool {
+        if self.kind == super::vocabulary::NONE {
+            return self.target.is_none() && self.args.is_none();
+        }
+        let Some(spec) = super::vocabulary::command(&self.kind) else {
+            return false;
+        };
+        let target_ok = match &self.target {
+            Some(target) => spec.needs_target && super::vocabulary::is_archetype(target),
+            None => !spec.needs_target,
+        };
+        let args: Option<serde_json::Map<String, serde_json::Value>> =
+            self.args.as_ref().map(|a| a.clone().into_iter().collect());
+        target_ok && super::vocabulary::complete_args(&self.kind, args.as_ref())
     }
 }
 
@@ -463,10 +493,7 @@ fn ground_truth(last: &Snapshot, next: &Snapshot) -> CommandTarget {
         .filter(|b| b.outcome == BloomOutcome::Accepted)
         .filter(|b| !timed || b.time() > since)
         .find(|b| super::vocabulary::command(&b.action).is_some())
-        .map_or_else(CommandTarget::none, |b| CommandTarget {
-            kind: b.action.clone(),
-            target: None,
-        })
+        .map_or_else(CommandTarget::none, |b| CommandTarget::new(&b.action, None))
 }
 
 fn example(session: &str, window_end: usize, window: &[Snapshot], next: &Snapshot) -> Example {

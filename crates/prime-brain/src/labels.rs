@@ -94,7 +94,7 @@ pub fn seed_label(snapshot: &Snapshot) -> SeedLabel {
             Some(DawCommand {
                 kind: "mix.eqCut".into(),
                 target: Some("bass".into()),
-                args: None,
+                args: Some(BTreeMap::from([("amount".into(), serde_json::json!("gentle"))])),
             }),
             AlsChannel::Temperature,
             "The low end feels crowded; a gentle cut would let it breathe.",

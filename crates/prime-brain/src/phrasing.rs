@@ -4,24 +4,27 @@
 //!
 //! ```text
 //! answer      := observation " " suggestion
-//! observation := OBSERVATIONS[channel][intensity]      (what is felt; no action, no track)
+//! observation := OBSERVATIONS[channel][intensity]      (what is felt; no action, track or amount)
 //! suggestion  := REST                                   when the command is `none`
 //!              | FRAMES[intensity] with {action}        otherwise
-//! action      := ACTIONS[command] with {track}          ("carve a little from {track}")
+//! action      := ACTIONS[command] with {track}, {amount} ("trim {track} {amount}")
 //! track       := "the " TRACK_WORDS[target] | "this part" (no target)
+//! amount      := AMOUNT_WORDS[args.amount]              ("gently", "moderately", "firmly")
 //! ```
 //!
-//! Observations never name an action or a track and rests never suggest
-//! one, so the command is named by the suggestion alone: what the text asks
-//! for is what the command JSON does. Each choice is drawn from a seed (the
-//! example's place in the data), so the same data gives the same texts. Four
-//! observations, three frames and three actions give 36 phrasings of each
-//! command at each channel and intensity, 24 of each silence; every one
-//! passes the tone audit ([`super::tone`]), which a test checks over the
-//! whole grammar.
+//! Observations and frames never name an action, a track or an amount and
+//! rests never suggest one, so the command is named by the suggestion
+//! alone: what the text asks for (and how strongly) is what the command
+//! JSON does. Each choice is drawn from a seed (the example's place in the
+//! data), so the same data gives the same texts. Four observations, three
+//! frames and three actions give 36 phrasings of each command at each
+//! channel and intensity (108 for a mix move, with three words for its
+//! amount), 24 of each silence; every one passes the tone audit
+//! ([`super::tone`]), which a test checks over the whole grammar.
 
+use super::dataset::CommandTarget;
 use super::schema::{AlsChannel, Intensity};
-use super::vocabulary::{self, NONE};
+use super::vocabulary::{self, AMOUNT, NONE};
 
 /// What is felt, by channel and intensity (whisper, nudge, call).
 fn observations(channel: AlsChannel, intensity: Intensity) -> [&'static str; 4] {
@@ -29,16 +32,16 @@ fn observations(channel: AlsChannel, intensity: Intensity) -> [&'static str; 4] 
     use Intensity::*;
     match (channel, intensity) {
         (Temperature, Whisper) => [
-            "The mix feels a touch warm.",
-            "A little warmth is gathering in the low end.",
-            "The mix is glowing a little.",
-            "The sound is getting a little thick.",
+            "The mix feels warm.",
+            "Warmth is gathering in the low end.",
+            "The mix is glowing.",
+            "The sound is thickening.",
         ],
         (Temperature, Nudge) => [
             "The low end feels crowded.",
             "The mix is getting dense.",
             "The middle of the mix feels crowded.",
-            "Things are getting a little muddy.",
+            "Things are getting muddy.",
         ],
         (Temperature, Call) => [
             "The mix is running hot.",
@@ -49,7 +52,7 @@ fn observations(channel: AlsChannel, intensity: Intensity) -> [&'static str; 4] 
         (Energy, Whisper) => [
             "Energy is rising.",
             "There is a nice lift in the energy.",
-            "The energy is building softly.",
+            "The energy is building.",
             "The music has a glow to it.",
         ],
         (Energy, Nudge) => [
@@ -83,9 +86,9 @@ fn observations(channel: AlsChannel, intensity: Intensity) -> [&'static str; 4] 
             "The rhythm is losing its footing.",
         ],
         (Pressure, Whisper) => [
-            "The room feels a little warm.",
-            "The session feels a touch heavy.",
-            "A little weight is on the session.",
+            "The room feels warm.",
+            "The session feels weighty.",
+            "Some weight is on the session.",
             "The session is working hard.",
         ],
         (Pressure, Nudge) => [
@@ -115,7 +118,7 @@ fn frames(intensity: Intensity) -> [&'static str; 3] {
         Intensity::Call => [
             "This is a good moment to {action}.",
             "Now would be a good time to {action}.",
-            "Gently {action} now.",
+            "Now is the moment to {action}.",
         ],
     }
 }
@@ -166,19 +169,19 @@ fn actions(kind: &str) -> [&'static str; 3] {
             "ease the engine's load",
         ],
         "mix.eqCut" => [
-            "carve a little from {track}",
-            "make a gentle cut on {track}",
-            "trim {track} a little",
+            "carve {track} back {amount}",
+            "cut {track} {amount}",
+            "trim {track} {amount}",
         ],
         "mix.compress" => [
-            "glue {track} together",
-            "tame {track} a touch",
-            "squeeze {track} gently",
+            "glue {track} together {amount}",
+            "tame {track} {amount}",
+            "squeeze {track} {amount}",
         ],
         "mix.addReverb" => [
-            "give {track} some air",
-            "add a touch of reverb to {track}",
-            "set {track} in a little more space",
+            "add reverb to {track} {amount}",
+            "give {track} air, {amount}",
+            "set {track} in more space, {amount}",
         ],
         "mix.balanceLevels" => [
             "balance the levels",
@@ -209,26 +212,48 @@ pub fn track_words(archetype: &str) -> &str {
     }
 }
 
+/// How an action says how strongly a mix move is made (`{amount}`), by
+/// the `amount` argument.
+fn amount_words(amount: &str) -> [&'static str; 3] {
+    match amount {
+        "strong" => ["firmly", "deeply", "generously"],
+        "moderate" => ["moderately", "a fair bit", "somewhat"],
+        _ => ["gently", "lightly", "softly"],
+    }
+}
+
 /// How an action names its target: "the bass", or "this part" for none.
 fn track_phrase(target: Option<&str>) -> String {
     target.map_or_else(|| "this part".to_string(), |t| format!("the {}", track_words(t)))
 }
 
-/// The answer for a situation: the guidance `channel` and `intensity`,
-/// the command `kind` (or `none`) and its `target`, with `seed` picking
-/// among the grammar's phrasings.
-pub fn answer(channel: AlsChannel, intensity: Intensity, kind: &str, target: Option<&str>, seed: u64) -> String {
-    // Each choice from its own 16 bits of the seed.
-    let pick = |n: usize, part: u64| ((seed >> (part * 16)) & 0xffff) as usize % n;
+/// The command's `amount` argument, if it has one.
+fn amount_of(command: &CommandTarget) -> Option<&str> {
+    command.args.as_ref()?.get(AMOUNT.name)?.as_str()
+}
+
+/// An action of `command` with its track and amount in place.
+fn fill(action: &str, command: &CommandTarget, amount_word: usize) -> String {
+    let amount = amount_words(amount_of(command).unwrap_or_default())[amount_word];
+    action
+        .replace("{track}", &track_phrase(command.target.as_deref()))
+        .replace("{amount}", amount)
+}
+
+/// The answer for a situation: the guidance `channel` and `intensity` and
+/// the `command` (`none`, or a command with its target and arguments), with
+/// `seed` picking among the grammar's phrasings.
+pub fn answer(channel: AlsChannel, intensity: Intensity, command: &CommandTarget, seed: u64) -> String {
+    // Each choice from its own 12 bits of the seed.
+    let pick = |n: usize, part: u64| ((seed >> (part * 12)) & 0xfff) as usize % n;
     let observation = observations(channel, intensity);
     let observation = observation[pick(observation.len(), 0)];
-    let suggestion = if kind == NONE || vocabulary::command(kind).is_none() {
+    let suggestion = if command.kind == NONE || vocabulary::command(&command.kind).is_none() {
         REST[pick(REST.len(), 1)].to_string()
     } else {
-        let action = actions(kind)[pick(3, 2)].replace("{track}", &track_phrase(target));
+        let action = fill(actions(&command.kind)[pick(3, 2)], command, pick(3, 4));
         let frame = frames(intensity)[pick(3, 3)];
-        let text = frame.replace("{action}", &action);
-        capitalized(&text)
+        capitalized(&frame.replace("{action}", &action))
     };
     format!("{observation} {suggestion}")
 }
@@ -240,27 +265,30 @@ fn capitalized(text: &str) -> String {
         .map_or_else(String::new, |first| first.to_uppercase().chain(chars).collect())
 }
 
-/// Every answer the grammar can give for a command `kind` (or `none`) and
-/// `target`, at every channel and intensity.
-pub fn all_answers(kind: &str, target: Option<&str>) -> Vec<String> {
+/// Every answer the grammar can give for `command` (`none`, or a command
+/// with its target and arguments), at every channel and intensity.
+pub fn all_answers(command: &CommandTarget) -> Vec<String> {
     let mut out = Vec::new();
     for channel in AlsChannel::ALL {
         for intensity in Intensity::ALL {
             for observation in observations(channel, intensity) {
-                if kind == NONE {
+                if command.kind == NONE {
                     out.extend(REST.iter().map(|rest| format!("{observation} {rest}")));
                     continue;
                 }
-                let track = track_phrase(target);
-                for action in actions(kind) {
-                    for frame in frames(intensity) {
-                        let text = frame.replace("{action}", &action.replace("{track}", &track));
-                        out.push(format!("{observation} {}", capitalized(&text)));
+                for action in actions(&command.kind) {
+                    for amount_word in 0..3 {
+                        for frame in frames(intensity) {
+                            let text = frame.replace("{action}", &fill(action, command, amount_word));
+                            out.push(format!("{observation} {}", capitalized(&text)));
+                        }
                     }
                 }
             }
         }
     }
+    out.sort();
+    out.dedup();
     out
 }
 
@@ -270,12 +298,29 @@ mod tests {
     use super::super::vocabulary::{ARCHETYPES, COMMANDS};
     use super::*;
 
-    fn situations() -> Vec<(&'static str, Option<&'static str>)> {
-        let mut out = vec![(NONE, None)];
+    /// Every command of the vocabulary with every target and amount it can
+    /// take (one buffer size and tempo: the text does not say them).
+    fn situations() -> Vec<CommandTarget> {
+        let mut out = vec![CommandTarget::none()];
         for spec in COMMANDS {
-            out.push((spec.kind, None));
-            if spec.needs_target {
-                out.extend(ARCHETYPES.iter().map(|a| (spec.kind, Some(*a))));
+            let targets: Vec<Option<&str>> = if spec.needs_target {
+                ARCHETYPES.iter().map(|a| Some(*a)).chain([None]).collect()
+            } else {
+                vec![None]
+            };
+            let amounts: Vec<Option<String>> = if spec.args.contains(&AMOUNT) {
+                AMOUNT.classes().into_iter().map(Some).collect()
+            } else {
+                vec![None]
+            };
+            for target in &targets {
+                for amount in &amounts {
+                    let mut command = CommandTarget::new(spec.kind, *target);
+                    command.args = amount
+                        .as_ref()
+                        .map(|a| [(AMOUNT.name.to_string(), serde_json::json!(a))].into());
+                    out.push(command);
+                }
             }
         }
         out
@@ -284,8 +329,8 @@ mod tests {
     #[test]
     fn every_phrasing_of_the_grammar_passes_the_tone_audit() {
         let mut checked = 0;
-        for (kind, target) in situations() {
-            for text in all_answers(kind, target) {
+        for command in situations() {
+            for text in all_answers(&command) {
                 assert!(tone_ok(&text), "{text}: {:?}", tone_issues(&text));
                 checked += 1;
             }
@@ -295,23 +340,19 @@ mod tests {
 
     #[test]
     fn a_situation_has_many_distinct_phrasings_and_the_seed_reaches_them() {
-        for (kind, target) in situations() {
-            let all: std::collections::BTreeSet<String> = all_answers(kind, target).into_iter().collect();
-            assert!(all.len() >= 12 * 24, "{kind}: {}", all.len());
+        for command in situations() {
+            let all = all_answers(&command);
+            assert!(all.len() >= 12 * 24, "{command:?}: {}", all.len());
         }
-        let drawn: std::collections::BTreeSet<String> = (0..2_000u64)
+        let mut cut = CommandTarget::new("mix.eqCut", Some("bass"));
+        cut.args = Some([(AMOUNT.name.to_string(), serde_json::json!("strong"))].into());
+        let drawn: std::collections::BTreeSet<String> = (0..4_000u64)
             .map(|n| {
                 let seed = fabric_core::digest::Digest::of(&n.to_le_bytes()).0;
                 let seed = u64::from_le_bytes(seed[..8].try_into().unwrap());
-                answer(
-                    AlsChannel::Temperature,
-                    Intensity::Nudge,
-                    "mix.eqCut",
-                    Some("bass"),
-                    seed,
-                )
+                answer(AlsChannel::Temperature, Intensity::Nudge, &cut, seed)
             })
             .collect();
-        assert_eq!(drawn.len(), 4 * 3 * 3, "every phrasing of one situation is drawn");
+        assert_eq!(drawn.len(), 4 * 3 * 3 * 3, "every phrasing of one situation is drawn");
     }
 }

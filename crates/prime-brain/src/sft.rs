@@ -27,7 +27,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde::Serialize;
 
-use super::dataset::Example;
+use super::dataset::{CommandTarget, Example};
 use super::labels::allowed;
 use super::schema::{AlsChannel, Mode, Role, Snapshot};
 use super::tone::{tone_issues, tone_ok};
@@ -142,26 +142,26 @@ pub fn render(window: &[Snapshot], mode: Mode) -> String {
     lines.join("\n")
 }
 
-/// One chat-style training conversation.
+/// One chat-style training conversation. Its command is what the user did
+/// next, unless the doctrine forbids it in the mode or the data does not
+/// give it in full (an accepted Bloom suggestion carries no arguments):
+/// then silence, rather than a command taught half-made.
 pub fn conversation(window: &[Snapshot], example: &Example) -> Value {
     let command = &example.command;
     let permitted = command.kind == NONE || allowed(example.mode, &command.kind, example.critical);
-    let (kind, target) = if permitted {
-        (command.kind.as_str(), command.target.as_deref())
+    let command = if permitted && command.executable() {
+        command.clone()
     } else {
-        (NONE, None)
+        CommandTarget::none()
     };
-    let mut json = json!({ "type": kind });
-    if let Some(target) = target {
-        json["target"] = json!(target);
-    }
+    let json = serde_json::to_value(&command).expect("a command serializes");
     let mut seed = KeyEncoder::new("fabric-sft-phrasing-v1");
     seed.text(b's', &example.session)
         .bytes(b'w', &(example.window_end as u64).to_le_bytes())
         .text(b'm', example.mode.name());
     let seed = u64::from_le_bytes(seed.finish().0[..8].try_into().expect("8 bytes"));
     let guidance = &example.guidance;
-    let text = super::phrasing::answer(guidance.channel, guidance.intensity, kind, target, seed);
+    let text = super::phrasing::answer(guidance.channel, guidance.intensity, &command, seed);
     json!({"messages": [
         {"role": "system", "content": DOCTRINE},
         {"role": "user", "content": render(window, example.mode)},
@@ -176,6 +176,8 @@ pub struct Reading {
     pub commands: BTreeSet<&'static str>,
     /// The track archetypes it names.
     pub tracks: BTreeSet<&'static str>,
+    /// How strongly it asks (`amount` values).
+    pub amounts: BTreeSet<&'static str>,
 }
 
 /// The words that ask for each command type. The reader's own lexicon:
@@ -211,33 +213,45 @@ const NAMES_TRACK: [(&str, &str); 9] = [
     ("master", r"master"),
 ];
 
-static READERS: LazyLock<Vec<(&'static str, Regex)>> = LazyLock::new(|| {
-    ASKS_FOR
-        .iter()
-        .chain(&NAMES_TRACK)
-        .map(|(name, words)| {
-            (
-                *name,
-                Regex::new(&format!(r"(?i)\b(?:{words})\b")).expect("valid regex"),
-            )
-        })
-        .collect()
+/// The words that say how strongly, by `amount` value.
+const SAYS_AMOUNT: [(&str, &str); 3] = [
+    ("gentle", r"gentl\w*|light|lightly|soft|softly|a little|a touch"),
+    ("moderate", r"moderat\w*|a fair bit|somewhat"),
+    ("strong", r"firm\w*|deep\w*|generous\w*|strong\w*"),
+];
+
+/// Each lexicon as whole-word patterns.
+static READERS: LazyLock<[Vec<(&'static str, Regex)>; 3]> = LazyLock::new(|| {
+    let compile = |lexicon: &[(&'static str, &str)]| {
+        lexicon
+            .iter()
+            .map(|(name, words)| {
+                (
+                    *name,
+                    Regex::new(&format!(r"(?i)\b(?:{words})\b")).expect("valid regex"),
+                )
+            })
+            .collect()
+    };
+    [compile(&ASKS_FOR), compile(&NAMES_TRACK), compile(&SAYS_AMOUNT)]
 });
 
-/// What `text` asks for: every command type whose words it uses and every
-/// track it names.
+/// What `text` asks for: every command type whose words it uses, every
+/// track it names, every amount it says.
 pub fn read_answer(text: &str) -> Reading {
-    let mut reading = Reading::default();
-    for (name, words) in READERS.iter() {
-        if words.is_match(text) {
-            if ARCHETYPES.contains(name) {
-                reading.tracks.insert(*name);
-            } else {
-                reading.commands.insert(*name);
-            }
-        }
+    let [commands, tracks, amounts] = &*READERS;
+    let heard = |lexicon: &[(&'static str, Regex)]| {
+        lexicon
+            .iter()
+            .filter(|(_, words)| words.is_match(text))
+            .map(|(name, _)| *name)
+            .collect()
+    };
+    Reading {
+        commands: heard(commands),
+        tracks: heard(tracks),
+        amounts: heard(amounts),
     }
-    reading
 }
 
 /// The instruction-tuning set's card: what [`audit`] checked and the hash a
@@ -359,6 +373,12 @@ fn check_line(line: &str) -> Result<CheckedLine, String> {
         .and_then(Value::as_str)
         .ok_or("the answer's command has no `type`")?;
     let target = command.get("target").and_then(Value::as_str);
+    let executable = serde_json::from_value::<CommandTarget>(command.clone()).is_ok_and(|c| c.executable());
+    if !executable {
+        return Err(format!(
+            "the answer's command {command} cannot be executed (unknown type, or a target or argument missing or invalid)"
+        ));
+    }
     if !tone_ok(text) {
         let issues: Vec<&str> = tone_issues(text).iter().map(|i| i.name()).collect();
         return Err(format!("the answer `{text}` is not calm ({})", issues.join(", ")));
@@ -371,10 +391,14 @@ fn check_line(line: &str) -> Result<CheckedLine, String> {
             .filter_map(known_command)
             .collect(),
         tracks: target.into_iter().filter_map(known_archetype).collect(),
+        amounts: command
+            .pointer("/args/amount")
+            .and_then(Value::as_str)
+            .and_then(|amount| SAYS_AMOUNT.iter().find(|(name, _)| *name == amount))
+            .map(|(name, _)| *name)
+            .into_iter()
+            .collect(),
     };
-    if kind != NONE && expected.commands.is_empty() {
-        return Err(format!("the answer's command `{kind}` is not in the vocabulary"));
-    }
     if reading != expected {
         return Err(format!(
             "the answer `{text}` asks for {} but its command is {command}",
@@ -397,11 +421,12 @@ fn known_archetype(name: &str) -> Option<&'static str> {
 }
 
 fn describe(reading: &Reading) -> String {
-    if reading.commands.is_empty() && reading.tracks.is_empty() {
-        return "nothing".into();
-    }
     let mut parts: Vec<String> = reading.commands.iter().map(|c| format!("`{c}`")).collect();
     parts.extend(reading.tracks.iter().map(|t| format!("the {t}")));
+    parts.extend(reading.amounts.iter().map(|a| format!("a {a} amount")));
+    if parts.is_empty() {
+        return "nothing".into();
+    }
     parts.join(" and ")
 }
 
@@ -582,6 +607,7 @@ mod tests {
         let reading = read_answer("The low end feels crowded; a gentle cut on the bass would let it breathe.");
         assert_eq!(reading.commands, BTreeSet::from(["mix.eqCut"]));
         assert_eq!(reading.tracks, BTreeSet::from(["bass"]));
+        assert_eq!(reading.amounts, BTreeSet::from(["gentle"]));
         assert_eq!(read_answer("All calm; the pulse is steady."), Reading::default());
     }
 
@@ -590,24 +616,40 @@ mod tests {
         let context = "Mode: active.\nThe transport is stopped.";
         let good = line(
             context,
-            "The low end feels crowded. Perhaps carve a little from the bass.\n{\"target\":\"bass\",\"type\":\"mix.eqCut\"}",
+            "The low end feels crowded. Perhaps carve a little from the bass.\n{\"args\":{\"amount\":\"gentle\"},\"target\":\"bass\",\"type\":\"mix.eqCut\"}",
         );
         let card = audit_lines(std::slice::from_ref(&good)).unwrap();
         assert_eq!((card.situations, card.distinct_texts), (1, 1));
-        let bad: [(String, &str); 6] = [
+        let bad: [(String, &str); 8] = [
+            // The right command, said more strongly than its amount.
+            (
+                line(
+                    context,
+                    "Perhaps carve the bass back firmly.\n{\"args\":{\"amount\":\"gentle\"},\"target\":\"bass\",\"type\":\"mix.eqCut\"}",
+                ),
+                "asks for `mix.eqCut` and the bass and a strong amount",
+            ),
+            // A command the Studio could not execute: no amount.
+            (
+                line(
+                    context,
+                    "Perhaps carve a little from the bass.\n{\"target\":\"bass\",\"type\":\"mix.eqCut\"}",
+                ),
+                "cannot be executed",
+            ),
             // The old phrasebook's text with another command.
             (
                 line(
                     context,
                     "The low end feels crowded; a gentle cut would let it breathe.\n{\"type\":\"transport.play\"}",
                 ),
-                "asks for `mix.eqCut` but its command is",
+                "asks for `mix.eqCut` and a gentle amount but its command is",
             ),
             // The right command on the wrong track.
             (
                 line(
                     context,
-                    "Perhaps carve a little from the bass.\n{\"target\":\"vocals\",\"type\":\"mix.eqCut\"}",
+                    "Perhaps carve a little from the bass.\n{\"args\":{\"amount\":\"gentle\"},\"target\":\"vocals\",\"type\":\"mix.eqCut\"}",
                 ),
                 "asks for `mix.eqCut` and the bass",
             ),
@@ -619,7 +661,7 @@ mod tests {
             (
                 line(
                     context,
-                    "Cut the bass right now!\n{\"target\":\"bass\",\"type\":\"mix.eqCut\"}",
+                    "Cut the bass right now!\n{\"args\":{\"amount\":\"gentle\"},\"target\":\"bass\",\"type\":\"mix.eqCut\"}",
                 ),
                 "is not calm (urgent, shouting)",
             ),

@@ -4,8 +4,11 @@
 //! Each simulated user has a hidden style the data should let a model learn:
 //! how they free CPU (freeze a track or raise the buffer), how they answer a
 //! muddy mix (EQ cut on the bass or a level balance), whether they loop
-//! sections ([`Style`], answering [`Need`]s: one policy, which the
-//! evaluation's oracle reuses). A user's memory summary carries their recent
+//! sections, how strongly they make a mix move and by how much they change
+//! the tempo ([`Style`], answering [`Need`]s: one policy, which the
+//! evaluation's oracle reuses). Commands carry the arguments the vocabulary
+//! requires: a buffer size twice the current one, a mix move's amount (by
+//! the mix flag's severity and the user's boldness), a tempo in bpm. A user's memory summary carries their recent
 //! actions from one session to the next, as the Studio's Mixx Recall does.
 //! Sessions change mode over time, play and stop, have CPU spikes
 //! and dropouts, drift harmonically, and record Bloom suggestions with their
@@ -25,6 +28,7 @@ use fabric_core::steps::BadOption;
 
 use super::labels::seed_label;
 use super::schema::*;
+use super::vocabulary;
 
 /// What to simulate: the `with` table of `prime.simulate` and the flags of
 /// `fabric simulate`, declared once.
@@ -83,7 +87,7 @@ pub struct SimulateSummary {
 
 /// A simulated user's hidden style: which command they answer each
 /// [`Need`] with, and whether they talk to Prime.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Style {
     /// Frees CPU by freezing a track (else by raising the buffer).
     pub freezes: bool,
@@ -93,6 +97,11 @@ pub struct Style {
     pub loops: bool,
     /// Talks to Prime now and then.
     pub talkative: bool,
+    /// Makes mix moves one step stronger ([`Style::amount`]).
+    pub bold: bool,
+    /// Changes the tempo now and then, always by this many beats per
+    /// minute (one of [`vocabulary::TEMPO_STEPS`]).
+    pub tempo_step: f64,
 }
 
 /// What a moment of a session asks of the user, in order of precedence: at
@@ -150,24 +159,38 @@ impl Need {
     }
 }
 
-/// The tracks a freeze picks from.
-pub const FREEZABLE: [&str; 3] = ["synth", "keys", "fx"];
+/// The tracks a freeze picks from, with their odds: the heaviest track
+/// most often.
+pub const FREEZABLE: [(&str, f64); 3] = [("synth", 0.6), ("keys", 0.25), ("fx", 0.15)];
 
-/// The tracks an answer of type `kind` may target, all equally likely (none
-/// for a command without a target).
-pub fn answer_targets(kind: &str) -> &'static [&'static str] {
+/// The tracks an answer of type `kind` may target with their odds, the
+/// likeliest first (none for a command without a target).
+pub fn answer_targets(kind: &str) -> &'static [(&'static str, f64)] {
     match kind {
         "track.freeze" => &FREEZABLE,
-        "mix.eqCut" => &["bass"],
+        "mix.eqCut" => &[("bass", 1.0)],
         _ => &[],
     }
 }
 
 /// The commands a user issues on their own, not in answer to a moment
-/// (they do not hold back the next answer).
-pub const SPONTANEOUS: [&str; 2] = ["transport.play", "transport.stop"];
+/// (they do not hold back the next answer): the transport, and now and
+/// then, while playing, a change of tempo by the user's own step.
+pub const SPONTANEOUS: [&str; 3] = ["transport.play", "transport.stop", "transport.setTempo"];
 
 impl Style {
+    /// How strongly this user makes a mix move: gentle, one step stronger
+    /// for a mix flag of high severity or more, one more for a bold user.
+    /// `severity` is the mix flag's (none for a move of their own).
+    pub fn amount(&self, severity: Option<Severity>) -> &'static str {
+        let flagged = severity.is_some_and(|s| s >= Severity::High);
+        let words = match vocabulary::AMOUNT.values {
+            vocabulary::ArgValues::Words(words) => words,
+            _ => unreachable!("amounts are words"),
+        };
+        words[usize::from(flagged) + usize::from(self.bold)]
+    }
+
     /// The command type this user answers `need` with.
     pub fn answer(&self, need: Need) -> &'static str {
         let answers = need.answers();
@@ -202,6 +225,8 @@ pub fn simulate(options: &SimulateOptions, dir: &Path) -> std::io::Result<Simula
             eq_cuts: rng.random_bool(0.5),
             loops: rng.random_bool(0.4),
             talkative: rng.random_bool(0.5),
+            bold: rng.random_bool(0.5),
+            tempo_step: *[-4.0, -2.0, 2.0, 4.0].choose(&mut rng).expect("non-empty"),
         };
         // The user's memory (Mixx Recall) carries their recent actions from
         // one session to the next.
@@ -246,7 +271,7 @@ fn simulate_session(
     index: usize,
 ) -> Vec<Snapshot> {
     let start = chrono::DateTime::from_timestamp(1_790_000_000 + index as i64 * 7_200, 0).expect("valid time");
-    let tempo = [84.0, 92.0, 100.0, 120.0, 128.0, 140.0]
+    let mut tempo = [84.0, 92.0, 100.0, 120.0, 128.0, 140.0]
         .choose(rng)
         .copied()
         .unwrap_or(120.0);
@@ -262,6 +287,7 @@ fn simulate_session(
     let mut buffer: u32 = [128, 256].choose(rng).copied().unwrap_or(256);
     let mut tension: f64 = rng.random_range(0.2..0.5);
     let mut mud_left: u32 = 0;
+    let mut mud_severity = Severity::Medium;
     let mut spike_left: u32 = 0;
     let mut commands: Vec<DawCommand> = Vec::new();
     let mut bloom: Vec<BloomEvent> = Vec::new();
@@ -279,7 +305,15 @@ fn simulate_session(
         // Transport.
         if rng.random_bool(0.04) {
             playing = !playing;
-            issue(&mut commands, recent, SPONTANEOUS[usize::from(!playing)], None);
+            issue(
+                &mut commands,
+                recent,
+                command(SPONTANEOUS[usize::from(!playing)], None, None),
+            );
+        } else if playing && rng.random_bool(0.004) {
+            tempo += style.tempo_step;
+            let bpm = BTreeMap::from([("bpm".into(), serde_json::json!(tempo))]);
+            issue(&mut commands, recent, command(SPONTANEOUS[2], None, Some(bpm)));
         }
         if playing {
             playhead += tempo / 60.0 * 4.0;
@@ -294,6 +328,7 @@ fn simulate_session(
         // Mix problems.
         if mud_left == 0 && rng.random_bool(0.04) {
             mud_left = rng.random_range(2..5);
+            mud_severity = *[Severity::Medium, Severity::High].choose(rng).expect("non-empty");
         }
         tension = (tension + rng.random_range(-0.05..0.05)).clamp(0.0, 1.0);
 
@@ -313,7 +348,7 @@ fn simulate_session(
         if mud_left > 0 {
             flags.push(AnalysisFlag {
                 category: FlagCategory::Mix,
-                severity: Severity::Medium,
+                severity: mud_severity,
                 message: "The low end feels crowded".into(),
             });
         }
@@ -351,7 +386,7 @@ fn simulate_session(
                 if command.kind == "engine.setBufferSize" || command.kind == "track.freeze" {
                     spike_left = 0;
                 }
-                issue(&mut commands, recent, &command.kind, command.target.as_deref());
+                issue(&mut commands, recent, command);
             } else {
                 pending = Some((command, due));
             }
@@ -360,26 +395,25 @@ fn simulate_session(
             .find(|need| need.present(&flag_categories, playing, style.loops) && rng.random_bool(need.answer_rate()))
         {
             let kind = style.answer(need);
-            let command = DawCommand {
-                kind: kind.into(),
-                target: answer_targets(kind).choose(rng).map(|track| track.to_string()),
-                args: (kind == "engine.setBufferSize")
-                    .then(|| BTreeMap::from([("size".into(), serde_json::json!(buffer * 2))])),
+            let target = answer_targets(kind)
+                .choose_weighted(rng, |(_, odds)| *odds)
+                .ok()
+                .map(|(track, _)| *track);
+            let args = match kind {
+                "engine.setBufferSize" => Some(("size", serde_json::json!(buffer * 2))),
+                _ if needs_amount(kind) => Some(("amount", serde_json::json!(style.amount(Some(mud_severity))))),
+                _ => None,
             };
-            pending = Some((command, step + 1));
+            let args = args.map(|(name, value)| BTreeMap::from([(name.to_string(), value)]));
+            pending = Some((command(kind, target, args), step + 1));
         } else if rng.random_bool(0.02) {
             let kind = ["mix.addReverb", "mix.compress", "track.solo", "track.mute"]
                 .choose(rng)
                 .expect("non-empty");
-            let target = ["vocals", "drums", "guitar", "keys"].choose(rng).expect("non-empty");
-            pending = Some((
-                DawCommand {
-                    kind: (*kind).into(),
-                    target: Some((*target).into()),
-                    args: None,
-                },
-                step + 1,
-            ));
+            let target = ["vocals", "drums", "guitar", "keys"].choose(rng).copied();
+            let args = needs_amount(kind)
+                .then(|| BTreeMap::from([("amount".to_string(), serde_json::json!(style.amount(None)))]));
+            pending = Some((command(kind, target, args), step + 1));
         }
         spike_left = spike_left.saturating_sub(1);
         mud_left = mud_left.saturating_sub(1);
@@ -475,13 +509,22 @@ fn simulate_session(
     snapshots
 }
 
-fn issue(commands: &mut Vec<DawCommand>, recent: &mut Vec<String>, kind: &str, target: Option<&str>) {
-    commands.push(DawCommand {
+fn command(kind: &str, target: Option<&str>, args: Option<BTreeMap<String, serde_json::Value>>) -> DawCommand {
+    DawCommand {
         kind: kind.to_string(),
         target: target.map(str::to_string),
-        args: None,
-    });
-    recent.push(kind.to_string());
+        args,
+    }
+}
+
+/// Whether a command of type `kind` takes an `amount`.
+pub fn needs_amount(kind: &str) -> bool {
+    vocabulary::command(kind).is_some_and(|c| c.args.contains(&vocabulary::AMOUNT))
+}
+
+fn issue(commands: &mut Vec<DawCommand>, recent: &mut Vec<String>, command: DawCommand) {
+    recent.push(command.kind.clone());
+    commands.push(command);
 }
 
 fn tail<T: Clone>(items: &[T], limit: usize) -> Vec<T> {

@@ -22,7 +22,7 @@ impl Step for Simulate {
         "prime.simulate"
     }
     fn version(&self) -> u32 {
-        4
+        7
     }
     fn summary(&self) -> &'static str {
         "simulated Studio sessions as raw snapshots; with: seed, users, sessions_per_user, snapshots_per_session, bad_fraction"
@@ -100,7 +100,7 @@ impl Step for Dataset {
         "prime.dataset"
     }
     fn version(&self) -> u32 {
-        9
+        10
     }
     fn summary(&self) -> &'static str {
         "sanitized sessions (dep 1) → train JSONL, test JSONL, card, [instruction-tuning train and test JSONL, its card] (outs 1–3 or 1–6); with: window_size, test_fraction, seed, augment_mode"

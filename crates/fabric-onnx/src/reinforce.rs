@@ -1,0 +1,422 @@
+//! `onnx.reinforce`: the supervised model fine-tuned in the closed loop.
+//!
+//! The model suggests, the simulated user reacts ([`super::flow::walk`]: the
+//! replay the evaluation scores Flow impact with), and the reaction is the
+//! reward: [`REWARD_ACCEPTED`] for a suggestion the user wanted,
+//! [`REWARD_DISMISSED`] for one waved away, [`REWARD_FLOW_BREAK`] for one
+//! that broke their flow, nothing for silence. Each epoch samples one
+//! command per train example from the model's (doctrine-masked) command
+//! head, replays the sessions with them, and takes one REINFORCE pass: the
+//! same explicit-gradient train-step graph as supervised training, with the
+//! sampled command as the label and its advantage (reward minus the epoch's
+//! mean) as a signed weight. Only the command head's weights move (the
+//! others are frozen in the graph), so the hidden layers and the other
+//! heads — intensity, target, arguments — keep what supervised training
+//! taught them.
+//!
+//! Then both models answer the held-out sessions greedily, in the same
+//! closed loop; the reinforced one is kept only if its mean reward per step
+//! is higher. Otherwise the stage's model is the supervised one, byte for
+//! byte. The report says which, with both models' reactions.
+
+use rand::seq::SliceRandom;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::eval::{Prediction, decode, decode_command, head_probabilities};
+use super::flow::{Reaction, Step, walk};
+use super::mlp::{Architecture, Head, Param, StepSettings, heads, inference_graph, train_step_graph};
+use super::proto::{ModelProto, data_type};
+use super::train::Stepper;
+use fabric_core::steps::BadOption;
+use prime_brain::dataset::Example;
+use prost::Message;
+
+/// Reward of a suggestion the user wanted.
+pub const REWARD_ACCEPTED: f64 = 1.0;
+/// Reward of a suggestion the user waved away: an interruption.
+pub const REWARD_DISMISSED: f64 = -0.25;
+/// Reward of a suggestion that broke the user's flow (which then takes
+/// half a minute to come back).
+pub const REWARD_FLOW_BREAK: f64 = -3.0;
+
+/// The reward of one step of the closed loop.
+pub fn reward(step: &Step) -> f64 {
+    match step.reaction {
+        None => 0.0,
+        Some(Reaction::Accepted) => REWARD_ACCEPTED,
+        Some(Reaction::Dismissed) => REWARD_DISMISSED,
+        Some(Reaction::FlowBreak) => REWARD_FLOW_BREAK,
+    }
+}
+
+/// The `with` table of `onnx.reinforce`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReinforceOptions {
+    /// Passes over the train split.
+    pub epochs: usize,
+    /// Adam learning rate of the fine-tune.
+    pub learning_rate: f64,
+    /// Examples per step.
+    pub batch_size: usize,
+    /// Seed of the sampling and the order.
+    pub seed: u64,
+    /// ONNX Runtime threads (1: byte-reproducible).
+    pub threads: usize,
+}
+
+impl Default for ReinforceOptions {
+    fn default() -> Self {
+        ReinforceOptions {
+            epochs: 10,
+            learning_rate: 0.0005,
+            batch_size: 256,
+            seed: 57,
+            threads: 1,
+        }
+    }
+}
+
+impl ReinforceOptions {
+    /// Checks the values serde cannot.
+    pub fn check(&self) -> Result<(), BadOption> {
+        if self.batch_size == 0 {
+            return Err(BadOption::new("batch_size", "must be at least 1"));
+        }
+        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
+            return Err(BadOption::new("learning_rate", "must be a positive number"));
+        }
+        if self.threads == 0 {
+            return Err(BadOption::new("threads", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// How one model fared in the closed loop.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ClosedLoop {
+    /// Mean reward per step.
+    pub reward: f64,
+    /// Suggestions taken.
+    pub accepted: usize,
+    /// Suggestions waved away.
+    pub dismissed: usize,
+    /// Suggestions that broke the user's flow.
+    pub flow_breaks: usize,
+}
+
+impl ClosedLoop {
+    fn of(steps: &[Step]) -> ClosedLoop {
+        let count = |reaction| steps.iter().filter(|s| s.reaction == Some(reaction)).count();
+        ClosedLoop {
+            reward: steps.iter().map(reward).sum::<f64>() / steps.len().max(1) as f64,
+            accepted: count(Reaction::Accepted),
+            dismissed: count(Reaction::Dismissed),
+            flow_breaks: count(Reaction::FlowBreak),
+        }
+    }
+}
+
+/// One epoch of the fine-tune.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EpochReward {
+    /// 1-based.
+    pub epoch: usize,
+    /// Mean reward per step of the commands sampled this epoch.
+    pub sampled_reward: f64,
+}
+
+/// What the stage found: both models on the held-out sessions, the gain,
+/// and which model it kept.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReinforceReport {
+    /// Held-out examples replayed.
+    pub held_out_examples: usize,
+    /// The supervised model, greedy, on the held-out sessions.
+    pub supervised: ClosedLoop,
+    /// The reinforced model, greedy, on the held-out sessions.
+    pub reinforced: ClosedLoop,
+    /// Mean reward per step, reinforced minus supervised.
+    pub gain: f64,
+    /// `reinforced` when it won, else `supervised`.
+    pub kept: &'static str,
+    /// The fine-tune, epoch by epoch.
+    pub epochs: Vec<EpochReward>,
+    /// The options used.
+    pub options: ReinforceOptions,
+}
+
+/// The architecture and parameters of a model built by [`inference_graph`].
+fn parameters(model: &ModelProto) -> anyhow::Result<(Architecture, Vec<Param>)> {
+    let graph = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("the model has no graph"))?;
+    let tensor = |name: &str| graph.initializer.iter().find(|t| t.name == format!("param.{name}"));
+    let first = tensor("hidden0.W").ok_or_else(|| {
+        anyhow::anyhow!("not a Prime Brain MLP (no `param.hidden0.W`): reinforce fine-tunes the built-in architecture")
+    })?;
+    let hidden: Vec<usize> = (0..)
+        .map_while(|k| tensor(&format!("hidden{k}.b")).map(|t| t.dims[0] as usize))
+        .collect();
+    let arch = Architecture {
+        features: first.dims[0] as usize,
+        hidden,
+    };
+    let params = arch
+        .shapes()
+        .into_iter()
+        .map(|(name, dims)| {
+            let found = tensor(&name).ok_or_else(|| anyhow::anyhow!("the model has no parameter `{name}`"))?;
+            anyhow::ensure!(
+                found.dims.iter().map(|d| *d as usize).eq(dims.iter().copied()),
+                "the model's `{name}` is {:?}, not {dims:?}: it was built by another fabric",
+                found.dims
+            );
+            Ok(Param {
+                name,
+                dims,
+                values: found.float_data.clone(),
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok((arch, params))
+}
+
+/// The model's answers to `examples`, with the class of each command:
+/// its best (greedy), or one drawn from its command probabilities.
+fn answers(
+    workspace: Option<&std::path::Path>,
+    model: &[u8],
+    heads: &[Head],
+    examples: &[Example],
+    mut draw: Option<&mut ChaCha8Rng>,
+) -> anyhow::Result<(Vec<Prediction>, Vec<usize>)> {
+    let mut session = super::runtime::session(workspace, model, 1)?;
+    let width = examples.first().map_or(0, |e| e.features.len());
+    let (mut predictions, mut classes) = (Vec::with_capacity(examples.len()), Vec::with_capacity(examples.len()));
+    for chunk in examples.chunks(1024) {
+        let features = chunk.iter().flat_map(|e| e.features.iter().copied()).collect();
+        let rows = head_probabilities(&mut session, heads, features, chunk.len(), width)?;
+        for (row, example) in rows.iter().zip(chunk) {
+            let probs: Vec<&[f32]> = row.iter().map(Vec::as_slice).collect();
+            let mut prediction = decode(heads, &probs, &example.features);
+            let best = heads[0].classes.iter().position(|c| *c == prediction.command.kind);
+            let class = match draw.as_deref_mut() {
+                Some(rng) => {
+                    let class = sample(probs[0], rng);
+                    prediction.command = decode_command(heads, &probs, &example.features, class);
+                    class
+                }
+                None => best.unwrap_or(0),
+            };
+            predictions.push(prediction);
+            classes.push(class);
+        }
+    }
+    Ok((predictions, classes))
+}
+
+/// A class drawn from `probs` (the doctrine's zeros are never drawn).
+fn sample(probs: &[f32], rng: &mut ChaCha8Rng) -> usize {
+    let total: f64 = probs.iter().map(|p| f64::from(*p)).sum();
+    let mut left = rng.random::<f64>() * total;
+    for (class, p) in probs.iter().enumerate() {
+        left -= f64::from(*p);
+        if left < 0.0 && *p > 0.0 {
+            return class;
+        }
+    }
+    probs.iter().rposition(|p| *p > 0.0).unwrap_or(0)
+}
+
+/// Fine-tunes the supervised `model` on `train` in the closed loop and
+/// returns the model to keep (the reinforced one if it wins on `held_out`,
+/// else `model` itself) with the report.
+pub fn reinforce(
+    workspace: Option<&std::path::Path>,
+    model: &[u8],
+    train: &[Example],
+    held_out: &[Example],
+    options: &ReinforceOptions,
+) -> anyhow::Result<(Vec<u8>, ReinforceReport)> {
+    options.check()?;
+    anyhow::ensure!(!train.is_empty(), "the train split holds no examples");
+    let supervised = ModelProto::decode(model).map_err(|e| anyhow::anyhow!("not an ONNX model: {e}"))?;
+    let (arch, initial) = parameters(&supervised)?;
+    let heads = heads();
+    // Only the command head moves: the hidden layers, and with them what
+    // the other heads learned (intensity, target, arguments), stay.
+    let settings = StepSettings {
+        frozen: initial
+            .iter()
+            .map(|p| p.name.clone())
+            .filter(|name| !name.starts_with("command."))
+            .collect(),
+        ..StepSettings::default()
+    };
+    let step = train_step_graph(&arch, &initial, &settings, data_type::FLOAT);
+    let mut stepper = Stepper::new(
+        workspace,
+        &step.encode_to_vec(),
+        &initial,
+        options.learning_rate,
+        options.threads,
+    )?;
+    let metadata: Vec<(String, String)> = supervised
+        .metadata_props
+        .iter()
+        .map(|p| (p.key.clone(), p.value.clone()))
+        .collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
+    let mut current = model.to_vec();
+    let mut epochs = Vec::with_capacity(options.epochs);
+    let mut order: Vec<usize> = (0..train.len()).collect();
+    for epoch in 1..=options.epochs {
+        let (predictions, classes) = answers(workspace, &current, &heads, train, Some(&mut rng))?;
+        let rewards: Vec<f64> = walk(train, &predictions).iter().map(reward).collect();
+        let mean = rewards.iter().sum::<f64>() / rewards.len() as f64;
+        epochs.push(EpochReward {
+            epoch,
+            sampled_reward: mean,
+        });
+        order.shuffle(&mut rng);
+        for batch in order.chunks(options.batch_size) {
+            let features = batch.iter().flat_map(|&i| train[i].features.iter().copied()).collect();
+            // The sampled command is the only label; the other heads have none.
+            let labels: Vec<Vec<Option<usize>>> = batch
+                .iter()
+                .map(|&i| {
+                    let mut row = vec![None; heads.len()];
+                    row[0] = Some(classes[i]);
+                    row
+                })
+                .collect();
+            let advantages = batch.iter().map(|&i| (rewards[i] - mean) as f32).collect();
+            stepper.step(&heads, features, &labels, advantages)?;
+        }
+        current = inference_graph(&arch, &stepper.params(&initial)?, metadata.clone()).encode_to_vec();
+    }
+    let greedy = |model: &[u8]| -> anyhow::Result<ClosedLoop> {
+        let (predictions, _) = answers(workspace, model, &heads, held_out, None)?;
+        Ok(ClosedLoop::of(&walk(held_out, &predictions)))
+    };
+    let (before, after) = (greedy(model)?, greedy(&current)?);
+    let gain = after.reward - before.reward;
+    let wins = gain > 0.0;
+    let report = ReinforceReport {
+        held_out_examples: held_out.len(),
+        supervised: before,
+        reinforced: after,
+        gain,
+        kept: if wins { "reinforced" } else { "supervised" },
+        epochs,
+        options: options.clone(),
+    };
+    Ok((if wins { current } else { model.to_vec() }, report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prime_brain::dataset::feature_layout;
+
+    /// Sessions in active mode, not in flow, where the user now and then
+    /// balances the levels: `sessions` of 60 steps with random features.
+    fn sessions(sessions: usize, seed: u64) -> Vec<Example> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let width = feature_layout().len();
+        let mut examples = Vec::new();
+        for session in 0..sessions {
+            for step in 0..60 {
+                let mut features: Vec<f32> = (0..width).map(|_| rng.random_range(0.0..1.0)).collect();
+                for (slot, mode) in features.iter_mut().zip(0..4) {
+                    *slot = f32::from(u8::from(mode == 1));
+                }
+                features[feature_layout()
+                    .iter()
+                    .position(|n| n == "flags.performance.critical")
+                    .unwrap()] = 0.0;
+                features[feature_layout()
+                    .iter()
+                    .position(|n| n == "flags.health.critical")
+                    .unwrap()] = 0.0;
+                let command = if step % 20 == 19 { "mix.balanceLevels" } else { "none" };
+                examples.push(
+                    serde_json::from_value(serde_json::json!({
+                        "session": format!("s{seed}-{session}"), "windowEnd": step, "mode": "active",
+                        "critical": false, "features": features, "command": {"type": command},
+                        "seedLabel": {"response": "All calm.", "command": {"type": "none"}, "channel": "pulse", "intensity": "whisper"},
+                        "nextMode": "active", "guidance": {"channel": "temperature", "intensity": "whisper"},
+                        "moment": {"playing": false, "energy": 0.3, "seconds": step as f64 * 4.0},
+                    }))
+                    .unwrap(),
+                );
+            }
+        }
+        examples
+    }
+
+    /// A model whose command head leans to `kind` by `bias`.
+    fn leaning(kind: &str, bias: f32) -> Vec<u8> {
+        let arch = Architecture {
+            features: feature_layout().len(),
+            hidden: vec![16],
+        };
+        let mut params = arch.initial_params(5);
+        let class = heads()[0].classes.iter().position(|c| c == kind).unwrap();
+        let biases = params.iter_mut().find(|p| p.name == "command.b").unwrap();
+        biases.values[class] = bias;
+        inference_graph(&arch, &params, Vec::new()).encode_to_vec()
+    }
+
+    fn workspace() -> Option<&'static std::path::Path> {
+        Some(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")))
+    }
+
+    /// A model that nags (suggests stopping the transport at every step, a
+    /// suggestion nobody wants) learns in the loop to hold back: the
+    /// reinforced model wins on the held-out sessions and is kept.
+    #[test]
+    fn a_nagging_model_learns_to_hold_back_and_is_kept() {
+        let (train, held_out) = (sessions(12, 1), sessions(4, 2));
+        let nagging = leaning("transport.stop", 3.0);
+        let options = ReinforceOptions {
+            epochs: 10,
+            learning_rate: 0.01,
+            batch_size: 32,
+            ..ReinforceOptions::default()
+        };
+        let (kept, report) = reinforce(workspace(), &nagging, &train, &held_out, &options).unwrap();
+        assert!(report.supervised.dismissed > 200, "{report:?}");
+        assert!(report.gain > 0.0 && report.kept == "reinforced", "{report:?}");
+        assert!(
+            report.reinforced.dismissed < report.supervised.dismissed / 2,
+            "{report:?}"
+        );
+        assert_ne!(kept, nagging);
+        // Only the command head moved.
+        let (_, before) = parameters(&ModelProto::decode(nagging.as_slice()).unwrap()).unwrap();
+        let (_, after) = parameters(&ModelProto::decode(kept.as_slice()).unwrap()).unwrap();
+        for (b, a) in before.iter().zip(&after) {
+            assert_eq!(b.values == a.values, !b.name.starts_with("command."), "{}", b.name);
+            assert!(a.values.iter().all(|v| v.is_finite()), "{}", a.name);
+        }
+        let first = report.epochs.first().unwrap().sampled_reward;
+        assert!(report.epochs.last().unwrap().sampled_reward > first, "{report:?}");
+    }
+
+    /// A model the loop cannot improve on is kept as it was, byte for byte.
+    #[test]
+    fn a_reinforced_model_that_does_not_win_is_not_kept() {
+        let (train, held_out) = (sessions(6, 3), sessions(2, 4));
+        let quiet = leaning(prime_brain::vocabulary::NONE, 8.0);
+        let (kept, report) = reinforce(workspace(), &quiet, &train, &held_out, &ReinforceOptions::default()).unwrap();
+        assert_eq!(report.supervised.reward, 0.0, "{report:?}");
+        assert!(report.gain <= 0.0 && report.kept == "supervised", "{report:?}");
+        assert_eq!(kept, quiet);
+    }
+}
