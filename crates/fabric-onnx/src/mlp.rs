@@ -195,9 +195,10 @@ pub struct StepSettings {
     pub head_weights: Vec<f64>,
     /// Also output `grad.NAME` for every parameter (for gradient checks).
     pub expose_gradients: bool,
-    /// Parameters the step leaves as they are (their gradients are zero,
-    /// so Adam never moves them).
-    pub frozen: Vec<String>,
+    /// Only these heads' weights move (their columns of the merged head
+    /// weights); the hidden layers and the other heads stay as they are
+    /// (their gradients are zero, so Adam never moves them). None: all move.
+    pub train_only: Option<Vec<&'static str>>,
 }
 
 impl Default for StepSettings {
@@ -208,7 +209,7 @@ impl Default for StepSettings {
             epsilon: 1e-8,
             head_weights: vec![1.0, 0.5, 0.5, 0.25, 0.25, 1.0, 1.0, 1.0],
             expose_gradients: false,
-            frozen: Vec::new(),
+            train_only: None,
         }
     }
 }
@@ -307,7 +308,15 @@ struct Forward {
     logits: Vec<String>,
 }
 
-fn forward(b: &mut GraphBuilder, arch: &Architecture, features: &str, param: &dyn Fn(&str) -> String) -> Forward {
+/// The forward pass; `merged`: the heads' parameters come as [`MERGED`]
+/// (the train-step graph) rather than one pair per head (the inference graph).
+fn forward(
+    b: &mut GraphBuilder,
+    arch: &Architecture,
+    features: &str,
+    param: &dyn Fn(&str) -> String,
+    merged: bool,
+) -> Forward {
     let mut h = features.to_string();
     let mut inputs = Vec::new();
     let mut pre = Vec::new();
@@ -320,12 +329,18 @@ fn forward(b: &mut GraphBuilder, arch: &Architecture, features: &str, param: &dy
     }
     // All heads in one product: concatenated weights, then split logits.
     let heads = heads();
-    let weights: Vec<String> = heads.iter().map(|head| param(&format!("{}.W", head.name))).collect();
-    let biases: Vec<String> = heads.iter().map(|head| param(&format!("{}.b", head.name))).collect();
-    let weights: Vec<&str> = weights.iter().map(String::as_str).collect();
-    let biases: Vec<&str> = biases.iter().map(String::as_str).collect();
-    let head_weights = b.op("Concat", &weights, vec![int("axis", 1)]);
-    let head_biases = b.op("Concat", &biases, vec![int("axis", 0)]);
+    let (head_weights, head_biases) = if merged {
+        (param(MERGED[0]), param(MERGED[1]))
+    } else {
+        let weights: Vec<String> = heads.iter().map(|head| param(&format!("{}.W", head.name))).collect();
+        let biases: Vec<String> = heads.iter().map(|head| param(&format!("{}.b", head.name))).collect();
+        let weights: Vec<&str> = weights.iter().map(String::as_str).collect();
+        let biases: Vec<&str> = biases.iter().map(String::as_str).collect();
+        (
+            b.op("Concat", &weights, vec![int("axis", 1)]),
+            b.op("Concat", &biases, vec![int("axis", 0)]),
+        )
+    };
     let product = b.matmul(&h, &head_weights);
     let all_logits = b.add(&product, &head_biases);
     let logits = split(
@@ -360,7 +375,7 @@ pub fn inference_graph(arch: &Architecture, params: &[Param], metadata: Vec<(Str
         let values: Vec<f64> = param.values.iter().map(|v| f64::from(*v)).collect();
         b.initializer(&format!("param.{}", param.name), &param.dims, &values);
     }
-    let forward = forward(&mut b, arch, &features, &|name| format!("param.{name}"));
+    let forward = forward(&mut b, arch, &features, &|name| format!("param.{name}"), false);
     let masks = doctrine_masks(&mut b, &features);
     for ((head, logits), mask) in heads().iter().zip(&forward.logits).zip(&masks) {
         let logits = match mask {
@@ -380,6 +395,86 @@ pub fn inference_graph(arch: &Architecture, params: &[Param], metadata: Vec<(Str
 /// The number of scalars in all parameters (the length of the Adam moments).
 pub fn parameter_count(params: &[Param]) -> usize {
     params.iter().map(|p| p.values.len()).sum()
+}
+
+/// The train-step graph's name of every head's weights in one matrix
+/// `[width, classes of all heads]`, and of their biases.
+const MERGED: [&str; 2] = ["heads.W", "heads.b"];
+
+/// The parameters as the train-step graph takes them: the heads' weights
+/// and biases merged into [`MERGED`] (two parameters instead of two per
+/// head: at batch 256 the step is bound by its node count). The inverse of
+/// [`split_heads`].
+pub fn merge_heads(params: &[Param]) -> Vec<Param> {
+    let heads = heads();
+    let is_head = |p: &&Param| {
+        heads
+            .iter()
+            .any(|h| p.name == format!("{}.W", h.name) || p.name == format!("{}.b", h.name))
+    };
+    let mut merged: Vec<Param> = params.iter().filter(|p| !is_head(p)).cloned().collect();
+    let part = |name: String| params.iter().find(|p| p.name == name).expect("every head's parameters");
+    let weights: Vec<&Param> = heads.iter().map(|h| part(format!("{}.W", h.name))).collect();
+    let biases: Vec<&Param> = heads.iter().map(|h| part(format!("{}.b", h.name))).collect();
+    let width = weights[0].dims[0];
+    let classes: usize = biases.iter().map(|b| b.values.len()).sum();
+    let rows = (0..width).flat_map(|row| {
+        weights
+            .iter()
+            .flat_map(move |w| w.values[row * w.dims[1]..(row + 1) * w.dims[1]].iter().copied())
+    });
+    merged.push(Param {
+        name: MERGED[0].into(),
+        dims: vec![width, classes],
+        values: rows.collect(),
+    });
+    merged.push(Param {
+        name: MERGED[1].into(),
+        dims: vec![classes],
+        values: biases.iter().flat_map(|b| b.values.iter().copied()).collect(),
+    });
+    merged
+}
+
+/// Per-head parameters (`command.W`, `command.b`, …), as the inference
+/// graph and releases name them, from [`merge_heads`]' form; parameters
+/// without merged heads come back as they are.
+pub fn split_heads(params: &[Param]) -> Vec<Param> {
+    let (Some(weights), Some(biases)) = (
+        params.iter().find(|p| p.name == MERGED[0]),
+        params.iter().find(|p| p.name == MERGED[1]),
+    ) else {
+        return params.to_vec();
+    };
+    let mut split: Vec<Param> = params
+        .iter()
+        .filter(|p| !MERGED.contains(&p.name.as_str()))
+        .cloned()
+        .collect();
+    let (width, classes) = (weights.dims[0], weights.dims[1]);
+    let mut offset = 0;
+    for head in heads() {
+        let n = head.classes.len();
+        let values = (0..width)
+            .flat_map(|row| {
+                weights.values[row * classes + offset..row * classes + offset + n]
+                    .iter()
+                    .copied()
+            })
+            .collect();
+        split.push(Param {
+            name: format!("{}.W", head.name),
+            dims: vec![width, n],
+            values,
+        });
+        split.push(Param {
+            name: format!("{}.b", head.name),
+            dims: vec![n],
+            values: biases.values[offset..offset + n].to_vec(),
+        });
+        offset += n;
+    }
+    split
 }
 
 /// The train-step graph in element type `elem`, with `initial` values as the
@@ -405,7 +500,7 @@ pub fn train_step_graph(arch: &Architecture, initial: &[Param], settings: &StepS
     b.input("adam.m", &[Dim::Fixed(total)]);
     b.input("adam.v", &[Dim::Fixed(total)]);
 
-    let forward = forward(&mut b, arch, &features, &|name| format!("param.{name}"));
+    let forward = forward(&mut b, arch, &features, &|name| format!("param.{name}"), true);
     let masks = doctrine_masks(&mut b, &features);
     // Weights may be negative (a policy-gradient step pushes away from a
     // label whose advantage is negative): normalized by their magnitudes.
@@ -438,8 +533,7 @@ pub fn train_step_graph(arch: &Architecture, initial: &[Param], settings: &StepS
     let log_probs: Vec<&str> = log_probs.iter().map(String::as_str).collect();
     let log_probs = b.op("Concat", &log_probs, vec![int("axis", 1)]);
     let probs = b.op("Exp", &[&log_probs], vec![]);
-    let label_inputs = labels;
-    let labels: Vec<&str> = label_inputs.iter().map(String::as_str).collect();
+    let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
     let labels = b.op("Concat", &labels, vec![int("axis", 1)]);
     let class_weights: Vec<f64> = heads
         .iter()
@@ -456,30 +550,30 @@ pub fn train_step_graph(arch: &Architecture, initial: &[Param], settings: &StepS
     let loss = b.op("Neg", &[&mean], vec![]);
     // d loss / d logits = head weight · (P − Y) · ΣY · w / Σ|w|, where ΣY
     // (per row and head) is 1 for a labelled row and 0 for an unlabelled one.
-    let present: Vec<String> = label_inputs
+    // One product with a block-diagonal matrix of ones sums each head's
+    // labels and spreads the sum over the head's classes (one node, not
+    // three per head: the step is bound by its node count).
+    let sizes: Vec<usize> = heads.iter().map(|h| h.classes.len()).collect();
+    let total_classes: usize = sizes.iter().sum();
+    let head_of: Vec<usize> = sizes
         .iter()
-        .zip(&heads)
-        .map(|(y, head)| {
-            let labelled = b.reduce_sum(y, &[1], true);
-            let ones = b.constant(&[1, head.classes.len()], &vec![1.0; head.classes.len()]);
-            b.mul(&labelled, &ones)
-        })
+        .enumerate()
+        .flat_map(|(h, n)| std::iter::repeat_n(h, *n))
         .collect();
-    let present: Vec<&str> = present.iter().map(String::as_str).collect();
-    let present = b.op("Concat", &present, vec![int("axis", 1)]);
+    let blocks: Vec<f64> = head_of
+        .iter()
+        .flat_map(|row| head_of.iter().map(move |column| f64::from(u8::from(row == column))))
+        .collect();
+    let blocks = b.constant(&[total_classes, total_classes], &blocks);
+    let present = b.matmul(&labels, &blocks);
     let difference = b.sub(&probs, &labels);
     let error = b.mul(&difference, &present);
     let scaled = b.mul(&error, &scale);
     let d_logits = b.mul(&scaled, &class_weights);
     let d_head_weights = b.matmul(&top_t, &d_logits);
     let d_head_biases = b.reduce_sum(&d_logits, &[0], false);
-    let sizes: Vec<usize> = heads.iter().map(|h| h.classes.len()).collect();
-    let d_weights = split(&mut b, &d_head_weights, &sizes, 1);
-    let d_biases = split(&mut b, &d_head_biases, &sizes, 0);
-    for ((head, d_w), d_b) in heads.iter().zip(d_weights).zip(d_biases) {
-        grads.push((format!("{}.W", head.name), d_w));
-        grads.push((format!("{}.b", head.name), d_b));
-    }
+    grads.push((MERGED[0].to_string(), d_head_weights));
+    grads.push((MERGED[1].to_string(), d_head_biases));
     let head_weights_t = b.transpose(&forward.head_weights);
     let d_top = b.matmul(&d_logits, &head_weights_t);
     let mut d_h = d_top;
@@ -520,17 +614,31 @@ pub fn train_step_graph(arch: &Architecture, initial: &[Param], settings: &StepS
                 .find(|(n, _)| *n == param.name)
                 .expect("a gradient per param")
                 .1;
-            let flat = b.op("Reshape", &[grad, &flat_shape], vec![]);
-            if settings.frozen.contains(&param.name) {
-                let zero = b.scalar(0.0);
-                b.mul(&flat, &zero)
-            } else {
-                flat
-            }
+            b.op("Reshape", &[grad, &flat_shape], vec![])
         })
         .collect();
     let refs: Vec<&str> = flat_grads.iter().map(String::as_str).collect();
-    let grad = b.op("Concat", &refs, vec![int("axis", 0)]);
+    let mut grad = b.op("Concat", &refs, vec![int("axis", 0)]);
+    if let Some(heads_moving) = &settings.train_only {
+        // 1 for each scalar of a moving head's columns, 0 elsewhere.
+        let moving: Vec<bool> = heads
+            .iter()
+            .flat_map(|h| std::iter::repeat_n(heads_moving.contains(&h.name), h.classes.len()))
+            .collect();
+        let mask: Vec<f64> = initial
+            .iter()
+            .flat_map(|param| {
+                let columns = if MERGED.contains(&param.name.as_str()) {
+                    moving.clone()
+                } else {
+                    vec![false; *param.dims.last().unwrap_or(&1)]
+                };
+                (0..param.values.len()).map(move |i| f64::from(u8::from(columns[i % columns.len()])))
+            })
+            .collect();
+        let mask = b.constant(&[mask.len()], &mask);
+        grad = b.mul(&grad, &mask);
+    }
     let m_old = b.mul("adam.m", &beta1);
     let g_part = b.mul(&grad, &keep1);
     let m = b.add(&m_old, &g_part);
@@ -692,7 +800,7 @@ mod tests {
             features: feature_layout().len(),
             hidden: vec![6, 5],
         };
-        let params = arch.initial_params(3);
+        let params = merge_heads(&arch.initial_params(3));
         let settings = StepSettings {
             expose_gradients: true,
             ..StepSettings::default()

@@ -26,7 +26,9 @@ use serde::{Deserialize, Serialize};
 
 use super::eval::{Prediction, decode, decode_command, head_probabilities};
 use super::flow::{Reaction, Step, walk};
-use super::mlp::{Architecture, Head, Param, StepSettings, heads, inference_graph, train_step_graph};
+use super::mlp::{
+    Architecture, Head, Param, StepSettings, heads, inference_graph, merge_heads, split_heads, train_step_graph,
+};
 use super::proto::{ModelProto, data_type};
 use super::train::Stepper;
 use fabric_core::steps::BadOption;
@@ -251,13 +253,10 @@ pub fn reinforce(
     // Only the command head moves: the hidden layers, and with them what
     // the other heads learned (intensity, target, arguments), stay.
     let settings = StepSettings {
-        frozen: initial
-            .iter()
-            .map(|p| p.name.clone())
-            .filter(|name| !name.starts_with("command."))
-            .collect(),
+        train_only: Some(vec!["command"]),
         ..StepSettings::default()
     };
+    let initial = merge_heads(&initial);
     let step = train_step_graph(&arch, &initial, &settings, data_type::FLOAT);
     let mut stepper = Stepper::new(
         workspace,
@@ -298,7 +297,7 @@ pub fn reinforce(
             let advantages = batch.iter().map(|&i| (rewards[i] - mean) as f32).collect();
             stepper.step(&heads, features, &labels, advantages)?;
         }
-        current = inference_graph(&arch, &stepper.params(&initial)?, metadata.clone()).encode_to_vec();
+        current = inference_graph(&arch, &split_heads(&stepper.params(&initial)?), metadata.clone()).encode_to_vec();
     }
     let greedy = |model: &[u8]| -> anyhow::Result<ClosedLoop> {
         let (predictions, _) = answers(workspace, model, &heads, held_out, None)?;

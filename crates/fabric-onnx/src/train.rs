@@ -25,7 +25,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::mlp::{
-    ARGUMENTS, Architecture, Head, Param, StepSettings, argument_class, heads, inference_graph, train_step_graph,
+    ARGUMENTS, Architecture, Head, Param, StepSettings, argument_class, heads, inference_graph, merge_heads,
+    split_heads, train_step_graph,
 };
 use super::proto::{ModelProto, data_type};
 use super::runtime;
@@ -323,7 +324,7 @@ pub fn train_step_model(options: &TrainOptions) -> anyhow::Result<Vec<u8>> {
         features: feature_layout().len(),
         hidden: options.hidden.clone(),
     };
-    let initial = starting_params(options, &arch)?;
+    let initial = merge_heads(&starting_params(options, &arch)?);
     Ok(train_step_graph(&arch, &initial, &StepSettings::default(), data_type::FLOAT).encode_to_vec())
 }
 
@@ -452,7 +453,7 @@ pub fn train(
     let (initial, step_bytes) = match &external {
         Some(graph) => (graph.initial.clone(), graph.bytes.clone()),
         None => {
-            let initial = starting_params(options, &arch)?;
+            let initial = merge_heads(&starting_params(options, &arch)?);
             let step = train_step_graph(&arch, &initial, &StepSettings::default(), data_type::FLOAT);
             (initial, step.encode_to_vec())
         }
@@ -488,7 +489,7 @@ pub fn train(
     }
     let elapsed = started.elapsed().as_secs_f64();
 
-    let trained = stepper.params(&initial)?;
+    let trained = split_heads(&stepper.params(&initial)?);
     let hash = dataset_hash(dataset).unwrap_or_else(|| "unknown".into());
     let vocabulary: BTreeMap<&str, &Vec<String>> = heads.iter().map(|h| (h.name, &h.classes)).collect();
     let metadata = vec![
