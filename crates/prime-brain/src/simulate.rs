@@ -226,7 +226,8 @@ pub fn simulate(options: &SimulateOptions, dir: &Path) -> std::io::Result<Simula
             loops: rng.random_bool(0.4),
             talkative: rng.random_bool(0.5),
             bold: rng.random_bool(0.5),
-            tempo_step: *[-4.0, -2.0, 2.0, 4.0].choose(&mut rng).expect("non-empty"),
+            // The middle steps: a habit of small changes either way.
+            tempo_step: *vocabulary::TEMPO_STEPS[1..5].choose(&mut rng).expect("non-empty"),
         };
         // The user's memory (Mixx Recall) carries their recent actions from
         // one session to the next.
@@ -312,7 +313,7 @@ fn simulate_session(
             );
         } else if playing && rng.random_bool(0.004) {
             tempo += style.tempo_step;
-            let bpm = BTreeMap::from([("bpm".into(), serde_json::json!(tempo))]);
+            let bpm = BTreeMap::from([(vocabulary::BPM.name.into(), serde_json::json!(tempo))]);
             issue(&mut commands, recent, command(SPONTANEOUS[2], None, Some(bpm)));
         }
         if playing {
@@ -400,8 +401,11 @@ fn simulate_session(
                 .ok()
                 .map(|(track, _)| *track);
             let args = match kind {
-                "engine.setBufferSize" => Some(("size", serde_json::json!(buffer * 2))),
-                _ if needs_amount(kind) => Some(("amount", serde_json::json!(style.amount(Some(mud_severity))))),
+                "engine.setBufferSize" => Some((vocabulary::SIZE.name, serde_json::json!(buffer * 2))),
+                _ if needs_amount(kind) => Some((
+                    vocabulary::AMOUNT.name,
+                    serde_json::json!(style.amount(Some(mud_severity))),
+                )),
                 _ => None,
             };
             let args = args.map(|(name, value)| BTreeMap::from([(name.to_string(), value)]));
@@ -411,8 +415,12 @@ fn simulate_session(
                 .choose(rng)
                 .expect("non-empty");
             let target = ["vocals", "drums", "guitar", "keys"].choose(rng).copied();
-            let args = needs_amount(kind)
-                .then(|| BTreeMap::from([("amount".to_string(), serde_json::json!(style.amount(None)))]));
+            let args = needs_amount(kind).then(|| {
+                BTreeMap::from([(
+                    vocabulary::AMOUNT.name.to_string(),
+                    serde_json::json!(style.amount(None)),
+                )])
+            });
             pending = Some((command(kind, target, args), step + 1));
         }
         spike_left = spike_left.saturating_sub(1);
