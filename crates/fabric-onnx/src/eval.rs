@@ -280,12 +280,8 @@ fn same_args(a: Option<&BTreeMap<String, serde_json::Value>>, b: Option<&BTreeMa
     let (empty_a, empty_b) = (BTreeMap::new(), BTreeMap::new());
     let (a, b) = (a.unwrap_or(&empty_a), b.unwrap_or(&empty_b));
     a.len() == b.len()
-        && a.iter().all(|(name, x)| {
-            b.get(name).is_some_and(|y| match (x.as_f64(), y.as_f64()) {
-                (Some(x), Some(y)) => (x - y).abs() < 1e-6,
-                _ => x == y,
-            })
-        })
+        && a.iter()
+            .all(|(name, x)| b.get(name).is_some_and(|y| vocabulary::same_value(x, y)))
 }
 
 /// Scores predictions against the examples.
@@ -421,6 +417,18 @@ pub fn model_predictions(
     model: &[u8],
     examples: &[Example],
 ) -> anyhow::Result<Vec<Prediction>> {
+    predictions_choosing(workspace, model, examples, |_| None)
+}
+
+/// The model's predictions on `examples`, with `choose` picking each
+/// command's class from the command head's probabilities (none: the best,
+/// as [`decode`] does; a policy being reinforced draws one instead).
+pub fn predictions_choosing(
+    workspace: Option<&Path>,
+    model: &[u8],
+    examples: &[Example],
+    mut choose: impl FnMut(&[f32]) -> Option<usize>,
+) -> anyhow::Result<Vec<Prediction>> {
     let decoded = ModelProto::decode(model).map_err(|e| anyhow::anyhow!("not an ONNX model: {e}"))?;
     let width = decoded
         .graph
@@ -453,7 +461,11 @@ pub fn model_predictions(
         let rows = head_probabilities(&mut session, &heads, features, chunk.len(), width)?;
         for (row, example) in rows.iter().zip(chunk) {
             let slices: Vec<&[f32]> = row.iter().map(Vec::as_slice).collect();
-            predictions.push(decode(&heads, &slices, &example.features));
+            let mut prediction = decode(&heads, &slices, &example.features);
+            if let Some(class) = choose(slices[0]) {
+                prediction.command = decode_command(&heads, &slices, &example.features, class);
+            }
+            predictions.push(prediction);
         }
     }
     Ok(predictions)

@@ -26,7 +26,7 @@ impl Headlines for PrimeHeadlines {
     /// instruction-tuning set's card a `datasetHash` and `kind`
     /// `instruction-tuning`.
     fn dataset_hash(&self, document: &Json) -> Option<String> {
-        let instructions = document.get("kind").and_then(Json::as_str) == Some("instruction-tuning");
+        let instructions = document.get("kind").and_then(Json::as_str) == Some(prime_brain::sft::CARD_KIND);
         (instructions || document.get("featureLayout").is_some()).then_some(())?;
         document.get("datasetHash")?.as_str().map(str::to_string)
     }

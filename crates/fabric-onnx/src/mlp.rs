@@ -31,7 +31,9 @@ use super::proto::ModelProto;
 use prime_brain::dataset::FeatureNames;
 use prime_brain::labels::{allowed, intensity_allowed};
 use prime_brain::schema::{AlsChannel, Intensity, Mode};
-use prime_brain::vocabulary::{AMOUNT, ARCHETYPES, ArgSpec, ArgValues, BPM, COMMANDS, NONE, SIZE, TEMPO_STEPS};
+use prime_brain::vocabulary::{
+    AMOUNT, ARCHETYPES, ArgSpec, ArgValues, BPM, COMMANDS, NONE, SIZE, TEMPO_STEPS, same_value,
+};
 
 /// The name of the model's input: a `[N, features]` float tensor.
 pub const INPUT: &str = "features";
@@ -117,13 +119,9 @@ pub fn argument_value(spec: &ArgSpec, class: &str, features: &[f32]) -> Option<s
 /// The class of an argument head that stands for `value` in the window
 /// with `features` (the inverse of [`argument_value`]), if there is one.
 pub fn argument_class(spec: &ArgSpec, value: &serde_json::Value, features: &[f32]) -> Option<String> {
-    let same = |a: &serde_json::Value| match (a.as_f64(), value.as_f64()) {
-        (Some(x), Some(y)) => (x - y).abs() < 1e-6,
-        _ => a == value,
-    };
     argument_classes(spec)
         .into_iter()
-        .find(|class| argument_value(spec, class, features).is_some_and(|v| same(&v)))
+        .find(|class| argument_value(spec, class, features).is_some_and(|v| same_value(&v, value)))
 }
 
 /// Layer sizes: the `with` table's architecture.

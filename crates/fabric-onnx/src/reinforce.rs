@@ -24,13 +24,13 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::eval::{Prediction, decode, decode_command, head_probabilities};
+use super::eval::{Prediction, predictions_choosing};
 use super::flow::{Reaction, Step, walk};
 use super::mlp::{
     Architecture, Head, Param, StepSettings, heads, inference_graph, merge_heads, split_heads, train_step_graph,
 };
 use super::proto::{ModelProto, data_type};
-use super::train::Stepper;
+use super::train::{Stepper, released_params};
 use fabric_core::steps::BadOption;
 use prime_brain::dataset::Example;
 use prost::Message;
@@ -151,7 +151,9 @@ pub struct ReinforceReport {
     pub options: ReinforceOptions,
 }
 
-/// The architecture and parameters of a model built by [`inference_graph`].
+/// The architecture and parameters of a model built by [`inference_graph`]:
+/// the hidden sizes read from its `param.hiddenK.b`, the values by
+/// [`released_params`].
 fn parameters(model: &ModelProto) -> anyhow::Result<(Architecture, Vec<Param>)> {
     let graph = model
         .graph
@@ -161,35 +163,18 @@ fn parameters(model: &ModelProto) -> anyhow::Result<(Architecture, Vec<Param>)> 
     let first = tensor("hidden0.W").ok_or_else(|| {
         anyhow::anyhow!("not a Prime Brain MLP (no `param.hidden0.W`): reinforce fine-tunes the built-in architecture")
     })?;
-    let hidden: Vec<usize> = (0..)
-        .map_while(|k| tensor(&format!("hidden{k}.b")).map(|t| t.dims[0] as usize))
-        .collect();
     let arch = Architecture {
         features: first.dims[0] as usize,
-        hidden,
+        hidden: (0..)
+            .map_while(|k| tensor(&format!("hidden{k}.b")).map(|t| t.dims[0] as usize))
+            .collect(),
     };
-    let params = arch
-        .shapes()
-        .into_iter()
-        .map(|(name, dims)| {
-            let found = tensor(&name).ok_or_else(|| anyhow::anyhow!("the model has no parameter `{name}`"))?;
-            anyhow::ensure!(
-                found.dims.iter().map(|d| *d as usize).eq(dims.iter().copied()),
-                "the model's `{name}` is {:?}, not {dims:?}: it was built by another fabric",
-                found.dims
-            );
-            Ok(Param {
-                name,
-                dims,
-                values: found.float_data.clone(),
-            })
-        })
-        .collect::<anyhow::Result<_>>()?;
+    let params = released_params(model, &arch)?;
     Ok((arch, params))
 }
 
-/// The model's answers to `examples`, with the class of each command:
-/// its best (greedy), or one drawn from its command probabilities.
+/// The model's answers to `examples` and the command class of each: its
+/// best (greedy), or one drawn from its command probabilities.
 fn answers(
     workspace: Option<&std::path::Path>,
     model: &[u8],
@@ -197,28 +182,13 @@ fn answers(
     examples: &[Example],
     mut draw: Option<&mut ChaCha8Rng>,
 ) -> anyhow::Result<(Vec<Prediction>, Vec<usize>)> {
-    let mut session = super::runtime::session(workspace, model, 1)?;
-    let width = examples.first().map_or(0, |e| e.features.len());
-    let (mut predictions, mut classes) = (Vec::with_capacity(examples.len()), Vec::with_capacity(examples.len()));
-    for chunk in examples.chunks(1024) {
-        let features = chunk.iter().flat_map(|e| e.features.iter().copied()).collect();
-        let rows = head_probabilities(&mut session, heads, features, chunk.len(), width)?;
-        for (row, example) in rows.iter().zip(chunk) {
-            let probs: Vec<&[f32]> = row.iter().map(Vec::as_slice).collect();
-            let mut prediction = decode(heads, &probs, &example.features);
-            let best = heads[0].classes.iter().position(|c| *c == prediction.command.kind);
-            let class = match draw.as_deref_mut() {
-                Some(rng) => {
-                    let class = sample(probs[0], rng);
-                    prediction.command = decode_command(heads, &probs, &example.features, class);
-                    class
-                }
-                None => best.unwrap_or(0),
-            };
-            predictions.push(prediction);
-            classes.push(class);
-        }
-    }
+    let predictions = predictions_choosing(workspace, model, examples, |probs| {
+        draw.as_deref_mut().map(|rng| sample(probs, rng))
+    })?;
+    let classes = predictions
+        .iter()
+        .map(|p| heads[0].classes.iter().position(|c| *c == p.command.kind).unwrap_or(0))
+        .collect();
     Ok((predictions, classes))
 }
 

@@ -290,30 +290,36 @@ fn starting_params(options: &TrainOptions, arch: &Architecture) -> anyhow::Resul
         BaseModel::Builtin => Ok(arch.initial_params(options.seed)),
         BaseModel::Released(path) => {
             let model = read_model(&path).map_err(|e| anyhow::anyhow!("--base-model {e}"))?;
-            let graph = model.graph.unwrap_or_default();
-            arch.shapes()
-                .into_iter()
-                .map(|(name, dims)| {
-                    let tensor = graph
-                        .initializer
-                        .iter()
-                        .find(|t| t.name == format!("param.{name}"))
-                        .ok_or_else(|| anyhow::anyhow!("--base-model {} has no parameter `{name}`", path.display()))?;
-                    let found: Vec<usize> = tensor.dims.iter().map(|d| *d as usize).collect();
-                    anyhow::ensure!(
-                        found == dims,
-                        "--base-model {}: `{name}` is {found:?}, this architecture needs {dims:?}; use the same `hidden` sizes",
-                        path.display()
-                    );
-                    Ok(Param {
-                        name,
-                        dims,
-                        values: tensor.float_data.clone(),
-                    })
-                })
-                .collect()
+            released_params(&model, arch)
+                .map_err(|e| anyhow::anyhow!("--base-model {}: {e}; use the same `hidden` sizes", path.display()))
         }
     }
+}
+
+/// The parameters of a model built by [`inference_graph`] for `arch`, in
+/// [`Architecture::shapes`] order.
+pub fn released_params(model: &ModelProto, arch: &Architecture) -> anyhow::Result<Vec<Param>> {
+    let graph = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("the model has no graph"))?;
+    arch.shapes()
+        .into_iter()
+        .map(|(name, dims)| {
+            let tensor = graph
+                .initializer
+                .iter()
+                .find(|t| t.name == format!("param.{name}"))
+                .ok_or_else(|| anyhow::anyhow!("no parameter `{name}`"))?;
+            let found: Vec<usize> = tensor.dims.iter().map(|d| *d as usize).collect();
+            anyhow::ensure!(found == dims, "`{name}` is {found:?}, this architecture needs {dims:?}");
+            Ok(Param {
+                name,
+                dims,
+                values: tensor.float_data.clone(),
+            })
+        })
+        .collect()
 }
 
 /// The encoded train-step graph training would run (initial parameters as

@@ -232,12 +232,14 @@ fn amount_of(command: &CommandTarget) -> Option<&str> {
     command.args.as_ref()?.get(AMOUNT.name)?.as_str()
 }
 
-/// An action of `command` with its track and amount in place.
-fn fill(action: &str, command: &CommandTarget, amount_word: usize) -> String {
+/// A suggestion: `frame` around `action`, with the track and the
+/// `amount_word`-th word of the amount of `command` in place.
+fn suggestion(frame: &str, action: &str, command: &CommandTarget, amount_word: usize) -> String {
     let amount = amount_words(amount_of(command).unwrap_or_default())[amount_word];
-    action
+    let action = action
         .replace("{track}", &track_phrase(command.target.as_deref()))
-        .replace("{amount}", amount)
+        .replace("{amount}", amount);
+    capitalized(&frame.replace("{action}", &action))
 }
 
 /// The answer for a situation: the guidance `channel` and `intensity` and
@@ -251,9 +253,12 @@ pub fn answer(channel: AlsChannel, intensity: Intensity, command: &CommandTarget
     let suggestion = if command.kind == NONE || vocabulary::command(&command.kind).is_none() {
         REST[pick(REST.len(), 1)].to_string()
     } else {
-        let action = fill(actions(&command.kind)[pick(3, 2)], command, pick(3, 4));
-        let frame = frames(intensity)[pick(3, 3)];
-        capitalized(&frame.replace("{action}", &action))
+        suggestion(
+            frames(intensity)[pick(3, 3)],
+            actions(&command.kind)[pick(3, 2)],
+            command,
+            pick(3, 4),
+        )
     };
     format!("{observation} {suggestion}")
 }
@@ -279,8 +284,8 @@ pub fn all_answers(command: &CommandTarget) -> Vec<String> {
                 for action in actions(&command.kind) {
                     for amount_word in 0..3 {
                         for frame in frames(intensity) {
-                            let text = frame.replace("{action}", &fill(action, command, amount_word));
-                            out.push(format!("{observation} {}", capitalized(&text)));
+                            let text = suggestion(frame, action, command, amount_word);
+                            out.push(format!("{observation} {text}"));
                         }
                     }
                 }

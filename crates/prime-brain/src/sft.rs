@@ -254,12 +254,15 @@ pub fn read_answer(text: &str) -> Reading {
     }
 }
 
+/// The `kind` of an [`InstructionCard`], by which a release knows it.
+pub const CARD_KIND: &str = "instruction-tuning";
+
 /// The instruction-tuning set's card: what [`audit`] checked and the hash a
 /// release lists.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InstructionCard {
-    /// What the card describes: `"instruction-tuning"`.
+    /// What the card describes: [`CARD_KIND`].
     pub kind: &'static str,
     /// BLAKE3 over both files' bytes.
     pub dataset_hash: String,
@@ -321,7 +324,7 @@ pub fn audit(train: &Path, test: &Path) -> anyhow::Result<InstructionCard> {
         );
     }
     Ok(InstructionCard {
-        kind: "instruction-tuning",
+        kind: CARD_KIND,
         dataset_hash: hash.finish().to_string(),
         format: "openai-chat",
         files,

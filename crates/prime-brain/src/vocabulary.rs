@@ -77,6 +77,15 @@ impl ArgSpec {
     }
 }
 
+/// Whether two argument values are the same: numbers as numbers (a size
+/// written `512` or `512.0`), anything else as written.
+pub fn same_value(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => (x - y).abs() < 1e-6,
+        _ => a == b,
+    }
+}
+
 /// Buffer sizes: powers of two, 32–8192.
 pub const SIZE: ArgSpec = ArgSpec {
     name: "size",
