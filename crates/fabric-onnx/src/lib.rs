@@ -4,6 +4,7 @@
 //! - [`builder`]: a graph builder;
 //! - [`mlp`]: the Prime Brain policy model's inference and train-step graphs;
 //! - [`runtime`]: finding and loading the ONNX Runtime library, sessions;
+//! - [`stepper`]: running a train-step graph, one mini-batch per step;
 //! - [`tensors`]: values in and out of ONNX Runtime;
 //! - [`headlines`]: what a Prime Brain release headlines;
 //! - [`steps`]: the `onnx.*` steps, added to a registry by [`register`];
@@ -23,6 +24,7 @@ pub mod reinforce;
 pub mod report;
 pub mod review;
 pub mod runtime;
+pub mod stepper;
 pub mod steps;
 pub mod studio;
 pub mod tensors;

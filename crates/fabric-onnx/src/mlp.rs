@@ -214,30 +214,83 @@ impl Default for StepSettings {
 
 const N: Dim = Dim::Named("N");
 
+/// Whether the doctrine lets a row in a mode (critical or not) have a class.
+type Rule = Box<dyn Fn(Mode, usize, bool) -> bool>;
+
+/// Per head, in [`heads`] order, the doctrine's rule for the heads it
+/// constrains: commands a mode forbids ([`allowed`]) and intensities it
+/// forbids ([`intensity_allowed`]).
+fn doctrine_rules() -> Vec<Option<Rule>> {
+    heads()
+        .into_iter()
+        .map(|head| -> Option<Rule> {
+            match head.name {
+                "command" => {
+                    let classes = head.classes;
+                    Some(Box::new(move |mode, class, critical| {
+                        classes[class] == NONE || allowed(mode, &classes[class], critical)
+                    }))
+                }
+                "intensity" => Some(Box::new(|mode, class, critical| {
+                    intensity_allowed(mode, Intensity::ALL[class], critical)
+                })),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// How far [`masked`] and [`doctrine_penalty`] push a forbidden class's logit down.
+const FORBIDDEN: f64 = 1e9;
+
 /// Per head, in [`heads`] order, the `[N, classes]` 0/1 matrix of the
 /// classes the doctrine allows each row (read from its mode one-hot and
-/// critical flags) for the heads it constrains: commands a mode forbids
-/// ([`allowed`]) and intensities it forbids ([`intensity_allowed`]).
+/// critical flags) for the heads it constrains ([`doctrine_rules`]).
 fn doctrine_masks(b: &mut GraphBuilder, features: &str) -> Vec<Option<String>> {
     let (mode, critical) = doctrine_inputs(b, features);
     heads()
         .iter()
-        .map(|head| {
-            let rule: Box<dyn Fn(Mode, usize, bool) -> bool> = match head.name {
-                "command" => {
-                    let classes = head.classes.clone();
-                    Box::new(move |mode, class, critical| {
-                        classes[class] == NONE || allowed(mode, &classes[class], critical)
-                    })
-                }
-                "intensity" => {
-                    Box::new(|mode, class, critical| intensity_allowed(mode, Intensity::ALL[class], critical))
-                }
-                _ => return None,
-            };
-            Some(doctrine_mask(b, &mode, &critical, head.classes.len(), &*rule))
-        })
+        .zip(doctrine_rules())
+        .map(|(head, rule)| Some(doctrine_mask(b, &mode, &critical, head.classes.len(), &*rule?)))
         .collect()
+}
+
+/// The doctrine as one `[N, classes of all heads]` penalty on the heads'
+/// concatenated logits: −[`FORBIDDEN`] where [`doctrine_rules`] forbid the
+/// class to the row, 0 elsewhere — the numbers [`masked`] adds with
+/// [`doctrine_masks`], in one product (the train-step graph is bound by its
+/// node count): the row's mode one-hot, then the same one-hot again if the
+/// row is critical, times the calm penalties and the critical ones'
+/// differences from them (sums of 0 and ±1e9: exact).
+fn doctrine_penalty(b: &mut GraphBuilder, features: &str) -> String {
+    let (mode, critical) = doctrine_inputs(b, features);
+    let critical_mode = b.mul(&mode, &critical);
+    let situation = b.op("Concat", &[&mode, &critical_mode], vec![int("axis", 1)]);
+    let heads = heads();
+    let rules = doctrine_rules();
+    let penalties = |mode: Mode, critical: bool| -> Vec<f64> {
+        heads
+            .iter()
+            .zip(&rules)
+            .flat_map(|(head, rule)| {
+                (0..head.classes.len()).map(move |class| match rule {
+                    Some(rule) if !rule(mode, class, critical) => -FORBIDDEN,
+                    _ => 0.0,
+                })
+            })
+            .collect()
+    };
+    let calm = Mode::ALL.iter().flat_map(|mode| penalties(*mode, false));
+    let change = Mode::ALL.iter().flat_map(|mode| {
+        let calm = penalties(*mode, false);
+        penalties(*mode, true)
+            .into_iter()
+            .zip(calm)
+            .map(|(critical, calm)| critical - calm)
+    });
+    let table: Vec<f64> = calm.chain(change).collect();
+    let table = b.constant(&[2 * Mode::ALL.len(), table.len() / (2 * Mode::ALL.len())], &table);
+    b.matmul(&situation, &table)
 }
 
 /// The mode one-hot `[N, 4]` and the critical flag `[N, 1]` (0 or 1) of
@@ -290,7 +343,7 @@ fn doctrine_mask(
 /// `logits` with forbidden classes pushed to −1e9.
 fn masked(b: &mut GraphBuilder, logits: &str, mask: &str) -> String {
     let one = b.scalar(1.0);
-    let big = b.scalar(1e9);
+    let big = b.scalar(FORBIDDEN);
     let off = b.sub(mask, &one);
     let penalty = b.mul(&off, &big);
     b.add(logits, &penalty)
@@ -299,11 +352,63 @@ fn masked(b: &mut GraphBuilder, logits: &str, mask: &str) -> String {
 /// The forward pass: hidden activations (pre- and post-ReLU) and head logits.
 struct Forward {
     inputs: Vec<String>,
-    pre: Vec<String>,
+    /// Each hidden layer's output (after its ReLU).
+    post: Vec<String>,
     top: String,
     /// All heads' weights, concatenated along the class axis.
     head_weights: String,
-    logits: Vec<String>,
+    /// All heads' logits, concatenated along the class axis ([`split`] by [`head_sizes`]).
+    logits: String,
+}
+
+/// The number of classes of each head, in [`heads`] order.
+fn head_sizes() -> Vec<usize> {
+    heads().iter().map(|h| h.classes.len()).collect()
+}
+
+/// The head of each class of all heads' classes concatenated.
+fn head_of_class() -> Vec<usize> {
+    head_sizes()
+        .iter()
+        .enumerate()
+        .flat_map(|(h, n)| std::iter::repeat_n(h, *n))
+        .collect()
+}
+
+/// A `[heads, classes of all heads]` constant spreading one value per head
+/// over the head's classes: `values[h]` on head h's classes, 0 elsewhere.
+fn over_head_classes(b: &mut GraphBuilder, values: &[f64]) -> String {
+    let head_of = head_of_class();
+    let table: Vec<f64> = (0..values.len())
+        .flat_map(|h| head_of.iter().map(move |of| if h == *of { values[h] } else { 0.0 }))
+        .collect();
+    b.constant(&[values.len(), head_of.len()], &table)
+}
+
+/// How far below its row's largest logit a logit counts in
+/// [`head_log_softmax`]: e^−80 is still a normal f32.
+const LOG_FLOOR: f64 = -80.0;
+
+/// Every head's log-softmax of `logits` (all heads' logits concatenated) in
+/// a few whole-tensor nodes rather than one LogSoftmax per head, whose cost
+/// is per row (at batch 256 eight of them were a tenth of the step). Each
+/// row is shifted by its largest logit and floored at [`LOG_FLOOR`]; each
+/// head's log-sum-exp is summed through `membership` (class → head one-hot)
+/// and spread back over its classes by `ones` ([`over_head_classes`]).
+/// Exact up to rounding for a head whose best logit is within 80 of the
+/// row's best; further down (the doctrine's forbidden classes, 1e9 down,
+/// among them) a class counts as e^−80 of it.
+fn head_log_softmax(b: &mut GraphBuilder, logits: &str, membership: &str, ones: &str) -> String {
+    let axis = b.int64s(&[1]);
+    let best = b.op("ReduceMax", &[logits, &axis], vec![int("keepdims", 1)]);
+    let shifted = b.sub(logits, &best);
+    let floor = b.scalar(LOG_FLOOR);
+    let floored = b.op("Max", &[&shifted, &floor], vec![]);
+    let exps = b.op("Exp", &[&floored], vec![]);
+    let sums = b.matmul(&exps, membership);
+    let log_sums = b.op("Log", &[&sums], vec![]);
+    let per_class = b.matmul(&log_sums, ones);
+    b.sub(&floored, &per_class)
 }
 
 /// The forward pass; `merged`: the heads' parameters come as [`MERGED`]
@@ -317,13 +422,13 @@ fn forward(
 ) -> Forward {
     let mut h = features.to_string();
     let mut inputs = Vec::new();
-    let mut pre = Vec::new();
+    let mut post = Vec::new();
     for k in 0..arch.hidden.len() {
         inputs.push(h.clone());
         let product = b.matmul(&h, &param(&format!("hidden{k}.W")));
         let z = b.add(&product, &param(&format!("hidden{k}.b")));
         h = b.op("Relu", &[&z], vec![]);
-        pre.push(z);
+        post.push(h.clone());
     }
     // All heads in one product: concatenated weights, then split logits.
     let heads = heads();
@@ -340,16 +445,10 @@ fn forward(
         )
     };
     let product = b.matmul(&h, &head_weights);
-    let all_logits = b.add(&product, &head_biases);
-    let logits = split(
-        b,
-        &all_logits,
-        &heads.iter().map(|h| h.classes.len()).collect::<Vec<_>>(),
-        1,
-    );
+    let logits = b.add(&product, &head_biases);
     Forward {
         inputs,
-        pre,
+        post,
         top: h,
         head_weights,
         logits,
@@ -374,8 +473,9 @@ pub fn inference_graph(arch: &Architecture, params: &[Param], metadata: Vec<(Str
         b.initializer(&format!("param.{}", param.name), &param.dims, &values);
     }
     let forward = forward(&mut b, arch, &features, &|name| format!("param.{name}"), false);
+    let logits = split(&mut b, &forward.logits, &head_sizes(), 1);
     let masks = doctrine_masks(&mut b, &features);
-    for ((head, logits), mask) in heads().iter().zip(&forward.logits).zip(&masks) {
+    for ((head, logits), mask) in heads().iter().zip(&logits).zip(&masks) {
         let logits = match mask {
             Some(mask) => masked(&mut b, logits, mask),
             None => logits.clone(),
@@ -499,7 +599,8 @@ pub fn train_step_graph(arch: &Architecture, initial: &[Param], settings: &StepS
     b.input("adam.v", &[Dim::Fixed(total)]);
 
     let forward = forward(&mut b, arch, &features, &|name| format!("param.{name}"), true);
-    let masks = doctrine_masks(&mut b, &features);
+    let penalty = doctrine_penalty(&mut b, &features);
+    let penalized = b.add(&forward.logits, &penalty);
     // Weights may be negative (a policy-gradient step pushes away from a
     // label whose advantage is negative): normalized by their magnitudes.
     let magnitudes = b.op("Abs", &[&weight], vec![]);
@@ -514,22 +615,16 @@ pub fn train_step_graph(arch: &Architecture, initial: &[Param], settings: &StepS
 
     let mut grads: Vec<(String, String)> = Vec::new();
     let top_t = b.transpose(&forward.top);
-    // Weighted cross-entropy over all heads at once: per-head log-softmax,
-    // then one concatenated tensor with each class scaled by its head weight.
-    let log_probs: Vec<String> = forward
-        .logits
+    // Weighted cross-entropy over all heads at once, each class scaled by
+    // its head's weight.
+    let head_of = head_of_class();
+    let membership: Vec<f64> = head_of
         .iter()
-        .zip(&masks)
-        .map(|(logits, mask)| {
-            let logits = match mask {
-                Some(mask) => masked(&mut b, logits, mask),
-                None => logits.clone(),
-            };
-            b.op("LogSoftmax", &[&logits], vec![int("axis", 1)])
-        })
+        .flat_map(|of| (0..heads.len()).map(move |h| f64::from(u8::from(h == *of))))
         .collect();
-    let log_probs: Vec<&str> = log_probs.iter().map(String::as_str).collect();
-    let log_probs = b.op("Concat", &log_probs, vec![int("axis", 1)]);
+    let membership = b.constant(&[head_of.len(), heads.len()], &membership);
+    let ones = over_head_classes(&mut b, &vec![1.0; heads.len()]);
+    let log_probs = head_log_softmax(&mut b, &penalized, &membership, &ones);
     let probs = b.op("Exp", &[&log_probs], vec![]);
     let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
     let labels = b.op("Concat", &labels, vec![int("axis", 1)]);
@@ -546,30 +641,32 @@ pub fn train_step_graph(arch: &Architecture, initial: &[Param], settings: &StepS
     let total = b.reduce_sum(&weighted, &[0], false);
     let mean = b.div(&total, &weight_sum);
     let loss = b.op("Neg", &[&mean], vec![]);
-    // d loss / d logits = head weight · (P − Y) · ΣY · w / Σ|w|, where ΣY
+    // d loss / d logits = (P − Y) · head weight · ΣY · w / Σ|w|, where ΣY
     // (per row and head) is 1 for a labelled row and 0 for an unlabelled one.
-    // One product with a block-diagonal matrix of ones sums each head's
-    // labels and spreads the sum over the head's classes (one node, not
-    // three per head: the step is bound by its node count).
-    let sizes: Vec<usize> = heads.iter().map(|h| h.classes.len()).collect();
-    let total_classes: usize = sizes.iter().sum();
-    let head_of: Vec<usize> = sizes
-        .iter()
-        .enumerate()
-        .flat_map(|(h, n)| std::iter::repeat_n(h, *n))
-        .collect();
-    let blocks: Vec<f64> = head_of
-        .iter()
-        .flat_map(|row| head_of.iter().map(move |column| f64::from(u8::from(row == column))))
-        .collect();
-    let blocks = b.constant(&[total_classes, total_classes], &blocks);
-    let present = b.matmul(&labels, &blocks);
+    // Two thin products sum each head's labels and spread the sums, times
+    // the head weights, over the heads' classes: a few nodes, not three per
+    // head (the step is bound by its node count).
+    let weighted_heads = over_head_classes(&mut b, &settings.head_weights);
+    let labelled = b.matmul(&labels, &membership);
+    let present = b.matmul(&labelled, &weighted_heads);
+    let row_scale = b.mul(&present, &scale);
     let difference = b.sub(&probs, &labels);
-    let error = b.mul(&difference, &present);
-    let scaled = b.mul(&error, &scale);
-    let d_logits = b.mul(&scaled, &class_weights);
+    let d_logits = b.mul(&difference, &row_scale);
+    // A bias's gradient sums the batch's rows: as a product with a row of
+    // ones (ONNX Runtime's ReduceSum over the first axis takes ten times
+    // longer at these sizes).
+    let axis0 = b.int64s(&[0]);
+    let weight_row = b.op("Unsqueeze", &[&weight, &axis0], vec![]);
+    let row_shape = b.op("Shape", &[&weight_row], vec![]);
+    let one = b.scalar(1.0);
+    let ones_row = b.op("Expand", &[&one, &row_shape], vec![]);
+    let flat_shape = b.int64s(&[-1]);
+    let batch_sum = |b: &mut GraphBuilder, rows: &str| {
+        let sum = b.matmul(&ones_row, rows);
+        b.op("Reshape", &[&sum, &flat_shape], vec![])
+    };
     let d_head_weights = b.matmul(&top_t, &d_logits);
-    let d_head_biases = b.reduce_sum(&d_logits, &[0], false);
+    let d_head_biases = batch_sum(&mut b, &d_logits);
     grads.push((MERGED[0].to_string(), d_head_weights));
     grads.push((MERGED[1].to_string(), d_head_biases));
     let head_weights_t = b.transpose(&forward.head_weights);
@@ -577,11 +674,13 @@ pub fn train_step_graph(arch: &Architecture, initial: &[Param], settings: &StepS
     let mut d_h = d_top;
     let zero = b.scalar(0.0);
     for k in (0..arch.hidden.len()).rev() {
-        let positive = b.op("Greater", &[&forward.pre[k], &zero], vec![]);
+        // Where the ReLU's output is positive (its input being needed by
+        // nothing else, ONNX Runtime fuses the ReLU into the product).
+        let positive = b.op("Greater", &[&forward.post[k], &zero], vec![]);
         let d_z = b.op("Where", &[&positive, &d_h, &zero], vec![]);
         let input_t = b.transpose(&forward.inputs[k]);
         grads.push((format!("hidden{k}.W"), b.matmul(&input_t, &d_z)));
-        grads.push((format!("hidden{k}.b"), b.reduce_sum(&d_z, &[0], false)));
+        grads.push((format!("hidden{k}.b"), batch_sum(&mut b, &d_z)));
         if k > 0 {
             let w_t = b.transpose(&format!("param.hidden{k}.W"));
             d_h = b.matmul(&d_z, &w_t);
@@ -590,20 +689,23 @@ pub fn train_step_graph(arch: &Architecture, initial: &[Param], settings: &StepS
     b.output("loss", &loss, &[]);
 
     // Adam.
+    // The moments and the step count are written straight to their outputs
+    // (an output under another name would cost an Identity node each).
     let one = b.scalar(1.0);
-    let next_t = b.add(&t, &one);
+    let next_t = "adam.t.out";
+    b.named("Add", &[&t, &one], vec![], next_t);
     let beta1 = b.scalar(settings.beta1);
     let beta2 = b.scalar(settings.beta2);
     let keep1 = b.scalar(1.0 - settings.beta1);
     let keep2 = b.scalar(1.0 - settings.beta2);
     let epsilon = b.scalar(settings.epsilon);
-    let power1 = b.op("Pow", &[&beta1, &next_t], vec![]);
-    let power2 = b.op("Pow", &[&beta2, &next_t], vec![]);
+    let power1 = b.op("Pow", &[&beta1, next_t], vec![]);
+    let power2 = b.op("Pow", &[&beta2, next_t], vec![]);
     let correction1 = b.sub(&one, &power1);
     let correction2 = b.sub(&one, &power2);
     // One Adam update over all parameters flattened into a single vector:
-    // a handful of element-wise ops instead of a dozen per parameter.
-    let flat_shape = b.int64s(&[-1]);
+    // a handful of element-wise ops instead of a dozen per parameter (a
+    // vector is flat already: no Reshape node for it, here or below).
     let flat_grads: Vec<String> = initial
         .iter()
         .map(|param| {
@@ -612,7 +714,10 @@ pub fn train_step_graph(arch: &Architecture, initial: &[Param], settings: &StepS
                 .find(|(n, _)| *n == param.name)
                 .expect("a gradient per param")
                 .1;
-            b.op("Reshape", &[grad, &flat_shape], vec![])
+            match param.dims.len() {
+                1 => grad.clone(),
+                _ => b.op("Reshape", &[grad, &flat_shape], vec![]),
+            }
         })
         .collect();
     let refs: Vec<&str> = flat_grads.iter().map(String::as_str).collect();
@@ -639,28 +744,35 @@ pub fn train_step_graph(arch: &Architecture, initial: &[Param], settings: &StepS
     }
     let m_old = b.mul("adam.m", &beta1);
     let g_part = b.mul(&grad, &keep1);
-    let m = b.add(&m_old, &g_part);
+    let m = "adam.m.out";
+    b.named("Add", &[&m_old, &g_part], vec![], m);
     let v_old = b.mul("adam.v", &beta2);
     let g2 = b.mul(&grad, &grad);
     let g2_part = b.mul(&g2, &keep2);
-    let v = b.add(&v_old, &g2_part);
-    let m_hat = b.div(&m, &correction1);
-    let v_hat = b.div(&v, &correction2);
+    let v = "adam.v.out";
+    b.named("Add", &[&v_old, &g2_part], vec![], v);
+    let m_hat = b.div(m, &correction1);
+    let v_hat = b.div(v, &correction2);
     let root = b.op("Sqrt", &[&v_hat], vec![]);
     let denominator = b.add(&root, &epsilon);
     let direction = b.div(&m_hat, &denominator);
     let step = b.mul(&direction, &lr);
     let total = parameter_count(initial);
-    b.output("adam.m.out", &m, &[Dim::Fixed(total)]);
-    b.output("adam.v.out", &v, &[Dim::Fixed(total)]);
+    b.output(m, m, &[Dim::Fixed(total)]);
+    b.output(v, v, &[Dim::Fixed(total)]);
     let sizes: Vec<usize> = initial.iter().map(|p| p.values.len()).collect();
     let pieces = split(&mut b, &step, &sizes, 0);
     for (param, piece) in initial.iter().zip(&pieces) {
         let name = &param.name;
         let dims: Vec<Dim> = param.dims.iter().map(|d| Dim::Fixed(*d)).collect();
-        let shape: Vec<i64> = param.dims.iter().map(|d| *d as i64).collect();
-        let shape = b.int64s(&shape);
-        let shaped = b.op("Reshape", &[piece, &shape], vec![]);
+        let shaped = match param.dims.len() {
+            1 => piece.clone(),
+            _ => {
+                let shape: Vec<i64> = param.dims.iter().map(|d| *d as i64).collect();
+                let shape = b.int64s(&shape);
+                b.op("Reshape", &[piece, &shape], vec![])
+            }
+        };
         let updated = b.sub(&format!("param.{name}"), &shaped);
         b.output(&format!("param.{name}.out"), &updated, &dims);
         if settings.expose_gradients {
@@ -668,7 +780,7 @@ pub fn train_step_graph(arch: &Architecture, initial: &[Param], settings: &StepS
             b.output(&format!("grad.{name}"), grad, &dims);
         }
     }
-    b.output("adam.t.out", &next_t, &[]);
+    b.output(next_t, next_t, &[]);
     b.finish("prime_brain_train_step", Vec::new())
 }
 
@@ -688,7 +800,16 @@ mod tests {
     use crate::tensors::f64_value;
     use prime_brain::dataset::feature_layout;
 
-    /// Runs the f64 train-step graph with `params` and returns (loss, gradients).
+    /// The parameters' values in f64.
+    fn values_of(params: &[Param]) -> Vec<Vec<f64>> {
+        params
+            .iter()
+            .map(|p| p.values.iter().map(|v| f64::from(*v)).collect())
+            .collect()
+    }
+
+    /// Runs the f64 train-step graph's first step (learning rate 0.01) on
+    /// `batch` with `params` and returns (loss, gradients).
     fn loss_and_gradients(
         session: &mut ort::session::Session,
         batch: &[(String, Vec<usize>, Vec<f64>)],
@@ -705,6 +826,8 @@ mod tests {
                 f64_value(&param.dims, data.clone()).unwrap().into(),
             ));
         }
+        inputs.push((Cow::Borrowed("lr"), f64_value(&[], vec![0.01]).unwrap().into()));
+        inputs.push((Cow::Borrowed("adam.t"), f64_value(&[], vec![0.0]).unwrap().into()));
         let total = parameter_count(params);
         for moment in ["adam.m", "adam.v"] {
             inputs.push((
@@ -727,38 +850,52 @@ mod tests {
         (loss, grads)
     }
 
+    /// One hidden layer of 16 with initial weights from `seed` times `factor`.
+    fn large_weights(seed: u64, factor: f32) -> (Architecture, Vec<Param>) {
+        let arch = Architecture {
+            features: feature_layout().len(),
+            hidden: vec![16],
+        };
+        let mut params = arch.initial_params(seed);
+        for param in &mut params {
+            param.values.iter_mut().for_each(|v| *v *= factor);
+        }
+        (arch, params)
+    }
+
+    /// Appends to `features` a random feature row `width` long in the mode
+    /// and critical state row number `row` stands for (every mode in turn,
+    /// critical in every other four rows); returns those.
+    fn random_row(rng: &mut ChaCha8Rng, row: usize, width: usize, features: &mut Vec<f32>) -> (Mode, bool) {
+        let names = FeatureNames::default();
+        let at = |name: &str| names.index(name).unwrap();
+        let mut v: Vec<f32> = (0..width).map(|_| rng.random_range(0.0..1.0)).collect();
+        let mode = Mode::ALL[row % 4];
+        for (m, slot) in Mode::ALL.iter().zip(&mut v[at("mode.passive")..]) {
+            *slot = f32::from(u8::from(*m == mode));
+        }
+        let critical = row % 8 >= 4;
+        v[at("flags.performance.critical")] = f32::from(u8::from(critical));
+        v[at("flags.health.critical")] = 0.0;
+        features.extend(v);
+        (mode, critical)
+    }
+
     /// Whatever the weights, no row gets a command or an intensity its mode
     /// forbids: 20,000 random inputs through a model with large random
     /// weights, every mode, with and without critical health.
     #[test]
     fn the_doctrine_holds_whatever_the_weights() {
-        let arch = Architecture {
-            features: feature_layout().len(),
-            hidden: vec![16],
-        };
-        let mut params = arch.initial_params(11);
-        for param in &mut params {
-            param.values.iter_mut().for_each(|v| *v *= 20.0);
-        }
+        let (arch, params) = large_weights(11, 20.0);
         let model = inference_graph(&arch, &params, Vec::new());
         let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
         let mut session = runtime::session(Some(root), &model.encode_to_vec(), 1).unwrap();
-        let names = FeatureNames::default();
-        let at = |name: &str| names.index(name).unwrap();
         let mut rng = ChaCha8Rng::seed_from_u64(12);
         let rows = 20_000;
         let mut features = Vec::with_capacity(rows * arch.features);
         let mut moments = Vec::with_capacity(rows);
         for row in 0..rows {
-            let mut v: Vec<f32> = (0..arch.features).map(|_| rng.random_range(0.0..1.0)).collect();
-            let mode = Mode::ALL[row % 4];
-            for (m, slot) in Mode::ALL.iter().zip(&mut v[at("mode.passive")..]) {
-                *slot = f32::from(u8::from(*m == mode));
-            }
-            let critical = row % 8 >= 4;
-            v[at("flags.performance.critical")] = f32::from(u8::from(critical));
-            v[at("flags.health.critical")] = 0.0;
-            features.extend(v);
+            let (mode, critical) = random_row(&mut rng, row, arch.features, &mut features);
             moments.push((mode, critical));
         }
         let heads = heads();
@@ -790,6 +927,84 @@ mod tests {
         };
         let (nudges, calls) = (wins(false, Intensity::Nudge), wins(true, Intensity::Call));
         assert!(nudges > 100 && calls > 10, "{nudges} nudges, {calls} calls");
+    }
+
+    /// The train step's loss is the weighted cross-entropy of the inference
+    /// graph's probabilities. Two methods: the train step takes every
+    /// head's log-softmax at once with the doctrine as one penalty
+    /// ([`head_log_softmax`], [`doctrine_penalty`]); the inference graph has
+    /// one masked Softmax per head. Large weights, every mode, with and
+    /// without critical health, a negative weight, unlabelled rows.
+    #[test]
+    fn the_train_step_loss_is_the_inference_graphs_cross_entropy() {
+        let (arch, params) = large_weights(5, 4.0);
+        let heads = heads();
+        let settings = StepSettings {
+            expose_gradients: true,
+            ..StepSettings::default()
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(21);
+        let n = 64;
+        let mut features = Vec::with_capacity(n * arch.features);
+        let mut labels: Vec<Vec<Option<usize>>> = Vec::with_capacity(n);
+        for row in 0..n {
+            let (mode, critical) = random_row(&mut rng, row, arch.features, &mut features);
+            let permitted = |head: &Head, class: usize| match head.name {
+                "command" => head.classes[class] == NONE || allowed(mode, &head.classes[class], critical),
+                "intensity" => intensity_allowed(mode, Intensity::ALL[class], critical),
+                _ => true,
+            };
+            let row_labels = heads
+                .iter()
+                .map(|head| {
+                    let unlabelled = ARGUMENTS.iter().any(|a| a.name == head.name) && row % 3 == 0;
+                    let candidates: Vec<usize> = (0..head.classes.len()).filter(|c| permitted(head, *c)).collect();
+                    (!unlabelled).then(|| candidates[rng.random_range(0..candidates.len())])
+                })
+                .collect();
+            labels.push(row_labels);
+        }
+        let weights: Vec<f64> = (0..n).map(|_| rng.random_range(-1.0..2.0)).collect();
+
+        let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+        let model = inference_graph(&arch, &params, Vec::new());
+        let mut inference = runtime::session(Some(root), &model.encode_to_vec(), 1).unwrap();
+        let probs =
+            crate::eval::head_probabilities(&mut inference, &heads, features.clone(), n, arch.features).unwrap();
+        let mut expected = 0.0;
+        for ((row, row_labels), weight) in probs.iter().zip(&labels).zip(&weights) {
+            for (h, label) in row_labels.iter().enumerate() {
+                if let Some(class) = label {
+                    expected -= weight * settings.head_weights[h] * f64::from(row[h][*class]).ln();
+                }
+            }
+        }
+        expected /= weights.iter().map(|w| w.abs()).sum::<f64>();
+
+        let merged = merge_heads(&params);
+        let step = train_step_graph(&arch, &merged, &settings, data_type::DOUBLE);
+        let mut train = runtime::session(Some(root), &step.encode_to_vec(), 1).unwrap();
+        let mut batch = vec![(
+            INPUT.to_string(),
+            vec![n, arch.features],
+            features.iter().map(|v| f64::from(*v)).collect(),
+        )];
+        for (h, head) in heads.iter().enumerate() {
+            let classes = head.classes.len();
+            let mut y = vec![0.0; n * classes];
+            for (row, row_labels) in labels.iter().enumerate() {
+                if let Some(class) = row_labels[h] {
+                    y[row * classes + class] = 1.0;
+                }
+            }
+            batch.push((format!("y.{}", head.name), vec![n, classes], y));
+        }
+        batch.push(("weight".into(), vec![n], weights));
+        let (loss, _) = loss_and_gradients(&mut train, &batch, &merged, &values_of(&merged));
+        assert!(
+            (loss - expected).abs() <= 1e-4 * expected.abs().max(1.0),
+            "train step's loss {loss}, inference graph's cross-entropy {expected}"
+        );
     }
 
     #[test]
@@ -843,13 +1058,8 @@ mod tests {
         // One negative weight, as a policy-gradient step has.
         let weights = (0..n).map(|i| if i == 1 { -2.0 } else { 1.0 + i as f64 }).collect();
         batch.push(("weight".into(), vec![n], weights));
-        batch.push(("lr".into(), vec![], vec![0.01]));
-        batch.push(("adam.t".into(), vec![], vec![0.0]));
 
-        let values: Vec<Vec<f64>> = params
-            .iter()
-            .map(|p| p.values.iter().map(|v| f64::from(*v)).collect())
-            .collect();
+        let values = values_of(&params);
         let (_, grads) = loss_and_gradients(&mut session, &batch, &params, &values);
         let epsilon = 1e-6;
         for (index, param) in params.iter().enumerate() {

@@ -30,7 +30,8 @@ use super::mlp::{
     Architecture, Head, Param, StepSettings, heads, inference_graph, merge_heads, split_heads, train_step_graph,
 };
 use super::proto::{ModelProto, data_type};
-use super::train::{Stepper, released_params};
+use super::stepper::{StepRow, Stepper};
+use super::train::released_params;
 use fabric_core::steps::BadOption;
 use prime_brain::dataset::Example;
 use prost::Message;
@@ -231,6 +232,8 @@ pub fn reinforce(
     let mut stepper = Stepper::new(
         workspace,
         &step.encode_to_vec(),
+        &heads,
+        arch.features,
         &initial,
         options.learning_rate,
         options.threads,
@@ -252,20 +255,26 @@ pub fn reinforce(
             epoch,
             sampled_reward: mean,
         });
+        // The sampled command is the only label; the other heads have none.
+        let labels: Vec<Vec<Option<usize>>> = classes
+            .iter()
+            .map(|class| {
+                let mut row = vec![None; heads.len()];
+                row[0] = Some(*class);
+                row
+            })
+            .collect();
         order.shuffle(&mut rng);
         for batch in order.chunks(options.batch_size) {
-            let features = batch.iter().flat_map(|&i| train[i].features.iter().copied()).collect();
-            // The sampled command is the only label; the other heads have none.
-            let labels: Vec<Vec<Option<usize>>> = batch
+            let rows: Vec<StepRow> = batch
                 .iter()
-                .map(|&i| {
-                    let mut row = vec![None; heads.len()];
-                    row[0] = Some(classes[i]);
-                    row
+                .map(|&i| StepRow {
+                    features: &train[i].features,
+                    labels: &labels[i],
+                    weight: (rewards[i] - mean) as f32,
                 })
                 .collect();
-            let advantages = batch.iter().map(|&i| (rewards[i] - mean) as f32).collect();
-            stepper.step(&heads, features, &labels, advantages)?;
+            stepper.step(&rows)?;
         }
         current = inference_graph(&arch, &split_heads(&stepper.params(&initial)?), metadata.clone()).encode_to_vec();
     }

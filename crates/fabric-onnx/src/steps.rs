@@ -38,7 +38,7 @@ impl Step for Train {
         "onnx.train"
     }
     fn version(&self) -> u32 {
-        5
+        6
     }
     fn summary(&self) -> &'static str {
         "train split (dep 1) → model.onnx, training-log.json, model card (outs 1–3); with: base_model, hidden, epochs, batch_size, learning_rate, seed, threads, mode_weights"
@@ -79,7 +79,7 @@ impl Step for Reinforce {
         "onnx.reinforce"
     }
     fn version(&self) -> u32 {
-        2
+        3
     }
     fn summary(&self) -> &'static str {
         "supervised model.onnx, train split, test split (deps 1–3) → the model kept (reinforced if it wins on the test split, else the supervised one) and a report (outs 1–2); with: epochs, learning_rate, batch_size, seed, threads"

@@ -1,23 +1,18 @@
 //! `onnx.train`: trains the Prime Brain policy model in ONNX Runtime.
 //!
-//! The train-step graph ([`super::mlp`]) runs once per mini-batch; its
-//! updated parameters and Adam state are taken out of the outputs (owned
-//! values, no copies) and fed back as the next step's inputs. Batches are
-//! shuffled with a seeded generator, so the same inputs, seed and thread
-//! count give a byte-identical `model.onnx`.
+//! The train-step graph ([`super::mlp`]) runs once per mini-batch in a
+//! [`Stepper`]. Batches are shuffled with a seeded generator, so the same
+//! inputs, seed and thread count give a byte-identical `model.onnx`.
 //!
 //! Labels follow the doctrine: a command the example's mode forbids is
 //! trained as `none` (the mask in the graph could never emit it anyway).
 //! Mode-aware loss weights make examples count more where the doctrine is at
 //! stake.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use ort::session::SessionInputValue;
-use ort::value::DynValue;
 use prost::Message;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -25,12 +20,11 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::mlp::{
-    ARGUMENTS, Architecture, Head, Param, StepSettings, argument_class, heads, inference_graph, merge_heads,
-    split_heads, train_step_graph,
+    ARGUMENTS, Architecture, Param, StepSettings, argument_class, heads, inference_graph, merge_heads, split_heads,
+    train_step_graph,
 };
 use super::proto::{ModelProto, data_type};
-use super::runtime;
-use super::tensors::{f32_value, f32s};
+use super::stepper::{StepRow, Stepper};
 use fabric_core::steps::BadOption;
 use prime_brain::dataset::{Example, feature_layout};
 use prime_brain::labels::allowed;
@@ -450,7 +444,14 @@ pub fn train(
         .iter()
         .map(|h| all_heads.iter().position(|a| a.name == h.name).expect("a known head"))
         .collect();
-    let labels: Vec<Vec<Option<usize>>> = examples.iter().map(label_indices).collect();
+    // Each example's label class per head of the graph, once for all epochs.
+    let labels: Vec<Vec<Option<usize>>> = examples
+        .iter()
+        .map(|e| {
+            let all = label_indices(e);
+            head_index.iter().map(|&h| all[h]).collect()
+        })
+        .collect();
     let weights: Vec<f32> = examples
         .iter()
         .map(|e| *options.mode_weights.get(e.mode.name()).unwrap_or(&1.0) as f32)
@@ -464,7 +465,15 @@ pub fn train(
             (initial, step.encode_to_vec())
         }
     };
-    let mut stepper = Stepper::new(workspace, &step_bytes, &initial, options.learning_rate, options.threads)?;
+    let mut stepper = Stepper::new(
+        workspace,
+        &step_bytes,
+        &heads,
+        width,
+        &initial,
+        options.learning_rate,
+        options.threads,
+    )?;
     let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
     let mut order: Vec<usize> = (0..examples.len()).collect();
     let mut log = Vec::new();
@@ -475,16 +484,15 @@ pub fn train(
         let mut loss_sum = 0.0;
         let mut steps = 0;
         for batch in order.chunks(options.batch_size) {
-            let features = batch
+            let rows: Vec<StepRow> = batch
                 .iter()
-                .flat_map(|&i| examples[i].features.iter().copied())
+                .map(|&i| StepRow {
+                    features: &examples[i].features,
+                    labels: &labels[i],
+                    weight: weights[i],
+                })
                 .collect();
-            let rows: Vec<Vec<Option<usize>>> = batch
-                .iter()
-                .map(|&i| head_index.iter().map(|&h| labels[i][h]).collect())
-                .collect();
-            let weights = batch.iter().map(|&i| weights[i]).collect();
-            loss_sum += stepper.step(&heads, features, &rows, weights)?;
+            loss_sum += stepper.step(&rows)?;
             steps += 1;
         }
         log.push(EpochLog {
@@ -532,100 +540,4 @@ pub fn train(
     });
     std::fs::write(&outputs.card, serde_json::to_string_pretty(&card)? + "\n")?;
     Ok(training_log)
-}
-
-/// A train-step graph running in ONNX Runtime with its parameters and Adam
-/// moments: each step feeds the state back in as the next step's inputs.
-pub struct Stepper {
-    session: ort::session::Session,
-    state: BTreeMap<String, DynValue>,
-    lr: DynValue,
-    width: usize,
-}
-
-impl Stepper {
-    /// A session of the train-step graph `step` starting from `initial`.
-    pub fn new(
-        workspace: Option<&Path>,
-        step: &[u8],
-        initial: &[Param],
-        learning_rate: f64,
-        threads: usize,
-    ) -> anyhow::Result<Stepper> {
-        let session = runtime::session(workspace, step, threads)?;
-        let mut state: BTreeMap<String, DynValue> = BTreeMap::new();
-        for param in initial {
-            state.insert(
-                format!("param.{}", param.name),
-                f32_value(&param.dims, param.values.clone())?,
-            );
-        }
-        let total = super::mlp::parameter_count(initial);
-        for moment in ["adam.m", "adam.v"] {
-            state.insert(moment.into(), f32_value(&[total], vec![0.0; total])?);
-        }
-        state.insert("adam.t".into(), f32_value(&[], vec![0.0])?);
-        Ok(Stepper {
-            session,
-            state,
-            lr: f32_value(&[], vec![learning_rate as f32])?,
-            width: feature_layout().len(),
-        })
-    }
-
-    /// One step on a batch: the rows' `features` (row-major), per row the
-    /// label class of each of `heads` (none: no label there) and a weight
-    /// (a negative one pushes away from the label). Returns the batch's loss.
-    pub fn step(
-        &mut self,
-        heads: &[Head],
-        features: Vec<f32>,
-        labels: &[Vec<Option<usize>>],
-        weights: Vec<f32>,
-    ) -> anyhow::Result<f64> {
-        let n = labels.len();
-        let mut inputs: Vec<(Cow<str>, SessionInputValue)> = Vec::with_capacity(self.state.len() + 12);
-        inputs.push((super::mlp::INPUT.into(), f32_value(&[n, self.width], features)?.into()));
-        for (h, head) in heads.iter().enumerate() {
-            let classes = head.classes.len();
-            let mut y = vec![0.0f32; n * classes];
-            for (row, row_labels) in labels.iter().enumerate() {
-                if let Some(class) = row_labels[h] {
-                    y[row * classes + class] = 1.0;
-                }
-            }
-            inputs.push((format!("y.{}", head.name).into(), f32_value(&[n, classes], y)?.into()));
-        }
-        inputs.push(("weight".into(), f32_value(&[n], weights)?.into()));
-        inputs.push(("lr".into(), (&self.lr).into()));
-        for (name, value) in &self.state {
-            inputs.push((Cow::Borrowed(name.as_str()), value.into()));
-        }
-        let mut outputs = self.session.run(inputs)?;
-        let loss = f64::from(outputs["loss"].try_extract_scalar::<f32>()?);
-        let mut next = BTreeMap::new();
-        for name in self.state.keys() {
-            let value = outputs
-                .remove(format!("{name}.out"))
-                .ok_or_else(|| anyhow::anyhow!("the train-step graph has no output `{name}.out`"))?;
-            next.insert(name.clone(), value);
-        }
-        drop(outputs);
-        self.state = next;
-        Ok(loss)
-    }
-
-    /// The current values of the parameters named like `initial`.
-    pub fn params(&self, initial: &[Param]) -> anyhow::Result<Vec<Param>> {
-        initial
-            .iter()
-            .map(|p| {
-                Ok(Param {
-                    name: p.name.clone(),
-                    dims: p.dims.clone(),
-                    values: f32s(&self.state[&format!("param.{}", p.name)])?,
-                })
-            })
-            .collect()
-    }
 }
