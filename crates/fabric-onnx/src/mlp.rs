@@ -8,12 +8,14 @@
 //!   (a call without critical health, a nudge in passive mode) get
 //!   probability 0, so a released model cannot break the doctrine whatever
 //!   its weights.
-//! - The **train-step graph** computes the weighted cross-entropy loss, its
-//!   gradients (explicit ops: MatMul/Transpose for weights, ReduceSum for
-//!   biases, `Where(Z > 0, dH, 0)` for ReLU, `(P − Y)·ΣY·w/Σ|w|` for softmax
-//!   cross-entropy, where a row without a label for a head — all zeros in
-//!   `y.HEAD`, as argument heads have for commands without that argument —
-//!   has `ΣY = 0` and adds nothing) and one Adam update.
+//! - The **train-step graph** computes the weighted cross-entropy loss (the
+//!   same doctrine penalty, every head's log-softmax at once), its gradients
+//!   (explicit ops: MatMul/Transpose for weights, a product with a row of
+//!   ones for biases, `Where(H > 0, dH, 0)` for ReLU, `(P − Y)·c·ΣY·w/Σ|w|`
+//!   for softmax cross-entropy with head weight `c`, where a row without a
+//!   label for a head — all zeros in `y.HEAD`, as argument heads have for
+//!   commands without that argument — has `ΣY = 0` and adds nothing) and one
+//!   Adam update.
 //!
 //! Naming convention of train-step graphs (what `onnx.train` relies on):
 //! every input `param.NAME` has an output `param.NAME.out` and an initializer
@@ -214,68 +216,39 @@ impl Default for StepSettings {
 
 const N: Dim = Dim::Named("N");
 
-/// Whether the doctrine lets a row in a mode (critical or not) have a class.
-type Rule = Box<dyn Fn(Mode, usize, bool) -> bool>;
-
-/// Per head, in [`heads`] order, the doctrine's rule for the heads it
-/// constrains: commands a mode forbids ([`allowed`]) and intensities it
-/// forbids ([`intensity_allowed`]).
-fn doctrine_rules() -> Vec<Option<Rule>> {
-    heads()
-        .into_iter()
-        .map(|head| -> Option<Rule> {
-            match head.name {
-                "command" => {
-                    let classes = head.classes;
-                    Some(Box::new(move |mode, class, critical| {
-                        classes[class] == NONE || allowed(mode, &classes[class], critical)
-                    }))
-                }
-                "intensity" => Some(Box::new(|mode, class, critical| {
-                    intensity_allowed(mode, Intensity::ALL[class], critical)
-                })),
-                _ => None,
-            }
-        })
-        .collect()
+/// Whether the doctrine lets a row in `mode` (critical or not) have
+/// `head`'s `class`: commands a mode forbids ([`allowed`]) and intensities
+/// it forbids ([`intensity_allowed`]) are out; the other heads are free.
+fn doctrine_allows(head: &Head, mode: Mode, class: usize, critical: bool) -> bool {
+    match head.name {
+        "command" => head.classes[class] == NONE || allowed(mode, &head.classes[class], critical),
+        "intensity" => intensity_allowed(mode, Intensity::ALL[class], critical),
+        _ => true,
+    }
 }
 
-/// How far [`masked`] and [`doctrine_penalty`] push a forbidden class's logit down.
+/// How far [`doctrine_penalty`] pushes a forbidden class's logit down.
 const FORBIDDEN: f64 = 1e9;
 
-/// Per head, in [`heads`] order, the `[N, classes]` 0/1 matrix of the
-/// classes the doctrine allows each row (read from its mode one-hot and
-/// critical flags) for the heads it constrains ([`doctrine_rules`]).
-fn doctrine_masks(b: &mut GraphBuilder, features: &str) -> Vec<Option<String>> {
-    let (mode, critical) = doctrine_inputs(b, features);
-    heads()
-        .iter()
-        .zip(doctrine_rules())
-        .map(|(head, rule)| Some(doctrine_mask(b, &mode, &critical, head.classes.len(), &*rule?)))
-        .collect()
-}
-
 /// The doctrine as one `[N, classes of all heads]` penalty on the heads'
-/// concatenated logits: −[`FORBIDDEN`] where [`doctrine_rules`] forbid the
-/// class to the row, 0 elsewhere — the numbers [`masked`] adds with
-/// [`doctrine_masks`], in one product (the train-step graph is bound by its
-/// node count): the row's mode one-hot, then the same one-hot again if the
-/// row is critical, times the calm penalties and the critical ones'
-/// differences from them (sums of 0 and ±1e9: exact).
+/// concatenated logits: −[`FORBIDDEN`] where [`doctrine_allows`] forbids
+/// the class to the row (read from its mode one-hot and critical flags), 0
+/// elsewhere, so a softmax gives a forbidden class probability 0 whatever
+/// the weights. One product: the row's mode one-hot, then the same one-hot
+/// again if the row is critical, times the calm penalties and the critical
+/// ones' differences from them (sums of 0 and ±1e9: exact).
 fn doctrine_penalty(b: &mut GraphBuilder, features: &str) -> String {
     let (mode, critical) = doctrine_inputs(b, features);
     let critical_mode = b.mul(&mode, &critical);
     let situation = b.op("Concat", &[&mode, &critical_mode], vec![int("axis", 1)]);
     let heads = heads();
-    let rules = doctrine_rules();
     let penalties = |mode: Mode, critical: bool| -> Vec<f64> {
         heads
             .iter()
-            .zip(&rules)
-            .flat_map(|(head, rule)| {
-                (0..head.classes.len()).map(move |class| match rule {
-                    Some(rule) if !rule(mode, class, critical) => -FORBIDDEN,
-                    _ => 0.0,
+            .flat_map(|head| {
+                (0..head.classes.len()).map(move |class| match doctrine_allows(head, mode, class, critical) {
+                    true => 0.0,
+                    false => -FORBIDDEN,
                 })
             })
             .collect()
@@ -314,42 +287,7 @@ fn doctrine_inputs(b: &mut GraphBuilder, features: &str) -> (String, String) {
     (mode, critical)
 }
 
-/// The `[N, classes]` 0/1 matrix of the classes `allowed(mode, class,
-/// critical)` lets each row have.
-fn doctrine_mask(
-    b: &mut GraphBuilder,
-    mode: &str,
-    critical: &str,
-    classes: usize,
-    allowed: &dyn Fn(Mode, usize, bool) -> bool,
-) -> String {
-    let table = |critical: bool| -> Vec<f64> {
-        Mode::ALL
-            .iter()
-            .flat_map(|mode| (0..classes).map(move |class| f64::from(u8::from(allowed(*mode, class, critical)))))
-            .collect()
-    };
-    let calm = b.constant(&[4, classes], &table(false));
-    let critical_table = b.constant(&[4, classes], &table(true));
-    let one = b.scalar(1.0);
-    let calm_weight = b.sub(&one, critical);
-    let allowed_calm = b.matmul(mode, &calm);
-    let allowed_critical = b.matmul(mode, &critical_table);
-    let calm_part = b.mul(&allowed_calm, &calm_weight);
-    let critical_part = b.mul(&allowed_critical, critical);
-    b.add(&calm_part, &critical_part)
-}
-
-/// `logits` with forbidden classes pushed to −1e9.
-fn masked(b: &mut GraphBuilder, logits: &str, mask: &str) -> String {
-    let one = b.scalar(1.0);
-    let big = b.scalar(FORBIDDEN);
-    let off = b.sub(mask, &one);
-    let penalty = b.mul(&off, &big);
-    b.add(logits, &penalty)
-}
-
-/// The forward pass: hidden activations (pre- and post-ReLU) and head logits.
+/// The forward pass: hidden activations and head logits.
 struct Forward {
     inputs: Vec<String>,
     /// Each hidden layer's output (after its ReLU).
@@ -357,7 +295,8 @@ struct Forward {
     top: String,
     /// All heads' weights, concatenated along the class axis.
     head_weights: String,
-    /// All heads' logits, concatenated along the class axis ([`split`] by [`head_sizes`]).
+    /// All heads' logits, concatenated along the class axis ([`split`] by
+    /// [`head_sizes`]), with the [`doctrine_penalty`] added.
     logits: String,
 }
 
@@ -375,6 +314,18 @@ fn head_of_class() -> Vec<usize> {
         .collect()
 }
 
+/// The `[classes of all heads, heads]` one-hot of each class's head: a
+/// product with it sums each head's classes.
+fn class_to_head(b: &mut GraphBuilder) -> String {
+    let head_of = head_of_class();
+    let heads = head_sizes().len();
+    let table: Vec<f64> = head_of
+        .iter()
+        .flat_map(|of| (0..heads).map(move |h| f64::from(u8::from(h == *of))))
+        .collect();
+    b.constant(&[head_of.len(), heads], &table)
+}
+
 /// A `[heads, classes of all heads]` constant spreading one value per head
 /// over the head's classes: `values[h]` on head h's classes, 0 elsewhere.
 fn over_head_classes(b: &mut GraphBuilder, values: &[f64]) -> String {
@@ -385,30 +336,32 @@ fn over_head_classes(b: &mut GraphBuilder, values: &[f64]) -> String {
     b.constant(&[values.len(), head_of.len()], &table)
 }
 
-/// How far below its row's largest logit a logit counts in
-/// [`head_log_softmax`]: e^−80 is still a normal f32.
+/// The log of the smallest sum of exponentials [`head_log_softmax`]
+/// takes: e^−80 is still a normal f32.
 const LOG_FLOOR: f64 = -80.0;
 
 /// Every head's log-softmax of `logits` (all heads' logits concatenated) in
 /// a few whole-tensor nodes rather than one LogSoftmax per head, whose cost
 /// is per row (at batch 256 eight of them were a tenth of the step). Each
-/// row is shifted by its largest logit and floored at [`LOG_FLOOR`]; each
-/// head's log-sum-exp is summed through `membership` (class → head one-hot)
-/// and spread back over its classes by `ones` ([`over_head_classes`]).
-/// Exact up to rounding for a head whose best logit is within 80 of the
-/// row's best; further down (the doctrine's forbidden classes, 1e9 down,
-/// among them) a class counts as e^−80 of it.
-fn head_log_softmax(b: &mut GraphBuilder, logits: &str, membership: &str, ones: &str) -> String {
+/// row is shifted by its largest logit (of any head); each head's
+/// exponentials are summed through `membership` ([`class_to_head`]) and
+/// the log of the sum spread back over its classes by `spread`
+/// ([`over_head_classes`]). Exact up to rounding while a head's best logit
+/// is within 80 of the row's best; the sum is floored at e^−80 so that a
+/// head further down gets a finite loss (too large, pushing its label up)
+/// rather than an infinite one. Forbidden classes ([`doctrine_penalty`])
+/// count as exactly 0.
+fn head_log_softmax(b: &mut GraphBuilder, logits: &str, membership: &str, spread: &str) -> String {
     let axis = b.int64s(&[1]);
     let best = b.op("ReduceMax", &[logits, &axis], vec![int("keepdims", 1)]);
     let shifted = b.sub(logits, &best);
-    let floor = b.scalar(LOG_FLOOR);
-    let floored = b.op("Max", &[&shifted, &floor], vec![]);
-    let exps = b.op("Exp", &[&floored], vec![]);
+    let exps = b.op("Exp", &[&shifted], vec![]);
     let sums = b.matmul(&exps, membership);
-    let log_sums = b.op("Log", &[&sums], vec![]);
-    let per_class = b.matmul(&log_sums, ones);
-    b.sub(&floored, &per_class)
+    let floor = b.scalar(LOG_FLOOR.exp());
+    let floored = b.op("Max", &[&sums, &floor], vec![]);
+    let log_sums = b.op("Log", &[&floored], vec![]);
+    let per_class = b.matmul(&log_sums, spread);
+    b.sub(&shifted, &per_class)
 }
 
 /// The forward pass; `merged`: the heads' parameters come as [`MERGED`]
@@ -446,6 +399,8 @@ fn forward(
     };
     let product = b.matmul(&h, &head_weights);
     let logits = b.add(&product, &head_biases);
+    let penalty = doctrine_penalty(b, features);
+    let logits = b.add(&logits, &penalty);
     Forward {
         inputs,
         post,
@@ -474,13 +429,8 @@ pub fn inference_graph(arch: &Architecture, params: &[Param], metadata: Vec<(Str
     }
     let forward = forward(&mut b, arch, &features, &|name| format!("param.{name}"), false);
     let logits = split(&mut b, &forward.logits, &head_sizes(), 1);
-    let masks = doctrine_masks(&mut b, &features);
-    for ((head, logits), mask) in heads().iter().zip(&logits).zip(&masks) {
-        let logits = match mask {
-            Some(mask) => masked(&mut b, logits, mask),
-            None => logits.clone(),
-        };
-        let probs = b.op("Softmax", &[&logits], vec![int("axis", 1)]);
+    for (head, logits) in heads().iter().zip(&logits) {
+        let probs = b.op("Softmax", &[logits], vec![int("axis", 1)]);
         b.output(
             &format!("{}_probs", head.name),
             &probs,
@@ -599,8 +549,6 @@ pub fn train_step_graph(arch: &Architecture, initial: &[Param], settings: &StepS
     b.input("adam.v", &[Dim::Fixed(total)]);
 
     let forward = forward(&mut b, arch, &features, &|name| format!("param.{name}"), true);
-    let penalty = doctrine_penalty(&mut b, &features);
-    let penalized = b.add(&forward.logits, &penalty);
     // Weights may be negative (a policy-gradient step pushes away from a
     // label whose advantage is negative): normalized by their magnitudes.
     let magnitudes = b.op("Abs", &[&weight], vec![]);
@@ -617,14 +565,9 @@ pub fn train_step_graph(arch: &Architecture, initial: &[Param], settings: &StepS
     let top_t = b.transpose(&forward.top);
     // Weighted cross-entropy over all heads at once, each class scaled by
     // its head's weight.
-    let head_of = head_of_class();
-    let membership: Vec<f64> = head_of
-        .iter()
-        .flat_map(|of| (0..heads.len()).map(move |h| f64::from(u8::from(h == *of))))
-        .collect();
-    let membership = b.constant(&[head_of.len(), heads.len()], &membership);
-    let ones = over_head_classes(&mut b, &vec![1.0; heads.len()]);
-    let log_probs = head_log_softmax(&mut b, &penalized, &membership, &ones);
+    let membership = class_to_head(&mut b);
+    let spread = over_head_classes(&mut b, &vec![1.0; heads.len()]);
+    let log_probs = head_log_softmax(&mut b, &forward.logits, &membership, &spread);
     let probs = b.op("Exp", &[&log_probs], vec![]);
     let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
     let labels = b.op("Concat", &labels, vec![int("axis", 1)]);
@@ -656,8 +599,9 @@ pub fn train_step_graph(arch: &Architecture, initial: &[Param], settings: &StepS
     // ones (ONNX Runtime's ReduceSum over the first axis takes ten times
     // longer at these sizes).
     let axis0 = b.int64s(&[0]);
-    let weight_row = b.op("Unsqueeze", &[&weight, &axis0], vec![]);
-    let row_shape = b.op("Shape", &[&weight_row], vec![]);
+    // The weights as a row, for its shape [1, N].
+    let batch_row = b.op("Unsqueeze", &[&weight, &axis0], vec![]);
+    let row_shape = b.op("Shape", &[&batch_row], vec![]);
     let one = b.scalar(1.0);
     let ones_row = b.op("Expand", &[&one, &row_shape], vec![]);
     let flat_shape = b.int64s(&[-1]);
@@ -691,7 +635,6 @@ pub fn train_step_graph(arch: &Architecture, initial: &[Param], settings: &StepS
     // Adam.
     // The moments and the step count are written straight to their outputs
     // (an output under another name would cost an Identity node each).
-    let one = b.scalar(1.0);
     let next_t = "adam.t.out";
     b.named("Add", &[&t, &one], vec![], next_t);
     let beta1 = b.scalar(settings.beta1);
@@ -931,10 +874,11 @@ mod tests {
 
     /// The train step's loss is the weighted cross-entropy of the inference
     /// graph's probabilities. Two methods: the train step takes every
-    /// head's log-softmax at once with the doctrine as one penalty
-    /// ([`head_log_softmax`], [`doctrine_penalty`]); the inference graph has
-    /// one masked Softmax per head. Large weights, every mode, with and
-    /// without critical health, a negative weight, unlabelled rows.
+    /// head's log-softmax at once ([`head_log_softmax`]); the inference
+    /// graph has one Softmax per head (both after the same
+    /// [`doctrine_penalty`], which the test above checks on its own). Large
+    /// weights, every mode, with and without critical health, a negative
+    /// weight, unlabelled rows.
     #[test]
     fn the_train_step_loss_is_the_inference_graphs_cross_entropy() {
         let (arch, params) = large_weights(5, 4.0);
@@ -949,16 +893,13 @@ mod tests {
         let mut labels: Vec<Vec<Option<usize>>> = Vec::with_capacity(n);
         for row in 0..n {
             let (mode, critical) = random_row(&mut rng, row, arch.features, &mut features);
-            let permitted = |head: &Head, class: usize| match head.name {
-                "command" => head.classes[class] == NONE || allowed(mode, &head.classes[class], critical),
-                "intensity" => intensity_allowed(mode, Intensity::ALL[class], critical),
-                _ => true,
-            };
             let row_labels = heads
                 .iter()
                 .map(|head| {
                     let unlabelled = ARGUMENTS.iter().any(|a| a.name == head.name) && row % 3 == 0;
-                    let candidates: Vec<usize> = (0..head.classes.len()).filter(|c| permitted(head, *c)).collect();
+                    let candidates: Vec<usize> = (0..head.classes.len())
+                        .filter(|c| doctrine_allows(head, mode, *c, critical))
+                        .collect();
                     (!unlabelled).then(|| candidates[rng.random_range(0..candidates.len())])
                 })
                 .collect();
@@ -1005,6 +946,61 @@ mod tests {
             (loss - expected).abs() <= 1e-4 * expected.abs().max(1.0),
             "train step's loss {loss}, inference graph's cross-entropy {expected}"
         );
+    }
+
+    /// [`head_log_softmax`] against each head's log-softmax computed here
+    /// (shifted by the head's own best): exact where a head's best logit is
+    /// 70 below the row's best, forbidden classes (1e9 down) at probability
+    /// 0, and the heads 1,000 below (where even f64 exponentials vanish)
+    /// finite.
+    #[test]
+    fn every_heads_log_softmax_at_once() {
+        let sizes = head_sizes();
+        let classes: usize = sizes.iter().sum();
+        let mut b = GraphBuilder::new(data_type::DOUBLE);
+        let logits = b.input("logits", &[N, Dim::Fixed(classes)]);
+        let membership = class_to_head(&mut b);
+        let spread = over_head_classes(&mut b, &vec![1.0; sizes.len()]);
+        let log_probs = head_log_softmax(&mut b, &logits, &membership, &spread);
+        b.output("log_probs", &log_probs, &[N, Dim::Fixed(classes)]);
+        let model = b.finish("head_log_softmax", Vec::new());
+        let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+        let mut session = runtime::session(Some(root), &model.encode_to_vec(), 1).unwrap();
+
+        let mut rng = ChaCha8Rng::seed_from_u64(31);
+        let mut rows: Vec<Vec<f64>> = (0..4)
+            .map(|_| (0..classes).map(|_| rng.random_range(-5.0..5.0)).collect())
+            .collect();
+        rows[1][..sizes[0]].iter_mut().for_each(|v| *v += 70.0);
+        rows[2][1] -= FORBIDDEN;
+        rows[2][sizes[0] + 2] -= FORBIDDEN;
+        rows[3][..sizes[0]].iter_mut().for_each(|v| *v += 1000.0);
+        let input = f64_value(&[rows.len(), classes], rows.concat()).unwrap();
+        let outputs = session.run(ort::inputs!["logits" => input]).unwrap();
+        let got = outputs["log_probs"].try_extract_tensor::<f64>().unwrap().1.to_vec();
+        for (r, row) in rows.iter().enumerate() {
+            let mut start = 0;
+            for size in &sizes {
+                let head = &row[start..start + size];
+                let best = head.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let log_sum = head.iter().map(|v| (v - best).exp()).sum::<f64>().ln() + best;
+                for (c, value) in head.iter().enumerate() {
+                    let (want, have) = (value - log_sum, got[r * classes + start + c]);
+                    if r == 3 {
+                        assert!(have.is_finite(), "row 3, class {}: {have}", start + c);
+                    } else if *value < -1e8 {
+                        assert_eq!(have.exp(), 0.0, "a forbidden class");
+                    } else {
+                        assert!(
+                            (want - have).abs() < 1e-9,
+                            "row {r}, class {}: {want} vs {have}",
+                            start + c
+                        );
+                    }
+                }
+                start += size;
+            }
+        }
     }
 
     #[test]

@@ -14,10 +14,14 @@
 //! heads — intensity, target, arguments — keep what supervised training
 //! taught them.
 //!
-//! Then both models answer the held-out sessions greedily, in the same
-//! closed loop; the reinforced one is kept only if its mean reward per step
-//! is higher. Otherwise the stage's model is the supervised one, byte for
-//! byte. The report says which, with both models' reactions.
+//! The fine-tune leaves out a share of the train split's sessions (the
+//! validation sessions, [`ReinforceOptions::validation_fraction`]). Both
+//! models answer them greedily, in the same closed loop; the reinforced one
+//! is kept only if its mean reward per step is higher there. Otherwise the
+//! stage's model is the supervised one, byte for byte. Both models then
+//! answer the test split's sessions too, which decided nothing: the report
+//! gives both comparisons, the gain on the test sessions being the one to
+//! quote (the evaluation reports on that split as well).
 
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
@@ -33,7 +37,7 @@ use super::proto::{ModelProto, data_type};
 use super::stepper::{StepRow, Stepper};
 use super::train::released_params;
 use fabric_core::steps::BadOption;
-use prime_brain::dataset::Example;
+use prime_brain::dataset::{Example, session_draw};
 use prost::Message;
 
 /// Reward of a suggestion the user wanted.
@@ -68,6 +72,10 @@ pub struct ReinforceOptions {
     pub seed: u64,
     /// ONNX Runtime threads (1: byte-reproducible).
     pub threads: usize,
+    /// Share of the train split's sessions left out of the fine-tune to
+    /// decide whether to keep it (at least one session, and one left to
+    /// train on).
+    pub validation_fraction: f64,
 }
 
 impl Default for ReinforceOptions {
@@ -78,6 +86,7 @@ impl Default for ReinforceOptions {
             batch_size: 256,
             seed: 57,
             threads: 1,
+            validation_fraction: 0.2,
         }
     }
 }
@@ -93,6 +102,12 @@ impl ReinforceOptions {
         }
         if self.threads == 0 {
             return Err(BadOption::new("threads", "must be at least 1"));
+        }
+        if !(self.validation_fraction > 0.0 && self.validation_fraction < 1.0) {
+            return Err(BadOption::new(
+                "validation_fraction",
+                "must be between 0 and 1 (exclusive)",
+            ));
         }
         Ok(())
     }
@@ -132,19 +147,30 @@ pub struct EpochReward {
     pub sampled_reward: f64,
 }
 
-/// What the stage found: both models on the held-out sessions, the gain,
-/// and which model it kept.
+/// Both models, greedy, on one set of sessions.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ReinforceReport {
-    /// Held-out examples replayed.
-    pub held_out_examples: usize,
-    /// The supervised model, greedy, on the held-out sessions.
+pub struct Comparison {
+    /// Sessions replayed.
+    pub sessions: usize,
+    /// Examples (steps) replayed.
+    pub examples: usize,
+    /// The supervised model.
     pub supervised: ClosedLoop,
-    /// The reinforced model, greedy, on the held-out sessions.
+    /// The reinforced model.
     pub reinforced: ClosedLoop,
     /// Mean reward per step, reinforced minus supervised.
     pub gain: f64,
-    /// `reinforced` when it won, else `supervised`.
+}
+
+/// What the stage found: both models on the validation sessions (which
+/// decided) and on the test split's (which did not), and which it kept.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReinforceReport {
+    /// On the train split's sessions left out of the fine-tune: the decision.
+    pub validation: Comparison,
+    /// On the test split's sessions: the gain to quote.
+    pub test: Comparison,
+    /// `reinforced` when it won on the validation sessions, else `supervised`.
     pub kept: &'static str,
     /// The fine-tune, epoch by epoch.
     pub epochs: Vec<EpochReward>,
@@ -206,18 +232,43 @@ fn sample(probs: &[f32], rng: &mut ChaCha8Rng) -> usize {
     probs.iter().rposition(|p| *p > 0.0).unwrap_or(0)
 }
 
+/// The train split's examples parted into the fine-tune's and the
+/// validation sessions': the ⌈`fraction` × sessions⌉ sessions (at least
+/// one, and one fewer than all) with the lowest [`session_draw`]s.
+fn validation_split(train: &[Example], fraction: f64, seed: u64) -> anyhow::Result<(Vec<Example>, Vec<Example>)> {
+    let mut sessions: Vec<&str> = train.iter().map(|e| e.session.as_str()).collect();
+    sessions.sort_unstable();
+    sessions.dedup();
+    anyhow::ensure!(
+        sessions.len() >= 2,
+        "the train split holds {} session(s): the fine-tune needs two, one to train on and one to decide on",
+        sessions.len()
+    );
+    let draw = |session: &str| session_draw("fabric-reinforce-validation-v1", seed, session);
+    sessions.sort_by(|a, b| draw(a).total_cmp(&draw(b)).then(a.cmp(b)));
+    let count = ((fraction * sessions.len() as f64).ceil() as usize).clamp(1, sessions.len() - 1);
+    let validation: std::collections::HashSet<&str> = sessions[..count].iter().copied().collect();
+    Ok(train
+        .iter()
+        .cloned()
+        .partition(|e| !validation.contains(e.session.as_str())))
+}
+
 /// Fine-tunes the supervised `model` on `train` in the closed loop and
-/// returns the model to keep (the reinforced one if it wins on `held_out`,
-/// else `model` itself) with the report.
+/// returns the model to keep (the reinforced one if it wins on the
+/// validation sessions left out of `train`, else `model` itself) with the
+/// report, which compares both on `test` too.
 pub fn reinforce(
     workspace: Option<&std::path::Path>,
     model: &[u8],
     train: &[Example],
-    held_out: &[Example],
+    test: &[Example],
     options: &ReinforceOptions,
 ) -> anyhow::Result<(Vec<u8>, ReinforceReport)> {
     options.check()?;
     anyhow::ensure!(!train.is_empty(), "the train split holds no examples");
+    let (train, validation) = validation_split(train, options.validation_fraction, options.seed)?;
+    let train = train.as_slice();
     let supervised = ModelProto::decode(model).map_err(|e| anyhow::anyhow!("not an ONNX model: {e}"))?;
     let (arch, initial) = parameters(&supervised)?;
     let heads = heads();
@@ -278,18 +329,28 @@ pub fn reinforce(
         }
         current = inference_graph(&arch, &split_heads(&stepper.params(&initial)?), metadata.clone()).encode_to_vec();
     }
-    let greedy = |model: &[u8]| -> anyhow::Result<ClosedLoop> {
-        let (predictions, _) = answers(workspace, model, &heads, held_out, None)?;
-        Ok(ClosedLoop::of(&walk(held_out, &predictions)))
+    let compare = |examples: &[Example]| -> anyhow::Result<Comparison> {
+        let greedy = |model: &[u8]| -> anyhow::Result<ClosedLoop> {
+            let (predictions, _) = answers(workspace, model, &heads, examples, None)?;
+            Ok(ClosedLoop::of(&walk(examples, &predictions)))
+        };
+        let (supervised, reinforced) = (greedy(model)?, greedy(&current)?);
+        let mut sessions: Vec<&str> = examples.iter().map(|e| e.session.as_str()).collect();
+        sessions.sort_unstable();
+        sessions.dedup();
+        Ok(Comparison {
+            sessions: sessions.len(),
+            examples: examples.len(),
+            gain: reinforced.reward - supervised.reward,
+            supervised,
+            reinforced,
+        })
     };
-    let (before, after) = (greedy(model)?, greedy(&current)?);
-    let gain = after.reward - before.reward;
-    let wins = gain > 0.0;
+    let validation = compare(&validation)?;
+    let wins = validation.gain > 0.0;
     let report = ReinforceReport {
-        held_out_examples: held_out.len(),
-        supervised: before,
-        reinforced: after,
-        gain,
+        validation,
+        test: compare(test)?,
         kept: if wins { "reinforced" } else { "supervised" },
         epochs,
         options: options.clone(),
@@ -357,10 +418,11 @@ mod tests {
 
     /// A model that nags (suggests stopping the transport at every step, a
     /// suggestion nobody wants) learns in the loop to hold back: the
-    /// reinforced model wins on the held-out sessions and is kept.
+    /// reinforced model wins on the validation sessions and is kept, and
+    /// wins on the test sessions too.
     #[test]
     fn a_nagging_model_learns_to_hold_back_and_is_kept() {
-        let (train, held_out) = (sessions(12, 1), sessions(4, 2));
+        let (train, test) = (sessions(12, 1), sessions(4, 2));
         let nagging = leaning("transport.stop", 3.0);
         let options = ReinforceOptions {
             epochs: 10,
@@ -368,11 +430,15 @@ mod tests {
             batch_size: 32,
             ..ReinforceOptions::default()
         };
-        let (kept, report) = reinforce(workspace(), &nagging, &train, &held_out, &options).unwrap();
-        assert!(report.supervised.dismissed > 200, "{report:?}");
-        assert!(report.gain > 0.0 && report.kept == "reinforced", "{report:?}");
+        let (kept, report) = reinforce(workspace(), &nagging, &train, &test, &options).unwrap();
+        assert_eq!((report.validation.sessions, report.test.sessions), (3, 4));
+        assert!(report.test.supervised.dismissed > 200, "{report:?}");
         assert!(
-            report.reinforced.dismissed < report.supervised.dismissed / 2,
+            report.validation.gain > 0.0 && report.kept == "reinforced",
+            "{report:?}"
+        );
+        assert!(
+            report.test.reinforced.dismissed < report.test.supervised.dismissed / 2,
             "{report:?}"
         );
         assert_ne!(kept, nagging);
@@ -390,11 +456,36 @@ mod tests {
     /// A model the loop cannot improve on is kept as it was, byte for byte.
     #[test]
     fn a_reinforced_model_that_does_not_win_is_not_kept() {
-        let (train, held_out) = (sessions(6, 3), sessions(2, 4));
+        let (train, test) = (sessions(6, 3), sessions(2, 4));
         let quiet = leaning(prime_brain::vocabulary::NONE, 8.0);
-        let (kept, report) = reinforce(workspace(), &quiet, &train, &held_out, &ReinforceOptions::default()).unwrap();
-        assert_eq!(report.supervised.reward, 0.0, "{report:?}");
-        assert!(report.gain <= 0.0 && report.kept == "supervised", "{report:?}");
+        let (kept, report) = reinforce(workspace(), &quiet, &train, &test, &ReinforceOptions::default()).unwrap();
+        assert_eq!(report.validation.supervised.reward, 0.0, "{report:?}");
+        assert!(
+            report.validation.gain <= 0.0 && report.kept == "supervised",
+            "{report:?}"
+        );
         assert_eq!(kept, quiet);
+    }
+
+    /// The validation sessions are whole sessions of the train split, none
+    /// of them trained on, the same for every call; a train split of one
+    /// session is refused.
+    #[test]
+    fn the_decision_is_made_on_sessions_the_fine_tune_never_saw() {
+        let train = sessions(10, 5);
+        let (fit, validation) = validation_split(&train, 0.2, 57).unwrap();
+        let names = |examples: &[Example]| -> std::collections::BTreeSet<String> {
+            examples.iter().map(|e| e.session.clone()).collect()
+        };
+        assert_eq!((names(&fit).len(), names(&validation).len()), (8, 2));
+        assert!(names(&fit).is_disjoint(&names(&validation)));
+        assert_eq!(fit.len() + validation.len(), train.len());
+        assert_eq!(validation_split(&train, 0.2, 57).unwrap().1, validation);
+        assert_ne!(names(&validation_split(&train, 0.2, 58).unwrap().1), names(&validation));
+        // At least one session either way.
+        assert_eq!(names(&validation_split(&train, 0.01, 57).unwrap().1).len(), 1);
+        assert_eq!(names(&validation_split(&train, 0.99, 57).unwrap().0).len(), 1);
+        let error = validation_split(&sessions(1, 6), 0.2, 57).unwrap_err();
+        assert!(error.to_string().contains("needs two"), "{error}");
     }
 }

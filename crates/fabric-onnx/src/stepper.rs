@@ -35,6 +35,14 @@ struct State {
     value: DynValue,
 }
 
+/// A head's label input.
+struct LabelInput {
+    /// `y.<head>`.
+    name: String,
+    /// The head's class count (the input's width).
+    classes: usize,
+}
+
 /// The batch inputs for one batch size, overwritten by each step.
 struct BatchInputs {
     features: DynValue,
@@ -46,8 +54,8 @@ struct BatchInputs {
 /// moments.
 pub struct Stepper {
     session: ort::session::Session,
-    /// The class count and label input name (`y.<head>`) of each head.
-    heads: Vec<(usize, String)>,
+    /// The label input of each head.
+    heads: Vec<LabelInput>,
     state: Vec<State>,
     lr: DynValue,
     width: usize,
@@ -91,7 +99,10 @@ impl Stepper {
             session,
             heads: heads
                 .iter()
-                .map(|h| (h.classes.len(), format!("y.{}", h.name)))
+                .map(|h| LabelInput {
+                    name: format!("y.{}", h.name),
+                    classes: h.classes.len(),
+                })
                 .collect(),
             state,
             lr: f32_value(&[], vec![learning_rate as f32])?,
@@ -103,13 +114,30 @@ impl Stepper {
     /// One step on a batch of `rows`. Returns the batch's loss.
     pub fn step(&mut self, rows: &[StepRow]) -> anyhow::Result<f64> {
         let n = rows.len();
+        for row in rows {
+            anyhow::ensure!(
+                row.features.len() == self.width,
+                "a feature vector is {} long where the model takes {}",
+                row.features.len(),
+                self.width
+            );
+            anyhow::ensure!(
+                row.labels.len() == self.heads.len()
+                    && row
+                        .labels
+                        .iter()
+                        .zip(&self.heads)
+                        .all(|(label, head)| label.is_none_or(|c| c < head.classes)),
+                "a row's labels do not fit the heads of the train-step graph"
+            );
+        }
         if !self.batches.contains_key(&n) {
             let inputs = BatchInputs {
                 features: f32_value(&[n, self.width], vec![0.0; n * self.width])?,
                 labels: self
                     .heads
                     .iter()
-                    .map(|(classes, _)| f32_value(&[n, *classes], vec![0.0; n * classes]))
+                    .map(|head| f32_value(&[n, head.classes], vec![0.0; n * head.classes]))
                     .collect::<anyhow::Result<_>>()?,
                 weights: f32_value(&[n], vec![0.0; n])?,
             };
@@ -120,12 +148,12 @@ impl Stepper {
         for (slot, row) in features.chunks_exact_mut(self.width).zip(rows) {
             slot.copy_from_slice(row.features);
         }
-        for (h, ((classes, _), labels)) in self.heads.iter().zip(&mut batch.labels).enumerate() {
+        for (h, (head, labels)) in self.heads.iter().zip(&mut batch.labels).enumerate() {
             let labels = labels.try_extract_tensor_mut::<f32>()?.1;
             labels.fill(0.0);
             for (r, row) in rows.iter().enumerate() {
                 if let Some(class) = row.labels[h] {
-                    labels[r * classes + class] = 1.0;
+                    labels[r * head.classes + class] = 1.0;
                 }
             }
         }
@@ -137,8 +165,8 @@ impl Stepper {
         let mut inputs: Vec<(Cow<str>, SessionInputValue)> =
             Vec::with_capacity(self.state.len() + self.heads.len() + 3);
         inputs.push((INPUT.into(), (&batch.features).into()));
-        for ((_, name), labels) in self.heads.iter().zip(&batch.labels) {
-            inputs.push((name.as_str().into(), labels.into()));
+        for (head, labels) in self.heads.iter().zip(&batch.labels) {
+            inputs.push((head.name.as_str().into(), labels.into()));
         }
         inputs.push(("weight".into(), (&batch.weights).into()));
         inputs.push(("lr".into(), (&self.lr).into()));

@@ -38,7 +38,7 @@ impl Step for Train {
         "onnx.train"
     }
     fn version(&self) -> u32 {
-        6
+        7
     }
     fn summary(&self) -> &'static str {
         "train split (dep 1) → model.onnx, training-log.json, model card (outs 1–3); with: base_model, hidden, epochs, batch_size, learning_rate, seed, threads, mode_weights"
@@ -79,10 +79,10 @@ impl Step for Reinforce {
         "onnx.reinforce"
     }
     fn version(&self) -> u32 {
-        3
+        4
     }
     fn summary(&self) -> &'static str {
-        "supervised model.onnx, train split, test split (deps 1–3) → the model kept (reinforced if it wins on the test split, else the supervised one) and a report (outs 1–2); with: epochs, learning_rate, batch_size, seed, threads"
+        "supervised model.onnx, train split, test split (deps 1–3) → the model kept (reinforced if it wins on the train split's sessions left out of the fine-tune, else the supervised one) and a report with both models on those and on the test split (outs 1–2); with: epochs, learning_rate, batch_size, seed, threads, validation_fraction"
     }
     fn check(&self, with: &Json) -> Result<(), String> {
         parse_with::<ReinforceOptions>(with)?.check().map_err(|e| e.to_string())
@@ -102,8 +102,8 @@ impl Step for Reinforce {
         let options: ReinforceOptions = parse_with(context.with).map_err(anyhow::Error::msg)?;
         let model = std::fs::read(&context.deps[0])?;
         let train = train::read_examples(&context.deps[1])?;
-        let held_out = train::read_examples(&context.deps[2])?;
-        let (kept, report) = reinforce(Some(context.root), &model, &train, &held_out, &options)?;
+        let test = train::read_examples(&context.deps[2])?;
+        let (kept, report) = reinforce(Some(context.root), &model, &train, &test, &options)?;
         std::fs::write(&context.outs[0], kept)?;
         std::fs::write(&context.outs[1], serde_json::to_string_pretty(&report)? + "\n")?;
         Ok(())

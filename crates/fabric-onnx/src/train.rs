@@ -328,7 +328,6 @@ pub fn train_step_model(options: &TrainOptions) -> anyhow::Result<Vec<u8>> {
     Ok(train_step_graph(&arch, &initial, &StepSettings::default(), data_type::FLOAT).encode_to_vec())
 }
 
-/// Trains on `dataset` and writes the model, the log and the card.
 /// A train-step graph given as a file: its bytes, its parameters' initial
 /// values, and the heads it has labels for.
 struct ExternalGraph {

@@ -575,12 +575,20 @@ fn replay(example: &Example, mode: Mode) -> Example {
     copy
 }
 
+/// A session's draw in [0, 1] for the split named `purpose`: a hash of
+/// `seed` and the session's name (its file name: a hash of its content
+/// without identifiers, not a pseudonym), so a split by session is the same
+/// whatever the run, the order or the pseudonym key.
+pub fn session_draw(purpose: &str, seed: u64, session: &str) -> f64 {
+    let mut key = KeyEncoder::new(purpose);
+    key.bytes(b's', &seed.to_le_bytes()).text(b'i', session);
+    let bits = u64::from_le_bytes(key.finish().0[..8].try_into().expect("8 bytes"));
+    bits as f64 / u64::MAX as f64
+}
+
 /// True when the session belongs to the test split.
 fn is_test(session: &str, options: &DatasetOptions) -> bool {
-    let mut key = KeyEncoder::new("fabric-split-v1");
-    key.bytes(b's', &options.seed.to_le_bytes()).text(b'i', session);
-    let bits = u64::from_le_bytes(key.finish().0[..8].try_into().expect("8 bytes"));
-    (bits as f64 / u64::MAX as f64) < options.test_fraction
+    session_draw("fabric-split-v1", options.seed, session) < options.test_fraction
 }
 
 /// Counts for the card.
