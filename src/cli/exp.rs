@@ -132,6 +132,8 @@ struct GcArgs {
     /// Count what would be removed; remove nothing.
     #[arg(long, short = 'n')]
     dry_run: bool,
+    #[command(flatten)]
+    shared: super::gc::SharedStore,
 }
 
 /// What `.fabric/exp/NAME/experiment.json` records.
@@ -197,7 +199,7 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
         ExpCommand::Diff(args) => diff(globals, args),
         ExpCommand::Apply(args) => apply(globals, args),
         ExpCommand::Remove(args) => remove(globals, args),
-        ExpCommand::Gc(args) => super::gc::execute(globals, super::gc::Args::locked_only(args.dry_run)),
+        ExpCommand::Gc(args) => super::gc::execute(globals, super::gc::Args::locked_only(args.dry_run, args.shared)),
     }
 }
 

@@ -1,9 +1,20 @@
 //! `fabric gc`.
+//!
+//! A store named in Fabric.toml (`store = …`) may serve other workspaces
+//! too, and what only their locks name would look like garbage from here:
+//! gc prunes such a store only when told whose locks count — every other
+//! workspace that uses it (`--also DIR`), or none (`--sole-user`).
 
+use std::fs::File;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
-use super::{Globals, Session};
+use super::{Globals, Session, UsageError};
+use fabric_core::diagnostic::Diagnostic;
+use fabric_core::layout::Layout;
+use fabric_core::lock::Lock;
+use fabric_core::manifest;
 use fabric_core::store::{LocalStorage, collect_garbage};
 
 /// Arguments of `fabric gc`.
@@ -16,39 +27,104 @@ pub struct Args {
     /// and in the experiments' locks are always kept).
     #[arg(long, value_name = "N", default_value_t = 30)]
     keep_days: u64,
+    #[command(flatten)]
+    shared: SharedStore,
+}
+
+/// Who else uses a store named in Fabric.toml (`fabric gc`, `fabric exp gc`).
+#[derive(Debug, clap::Args)]
+pub struct SharedStore {
+    /// Another workspace that uses this store (`store = …` in its
+    /// Fabric.toml): what its lock and its experiments name is kept too.
+    /// Name every one (repeat the flag).
+    #[arg(long, value_name = "DIR")]
+    also: Vec<PathBuf>,
+    /// The store named in Fabric.toml serves this workspace alone.
+    #[arg(long, conflicts_with = "also")]
+    sole_user: bool,
 }
 
 impl Args {
-    /// Keep only what Fabric.lock and the experiments' locks name.
-    pub fn locked_only(dry_run: bool) -> Args {
-        Args { dry_run, keep_days: 0 }
+    /// Keep only what Fabric.lock and the experiments' locks name (and
+    /// those of the workspaces `shared` names).
+    pub fn locked_only(dry_run: bool, shared: SharedStore) -> Args {
+        Args {
+            dry_run,
+            keep_days: 0,
+            shared,
+        }
     }
 }
 
 pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
     let session = Session::open(globals, &[])?;
-    let _guard = super::lock_workspace(&session.workspace.root, true)?;
-    // A running experiment may have stored what its lock does not name yet:
-    // wait for every `exp run`, and for a run left in a copy by one killed.
-    let layout = session.workspace.layout();
-    let _no_experiments = super::exp::hold_experiments(&layout, true)?;
-    let _experiments = super::exp::copies(&layout)
+    let store = &session.workspace.store;
+    if *store != session.workspace.layout().store(None) && args.shared.also.is_empty() && !args.shared.sole_user {
+        return Err(UsageError(
+            Diagnostic::new(format!(
+                "{} is named in Fabric.toml (`store = …`): other workspaces may use it, and gc would drop what only their locks name",
+                store.display()
+            ))
+            .hint("name each workspace that uses it with `--also DIR`, or pass `--sole-user` if none does")
+            .into(),
+        )
+        .into());
+    }
+    let mut workspaces = vec![session.workspace.root.clone()];
+    for dir in &args.shared.also {
+        let other = manifest::load(dir, &[], &session.registry).map_err(UsageError)?;
+        let same = |a: &std::path::Path, b: &std::path::Path| {
+            a.canonicalize().ok().is_some_and(|a| b.canonicalize().ok() == Some(a))
+        };
+        if !same(&other.store, store) {
+            return Err(UsageError(
+                Diagnostic::new(format!(
+                    "{} uses the store {}, not {}",
+                    dir.display(),
+                    other.store.display(),
+                    store.display()
+                ))
+                .hint("`--also` names the workspaces that share this one's store")
+                .into(),
+            )
+            .into());
+        }
+        workspaces.push(other.root);
+    }
+    let mut held = Vec::new();
+    let mut locks = Vec::new();
+    for root in &workspaces {
+        let (guards, workspace_locks) = hold_and_read(root)?;
+        held.extend(guards);
+        locks.extend(workspace_locks);
+    }
+    let pinned = locks
         .iter()
-        .map(|copy| super::lock_workspace(copy, true))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let lock = session.lock()?;
-    let experiments = super::exp::locks(&layout);
-    let pinned = std::iter::once(&lock)
-        .chain(&experiments)
         .flat_map(|lock| lock.stage.values().map(|e| e.fingerprint))
         .collect();
     let keep_since = SystemTime::now() - Duration::from_secs(args.keep_days * 86_400);
-    let store = LocalStorage::new(&session.workspace.store);
-    let (runs, trees, objects) = collect_garbage(&store, &pinned, keep_since, args.dry_run)?;
+    let storage = LocalStorage::new(store);
+    let (runs, trees, objects) = collect_garbage(&storage, &pinned, keep_since, args.dry_run)?;
     let memos = remove_orphan_memos(&session, args.dry_run)?;
     let verb = if args.dry_run { "would remove" } else { "removed" };
     println!("{verb} {runs} run records, {trees} trees, {objects} objects, {memos} step memos");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Holds the workspace at `root` still (its runs, its experiments and any
+/// run left in an experiment's copy: each may have stored what its lock
+/// does not name yet) and reads its lock and its experiments' locks.
+fn hold_and_read(root: &std::path::Path) -> anyhow::Result<(Vec<File>, Vec<Lock>)> {
+    let layout = Layout::new(root);
+    let mut held = vec![super::lock_workspace(root, true)?];
+    held.push(super::exp::hold_experiments(&layout, true)?);
+    for copy in super::exp::copies(&layout) {
+        held.push(super::lock_workspace(&copy, true)?);
+    }
+    let lock = Lock::load(&layout.lock_files()).map_err(UsageError::from)?;
+    let mut locks = vec![lock];
+    locks.extend(super::exp::locks(&layout));
+    Ok((held, locks))
 }
 
 /// Removes the step memos (`.fabric/memo/STAGE`, `.fabric/memo/STAGE.KIND`)

@@ -818,6 +818,66 @@ fn gc_removes_what_nothing_refers_to() {
     assert_eq!(ws.count("a"), 1);
 }
 
+/// Two workspaces share one store (`store = …`): gc in one of them must
+/// not drop what only the other's lock names. Without saying who uses the
+/// store it refuses; `--also` keeps the other's results; `--sole-user`
+/// (here a false claim) is what would have dropped them.
+#[test]
+fn gc_on_a_shared_store_keeps_what_every_named_workspace_needs() {
+    let shared = tempfile::tempdir().unwrap();
+    let (mine, theirs, elsewhere) = (Workspace::new(), Workspace::new(), Workspace::new());
+    for (ws, store) in [
+        (&mine, shared.path()),
+        (&theirs, shared.path()),
+        (&elsewhere, std::path::Path::new(".fabric/store")),
+    ] {
+        ws.write(
+            "Fabric.toml",
+            &format!(
+                "[workspace]\nname = \"t\"\ninclude = [\"pipelines/*.toml\"]\nstore = \"{}\"\n",
+                store.display()
+            ),
+        );
+        ws.write(
+            "pipelines/p.toml",
+            "[pipeline]\nname = \"p\"\n\n[stage.copy]\ncmd = \"mkdir -p build && cp data/in.txt build/out.txt\"\ndeps = [\"data/in.txt\"]\nouts = [\"build/out.txt\"]\n",
+        );
+        ws.write("data/in.txt", "x\n");
+    }
+    mine.ok(&["run"]);
+    mine.write("data/in.txt", "y\n");
+    mine.ok(&["run"]);
+    // Theirs restores the result for "x" from the shared store: only their
+    // lock names it now.
+    let restored = theirs.ok(&["run"]);
+    assert!(restored.stderr.contains("0 ran, 1 restored"), "{}", restored.stderr);
+
+    let refused = mine.fabric(&["gc", "--keep-days", "0"]);
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("--also DIR") && refused.stderr.contains("--sole-user"),
+        "{}",
+        refused.stderr
+    );
+    let wrong = mine.fabric(&["gc", "--also", &elsewhere.root().display().to_string()]);
+    assert_eq!(wrong.code, 2, "{}", wrong.stderr);
+    assert!(wrong.stderr.contains("uses the store"), "{}", wrong.stderr);
+
+    let again = |ws: &Workspace| {
+        std::fs::remove_file(ws.path("build/out.txt")).unwrap();
+        ws.ok(&["run"]).stderr
+    };
+    mine.ok(&["gc", "--keep-days", "0", "--also", &theirs.root().display().to_string()]);
+    let kept = again(&theirs);
+    assert!(
+        kept.contains("0 ran, 1 restored"),
+        "gc kept what their lock names: {kept}"
+    );
+    mine.ok(&["gc", "--keep-days", "0", "--sole-user"]);
+    let pruned = again(&theirs);
+    assert!(pruned.contains("1 ran, 0 restored"), "pruned by one lock: {pruned}");
+}
+
 #[test]
 fn moving_the_workspace_keeps_every_cache_hit() {
     let ws = Workspace::new();
