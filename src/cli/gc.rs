@@ -1,12 +1,16 @@
 //! `fabric gc`.
 //!
-//! A store named in Fabric.toml (`store = …`) may serve other workspaces
-//! too, and what only their locks name would look like garbage from here:
-//! gc prunes such a store only when told whose locks count — every other
-//! workspace that uses it (`--also DIR`), or none (`--sole-user`).
+//! A store named in Fabric.toml (`store = …`), or a `.fabric/store` that
+//! is a link, may serve other workspaces too, and what only their locks
+//! name would look like garbage from here: gc prunes such a store only
+//! when told whose locks count — every other workspace that uses it
+//! (`--also DIR`), or none (`--sole-user`). What gc cannot see is another
+//! workspace naming this one's own `.fabric/store` as its store: share a
+//! store by naming a directory of its own in every workspace.
 
+use std::collections::BTreeSet;
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
@@ -34,9 +38,9 @@ pub struct Args {
 /// Who else uses a store named in Fabric.toml (`fabric gc`, `fabric exp gc`).
 #[derive(Debug, clap::Args)]
 pub struct SharedStore {
-    /// Another workspace that uses this store (`store = …` in its
-    /// Fabric.toml): what its lock and its experiments name is kept too.
-    /// Name every one (repeat the flag).
+    /// Another workspace that uses this store (its directory, or one inside
+    /// it, relative to where fabric starts): what its lock and its
+    /// experiments name is kept too. Name every one (repeat the flag).
     #[arg(long, value_name = "DIR")]
     also: Vec<PathBuf>,
     /// The store named in Fabric.toml serves this workspace alone.
@@ -59,37 +63,53 @@ impl Args {
 pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
     let session = Session::open(globals, &[])?;
     let store = &session.workspace.store;
-    if *store != session.workspace.layout().store(None) && args.shared.also.is_empty() && !args.shared.sole_user {
-        return Err(UsageError(
-            Diagnostic::new(format!(
-                "{} is named in Fabric.toml (`store = …`): other workspaces may use it, and gc would drop what only their locks name",
+    let root = canonical(&session.workspace.root);
+    let named = *store != session.workspace.layout().store(None) || store.is_symlink();
+    if named && args.shared.also.is_empty() && !args.shared.sole_user {
+        return Err(usage(
+            format!(
+                "{} is named in Fabric.toml (`store = …`) or is a link: other workspaces may use it, and gc would drop what only their locks name",
                 store.display()
-            ))
-            .hint("name each workspace that uses it with `--also DIR`, or pass `--sole-user` if none does")
-            .into(),
-        )
-        .into());
+            ),
+            "name each workspace that uses it with `--also DIR`, or pass `--sole-user` if none does",
+        ));
     }
-    let mut workspaces = vec![session.workspace.root.clone()];
+    // Every workspace whose locks count, each once, in one order (two gc
+    // runs naming each other then wait for each other instead of deadlocking).
+    let mut workspaces = BTreeSet::from([root.clone()]);
     for dir in &args.shared.also {
-        let other = manifest::load(dir, &[], &session.registry).map_err(UsageError)?;
-        let same = |a: &std::path::Path, b: &std::path::Path| {
-            a.canonicalize().ok().is_some_and(|a| b.canonicalize().ok() == Some(a))
-        };
-        if !same(&other.store, store) {
-            return Err(UsageError(
-                Diagnostic::new(format!(
-                    "{} uses the store {}, not {}",
+        let start = globals.start_dir()?.join(dir);
+        let other_root = manifest::find_root(&start).ok_or_else(|| {
+            usage(
+                format!("--also {}: no Fabric.toml there or above", dir.display()),
+                "name the directory of another workspace",
+            )
+        })?;
+        let other = manifest::load(&other_root, &[], &session.registry).map_err(|e| {
+            usage(
+                format!("--also {}: {e}", dir.display()),
+                "fix that workspace's manifest",
+            )
+        })?;
+        if !same_path(&other.store, store) {
+            return Err(usage(
+                format!(
+                    "--also {}: that workspace uses the store {}, not {}",
                     dir.display(),
                     other.store.display(),
                     store.display()
-                ))
-                .hint("`--also` names the workspaces that share this one's store")
-                .into(),
-            )
-            .into());
+                ),
+                "`--also` names the workspaces that share this one's store",
+            ));
         }
-        workspaces.push(other.root);
+        let other_root = canonical(&other.root);
+        // Experiments' copies are held with their workspace.
+        if !workspaces
+            .iter()
+            .any(|w| other_root.starts_with(Layout::new(w).experiments()))
+        {
+            workspaces.insert(other_root);
+        }
     }
     let mut held = Vec::new();
     let mut locks = Vec::new();
@@ -111,10 +131,25 @@ pub fn execute(globals: &Globals, args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A usage error (exit code 2) with a hint.
+fn usage(message: String, hint: &str) -> anyhow::Error {
+    UsageError(Diagnostic::new(message).hint(hint).into()).into()
+}
+
+/// `path` with links and `..` resolved, or as it is if it does not exist.
+fn canonical(path: &Path) -> PathBuf {
+    path.canonicalize().unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Whether `a` and `b` name the same directory.
+fn same_path(a: &Path, b: &Path) -> bool {
+    canonical(a) == canonical(b)
+}
+
 /// Holds the workspace at `root` still (its runs, its experiments and any
 /// run left in an experiment's copy: each may have stored what its lock
 /// does not name yet) and reads its lock and its experiments' locks.
-fn hold_and_read(root: &std::path::Path) -> anyhow::Result<(Vec<File>, Vec<Lock>)> {
+fn hold_and_read(root: &Path) -> anyhow::Result<(Vec<File>, Vec<Lock>)> {
     let layout = Layout::new(root);
     let mut held = vec![super::lock_workspace(root, true)?];
     held.push(super::exp::hold_experiments(&layout, true)?);

@@ -847,6 +847,7 @@ fn gc_on_a_shared_store_keeps_what_every_named_workspace_needs() {
     mine.ok(&["run"]);
     mine.write("data/in.txt", "y\n");
     mine.ok(&["run"]);
+    elsewhere.ok(&["run"]);
     // Theirs restores the result for "x" from the shared store: only their
     // lock names it now.
     let restored = theirs.ok(&["run"]);
@@ -862,6 +863,13 @@ fn gc_on_a_shared_store_keeps_what_every_named_workspace_needs() {
     let wrong = mine.fabric(&["gc", "--also", &elsewhere.root().display().to_string()]);
     assert_eq!(wrong.code, 2, "{}", wrong.stderr);
     assert!(wrong.stderr.contains("uses the store"), "{}", wrong.stderr);
+    // Its own store, though named: nobody else's to ask about.
+    elsewhere.ok(&["gc"]);
+    // Naming this workspace itself, or one twice, counts each once (and
+    // does not wait on its own lock).
+    let me = mine.root().display().to_string();
+    let dry = mine.ok(&["gc", "-n", "--also", &me, "--also", &me, "--keep-days", "0"]);
+    assert!(dry.stdout.starts_with("would remove 1 run records"), "{}", dry.stdout);
 
     let again = |ws: &Workspace| {
         std::fs::remove_file(ws.path("build/out.txt")).unwrap();
