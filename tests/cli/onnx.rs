@@ -747,6 +747,23 @@ fn a_review_is_recorded_shipped_and_verified() {
     );
     ws.ok(&["verify", "--require-review"]);
 
+    // A changelog naming another reviewer fails verify.
+    let changelog = ws.read("artifacts/CHANGELOG.md");
+    ws.write(
+        "artifacts/CHANGELOG.md",
+        &changelog.replace("approved by Ada Lovelace", "approved by Grace Hopper"),
+    );
+    let forged = ws.fabric(&["verify"]);
+    assert_eq!(forged.code, 1);
+    assert!(
+        forged
+            .stdout
+            .contains("FAIL changelog: demo v2: entry does not match the release: its review is not the manifest's: `"),
+        "{}",
+        forged.stdout
+    );
+    ws.write("artifacts/CHANGELOG.md", &changelog);
+
     // A record tampered with (a verdict flipped) fails verify.
     let tampered = ws
         .read("artifacts/demo/v2/REVIEW.json")

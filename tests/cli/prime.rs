@@ -938,7 +938,7 @@ fn the_personal_data_corpus_reaches_nothing_downstream_in_the_whole_pipeline() {
     ws.write("reviews/README.md", "No review yet.\n");
     ws.write(
         "changes/next.md",
-        "## What\nA model.\n\n## Why\nA test.\n\n## How\nThe pipeline.\n",
+        "### What\nA model.\n\n### Why\nA test.\n\n### How\nThe pipeline.\n",
     );
     ws.ok(&["simulate", "--output-dir", "snapshots/raw"]);
     let records: Vec<Value> = corpus

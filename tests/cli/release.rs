@@ -46,6 +46,16 @@ fn a_release_needs_a_what_why_how_note_and_publishes_manifest_and_changelog() {
         incomplete.stderr
     );
 
+    ws.write("changes/next.md", &NOTE.replace("### Why", "## Why"));
+    let heading = ws.fabric(&["run"]);
+    assert!(
+        heading
+            .stderr
+            .contains("changes/next.md: line 4: `## ` starts a release's entry in the changelog"),
+        "{}",
+        heading.stderr
+    );
+
     ws.write("changes/next.md", NOTE);
     ws.ok(&["run"]);
     assert!(!ws.path("changes/next.md").exists(), "the fragment is consumed");
@@ -138,7 +148,15 @@ fn verify_reports_every_tampered_release_file_and_manifest() {
         out.contains("FAIL release: artifacts/demo/v1/extra.bin: is not in the manifest"),
         "{out}"
     );
-    assert!(out.contains("verify: 2 checks failed"), "{out}");
+    // The changelog's claim about the model is false now too.
+    assert!(
+        out.contains(&format!(
+            "FAIL changelog: demo v1: entry does not match the release: it says `model.onnx` hashes to {}; the shipped file hashes to {tampered}",
+            blake3::hash(b"weights-1").to_hex()
+        )),
+        "{out}"
+    );
+    assert!(out.contains("verify: 3 checks failed"), "{out}");
 
     let ws = published();
     let manifest = ws.read("artifacts/demo/v1/MANIFEST.toml");
@@ -153,7 +171,7 @@ fn verify_reports_every_tampered_release_file_and_manifest() {
         "{out}"
     );
     assert!(
-        out.contains("FAIL changelog: demo v1: entry does not match the manifest"),
+        out.contains("FAIL changelog: demo v1: entry does not match the release: it says MANIFEST.toml hashes to"),
         "{out}"
     );
 }
@@ -168,7 +186,7 @@ fn verify_checks_the_changelog_both_ways() {
     );
     let out = verify_fails(&ws, &[]);
     assert!(
-        out.contains("FAIL changelog: demo v1: entry does not match the manifest: `- scores: command accuracy 95.0%, mode compliance 100.0%` should be `- scores: command accuracy 75.0%, mode compliance 100.0%`"),
+        out.contains("FAIL changelog: demo v1: entry does not match the release: it gives `command accuracy` as 95.0%; the manifest says 0.75"),
         "{out}"
     );
 
@@ -187,6 +205,87 @@ fn verify_checks_the_changelog_both_ways() {
     assert_eq!(result["failures"][0]["check"], "changelog");
     assert_eq!(result["failures"][0]["subject"], "demo v9");
     assert_eq!(result["failures"][0]["message"], "entry has no release manifest");
+}
+
+/// Each claim of an entry is read back and checked against the release on
+/// disk: the changelog is not trusted because the release stage wrote it.
+#[test]
+fn verify_reads_back_every_claim_of_a_changelog_entry() {
+    let ws = published();
+    releasing(&ws, "weights-2");
+    ws.write("changes/next.md", NOTE);
+    ws.ok(&["run", "-P", "release=v2"]);
+    ws.ok(&["verify"]);
+    let changelog = ws.read("artifacts/CHANGELOG.md");
+    let failing = |changed: &str| {
+        assert_ne!(changed, changelog, "the change must change the changelog");
+        ws.write("artifacts/CHANGELOG.md", changed);
+        let out = verify_fails(&ws, &[]);
+        ws.write("artifacts/CHANGELOG.md", &changelog);
+        out
+    };
+
+    let model = blake3::hash(b"weights-1").to_hex().to_string();
+    let out = failing(&changelog.replace(&model, &"0".repeat(64)));
+    assert!(
+        out.contains(&format!(
+            "FAIL changelog: demo v1: entry does not match the release: it says `model.onnx` hashes to {}; the shipped file hashes to {model}",
+            "0".repeat(64)
+        )),
+        "{out}"
+    );
+
+    let note = changelog.rfind("A model.").unwrap();
+    let out = failing(&format!(
+        "{}A better model.{}",
+        &changelog[..note],
+        &changelog[note + "A model.".len()..]
+    ));
+    assert!(
+        out.contains("FAIL changelog: demo v1: entry does not match the release: its note is not the release's NOTE.md: `A better model.` should be `A model.`"),
+        "{out}"
+    );
+
+    let (v1, v2) = (
+        changelog.find("## demo v1").unwrap(),
+        changelog.find("## demo v2").unwrap(),
+    );
+    let v1_entry = &changelog[v1..];
+    let swapped = format!("{}{}{}", &changelog[..v2], v1_entry, &changelog[v2..v1]);
+    let out = failing(&swapped);
+    assert!(
+        out.contains(
+            "FAIL changelog: demo v2: is listed after `demo v1`, which was published before it (newest first)"
+        ),
+        "{out}"
+    );
+
+    let out = failing(&format!("{changelog}{v1_entry}"));
+    assert!(out.contains("FAIL changelog: demo v1: has two entries"), "{out}");
+
+    let out = failing(&changelog.replacen(
+        "- review: unreviewed (no person has approved its outputs)",
+        "- review: `model.onnx` approved by Ada on 2026-12-01 (20 samples, `REVIEW.json`)",
+        1,
+    ));
+    assert!(
+        out.contains("FAIL changelog: demo v2: entry does not match the release: it says a person reviewed it; the manifest says unreviewed"),
+        "{out}"
+    );
+
+    let out = failing(&changelog.replacen(", mode compliance 100.0%", "", 1));
+    assert!(
+        out.contains("FAIL changelog: demo v2: entry does not match the release: it does not give the score `mode_compliance` (1)"),
+        "{out}"
+    );
+
+    let out = failing(&changelog.replacen("- scores:", "- license: MIT\n- scores:", 1));
+    assert!(
+        out.contains(
+            "FAIL changelog: demo v2: entry does not match the release: `- license: MIT` is not a changelog claim"
+        ),
+        "{out}"
+    );
 }
 
 #[test]

@@ -321,8 +321,15 @@ pub fn releases(root: &Path) -> anyhow::Result<Vec<(PathBuf, Manifest)>> {
     Ok(found)
 }
 
-/// Checks that a note says what, why and how.
+/// Checks that a note says what, why and how, and has no `## ` line (in
+/// the changelog that would start another release's entry).
 pub fn check_note(text: &str) -> Result<(), String> {
+    if let Some(line) = text.lines().position(|l| l.starts_with("## ")) {
+        return Err(format!(
+            "line {}: `## ` starts a release's entry in the changelog; use `### ` for the note's headings",
+            line + 1
+        ));
+    }
     let lower = text.to_lowercase();
     let missing: Vec<&str> = ["what", "why", "how"]
         .into_iter()
@@ -441,7 +448,7 @@ pub fn publish(publication: &Publication) -> anyhow::Result<Receipt> {
 }
 
 /// The changelog entry of one release.
-pub fn entry(dir: &Path, manifest: &Manifest, note: &str, root: &Path, headlines: &dyn Headlines) -> String {
+fn entry(dir: &Path, manifest: &Manifest, note: &str, root: &Path, headlines: &dyn Headlines) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "## {} {}\n", manifest.name, manifest.version);
     let relative = dir.strip_prefix(root).unwrap_or(dir).display().to_string();

@@ -3,8 +3,11 @@
 //!
 //! - every file of every release hashes to its manifest, and nothing else
 //!   sits in a release directory;
-//! - every manifest has a changelog entry that matches it exactly, and every
-//!   changelog entry has a manifest;
+//! - every release has one changelog entry, newest published first, and
+//!   every entry a release; each entry's claims are read back and checked
+//!   against the release on disk (the manifest file's hash, the shipped
+//!   models' hashes, the datasets, scores and review of the manifest, the
+//!   note), not by writing the entry again;
 //! - `Fabric.lock` parses, and (`--outs`) each recorded out is in the
 //!   workspace or the store with the recorded hash;
 //! - (`--fresh`) nothing is stale;
@@ -137,28 +140,256 @@ pub fn reviews(root: &Path, require: bool) -> Vec<Failure> {
     failures
 }
 
-/// Splits a changelog into its `## NAME VERSION` entries.
-fn changelog_entries(text: &str) -> BTreeMap<String, String> {
-    let mut entries = BTreeMap::new();
-    let mut current: Option<(String, String)> = None;
-    for line in text.split_inclusive('\n') {
-        if let Some(title) = line.strip_prefix("## ") {
-            if let Some((key, body)) = current.take() {
-                entries.insert(key, body);
-            }
-            current = Some((title.trim().to_string(), line.to_string()));
-        } else if let Some((_, body)) = &mut current {
-            body.push_str(line);
-        }
-    }
-    if let Some((key, body)) = current {
-        entries.insert(key, body);
-    }
-    entries
+/// One changelog entry as written: its claims (the lines between the title
+/// and the first blank line) and its note (everything after).
+struct Entry {
+    claims: Vec<String>,
+    note: String,
 }
 
-/// The changelog against the manifests, entry by entry (scores shown as
-/// `headlines` shows them).
+/// Splits a changelog into its `## NAME VERSION` entries, in the order written.
+fn changelog_entries(text: &str) -> Vec<(String, Entry)> {
+    let mut entries = Vec::new();
+    let mut current: Option<(String, Vec<&str>)> = None;
+    for line in text.lines() {
+        if let Some(title) = line.strip_prefix("## ") {
+            entries.extend(current.take());
+            current = Some((title.trim().to_string(), Vec::new()));
+        } else if let Some((_, body)) = &mut current {
+            body.push(line);
+        }
+    }
+    entries.extend(current);
+    entries
+        .into_iter()
+        .map(|(title, body)| {
+            let start = body.iter().position(|l| !l.trim().is_empty()).unwrap_or(body.len());
+            let end = body[start..]
+                .iter()
+                .position(|l| l.trim().is_empty())
+                .map_or(body.len(), |n| start + n);
+            let entry = Entry {
+                claims: body[start..end].iter().map(|l| l.to_string()).collect(),
+                note: body[end..].join("\n").trim().to_string(),
+            };
+            (title, entry)
+        })
+        .collect()
+}
+
+/// `` `A`MIDDLE`B` `` → `(A, B)`.
+fn two_quoted<'a>(text: &'a str, middle: &str) -> Option<(&'a str, &'a str)> {
+    let (a, rest) = text.strip_prefix('`')?.split_once('`')?;
+    let b = rest.strip_prefix(middle)?.strip_prefix('`')?.strip_suffix('`')?;
+    (!b.contains('`')).then_some((a, b))
+}
+
+/// Whether `shown` (as the changelog prints a score: `0.287`, `89.1%`)
+/// is `value` to the digits it shows.
+fn shows(shown: &str, value: f64) -> bool {
+    let (number, scale) = match shown.strip_suffix('%') {
+        Some(number) => (number, 100.0),
+        None => (shown, 1.0),
+    };
+    let Ok(read) = number.parse::<f64>() else {
+        return false;
+    };
+    let decimals = number.split_once('.').map_or(0, |(_, d)| d.len());
+    let half_a_digit = 0.5 * 10f64.powi(-(decimals as i32));
+    (read - value * scale).abs() <= half_a_digit * (1.0 + 1e-9)
+}
+
+/// What an entry claims that its release contradicts. Each claim is read
+/// back from the text and checked against the release as it is on disk —
+/// the manifest file's own hash, the shipped models' hashes, the manifest's
+/// datasets, scores and review, the note — not by writing the entry again.
+fn entry_problems(
+    root: &Path,
+    dir: &Path,
+    manifest: &release::Manifest,
+    entry: &Entry,
+    headlines: &dyn release::Headlines,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let relative = dir.strip_prefix(root).unwrap_or(dir).display().to_string();
+    let manifest_path = format!("{relative}/{MANIFEST}");
+    let (mut named_manifest, mut named_review) = (0, 0);
+    let mut models = BTreeSet::new();
+    let mut datasets = BTreeMap::new();
+    let mut scores: Option<BTreeMap<String, String>> = None;
+    for claim in &entry.claims {
+        if let Some(rest) = claim.strip_prefix("- manifest: ") {
+            named_manifest += 1;
+            match two_quoted(rest, " blake3 ") {
+                Some((path, _)) if path != manifest_path => {
+                    problems.push(format!("it names `{path}`, not this release's `{manifest_path}`"))
+                }
+                Some((_, claimed)) => match std::fs::read(dir.join(MANIFEST)) {
+                    Ok(bytes) if blake3::hash(&bytes).to_hex().as_str() == claimed => {}
+                    Ok(bytes) => problems.push(format!(
+                        "it says {MANIFEST} hashes to {claimed}; it hashes to {}",
+                        blake3::hash(&bytes).to_hex()
+                    )),
+                    Err(error) => problems.push(format!("{manifest_path}: {error}")),
+                },
+                None => problems.push(format!(
+                    "cannot read `{claim}` (the form is - manifest: `PATH` blake3 `HASH`)"
+                )),
+            }
+        } else if let Some(rest) = claim.strip_prefix("- model: ") {
+            let Some((name, claimed)) = two_quoted(rest, " blake3 ") else {
+                problems.push(format!(
+                    "cannot read `{claim}` (the form is - model: `FILE` blake3 `HASH`)"
+                ));
+                continue;
+            };
+            if !models.insert(name.to_string()) {
+                problems.push(format!("it names the model `{name}` twice"));
+            } else if !manifest.files.contains_key(name) || !headlines.is_model(name) {
+                problems.push(format!("it names `{name}`, which is not a model the release ships"));
+            } else {
+                let path = dir.join(name);
+                match std::fs::metadata(&path).and_then(|meta| crate::hash::hash_file(&path, meta.len())) {
+                    Ok(hash) if hash.to_string() == claimed => {}
+                    Ok(hash) => problems.push(format!(
+                        "it says `{name}` hashes to {claimed}; the shipped file hashes to {hash}"
+                    )),
+                    Err(error) => problems.push(format!("`{name}`: {error}")),
+                }
+            }
+        } else if let Some(rest) = claim.strip_prefix("- dataset: ") {
+            match two_quoted(rest, " hash ") {
+                Some((card, hash)) if datasets.insert(card.to_string(), hash.to_string()).is_some() => {
+                    problems.push(format!("it names the dataset card `{card}` twice"))
+                }
+                Some(_) => {}
+                None => problems.push(format!(
+                    "cannot read `{claim}` (the form is - dataset: `CARD` hash `HASH`)"
+                )),
+            }
+        } else if let Some(rest) = claim.strip_prefix("- scores: ") {
+            if scores.is_some() {
+                problems.push("it gives the scores twice".into());
+            }
+            let mut read = BTreeMap::new();
+            for item in rest.split(", ") {
+                match item.rsplit_once(' ') {
+                    Some((words, shown)) => read.insert(words.replace(' ', "_"), shown.to_string()),
+                    None => {
+                        problems.push(format!("`{item}` is not `NAME VALUE`"));
+                        None
+                    }
+                };
+            }
+            scores = Some(read);
+        } else if let Some(rest) = claim.strip_prefix("- review: ") {
+            named_review += 1;
+            if let Some(problem) = review_problem(rest, &manifest.review) {
+                problems.push(problem);
+            }
+        } else {
+            problems.push(format!(
+                "`{claim}` is not a changelog claim (manifest, model, dataset, scores, review)"
+            ));
+        }
+    }
+    if named_manifest != 1 {
+        problems.push(format!("it names the manifest {named_manifest} times, not once"));
+    }
+    if named_review != 1 {
+        problems.push(format!(
+            "it says {named_review} times, not once, whether a person reviewed it"
+        ));
+    }
+    for name in manifest.files.keys().filter(|name| headlines.is_model(name)) {
+        if !models.contains(name) {
+            problems.push(format!("it does not name the shipped model `{name}`"));
+        }
+    }
+    if datasets != manifest.datasets {
+        problems.push(format!(
+            "its datasets {datasets:?} are not the manifest's {:?}",
+            manifest.datasets
+        ));
+    }
+    let scores = scores.unwrap_or_default();
+    for (name, value) in &manifest.scores {
+        match scores.get(name) {
+            None => problems.push(format!("it does not give the score `{name}` ({value})")),
+            Some(shown) if !shows(shown, *value) => problems.push(format!(
+                "it gives `{}` as {shown}; the manifest says {value}",
+                name.replace('_', " ")
+            )),
+            Some(_) => {}
+        }
+    }
+    for name in scores.keys().filter(|name| !manifest.scores.contains_key(*name)) {
+        problems.push(format!("it gives a score `{name}` the manifest does not have"));
+    }
+    let note = std::fs::read_to_string(dir.join(NOTE)).unwrap_or_default();
+    if entry.note != note.trim() {
+        let differs = note
+            .trim()
+            .lines()
+            .zip(entry.note.lines().chain(std::iter::repeat("")))
+            .find(|(n, e)| n != e)
+            .map(|(n, e)| format!(": `{e}` should be `{n}`"))
+            .unwrap_or_default();
+        problems.push(format!("its note is not the release's {NOTE}{differs}"));
+    }
+    problems
+}
+
+/// A `- review:` claim read back: `None` if it cannot be read, `Some(None)`
+/// for unreviewed, else the file, reviewer, date and sample count it names.
+fn read_review(claim: &str) -> Option<Option<(&str, &str, &str, usize)>> {
+    if claim.starts_with("unreviewed") {
+        return Some(None);
+    }
+    let (file, rest) = claim.strip_prefix('`')?.split_once("` approved by ")?;
+    let rest = rest.strip_suffix(&format!(" samples, `{}`)", crate::review::RECORD))?;
+    let (who_when, samples) = rest.rsplit_once(" (")?;
+    let (reviewer, at) = who_when.rsplit_once(" on ")?;
+    Some(Some((file, reviewer, at, samples.parse().ok()?)))
+}
+
+/// What a `- review:` claim gets wrong about the manifest's review status.
+fn review_problem(claim: &str, review: &release::ReviewStatus) -> Option<String> {
+    let read = read_review(claim);
+    match (read, review) {
+        (None, _) => Some(format!(
+            "cannot read `- review: {claim}` (the form is unreviewed … or `FILE` approved by WHO on WHEN (N samples, `REVIEW.json`))"
+        )),
+        (Some(None), release::ReviewStatus::Unreviewed) => None,
+        (
+            Some(Some((f, r, a, s))),
+            release::ReviewStatus::Approved {
+                file,
+                reviewer,
+                at,
+                samples,
+            },
+        ) if f == file && r == reviewer && a == at && s == *samples => None,
+        (Some(_), release::ReviewStatus::Unreviewed) => {
+            Some("it says a person reviewed it; the manifest says unreviewed".into())
+        }
+        (
+            Some(_),
+            release::ReviewStatus::Approved {
+                file,
+                reviewer,
+                at,
+                samples,
+            },
+        ) => Some(format!(
+            "its review is not the manifest's: `{file}` approved by {reviewer} on {at} ({samples} samples)"
+        )),
+    }
+}
+
+/// The changelog against the releases: each release has exactly one entry,
+/// newest published first, whose every claim holds (see [`entry_problems`]),
+/// and each entry has a release.
 pub fn changelog(root: &Path, headlines: &dyn release::Headlines) -> Vec<Failure> {
     let mut failures = Vec::new();
     let found = match release::releases(root) {
@@ -177,32 +408,41 @@ pub fn changelog(root: &Path, headlines: &dyn release::Headlines) -> Vec<Failure
             )];
         }
     };
-    let mut entries = changelog_entries(&text);
-    for (dir, manifest) in &found {
-        let key = format!("{} {}", manifest.name, manifest.version);
-        let note = std::fs::read_to_string(dir.join(NOTE)).unwrap_or_default();
-        let expected = release::entry(dir, manifest, &note, root, headlines);
-        match entries.remove(&key) {
-            None => failures.push(failure("changelog", key, "has no changelog entry")),
-            Some(actual) => {
-                if actual.trim_end() != expected.trim_end() {
-                    let line = expected
-                        .lines()
-                        .zip(actual.lines().chain(std::iter::repeat("")))
-                        .find(|(e, a)| e != a)
-                        .map(|(e, a)| format!("`{a}` should be `{e}`"))
-                        .unwrap_or_else(|| "has extra lines".into());
-                    failures.push(failure(
-                        "changelog",
-                        key,
-                        format!("entry does not match the manifest: {line}"),
-                    ));
-                }
-            }
+    let releases: BTreeMap<String, (&std::path::PathBuf, &release::Manifest)> = found
+        .iter()
+        .map(|(dir, manifest)| (format!("{} {}", manifest.name, manifest.version), (dir, manifest)))
+        .collect();
+    let mut seen = BTreeSet::new();
+    let mut previous: Option<(String, u64)> = None;
+    for (key, entry) in changelog_entries(&text) {
+        let Some((dir, manifest)) = releases.get(&key) else {
+            failures.push(failure("changelog", key, "entry has no release manifest"));
+            continue;
+        };
+        if !seen.insert(key.clone()) {
+            failures.push(failure("changelog", key, "has two entries"));
+            continue;
+        }
+        if let Some((listed_before, sequence)) = &previous
+            && manifest.sequence > *sequence
+        {
+            failures.push(failure(
+                "changelog",
+                key.clone(),
+                format!("is listed after `{listed_before}`, which was published before it (newest first)"),
+            ));
+        }
+        previous = Some((key.clone(), manifest.sequence));
+        for problem in entry_problems(root, dir, manifest, &entry, headlines) {
+            failures.push(failure(
+                "changelog",
+                key.clone(),
+                format!("entry does not match the release: {problem}"),
+            ));
         }
     }
-    for key in entries.keys() {
-        failures.push(failure("changelog", key.clone(), "entry has no release manifest"));
+    for key in releases.keys().filter(|key| !seen.contains(*key)) {
+        failures.push(failure("changelog", key.clone(), "has no changelog entry"));
     }
     failures
 }
@@ -250,5 +490,34 @@ pub fn differing_files(a: &Content, b: &Content) -> Vec<String> {
         }
         _ if a.digest() == b.digest() => Vec::new(),
         _ => vec![String::new()],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shown_score_holds_to_the_digits_it_shows_and_no_further() {
+        assert!(shows("89.1%", 0.891));
+        assert!(shows("89.1%", 0.89149));
+        assert!(!shows("89.1%", 0.8916), "rounds to 89.2%");
+        assert!(shows("0.287", 0.2874));
+        assert!(!shows("0.287", 0.2876));
+        assert!(shows("1.24", 1.2449));
+        assert!(!shows("3", 0.03), "not a percentage: 3, not 3%");
+        assert!(!shows("n/a", 0.5));
+    }
+
+    #[test]
+    fn entries_are_split_into_claims_and_note() {
+        let text = "# Changelog\n\nPreamble.\n\n## a v2\n\n- manifest: x\n- scores: y 1\n\n### What\nIt.\n\n## a v1\n\n- review: unreviewed\n";
+        let entries = changelog_entries(text);
+        let titles: Vec<&str> = entries.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(titles, ["a v2", "a v1"]);
+        assert_eq!(entries[0].1.claims, ["- manifest: x", "- scores: y 1"]);
+        assert_eq!(entries[0].1.note, "### What\nIt.");
+        assert_eq!(entries[1].1.claims, ["- review: unreviewed"]);
+        assert_eq!(entries[1].1.note, "");
     }
 }
