@@ -56,11 +56,16 @@ fn a_release_needs_a_what_why_how_note_and_publishes_manifest_and_changelog() {
         heading.stderr
     );
 
-    ws.write("changes/next.md", NOTE);
+    ws.write("changes/next.md", &NOTE.replace('\n', "\r\n"));
     ws.ok(&["run"]);
     assert!(!ws.path("changes/next.md").exists(), "the fragment is consumed");
     assert_eq!(ws.read("artifacts/demo/v1/model.onnx"), "weights-1");
-    assert_eq!(ws.read("artifacts/demo/v1/NOTE.md"), NOTE);
+    // Kept as written, Windows line endings too (and verify reads them).
+    assert!(
+        ws.read("artifacts/demo/v1/NOTE.md")
+            .contains("### What\r\nA model.\r\n")
+    );
+    assert!(ws.read("artifacts/demo/v1/NOTE.md").lines().eq(NOTE.lines()));
     let manifest = ws.read("artifacts/demo/v1/MANIFEST.toml");
     let model_hash = blake3::hash(b"weights-1").to_hex().to_string();
     assert!(manifest.contains(&model_hash), "{manifest}");
@@ -275,7 +280,25 @@ fn verify_reads_back_every_claim_of_a_changelog_entry() {
 
     let out = failing(&changelog.replacen(", mode compliance 100.0%", "", 1));
     assert!(
-        out.contains("FAIL changelog: demo v2: entry does not match the release: it does not give the score `mode_compliance` (1)"),
+        out.contains("FAIL changelog: demo v2: entry does not match the release: it does not give the score `mode compliance` (1)"),
+        "{out}"
+    );
+
+    let out = failing(&changelog.replacen(
+        "- scores: command accuracy 75.0%",
+        "- scores: command accuracy 12.0%, command accuracy 75.0%",
+        1,
+    ));
+    assert!(
+        out.contains(
+            "FAIL changelog: demo v2: entry does not match the release: it gives the score `command accuracy` twice"
+        ),
+        "{out}"
+    );
+
+    let out = failing(&changelog.replacen("command accuracy 75.0%", "command accuracy 1", 1));
+    assert!(
+        out.contains("it gives `command accuracy` as 1; the manifest says 0.75"),
         "{out}"
     );
 

@@ -33,6 +33,8 @@ pub const CHANGELOG: &str = "CHANGELOG.md";
 pub const MANIFEST: &str = "MANIFEST.toml";
 /// The note file of a release.
 pub const NOTE: &str = "NOTE.md";
+/// What the changelog says of a release no person has reviewed.
+pub const UNREVIEWED: &str = "unreviewed (no person has approved its outputs)";
 
 /// A shipped file's record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,9 +173,12 @@ pub trait Headlines: Send + Sync {
     /// The dataset hash a shipped JSON document records, if it is a dataset card.
     fn dataset_hash(&self, document: &serde_json::Value) -> Option<String>;
     /// The scores a shipped JSON document holds, by name (none if it is not
-    /// a score report).
+    /// a score report). Names are `snake_case`: the changelog writes their
+    /// `_` as spaces and `fabric verify` reads them back.
     fn scores(&self, document: &serde_json::Value) -> BTreeMap<String, f64>;
-    /// How the changelog writes score `name`.
+    /// How the changelog writes score `name`: a plain decimal number, with
+    /// `%` when it is shown as a percentage (`fabric verify` reads it back
+    /// to the digits it shows).
     fn show(&self, name: &str, value: f64) -> String;
     /// Whether the shipped file `name` is a model (named with its hash in
     /// the changelog).
@@ -471,7 +476,7 @@ fn entry(dir: &Path, manifest: &Manifest, note: &str, root: &Path, headlines: &d
         let _ = writeln!(out, "- scores: {}", shown.join(", "));
     }
     let _ = match &manifest.review {
-        ReviewStatus::Unreviewed => writeln!(out, "- review: unreviewed (no person has approved its outputs)"),
+        ReviewStatus::Unreviewed => writeln!(out, "- review: {UNREVIEWED}"),
         ReviewStatus::Approved {
             file,
             reviewer,

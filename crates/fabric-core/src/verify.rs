@@ -184,8 +184,9 @@ fn two_quoted<'a>(text: &'a str, middle: &str) -> Option<(&'a str, &'a str)> {
     (!b.contains('`')).then_some((a, b))
 }
 
-/// Whether `shown` (as the changelog prints a score: `0.287`, `89.1%`)
-/// is `value` to the digits it shows.
+/// Whether `shown` (as the changelog prints a score: `0.287`, `89.1%`,
+/// `1`) is `value` to the digits it shows: a plain decimal number, `%` for a
+/// percentage; with no decimals it must be exact.
 fn shows(shown: &str, value: f64) -> bool {
     let (number, scale) = match shown.strip_suffix('%') {
         Some(number) => (number, 100.0),
@@ -194,8 +195,20 @@ fn shows(shown: &str, value: f64) -> bool {
     let Ok(read) = number.parse::<f64>() else {
         return false;
     };
-    let decimals = number.split_once('.').map_or(0, |(_, d)| d.len());
-    let half_a_digit = 0.5 * 10f64.powi(-(decimals as i32));
+    if !value.is_finite() {
+        return read == value * scale || (read.is_nan() && value.is_nan());
+    }
+    let digits = number.strip_prefix('-').unwrap_or(number);
+    let (whole, decimals) = digits.split_once('.').unwrap_or((digits, ""));
+    let plain = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !plain(whole) || !plain(decimals) || digits.ends_with('.') {
+        return false;
+    }
+    let half_a_digit = if decimals.is_empty() {
+        0.0
+    } else {
+        0.5 * 10f64.powi(-(decimals.len() as i32))
+    };
     (read - value * scale).abs() <= half_a_digit * (1.0 + 1e-9)
 }
 
@@ -274,12 +287,13 @@ fn entry_problems(
             let mut read = BTreeMap::new();
             for item in rest.split(", ") {
                 match item.rsplit_once(' ') {
-                    Some((words, shown)) => read.insert(words.replace(' ', "_"), shown.to_string()),
-                    None => {
-                        problems.push(format!("`{item}` is not `NAME VALUE`"));
-                        None
+                    Some((words, shown)) => {
+                        if read.insert(words.replace(' ', "_"), shown.to_string()).is_some() {
+                            problems.push(format!("it gives the score `{words}` twice"));
+                        }
                     }
-                };
+                    None => problems.push(format!("cannot read the score `{item}` (the form is NAME VALUE)")),
+                }
             }
             scores = Some(read);
         } else if let Some(rest) = claim.strip_prefix("- review: ") {
@@ -294,12 +308,10 @@ fn entry_problems(
         }
     }
     if named_manifest != 1 {
-        problems.push(format!("it names the manifest {named_manifest} times, not once"));
+        problems.push(format!("it has {named_manifest} manifest lines, not one"));
     }
     if named_review != 1 {
-        problems.push(format!(
-            "it says {named_review} times, not once, whether a person reviewed it"
-        ));
+        problems.push(format!("it has {named_review} review lines, not one"));
     }
     for name in manifest.files.keys().filter(|name| headlines.is_model(name)) {
         if !models.contains(name) {
@@ -315,7 +327,10 @@ fn entry_problems(
     let scores = scores.unwrap_or_default();
     for (name, value) in &manifest.scores {
         match scores.get(name) {
-            None => problems.push(format!("it does not give the score `{name}` ({value})")),
+            None => problems.push(format!(
+                "it does not give the score `{}` ({value})",
+                name.replace('_', " ")
+            )),
             Some(shown) if !shows(shown, *value) => problems.push(format!(
                 "it gives `{}` as {shown}; the manifest says {value}",
                 name.replace('_', " ")
@@ -324,17 +339,20 @@ fn entry_problems(
         }
     }
     for name in scores.keys().filter(|name| !manifest.scores.contains_key(*name)) {
-        problems.push(format!("it gives a score `{name}` the manifest does not have"));
+        problems.push(format!(
+            "it gives a score `{}` the manifest does not have",
+            name.replace('_', " ")
+        ));
     }
     let note = std::fs::read_to_string(dir.join(NOTE)).unwrap_or_default();
-    if entry.note != note.trim() {
+    if !note.trim().lines().eq(entry.note.lines()) {
         let differs = note
             .trim()
             .lines()
             .zip(entry.note.lines().chain(std::iter::repeat("")))
             .find(|(n, e)| n != e)
             .map(|(n, e)| format!(": `{e}` should be `{n}`"))
-            .unwrap_or_default();
+            .unwrap_or_else(|| ": it has other lines after it".into());
         problems.push(format!("its note is not the release's {NOTE}{differs}"));
     }
     problems
@@ -343,7 +361,7 @@ fn entry_problems(
 /// A `- review:` claim read back: `None` if it cannot be read, `Some(None)`
 /// for unreviewed, else the file, reviewer, date and sample count it names.
 fn read_review(claim: &str) -> Option<Option<(&str, &str, &str, usize)>> {
-    if claim.starts_with("unreviewed") {
+    if claim == release::UNREVIEWED {
         return Some(None);
     }
     let (file, rest) = claim.strip_prefix('`')?.split_once("` approved by ")?;
@@ -358,7 +376,8 @@ fn review_problem(claim: &str, review: &release::ReviewStatus) -> Option<String>
     let read = read_review(claim);
     match (read, review) {
         (None, _) => Some(format!(
-            "cannot read `- review: {claim}` (the form is unreviewed … or `FILE` approved by WHO on WHEN (N samples, `REVIEW.json`))"
+            "cannot read `- review: {claim}` (the form is {} or `FILE` approved by WHO on WHEN (N samples, `REVIEW.json`))",
+            release::UNREVIEWED
         )),
         (Some(None), release::ReviewStatus::Unreviewed) => None,
         (
@@ -507,6 +526,14 @@ mod tests {
         assert!(shows("1.24", 1.2449));
         assert!(!shows("3", 0.03), "not a percentage: 3, not 3%");
         assert!(!shows("n/a", 0.5));
+        assert!(!shows("1", 0.75), "no decimals: exact");
+        assert!(shows("1", 1.0));
+        assert!(shows("75%", 0.75));
+        assert!(!shows("7.5e-1", 0.75));
+        assert!(!shows("+0.75", 0.75));
+        assert!(!shows(".75", 0.75));
+        assert!(shows("NaN%", f64::NAN));
+        assert!(!shows("NaN", 0.5));
     }
 
     #[test]
