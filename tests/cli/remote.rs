@@ -289,6 +289,27 @@ fn a_damaged_or_missing_remote_object_is_reported_and_its_stage_runs() {
     assert_ne!(pulled.code, 0);
     assert!(pulled.stderr.contains("holds other content"), "{}", pulled.stderr);
     assert!(!third.path("build/d.txt").exists());
+
+    // Damaged in place with its size kept (a size check cannot see it): the
+    // workspace that was sent it runs the stage and its push sends a sound
+    // copy over the damaged one.
+    let sound = std::fs::read(first.path("build/d.txt")).unwrap();
+    let mut flipped = sound.clone();
+    flipped[0] ^= 1;
+    // A new file: lighttpd fails the transfer of one rewritten in place at
+    // the same size (a transport error, which a run survives too, by
+    // running the stage, but which is not damage it can recognise).
+    std::fs::remove_file(object("build/d.txt")).unwrap();
+    std::fs::write(object("build/d.txt"), &flipped).unwrap();
+    let fourth = clone_of(&first);
+    let run = fourth.ok(&["run", "--pull", "--push"]);
+    assert!(run.stderr.contains("holds other content"), "{}", run.stderr);
+    assert_eq!(
+        std::fs::read(object("build/d.txt")).unwrap(),
+        sound,
+        "repaired by the push: {}",
+        run.stderr
+    );
 }
 
 #[test]

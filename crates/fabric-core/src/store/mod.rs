@@ -101,6 +101,12 @@ pub trait ObjectStore: Send + Sync {
     }
     /// Copies the file at `source` in as object `hash` (idempotent).
     fn put_object(&self, hash: &Digest, source: &Path) -> io::Result<()>;
+    /// Copies the file at `source` in as object `hash`, over a copy already
+    /// held (one found damaged). A store whose writes always replace
+    /// answers as [`ObjectStore::put_object`].
+    fn replace_object(&self, hash: &Digest, source: &Path) -> io::Result<()> {
+        self.put_object(hash, source)
+    }
     /// Copies object `hash` to `destination`.
     fn get_object(&self, hash: &Digest, destination: &Path) -> io::Result<()>;
     /// Drops a copy of object `hash` found damaged.
@@ -220,10 +226,14 @@ impl ObjectStore for LocalStorage {
     }
 
     fn put_object(&self, hash: &Digest, source: &Path) -> io::Result<()> {
-        let target = self.object_file(hash);
-        if target.is_file() {
+        if self.object_file(hash).is_file() {
             return Ok(());
         }
+        self.replace_object(hash, source)
+    }
+
+    fn replace_object(&self, hash: &Digest, source: &Path) -> io::Result<()> {
+        let target = self.object_file(hash);
         let parent = target.parent().expect("object paths have a parent");
         std::fs::create_dir_all(parent)?;
         let temp = tempfile::Builder::new().prefix(".incoming-").tempfile_in(parent)?;

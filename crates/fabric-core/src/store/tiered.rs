@@ -8,7 +8,9 @@
 //! second tier can cost a rerun, never a wrong restore. Writes go to the near
 //! tier, and to the far one too when [`Reach::push`] allows. Damaged copies
 //! are dropped from the near tier only: the far tier is shared, and not this
-//! workspace's to prune.
+//! workspace's to prune; but an object it sent damaged is remembered in the
+//! near tier (`far-damaged/HASH`), and the next write or push of that object
+//! sends a sound copy over the damaged one, whatever its size there.
 
 use std::collections::BTreeSet;
 use std::io;
@@ -80,12 +82,48 @@ impl TieredStorage {
         self.read_far(|far| far.get_object(hash, incoming.path()))?;
         let found = hash_file(incoming.path(), std::fs::metadata(incoming.path())?.len())?;
         if found != *hash {
+            self.near.mark_far_damaged(hash)?;
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("the second tier's object {hash} holds other content ({found}); not used"),
             ));
         }
         self.near.put_object(hash, incoming.path())
+    }
+
+    /// Sends object `hash` to the far tier: over the copy there if it was
+    /// found damaged (and then forgets that it was).
+    fn send(&self, hash: &Digest, source: &Path) -> io::Result<()> {
+        if self.near.is_far_damaged(hash) {
+            self.far.replace_object(hash, source)?;
+            self.near.unmark_far_damaged(hash)
+        } else {
+            self.far.put_object(hash, source)
+        }
+    }
+}
+
+/// What the near tier remembers of objects the far tier sent damaged.
+impl LocalStorage {
+    fn far_damaged_marker(&self, hash: &Digest) -> std::path::PathBuf {
+        self.dir.join("far-damaged").join(hash.to_string())
+    }
+
+    fn mark_far_damaged(&self, hash: &Digest) -> io::Result<()> {
+        let marker = self.far_damaged_marker(hash);
+        std::fs::create_dir_all(marker.parent().expect("markers have a parent"))?;
+        std::fs::write(marker, b"")
+    }
+
+    fn is_far_damaged(&self, hash: &Digest) -> bool {
+        self.far_damaged_marker(hash).is_file()
+    }
+
+    fn unmark_far_damaged(&self, hash: &Digest) -> io::Result<()> {
+        match std::fs::remove_file(self.far_damaged_marker(hash)) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -127,11 +165,12 @@ impl TieredStorage {
             .iter()
             .map(|hash| Ok((*hash, std::fs::metadata(self.near.object_file(hash))?.len())))
             .collect::<io::Result<_>>()?;
-        let sending = self.far.missing_or_wrong_size(&sizes)?;
+        let mut sending = self.far.missing_or_wrong_size(&sizes)?;
+        sending.extend(files.iter().filter(|hash| self.near.is_far_damaged(hash)));
         let moved = transfer(&sending, |hash| {
             let source = self.near.object_file(hash);
             let size = std::fs::metadata(&source)?.len();
-            self.far.put_object(hash, &source)?;
+            self.send(hash, &source)?;
             progress(size);
             Ok(Some(size))
         })?;
@@ -268,7 +307,7 @@ impl ObjectStore for TieredStorage {
     fn put_object(&self, hash: &Digest, source: &Path) -> io::Result<()> {
         self.near.put_object(hash, source)?;
         if self.reach.push {
-            self.far.put_object(hash, source)?;
+            self.send(hash, source)?;
         }
         Ok(())
     }
@@ -490,6 +529,49 @@ mod tests {
             pulling.lookup_run(&fingerprint).is_none(),
             "a run whose tree is refused is no hit"
         );
+    }
+
+    #[test]
+    fn an_object_the_far_tier_sent_damaged_is_sent_again_by_the_next_push() {
+        let dir = tempfile::tempdir().unwrap();
+        let (fingerprint, outs) = recorded_in_far(dir.path());
+        let far = LocalStorage::new(&dir.path().join("far"));
+        let model = outs.get("model.bin").unwrap().hash;
+        // Damaged in place, its size kept: a size check cannot see it.
+        std::fs::write(far.object_file(&model), "weightz").unwrap();
+        let storage = TieredStorage::new(
+            Arc::new(LocalStorage::new(&dir.path().join("near"))),
+            Arc::new(LocalStorage::new(&dir.path().join("far"))),
+            Reach {
+                pull: true,
+                push: false,
+            },
+        );
+        let store = Store::tiered(Arc::new(storage));
+        let elsewhere = dir.path().join("elsewhere");
+        store
+            .restore(&elsewhere, &RelPath::new("out").unwrap(), outs.get("out").unwrap())
+            .unwrap();
+        let model_out = outs.get("model.bin").unwrap();
+        assert!(
+            store
+                .restore(&elsewhere, &RelPath::new("model.bin").unwrap(), model_out)
+                .is_err()
+        );
+
+        // The stage runs again and makes the model; a push sends it over
+        // the damaged copy, and the next push has nothing to send.
+        let near = Arc::new(LocalStorage::new(&dir.path().join("near")));
+        near.put_object(&model, &dir.path().join("ws/model.bin")).unwrap();
+        let storage = TieredStorage::new(
+            near,
+            Arc::new(LocalStorage::new(&dir.path().join("far"))),
+            Reach::default(),
+        );
+        let moved = storage.push(&[(fingerprint, &outs)], &|_| {}).unwrap();
+        assert_eq!((moved.objects, moved.present), (1, 2));
+        assert_eq!(std::fs::read(far.object_file(&model)).unwrap(), b"weights");
+        assert_eq!(storage.push(&[(fingerprint, &outs)], &|_| {}).unwrap().objects, 0);
     }
 
     #[test]
