@@ -54,6 +54,8 @@ pub fn train(args: TrainArgs, given: &ArgMatches) -> anyhow::Result<ExitCode> {
         &args.dataset,
         &options,
         &outputs,
+        // Ctrl-C ends this process.
+        &|| false,
     )?;
     let last = log.epochs.last().map_or(f64::NAN, |e| e.loss);
     eprintln!(

@@ -842,3 +842,46 @@ fn any_train_step_graph_following_the_convention_can_be_trained() {
         broken.stderr
     );
 }
+
+/// An interrupt (Ctrl-C, here SIGINT) stops a training that runs in the
+/// `fabric run` process between two batches: the run ends with 130 at once
+/// and records nothing of the stage.
+#[test]
+fn an_interrupt_stops_a_training_running_in_process() {
+    use std::io::{BufRead, Read};
+    let ws = Workspace::new();
+    small_dataset(&ws);
+    ws.write(
+        "Fabric.toml",
+        "[stage.train]\nstep = \"onnx.train\"\ndeps = [\"d/train.jsonl\"]\nouts = [\"m/model.onnx\", \"m/training-log.json\", \"m/model-card.json\"]\n[stage.train.with]\nepochs = 100000000\nbatch_size = 1\n",
+    );
+    let mut run = ws.spawn(&["run"]);
+    let mut stderr = std::io::BufReader::new(run.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("running train") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "the run ended early");
+    }
+    // SAFETY: sending a signal to a child process.
+    unsafe { libc::kill(run.id() as i32, libc::SIGINT) };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = run.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            run.kill().unwrap();
+            panic!("the training went on after the interrupt");
+        }
+        std::thread::yield_now();
+    };
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    assert_eq!(status.code(), Some(130), "{rest}");
+    assert!(rest.contains("failed train: interrupted"), "{rest}");
+    assert!(!ws.path("m/model.onnx").exists());
+    assert!(
+        !ws.path("Fabric.lock").exists() || !ws.read("Fabric.lock").contains("[stage.train]"),
+        "nothing of the stage is recorded"
+    );
+}

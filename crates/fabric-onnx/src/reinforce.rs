@@ -257,13 +257,15 @@ fn validation_split(train: &[Example], fraction: f64, seed: u64) -> anyhow::Resu
 /// Fine-tunes the supervised `model` on `train` in the closed loop and
 /// returns the model to keep (the reinforced one if it wins on the
 /// validation sessions left out of `train`, else `model` itself) with the
-/// report, which compares both on `test` too.
+/// report, which compares both on `test` too. Between epochs and batches
+/// it asks `interrupted` and gives up when told so.
 pub fn reinforce(
     workspace: Option<&std::path::Path>,
     model: &[u8],
     train: &[Example],
     test: &[Example],
     options: &ReinforceOptions,
+    interrupted: &dyn Fn() -> bool,
 ) -> anyhow::Result<(Vec<u8>, ReinforceReport)> {
     options.check()?;
     anyhow::ensure!(!train.is_empty(), "the train split holds no examples");
@@ -299,6 +301,7 @@ pub fn reinforce(
     let mut epochs = Vec::with_capacity(options.epochs);
     let mut order: Vec<usize> = (0..train.len()).collect();
     for epoch in 1..=options.epochs {
+        anyhow::ensure!(!interrupted(), fabric_core::steps::INTERRUPTED);
         let (predictions, classes) = answers(workspace, &current, &heads, train, Some(&mut rng))?;
         let rewards: Vec<f64> = walk(train, &predictions).iter().map(reward).collect();
         let mean = rewards.iter().sum::<f64>() / rewards.len() as f64;
@@ -317,6 +320,7 @@ pub fn reinforce(
             .collect();
         order.shuffle(&mut rng);
         for batch in order.chunks(options.batch_size) {
+            anyhow::ensure!(!interrupted(), fabric_core::steps::INTERRUPTED);
             let rows: Vec<StepRow> = batch
                 .iter()
                 .map(|&i| StepRow {
@@ -430,7 +434,7 @@ mod tests {
             batch_size: 32,
             ..ReinforceOptions::default()
         };
-        let (kept, report) = reinforce(workspace(), &nagging, &train, &test, &options).unwrap();
+        let (kept, report) = reinforce(workspace(), &nagging, &train, &test, &options, &|| false).unwrap();
         assert_eq!((report.validation.sessions, report.test.sessions), (3, 4));
         assert!(report.test.supervised.dismissed > 200, "{report:?}");
         assert!(
@@ -458,7 +462,15 @@ mod tests {
     fn a_reinforced_model_that_does_not_win_is_not_kept() {
         let (train, test) = (sessions(6, 3), sessions(2, 4));
         let quiet = leaning(prime_brain::vocabulary::NONE, 8.0);
-        let (kept, report) = reinforce(workspace(), &quiet, &train, &test, &ReinforceOptions::default()).unwrap();
+        let (kept, report) = reinforce(
+            workspace(),
+            &quiet,
+            &train,
+            &test,
+            &ReinforceOptions::default(),
+            &|| false,
+        )
+        .unwrap();
         assert_eq!(report.validation.supervised.reward, 0.0, "{report:?}");
         assert!(
             report.validation.gain <= 0.0 && report.kept == "supervised",

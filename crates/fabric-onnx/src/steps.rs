@@ -64,7 +64,14 @@ impl Step for Train {
             log: context.outs[1].clone(),
             card: context.outs[2].clone(),
         };
-        train::train(Some(context.root), context.root, &context.deps[0], &options, &outputs)?;
+        train::train(
+            Some(context.root),
+            context.root,
+            &context.deps[0],
+            &options,
+            &outputs,
+            context.interrupted,
+        )?;
         Ok(())
     }
 }
@@ -103,7 +110,7 @@ impl Step for Reinforce {
         let model = std::fs::read(&context.deps[0])?;
         let train = train::read_examples(&context.deps[1])?;
         let test = train::read_examples(&context.deps[2])?;
-        let (kept, report) = reinforce(Some(context.root), &model, &train, &test, &options)?;
+        let (kept, report) = reinforce(Some(context.root), &model, &train, &test, &options, context.interrupted)?;
         std::fs::write(&context.outs[0], kept)?;
         std::fs::write(&context.outs[1], serde_json::to_string_pretty(&report)? + "\n")?;
         Ok(())

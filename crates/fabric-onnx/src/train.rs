@@ -412,13 +412,15 @@ fn with_trained(
 }
 
 /// Trains on `dataset` and writes the model, the log and the card. Paths in
-/// the options are relative to `base`.
+/// the options are relative to `base`. Between batches it asks `interrupted`
+/// and gives up, writing nothing, when told so.
 pub fn train(
     workspace: Option<&Path>,
     base: &Path,
     dataset: &Path,
     options: &TrainOptions,
     outputs: &TrainOutputs,
+    interrupted: &dyn Fn() -> bool,
 ) -> anyhow::Result<TrainingLog> {
     options.check()?;
     let examples = read_examples(dataset)?;
@@ -483,6 +485,7 @@ pub fn train(
         let mut loss_sum = 0.0;
         let mut steps = 0;
         for batch in order.chunks(options.batch_size) {
+            anyhow::ensure!(!interrupted(), fabric_core::steps::INTERRUPTED);
             let rows: Vec<StepRow> = batch
                 .iter()
                 .map(|&i| StepRow {

@@ -612,8 +612,24 @@ impl<'a> Runner<'a> {
                 let dep_files = freshness::dep_files(root, stage, deps);
                 let hasher = self.planner.hasher();
                 let upstream = self.upstream_entries(stage);
-                if let Err(error) = step::run(self.planner.registry, root, stage, upstream, &hasher, dep_files, &note) {
-                    return Ok(Worked::Finished(StageResult::failed(reasons, format!("{error:#}"))));
+                let interrupted = || self.is_interrupted();
+                let ran = step::run(
+                    self.planner.registry,
+                    root,
+                    stage,
+                    upstream,
+                    &hasher,
+                    dep_files,
+                    &note,
+                    &interrupted,
+                );
+                if let Err(error) = ran {
+                    let error = if self.is_interrupted() {
+                        crate::steps::INTERRUPTED.to_string()
+                    } else {
+                        format!("{error:#}")
+                    };
+                    return Ok(Worked::Finished(StageResult::failed(reasons, error)));
                 }
                 return Ok(Worked::Finished(self.collect(stage, inputs, reasons)?));
             }

@@ -25,7 +25,9 @@ pub const SUBCOMMAND: &str = "__step";
 /// Runs `stage`'s step in the workspace at `root`: its outs are written in
 /// a scratch directory and moved into place once the step succeeded.
 /// `dep_files` holds the content hash of every dep file, as hashed for the
-/// fingerprint; `note` passes on what the step wants the user to know.
+/// fingerprint; `note` passes on what the step wants the user to know;
+/// `interrupted` tells the step when the run was interrupted.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     registry: &Registry,
     root: &Path,
@@ -34,6 +36,7 @@ pub fn run(
     hasher: &Hasher,
     dep_files: HashMap<PathBuf, Digest>,
     note: &(dyn Fn(&str) + Sync),
+    interrupted: &(dyn Fn() -> bool + Sync),
 ) -> anyhow::Result<()> {
     let Action::Step { name, with } = &stage.action else {
         anyhow::bail!("stage `{}` runs a command, not a step", stage.name);
@@ -61,6 +64,7 @@ pub fn run(
         hasher,
         dep_files,
         note,
+        interrupted,
     };
     step.run(&context).with_context(|| format!("step `{name}` failed"))?;
     for (temp, out) in outs.iter().zip(stage.out_paths()) {
@@ -131,7 +135,18 @@ impl StepJob {
         }
         let dep_files = freshness::dep_files(root, &job.stage, &contents);
         let note = |message: &str| eprintln!("warning: {message}");
-        run(registry, root, &job.stage, job.upstream, &hasher, dep_files, &note)?;
+        // Cancelling the job ends this process: the step needs not ask.
+        let never = || false;
+        run(
+            registry,
+            root,
+            &job.stage,
+            job.upstream,
+            &hasher,
+            dep_files,
+            &note,
+            &never,
+        )?;
         let _ = std::fs::remove_file(file);
         Ok(())
     }

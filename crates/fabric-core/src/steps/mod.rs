@@ -39,7 +39,13 @@ pub struct StepContext<'a> {
     /// Tells the user something worth knowing that does not fail the stage
     /// (shown as a warning of the stage).
     pub note: &'a (dyn Fn(&str) + Sync),
+    /// Whether the run was interrupted (Ctrl-C, SIGTERM): a step that works
+    /// long asks between units of work and gives up (see [`INTERRUPTED`]).
+    pub interrupted: &'a (dyn Fn() -> bool + Sync),
 }
+
+/// What a step that gave up because the run was interrupted fails with.
+pub const INTERRUPTED: &str = "interrupted";
 
 impl StepContext<'_> {
     /// The stage's memo for `step`: results of earlier runs of this step
