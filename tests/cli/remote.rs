@@ -396,6 +396,40 @@ fn with_big_stage(ws: &Workspace, megabytes: usize) {
 }
 
 #[test]
+fn a_large_object_that_lost_a_part_is_refused_and_sent_whole_by_the_next_push() {
+    let server = WebDav::start(None, "");
+    let first = Workspace::new();
+    with_remote(&first, &server.url(), "");
+    // Made again byte for byte when it runs again (unlike `with_big_stage`).
+    let pipeline = first.read("pipelines/chain.toml");
+    first.write(
+        "pipelines/chain.toml",
+        &format!(
+            "{pipeline}\n[stage.big]\ncmd = \"{} && yes 0123456789abcdef | head -c 20000000 > build/big.bin\"\nouts = [\"build/big.bin\"]\n",
+            first.tick("big")
+        ),
+    );
+    first.ok(&["run", "--push", "big"]);
+    let hash = blake3::hash(&std::fs::read(first.path("build/big.bin")).unwrap())
+        .to_hex()
+        .to_string();
+    let part = server.files().join(format!("parts/{hash}/000001"));
+    let whole = std::fs::read(&part).unwrap();
+    std::fs::remove_file(&part).unwrap();
+
+    let second = clone_of(&first);
+    second.write("pipelines/chain.toml", &first.read("pipelines/chain.toml"));
+    let run = second.ok(&["run", "--pull", "--push", "big"]);
+    assert!(run.stderr.contains("holds other content"), "{}", run.stderr);
+    assert_eq!(first.count("big"), 2, "big ran again: {}", run.stderr);
+    assert!(
+        std::fs::read(&part).is_ok_and(|bytes| bytes == whole),
+        "sent whole again: {}",
+        run.stderr
+    );
+}
+
+#[test]
 fn a_server_lost_mid_transfer_fails_the_pull_and_keeps_nothing_half_made() {
     // The server sends 4 MB/s, so a 40 MB object is still on its way when
     // the server is killed.

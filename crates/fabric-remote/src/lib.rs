@@ -199,7 +199,13 @@ impl Remote {
             None
         };
         for index in 0..parts.map_or(0, |p| p.count) {
-            let part = self.store.get(&Key::from(Parts::key(hash, index))).await?;
+            let part = match self.store.get(&Key::from(Parts::key(hash, index))).await {
+                Ok(part) => part,
+                // A lost part leaves the object short: the tier in front
+                // finds it damaged, and the next push sends it whole.
+                Err(object_store::Error::NotFound { .. }) => break,
+                Err(error) => return Err(error),
+            };
             copy_stream(part.into_stream(), &mut file).await?;
         }
         file.flush().map_err(local)

@@ -82,10 +82,13 @@ impl TieredStorage {
         self.read_far(|far| far.get_object(hash, incoming.path()))?;
         let found = hash_file(incoming.path(), std::fs::metadata(incoming.path())?.len())?;
         if found != *hash {
-            self.near.mark_far_damaged(hash)?;
+            let remembered = match self.near.mark_far_damaged(hash) {
+                Ok(()) => String::new(),
+                Err(error) => format!(" (nor remembered for the next push: {error})"),
+            };
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("the second tier's object {hash} holds other content ({found}); not used"),
+                format!("the second tier's object {hash} holds other content ({found}); not used{remembered}"),
             ));
         }
         self.near.put_object(hash, incoming.path())
