@@ -384,15 +384,20 @@ fn a_remote_that_is_down_or_stalled_fails_within_its_timeout_and_run_pull_runs_i
 
 /// Appends a stage writing `megabytes` of random bytes to `build/big.bin`.
 fn with_big_stage(ws: &Workspace, megabytes: usize) {
-    let pipeline = ws.read("pipelines/chain.toml");
-    ws.write(
-        "pipelines/chain.toml",
+    with_stage(
+        ws,
         &format!(
-            "{pipeline}\n[stage.big]\ncmd = \"{} && head -c {} /dev/urandom > build/big.bin\"\nouts = [\"build/big.bin\"]\n",
+            "[stage.big]\ncmd = \"{} && head -c {} /dev/urandom > build/big.bin\"\nouts = [\"build/big.bin\"]\n",
             ws.tick("big"),
             megabytes * 1_000_000
         ),
     );
+}
+
+/// Adds `stage` (TOML) to the workspace's chain pipeline.
+fn with_stage(ws: &Workspace, stage: &str) {
+    let pipeline = ws.read("pipelines/chain.toml");
+    ws.write("pipelines/chain.toml", &format!("{pipeline}\n{stage}"));
 }
 
 #[test]
@@ -401,11 +406,10 @@ fn a_large_object_that_lost_a_part_is_refused_and_sent_whole_by_the_next_push() 
     let first = Workspace::new();
     with_remote(&first, &server.url(), "");
     // Made again byte for byte when it runs again (unlike `with_big_stage`).
-    let pipeline = first.read("pipelines/chain.toml");
-    first.write(
-        "pipelines/chain.toml",
+    with_stage(
+        &first,
         &format!(
-            "{pipeline}\n[stage.big]\ncmd = \"{} && yes 0123456789abcdef | head -c 20000000 > build/big.bin\"\nouts = [\"build/big.bin\"]\n",
+            "[stage.big]\ncmd = \"{} && yes 0123456789abcdef | head -c 20000000 > build/big.bin\"\nouts = [\"build/big.bin\"]\n",
             first.tick("big")
         ),
     );
@@ -489,10 +493,9 @@ fn a_remote_holding_thousands_of_objects_is_listed_completely() {
     let server = WebDav::start(None, "");
     let first = Workspace::new();
     with_remote(&first, &server.url(), "");
-    let pipeline = first.read("pipelines/chain.toml");
-    first.write(
-        "pipelines/chain.toml",
-        &format!("{pipeline}\n[stage.many]\ncmd = \"mkdir -p build/many && cd build/many && seq 6000 | xargs touch && for f in *; do echo $f > $f; done\"\nouts = [\"build/many\"]\n"),
+    with_stage(
+        &first,
+        "[stage.many]\ncmd = \"mkdir -p build/many && cd build/many && seq 6000 | xargs touch && for f in *; do echo $f > $f; done\"\nouts = [\"build/many\"]\n",
     );
     first.ok(&["run", "--push", "many"]);
     assert_eq!(server.objects().len(), 6000);
@@ -554,10 +557,9 @@ fn concurrent_pushes_of_the_same_content_leave_a_sound_remote() {
         .map(|_| {
             let ws = Workspace::new();
             with_remote(&ws, &server.url(), "");
-            let pipeline = ws.read("pipelines/chain.toml");
-            ws.write(
-                "pipelines/chain.toml",
-                &format!("{pipeline}\n[stage.many]\ncmd = \"mkdir -p build/many && for i in $(seq 300); do echo $i > build/many/$i; done\"\nouts = [\"build/many\"]\n"),
+            with_stage(
+                &ws,
+                "[stage.many]\ncmd = \"mkdir -p build/many && for i in $(seq 300); do echo $i > build/many/$i; done\"\nouts = [\"build/many\"]\n",
             );
             ws.ok(&["run"]);
             ws
