@@ -3,7 +3,9 @@
 //! - `objects/ab/cdef…`: file contents by BLAKE3 hash;
 //! - `trees/<hash>.json`: directory manifests ([`Tree`]) by tree hash;
 //! - `runs/<fingerprint>.json`: the run cache, fingerprint → out records;
-//! - `incoming/`: content from a second tier while it is checked.
+//! - `incoming/`: content from a second tier while it is checked;
+//! - `far-damaged/<hash>`: objects a second tier sent damaged, to be sent
+//!   again by the next push ([`TieredStorage`]).
 //!
 //! The store is split by what a second, shared tier can carry:
 //! [`ObjectStore`] (objects and trees, with a batched "which are missing")

@@ -122,6 +122,18 @@ impl LocalStorage {
         self.far_damaged_marker(hash).is_file()
     }
 
+    /// Every object marked, read in one listing.
+    fn far_damaged(&self) -> io::Result<BTreeSet<Digest>> {
+        match std::fs::read_dir(self.dir.join("far-damaged")) {
+            Ok(entries) => Ok(entries
+                .flatten()
+                .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+                .collect()),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(BTreeSet::new()),
+            Err(error) => Err(error),
+        }
+    }
+
     fn unmark_far_damaged(&self, hash: &Digest) -> io::Result<()> {
         match std::fs::remove_file(self.far_damaged_marker(hash)) {
             Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
@@ -169,7 +181,7 @@ impl TieredStorage {
             .map(|hash| Ok((*hash, std::fs::metadata(self.near.object_file(hash))?.len())))
             .collect::<io::Result<_>>()?;
         let mut sending = self.far.missing_or_wrong_size(&sizes)?;
-        sending.extend(files.iter().filter(|hash| self.near.is_far_damaged(hash)));
+        sending.extend(files.intersection(&self.near.far_damaged()?));
         let moved = transfer(&sending, |hash| {
             let source = self.near.object_file(hash);
             let size = std::fs::metadata(&source)?.len();
