@@ -55,6 +55,10 @@ pub struct DatasetArgs {
     /// Sanitized sessions.
     #[arg(long, value_name = "DIR")]
     input_dir: PathBuf,
+    /// Sanitized sessions of users never seen in training (e.g. simulated
+    /// with `fabric simulate --group test`): all of them go to the test split.
+    #[arg(long, value_name = "DIR")]
+    held_out_users: Option<PathBuf>,
     /// The train split; the test split and the card are written beside it.
     #[arg(long, value_name = "FILE")]
     output_file: PathBuf,
@@ -138,7 +142,13 @@ pub fn dataset(args: DatasetArgs) -> anyhow::Result<ExitCode> {
     let mut paths = DatasetPaths::beside(&args.output_file);
     let sft = args.sft_output.clone().unwrap_or_else(|| paths.sft_default());
     paths.sft = Some(prime_brain::dataset::InstructionPaths::beside(&sft));
-    let card = dataset::build(&args.input_dir, &args.options, &paths, None)?;
+    let card = dataset::build(
+        &args.input_dir,
+        args.held_out_users.as_deref(),
+        &args.options,
+        &paths,
+        None,
+    )?;
     eprintln!(
         "{} train and {} test examples; dataset hash {}",
         card.examples["train"], card.examples["test"], card.dataset_hash

@@ -506,6 +506,82 @@ fn the_split_keeps_each_session_on_one_side_and_augmentation_obeys_the_doctrine(
     assert!(train.iter().any(|e| e["augmented"] == true && e["mode"] == "passive"));
 }
 
+/// Users never seen in training make the test split: `simulate --group
+/// test` writes other users than the default group's, and `dataset
+/// --held-out-users` puts every one of their sessions, and only those, on
+/// the test side.
+#[test]
+fn held_out_users_make_the_test_split() {
+    let ws = Workspace::new();
+    ws.simulate("raw", 3, 2, 30);
+    ws.ok(&[
+        "simulate",
+        "--output-dir",
+        "raw-held-out",
+        "--group",
+        "test",
+        "--users",
+        "2",
+        "--sessions-per-user",
+        "2",
+        "--snapshots-per-session",
+        "30",
+    ]);
+    sanitize(&ws);
+    ws.ok(&[
+        "sanitize",
+        "--input-dir",
+        "raw-held-out",
+        "--output-dir",
+        "clean-held-out",
+    ]);
+    let build = |out: &str, held_out: Option<&str>| {
+        let mut args = vec![
+            "dataset",
+            "--input-dir",
+            "clean",
+            "--output-file",
+            out,
+            "--test-fraction",
+            "0",
+        ];
+        if let Some(dir) = held_out {
+            args.extend(["--held-out-users", dir]);
+        }
+        ws.ok(&args);
+    };
+    build("d/x.jsonl", Some("clean-held-out"));
+    let names = |dir: &str| -> std::collections::BTreeSet<String> {
+        std::fs::read_dir(ws.path(dir))
+            .unwrap()
+            .map(|e| e.unwrap().path().file_stem().unwrap().to_string_lossy().into_owned())
+            .collect()
+    };
+    let sessions = |file: &str| -> std::collections::BTreeSet<String> {
+        ws.jsonl(file)
+            .iter()
+            .map(|e| e["session"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(sessions("d/x-test.jsonl"), names("clean-held-out"));
+    assert_eq!(sessions("d/x.jsonl"), names("clean"));
+    let card: Value = serde_json::from_str(&ws.read("d/x.card.json")).unwrap();
+    assert_eq!(card["sessions"]["test"], 4);
+    let held_out_sources = card["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s.as_str().unwrap().starts_with("held-out/"));
+    assert_eq!(held_out_sources.count(), 4);
+    // The held-out users are other users: none of their sessions is one of
+    // the training users'.
+    assert!(names("clean").is_disjoint(&names("clean-held-out")));
+    // Without them, a test fraction of 0 leaves the test split empty.
+    build("e/x.jsonl", None);
+    assert!(ws.read("e/x-test.jsonl").is_empty());
+    assert_eq!(ws.read("e/x.jsonl"), ws.read("d/x.jsonl"));
+}
+
 #[test]
 fn the_default_pipeline_runs_on_built_in_data_and_reruns_incrementally() {
     let ws = Workspace::new();
@@ -574,13 +650,13 @@ fn the_default_pipeline_runs_on_built_in_data_and_reruns_incrementally() {
     );
     let rerun = ws.ok(&["run"]);
     assert!(
-        rerun.stderr.contains("0 ran, 0 restored, 8 up to date"),
+        rerun.stderr.contains("0 ran, 0 restored, 13 up to date"),
         "{}",
         rerun.stderr
     );
     let changed = ws.ok(&["run", "-P", "epochs=2", "train"]);
     assert!(
-        changed.stderr.contains("1 ran, 0 restored, 3 up to date"),
+        changed.stderr.contains("1 ran, 0 restored, 5 up to date"),
         "{}",
         changed.stderr
     );

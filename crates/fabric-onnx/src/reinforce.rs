@@ -14,12 +14,16 @@
 //! heads — intensity, target, arguments — keep what supervised training
 //! taught them.
 //!
-//! The fine-tune leaves out a share of the train split's sessions (the
-//! validation sessions, [`ReinforceOptions::validation_fraction`]). Both
-//! models answer them greedily, in the same closed loop; the reinforced one
-//! is kept only if its mean reward per step is higher there. Otherwise the
-//! stage's model is the supervised one, byte for byte. Both models then
-//! answer the test split's sessions too, which decided nothing: the report
+//! The decision is made on sessions the fine-tune never saw: those of
+//! validation users (simulated users other than the train and the test
+//! split's, [`Validation::Users`]; the default pipeline's), or else a share
+//! of the train split's sessions left out of the fine-tune
+//! ([`Validation::Sessions`], [`ReinforceOptions::validation_fraction`]).
+//! Both models answer them greedily, in the same closed loop; the
+//! reinforced one is kept only if its mean reward per step is higher there.
+//! Otherwise the stage's model is the supervised one, byte for byte. Both
+//! models then answer the test split's sessions too (in the default
+//! pipeline those of held-out users), which decided nothing: the report
 //! gives both comparisons, the gain on the test sessions being the one to
 //! quote (the evaluation reports on that split as well).
 
@@ -74,9 +78,14 @@ pub struct ReinforceOptions {
     pub threads: usize,
     /// Share of the train split's sessions left out of the fine-tune to
     /// decide whether to keep it (at least one session, and one left to
-    /// train on).
-    pub validation_fraction: f64,
+    /// train on) when no validation users are given; unset:
+    /// [`DEFAULT_VALIDATION_FRACTION`].
+    pub validation_fraction: Option<f64>,
 }
+
+/// The share of the train split's sessions left out to decide on when
+/// neither validation users nor `validation_fraction` are given.
+pub const DEFAULT_VALIDATION_FRACTION: f64 = 0.2;
 
 impl Default for ReinforceOptions {
     fn default() -> Self {
@@ -86,7 +95,7 @@ impl Default for ReinforceOptions {
             batch_size: 256,
             seed: 57,
             threads: 1,
-            validation_fraction: 0.2,
+            validation_fraction: None,
         }
     }
 }
@@ -103,7 +112,7 @@ impl ReinforceOptions {
         if self.threads == 0 {
             return Err(BadOption::new("threads", "must be at least 1"));
         }
-        if !(self.validation_fraction > 0.0 && self.validation_fraction < 1.0) {
+        if self.validation_fraction.is_some_and(|f| !(f > 0.0 && f < 1.0)) {
             return Err(BadOption::new(
                 "validation_fraction",
                 "must be between 0 and 1 (exclusive)",
@@ -162,11 +171,25 @@ pub struct Comparison {
     pub gain: f64,
 }
 
+/// Where the keep-or-not decision is made.
+#[derive(Debug, Clone, Copy)]
+pub enum Validation<'a> {
+    /// The examples of validation users, never seen in training; the whole
+    /// train split is fine-tuned on.
+    Users(&'a [Example]),
+    /// A share of the train split's sessions, left out of the fine-tune
+    /// ([`ReinforceOptions::validation_fraction`]).
+    Sessions,
+}
+
 /// What the stage found: both models on the validation sessions (which
 /// decided) and on the test split's (which did not), and which it kept.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ReinforceReport {
-    /// On the train split's sessions left out of the fine-tune: the decision.
+    /// What the validation sessions are: `validation users` or `train
+    /// sessions left out`.
+    pub decided_on: &'static str,
+    /// On the validation sessions: the decision.
     pub validation: Comparison,
     /// On the test split's sessions: the gain to quote.
     pub test: Comparison,
@@ -256,20 +279,35 @@ fn validation_split(train: &[Example], fraction: f64, seed: u64) -> anyhow::Resu
 
 /// Fine-tunes the supervised `model` on `train` in the closed loop and
 /// returns the model to keep (the reinforced one if it wins on the
-/// validation sessions left out of `train`, else `model` itself) with the
-/// report, which compares both on `test` too. Between epochs and batches
-/// it asks `interrupted` and gives up when told so.
+/// `validation` sessions, else `model` itself) with the report, which
+/// compares both on `test` too. Between epochs and batches it asks
+/// `interrupted` and gives up when told so.
 pub fn reinforce(
     workspace: Option<&std::path::Path>,
     model: &[u8],
     train: &[Example],
+    validation: Validation,
     test: &[Example],
     options: &ReinforceOptions,
     interrupted: &dyn Fn() -> bool,
 ) -> anyhow::Result<(Vec<u8>, ReinforceReport)> {
     options.check()?;
     anyhow::ensure!(!train.is_empty(), "the train split holds no examples");
-    let (train, validation) = validation_split(train, options.validation_fraction, options.seed)?;
+    let (train, validation, decided_on) = match validation {
+        Validation::Users(users) => {
+            anyhow::ensure!(
+                options.validation_fraction.is_none(),
+                "`validation_fraction` leaves train sessions out to decide on, but validation users are given (the 4th dep): remove one of them"
+            );
+            anyhow::ensure!(!users.is_empty(), "the validation users' dataset holds no examples");
+            (train.to_vec(), users.to_vec(), "validation users")
+        }
+        Validation::Sessions => {
+            let fraction = options.validation_fraction.unwrap_or(DEFAULT_VALIDATION_FRACTION);
+            let (train, validation) = validation_split(train, fraction, options.seed)?;
+            (train, validation, "train sessions left out")
+        }
+    };
     let train = train.as_slice();
     let supervised = ModelProto::decode(model).map_err(|e| anyhow::anyhow!("not an ONNX model: {e}"))?;
     let (arch, initial) = parameters(&supervised)?;
@@ -353,6 +391,7 @@ pub fn reinforce(
     let validation = compare(&validation)?;
     let wins = validation.gain > 0.0;
     let report = ReinforceReport {
+        decided_on,
         validation,
         test: compare(test)?,
         kept: if wins { "reinforced" } else { "supervised" },
@@ -434,7 +473,16 @@ mod tests {
             batch_size: 32,
             ..ReinforceOptions::default()
         };
-        let (kept, report) = reinforce(workspace(), &nagging, &train, &test, &options, &|| false).unwrap();
+        let (kept, report) = reinforce(
+            workspace(),
+            &nagging,
+            &train,
+            Validation::Sessions,
+            &test,
+            &options,
+            &|| false,
+        )
+        .unwrap();
         assert_eq!((report.validation.sessions, report.test.sessions), (3, 4));
         assert!(report.test.supervised.dismissed > 200, "{report:?}");
         assert!(
@@ -466,6 +514,7 @@ mod tests {
             workspace(),
             &quiet,
             &train,
+            Validation::Sessions,
             &test,
             &ReinforceOptions::default(),
             &|| false,
@@ -477,6 +526,48 @@ mod tests {
             "{report:?}"
         );
         assert_eq!(kept, quiet);
+    }
+
+    /// Given validation users, the decision is made on them (the whole
+    /// train split fine-tuned on) and a validation fraction besides is
+    /// refused: it would leave train sessions out for nothing.
+    #[test]
+    fn validation_users_decide_when_given() {
+        let (train, users, test) = (sessions(8, 8), sessions(3, 9), sessions(2, 10));
+        let nagging = leaning("transport.stop", 3.0);
+        let options = ReinforceOptions {
+            epochs: 4,
+            learning_rate: 0.01,
+            batch_size: 32,
+            ..ReinforceOptions::default()
+        };
+        let run = |options: &ReinforceOptions| {
+            reinforce(
+                workspace(),
+                &nagging,
+                &train,
+                Validation::Users(&users),
+                &test,
+                options,
+                &|| false,
+            )
+        };
+        let (_, report) = run(&options).unwrap();
+        assert_eq!(report.decided_on, "validation users");
+        assert_eq!(
+            (report.validation.sessions, report.validation.examples),
+            (3, users.len())
+        );
+        assert!(
+            report.kept == "reinforced" && report.validation.gain > 0.0,
+            "{report:?}"
+        );
+        let both = ReinforceOptions {
+            validation_fraction: Some(0.2),
+            ..options
+        };
+        let error = run(&both).unwrap_err();
+        assert!(error.to_string().contains("remove one of them"), "{error}");
     }
 
     /// The validation sessions are whole sessions of the train split, none

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use serde_json::Value as Json;
 
 use crate::eval::{self, Candidate, EvalOutputs, Gates};
-use crate::reinforce::{ReinforceOptions, reinforce};
+use crate::reinforce::{ReinforceOptions, Validation, reinforce};
 use crate::runtime;
 use crate::train::{self, TrainOptions, TrainOutputs};
 use fabric_core::steps::{Step, StepContext, parse_with};
@@ -86,10 +86,10 @@ impl Step for Reinforce {
         "onnx.reinforce"
     }
     fn version(&self) -> u32 {
-        4
+        5
     }
     fn summary(&self) -> &'static str {
-        "supervised model.onnx, train split, test split (deps 1–3) → the model kept (reinforced if it wins on the train split's sessions left out of the fine-tune, else the supervised one) and a report with both models on those and on the test split (outs 1–2); with: epochs, learning_rate, batch_size, seed, threads, validation_fraction"
+        "supervised model.onnx, train split, test split, [validation users' examples] (deps 1–3 or 1–4) → the model kept (reinforced if it wins on the validation users, or else on the train split's sessions left out of the fine-tune; otherwise the supervised one) and a report with both models on those and on the test split (outs 1–2); with: epochs, learning_rate, batch_size, seed, threads, validation_fraction"
     }
     fn check(&self, with: &Json) -> Result<(), String> {
         parse_with::<ReinforceOptions>(with)?.check().map_err(|e| e.to_string())
@@ -103,14 +103,24 @@ impl Step for Reinforce {
     fn run(&self, context: &StepContext) -> anyhow::Result<()> {
         anyhow::ensure!(context.outs.len() == 2, "declare 2 outs: model.onnx and the report");
         anyhow::ensure!(
-            context.deps.len() == 3,
-            "declare 3 deps: the supervised model.onnx, the train split and the test split"
+            matches!(context.deps.len(), 3 | 4),
+            "declare 3 deps, the supervised model.onnx, the train split and the test split, and optionally a 4th: the validation users' examples"
         );
         let options: ReinforceOptions = parse_with(context.with).map_err(anyhow::Error::msg)?;
         let model = std::fs::read(&context.deps[0])?;
         let train = train::read_examples(&context.deps[1])?;
         let test = train::read_examples(&context.deps[2])?;
-        let (kept, report) = reinforce(Some(context.root), &model, &train, &test, &options, context.interrupted)?;
+        let users = context.deps.get(3).map(|path| train::read_examples(path)).transpose()?;
+        let validation = users.as_deref().map_or(Validation::Sessions, Validation::Users);
+        let (kept, report) = reinforce(
+            Some(context.root),
+            &model,
+            &train,
+            validation,
+            &test,
+            &options,
+            context.interrupted,
+        )?;
         std::fs::write(&context.outs[0], kept)?;
         std::fs::write(&context.outs[1], serde_json::to_string_pretty(&report)? + "\n")?;
         Ok(())

@@ -11,8 +11,10 @@
 //! - `seedLabel`: what the current Prime Brain rules say ([`super::labels`]);
 //! - `nextMode`, and the `guidance` channel and intensity the doctrine asks for.
 //!
-//! Sessions are split into train and test by a seeded hash of their file name (a
-//! session is never on both sides). `augment` replays each train example
+//! The test split holds every session of the held-out users (a second
+//! input directory: users never trained on) and the sessions of the first
+//! input whose seeded hash of their file name falls under `test_fraction`
+//! (a session is never on both sides). `augment` replays each train example
 //! under every other mode with the labels the doctrine demands there. The
 //! card records counts, class histograms, the layout, source hashes, params
 //! and the dataset hash (BLAKE3 over both files' bytes).
@@ -231,7 +233,8 @@ pub struct DatasetCard {
     /// Name of each feature position.
     pub feature_layout: Vec<String>,
     /// The sanitized session files read; each name is the BLAKE3 of the
-    /// file's content without identifiers, so it doubles as its hash.
+    /// file's content without identifiers, so it doubles as its hash. Those
+    /// of held-out users (all in the test split) are named `held-out/NAME`.
     pub sources: Vec<String>,
     /// File names of the splits.
     pub files: BTreeMap<String, String>,
@@ -586,9 +589,37 @@ pub fn session_draw(purpose: &str, seed: u64, session: &str) -> f64 {
     bits as f64 / u64::MAX as f64
 }
 
-/// True when the session belongs to the test split.
-fn is_test(session: &str, options: &DatasetOptions) -> bool {
-    session_draw("fabric-split-v1", options.seed, session) < options.test_fraction
+/// True when the session belongs to the test split: every session of a
+/// held-out user, and the share `test_fraction` of the others.
+fn is_test(session: &str, held_out_user: bool, options: &DatasetOptions) -> bool {
+    held_out_user || session_draw("fabric-split-v1", options.seed, session) < options.test_fraction
+}
+
+/// The name a session file goes by in the card and the memo: its file name,
+/// under `held-out/` for a held-out user's session.
+fn source_name(file: &Path, held_out_user: bool) -> String {
+    let name = file_name(file);
+    if held_out_user {
+        format!("held-out/{name}")
+    } else {
+        name
+    }
+}
+
+/// The sanitized `*.jsonl` session files in `dir`, sorted.
+fn session_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    files.sort();
+    anyhow::ensure!(
+        !files.is_empty(),
+        "no sanitized *.jsonl session files in {}",
+        dir.display()
+    );
+    Ok(files)
 }
 
 /// Counts for the card.
@@ -695,7 +726,12 @@ impl SessionPart {
 }
 
 /// Turns one sanitized session file into examples.
-fn session_part(file: &Path, options: &DatasetOptions, with_sft: bool) -> anyhow::Result<SessionPart> {
+fn session_part(
+    file: &Path,
+    held_out_user: bool,
+    options: &DatasetOptions,
+    with_sft: bool,
+) -> anyhow::Result<SessionPart> {
     let bytes = std::fs::read(file)?;
     let mut part = SessionPart {
         source: Digest::of(&bytes),
@@ -714,7 +750,7 @@ fn session_part(file: &Path, options: &DatasetOptions, with_sft: bool) -> anyhow
     }
     let session = file_name(file);
     let session = session.strip_suffix(".jsonl").unwrap_or(&session);
-    let held_out = is_test(session, options);
+    let held_out = is_test(session, held_out_user, options);
     let split = if held_out { "test" } else { "train" };
     part.tally.sessions.insert(split.into(), 1);
     if snapshots.len() <= options.window_size {
@@ -758,27 +794,25 @@ fn session_part(file: &Path, options: &DatasetOptions, with_sft: bool) -> anyhow
     Ok(part)
 }
 
-/// Builds the dataset from the per-session JSONL files under `input`. With a
-/// `memo`, session files unchanged since the last run reuse their kept
-/// examples; the output is the same byte for byte.
+/// Builds the dataset from the per-session JSONL files under `input`, and
+/// those under `held_out_users` (sessions of users never seen in training:
+/// all go to the test split). With a `memo`, session files unchanged since
+/// the last run reuse their kept examples; the output is the same byte for
+/// byte.
 pub fn build(
     input: &Path,
+    held_out_users: Option<&Path>,
     options: &DatasetOptions,
     paths: &DatasetPaths,
     memo: Option<&Memo>,
 ) -> anyhow::Result<DatasetCard> {
     anyhow::ensure!(options.window_size >= 1, "window size must be at least 1");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(input)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-        .collect();
-    files.sort();
-    anyhow::ensure!(
-        !files.is_empty(),
-        "no sanitized *.jsonl session files in {}",
-        input.display()
-    );
+    let mut files: Vec<(PathBuf, bool)> = session_files(input)?.into_iter().map(|f| (f, false)).collect();
+    if let Some(dir) = held_out_users {
+        files.extend(session_files(dir)?.into_iter().map(|f| (f, true)));
+    }
+    // The memo reads its entries back in path order.
+    files.sort_by_cached_key(|(file, held_out_user)| PathBuf::from(source_name(file, *held_out_user)));
 
     let mut train = BufWriter::new(std::fs::File::create(&paths.train)?);
     let mut sft = match &paths.sft {
@@ -804,31 +838,32 @@ pub fn build(
     for files in files.chunks(group) {
         let keys = files
             .par_iter()
-            .map(|file| Ok(memo.map(|memo| memo.content_hash(file)).transpose()?))
+            .map(|(file, _)| Ok(memo.map(|memo| memo.content_hash(file)).transpose()?))
             .collect::<anyhow::Result<Vec<Option<Digest>>>>()?;
         let known: Vec<Option<SessionPart>> = files
             .iter()
             .zip(&keys)
-            .map(|(file, key)| {
+            .map(|((file, held_out_user), key)| {
                 let (kept, key) = (kept.as_mut()?, key.as_ref()?);
-                SessionPart::decode(&kept.take(&file_name(file), key)?, with_sft)
+                SessionPart::decode(&kept.take(&source_name(file, *held_out_user), key)?, with_sft)
             })
             .collect();
         let parts = files
             .par_iter()
             .zip(known)
-            .map(|(file, known)| match known {
+            .map(|((file, held_out_user), known)| match known {
                 Some(part) => Ok(part),
-                None => session_part(file, options, with_sft),
+                None => session_part(file, *held_out_user, options, with_sft),
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        for (file, part) in files.iter().zip(parts) {
+        for ((file, held_out_user), part) in files.iter().zip(parts) {
+            let name = source_name(file, *held_out_user);
             // Under the hash of the bytes the part was made from (a file
             // edited during the run is kept under its new content).
             if let Some(memo) = remember.as_mut() {
-                memo.put(&file_name(file), &part.source, &part.encode(with_sft))?;
+                memo.put(&name, &part.source, &part.encode(with_sft))?;
             }
-            sources.push(file_name(file));
+            sources.push(name);
             tally.add(part.tally);
             train.write_all(part.train.as_bytes())?;
             test.write_all(part.test.as_bytes())?;

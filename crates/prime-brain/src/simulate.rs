@@ -41,6 +41,12 @@ pub struct SimulateOptions {
     /// Simulated users, each with a hidden style.
     #[arg(long, default_value_t = SimulateOptions::default().users)]
     pub users: usize,
+    /// The group of users: each group (`validation`, `test`, …) is drawn
+    /// from its own random stream, so its users are others than the default
+    /// group's (empty: the users a model learns from) whatever the counts.
+    /// Session ids start with the group's name.
+    #[arg(long, default_value_t = SimulateOptions::default().group)]
+    pub group: String,
     /// Sessions per user.
     #[arg(long, default_value_t = SimulateOptions::default().sessions_per_user)]
     pub sessions_per_user: usize,
@@ -57,6 +63,7 @@ impl Default for SimulateOptions {
         SimulateOptions {
             seed: 57,
             users: 40,
+            group: String::new(),
             sessions_per_user: 4,
             snapshots_per_session: 90,
             bad_fraction: 0.04,
@@ -69,6 +76,13 @@ impl SimulateOptions {
     pub fn check(&self) -> Result<(), BadOption> {
         if !(0.0..=1.0).contains(&self.bad_fraction) {
             return Err(BadOption::new("bad_fraction", "must be within 0–1"));
+        }
+        if !self
+            .group
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(BadOption::new("group", "use letters, digits, `-` and `_`"));
         }
         Ok(())
     }
@@ -214,10 +228,26 @@ const TRACKS: [(&str, &str); 8] = [
     ("piano", "keys"),
 ];
 
+/// The random stream of a group of users: the seed itself for the default
+/// group, else a hash of the seed and the group's name.
+fn group_rng(seed: u64, group: &str) -> ChaCha8Rng {
+    if group.is_empty() {
+        return ChaCha8Rng::seed_from_u64(seed);
+    }
+    let mut key = fabric_core::digest::KeyEncoder::new("fabric-simulate-group-v1");
+    key.bytes(b's', &seed.to_le_bytes()).text(b'g', group);
+    ChaCha8Rng::from_seed(key.finish().0)
+}
+
 /// Writes one `<session>.jsonl` file per session into `dir`.
 pub fn simulate(options: &SimulateOptions, dir: &Path) -> std::io::Result<SimulateSummary> {
     std::fs::create_dir_all(dir)?;
-    let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
+    let mut rng = group_rng(options.seed, &options.group);
+    let prefix = if options.group.is_empty() {
+        String::new()
+    } else {
+        format!("{}-", options.group)
+    };
     let mut summary = SimulateSummary::default();
     for user in 0..options.users {
         let style = Style {
@@ -233,7 +263,7 @@ pub fn simulate(options: &SimulateOptions, dir: &Path) -> std::io::Result<Simula
         // one session to the next.
         let mut recent: Vec<String> = Vec::new();
         for session in 0..options.sessions_per_user {
-            let id = format!("u{user:02}-s{session:02}");
+            let id = format!("{prefix}u{user:02}-s{session:02}");
             let records = simulate_session(&mut rng, &id, style, &mut recent, options, user * 1000 + session);
             let mut file = std::io::BufWriter::new(std::fs::File::create(dir.join(format!("{id}.jsonl")))?);
             let mut previous: Option<String> = None;
@@ -581,4 +611,76 @@ fn spoil(rng: &mut ChaCha8Rng, snapshot: &Snapshot, previous: Option<&str>) -> S
         }
     }
     value.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every file `simulate` writes, by name.
+    fn run(options: &SimulateOptions) -> BTreeMap<String, String> {
+        let dir = tempfile::tempdir().unwrap();
+        simulate(options, dir.path()).unwrap();
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| {
+                let path = e.unwrap().path();
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                (name, std::fs::read_to_string(&path).unwrap())
+            })
+            .collect()
+    }
+
+    /// Every snapshot id of a run (random per snapshot: two runs of one
+    /// stream share them all, two streams none).
+    fn snapshot_ids(files: &BTreeMap<String, String>) -> std::collections::BTreeSet<String> {
+        files
+            .values()
+            .flat_map(|text| text.lines())
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter_map(|v| v["snapshotId"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    #[test]
+    fn a_group_of_users_is_its_own_stream_and_shares_nothing_with_the_default_one() {
+        let options = SimulateOptions {
+            users: 3,
+            sessions_per_user: 2,
+            snapshots_per_session: 12,
+            ..SimulateOptions::default()
+        };
+        let test = SimulateOptions {
+            group: "test".into(),
+            ..options.clone()
+        };
+        let (learn, held_out) = (run(&options), run(&test));
+        assert_eq!(held_out, run(&test), "a group is reproducible");
+        assert!(
+            held_out.keys().all(|name| name.starts_with("test-u")),
+            "{:?}",
+            held_out.keys()
+        );
+        assert!(learn.keys().all(|name| name.starts_with('u')));
+        assert_eq!(held_out.len(), learn.len());
+        assert!(snapshot_ids(&learn).is_disjoint(&snapshot_ids(&held_out)));
+        // Another group is another stream again; more users of the default
+        // group do not change the ones before them.
+        let validation = run(&SimulateOptions {
+            group: "validation".into(),
+            ..options.clone()
+        });
+        assert!(snapshot_ids(&validation).is_disjoint(&snapshot_ids(&held_out)));
+        let more = run(&SimulateOptions {
+            users: 4,
+            ..options.clone()
+        });
+        assert!(learn.iter().all(|(name, text)| more[name] == *text));
+        assert!(test.check().is_ok());
+        let bad = SimulateOptions {
+            group: "../x".into(),
+            ..options
+        };
+        assert!(bad.check().is_err());
+    }
 }

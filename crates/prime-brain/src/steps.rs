@@ -1,5 +1,7 @@
 //! The Prime Brain data steps: `prime.simulate`, `prime.sanitize`, `prime.dataset`.
 
+use std::path::PathBuf;
+
 use serde::Deserialize;
 use serde_json::Value as Json;
 
@@ -25,7 +27,7 @@ impl Step for Simulate {
         7
     }
     fn summary(&self) -> &'static str {
-        "simulated Studio sessions as raw snapshots; with: seed, users, sessions_per_user, snapshots_per_session, bad_fraction"
+        "simulated Studio sessions as raw snapshots; with: seed, users, group, sessions_per_user, snapshots_per_session, bad_fraction"
     }
     fn check(&self, with: &Json) -> Result<(), String> {
         parse_with::<SimulateOptions>(with)?.check().map_err(|e| e.to_string())
@@ -103,7 +105,7 @@ impl Step for Dataset {
         10
     }
     fn summary(&self) -> &'static str {
-        "sanitized sessions (dep 1) → train JSONL, test JSONL, card, [instruction-tuning train and test JSONL, its card] (outs 1–3 or 1–6); with: window_size, test_fraction, seed, augment_mode"
+        "sanitized sessions (dep 1) [and held-out users' sanitized sessions, all in the test split (dep 2)] → train JSONL, test JSONL, card, [instruction-tuning train and test JSONL, its card] (outs 1–3 or 1–6); with: window_size, test_fraction, seed, augment_mode"
     }
     fn check(&self, with: &Json) -> Result<(), String> {
         parse_with::<DatasetOptions>(with)?.check().map_err(|e| e.to_string())
@@ -114,8 +116,8 @@ impl Step for Dataset {
             "declare 3 outs (the train file, the test file, the card) and optionally 3 more: the instruction-tuning set's train and test conversations and its card"
         );
         anyhow::ensure!(
-            context.deps.len() == 1,
-            "declare exactly one dep: the sanitized directory"
+            matches!(context.deps.len(), 1 | 2),
+            "declare one dep, the sanitized directory, and optionally a second: the held-out users' sanitized directory"
         );
         let options: DatasetOptions = parse_with(context.with).map_err(anyhow::Error::msg)?;
         let name = |i: usize| {
@@ -135,7 +137,13 @@ impl Step for Dataset {
                 card: context.outs[5].clone(),
             }),
         };
-        dataset::build(&context.deps[0], &options, &paths, Some(&context.memo(self)))?;
+        dataset::build(
+            &context.deps[0],
+            context.deps.get(1).map(PathBuf::as_path),
+            &options,
+            &paths,
+            Some(&context.memo(self)),
+        )?;
         Ok(())
     }
 }
