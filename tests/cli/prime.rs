@@ -663,7 +663,7 @@ fn the_default_pipeline_runs_on_built_in_data_and_reruns_incrementally() {
     // The README tour: an experiment with `-P` ends in the release stage,
     // which holds the different model back with a note instead of failing;
     // going back restores everything from the cache.
-    let experiment = ws.ok(&["run", "-P", "window_size=8"]);
+    let experiment = ws.ok(&["run", "-P", "window_size=12"]);
     assert!(
         experiment
             .stderr
@@ -912,6 +912,59 @@ fn built_in_steps_run_as_fabric_processes_match_in_process() {
     same("after a rerun");
 }
 
+/// A session moved from the training users' directory to the held-out
+/// users' (same name, same bytes) goes to the test split on the rerun,
+/// although the dataset's memo knows it as a train session.
+#[test]
+fn a_session_moved_to_the_held_out_users_changes_sides_on_a_memoized_rerun() {
+    let ws = Workspace::new();
+    ws.simulate("raw", 3, 2, 30);
+    sanitize(&ws);
+    ws.write(
+        "Fabric.toml",
+        "[stage.dataset]\nstep = \"prime.dataset\"\ndeps = [\"clean\", \"held\"]\n\
+         outs = [\"data/train.jsonl\", \"data/test.jsonl\", \"data/card.json\"]\n\
+         [stage.dataset.with]\ntest_fraction = 0.0\n",
+    );
+    let names: Vec<String> = ws
+        .files("clean")
+        .into_keys()
+        .map(|path| path.trim_start_matches("clean/").to_string())
+        .collect();
+    let move_to_held = |name: &str| {
+        std::fs::create_dir_all(ws.path("held")).unwrap();
+        std::fs::rename(ws.path(&format!("clean/{name}")), ws.path(&format!("held/{name}"))).unwrap();
+    };
+    let sessions = |file: &str| -> std::collections::BTreeSet<String> {
+        ws.jsonl(file)
+            .iter()
+            .map(|e| e["session"].as_str().unwrap().to_string())
+            .collect()
+    };
+    move_to_held(&names[1]);
+    ws.ok(&["run"]);
+    let session = names[0].trim_end_matches(".jsonl");
+    assert!(sessions("data/train.jsonl").contains(session));
+    move_to_held(&names[0]);
+    ws.ok(&["run"]);
+    assert!(sessions("data/test.jsonl").contains(session));
+    assert!(!sessions("data/train.jsonl").contains(session));
+    // The same bytes as a build without a memo.
+    ws.ok(&[
+        "dataset",
+        "--input-dir",
+        "clean",
+        "--held-out-users",
+        "held",
+        "--output-file",
+        "fresh/train.jsonl",
+        "--test-fraction",
+        "0",
+    ]);
+    assert_eq!(ws.read("data/train.jsonl"), ws.read("fresh/train.jsonl"));
+    assert_eq!(ws.read("data/test.jsonl"), ws.read("fresh/train-test.jsonl"));
+}
+
 #[test]
 fn sanitize_and_dataset_steps_redo_only_changed_files_and_match_a_fresh_run() {
     let manifest = SANITIZE_AND_DATASET;
@@ -1004,8 +1057,13 @@ fn the_personal_data_corpus_reaches_nothing_downstream_in_the_whole_pipeline() {
         &std::fs::read_to_string(format!("{root}/Fabric.toml")).unwrap(),
     );
     let pipeline = std::fs::read_to_string(format!("{root}/pipelines/prime-brain.toml")).unwrap();
+    // The simulate stages go: the training users' sessions are the corpus
+    // and simulated ones, the validation and test users' are written
+    // below without the simulator's own deliberately bad (personal) records.
     let simulate = pipeline.find("[stage.simulate]").unwrap()..pipeline.find("[stage.sanitize]").unwrap();
-    let pipeline = format!("{}{}", &pipeline[..simulate.start], &pipeline[simulate.end..]);
+    let pipeline = format!("{}{}", &pipeline[..simulate.start], &pipeline[simulate.end..])
+        .replace("${stage.simulate-validation.outs[0]}", "snapshots/simulated-validation")
+        .replace("${stage.simulate-test.outs[0]}", "snapshots/simulated-test");
     assert!(
         pipeline.contains("sft.jsonl"),
         "the default pipeline writes the instruction-tuning set"
@@ -1017,6 +1075,20 @@ fn the_personal_data_corpus_reaches_nothing_downstream_in_the_whole_pipeline() {
         "### What\nA model.\n\n### Why\nA test.\n\n### How\nThe pipeline.\n",
     );
     ws.ok(&["simulate", "--output-dir", "snapshots/raw"]);
+    for group in ["validation", "test"] {
+        let dir = format!("snapshots/simulated-{group}");
+        ws.ok(&[
+            "simulate",
+            "--output-dir",
+            &dir,
+            "--group",
+            group,
+            "--users",
+            "10",
+            "--bad-fraction",
+            "0",
+        ]);
+    }
     let records: Vec<Value> = corpus
         .iter()
         .enumerate()
@@ -1127,9 +1199,10 @@ fn the_readme_tour_works_as_written_in_a_fresh_copy() {
 }
 
 /// A fresh workspace (a new pseudonym key) records exactly the lock the
-/// repository commits for every stage the key does not reach: sanitize's
-/// entry is per key, dataset's and studio's fingerprints too (their dep
-/// is sanitize's output), but their outs, and all after them, are the same.
+/// repository commits for every stage the key does not reach: the sanitize
+/// stages' entries are per key, the fingerprints of the stages reading
+/// their outputs (the datasets, studio) too, but their outs, and all after
+/// them, are the same.
 pub(super) fn matches_the_committed_lock(ws: &Workspace) {
     let root = env!("CARGO_MANIFEST_DIR");
     let committed = fabric_core::lock::Lock::read(std::path::Path::new(&format!("{root}/Fabric.lock"))).unwrap();
@@ -1140,8 +1213,10 @@ pub(super) fn matches_the_committed_lock(ws: &Workspace) {
     );
     for (name, entry) in &committed.stage {
         match name.as_str() {
-            "sanitize" => assert_ne!(entry, &fresh.stage[name], "another key, other pseudonyms"),
-            "dataset" | "studio" => assert_eq!(
+            "sanitize" | "sanitize-validation" | "sanitize-test" => {
+                assert_ne!(entry, &fresh.stage[name], "another key, other pseudonyms")
+            }
+            "dataset" | "dataset-validation" | "studio" => assert_eq!(
                 entry.outs, fresh.stage[name].outs,
                 "{name}'s outs do not depend on the key"
             ),
