@@ -535,22 +535,18 @@ fn held_out_users_make_the_test_split() {
         "--output-dir",
         "clean-held-out",
     ]);
-    let build = |out: &str, held_out: Option<&str>| {
-        let mut args = vec![
-            "dataset",
-            "--input-dir",
-            "clean",
-            "--output-file",
-            out,
-            "--test-fraction",
-            "0",
-        ];
+    let build = |out: &str, held_out: Option<&str>, test_fraction: Option<&str>| {
+        let mut args = vec!["dataset", "--input-dir", "clean", "--output-file", out];
         if let Some(dir) = held_out {
             args.extend(["--held-out-users", dir]);
         }
-        ws.ok(&args);
+        if let Some(fraction) = test_fraction {
+            args.extend(["--test-fraction", fraction]);
+        }
+        ws.fabric(&args)
     };
-    build("d/x.jsonl", Some("clean-held-out"));
+    // With held-out users and no test fraction, they alone are the test split.
+    assert_eq!(build("d/x.jsonl", Some("clean-held-out"), None).code, 0);
     let names = |dir: &str| -> std::collections::BTreeSet<String> {
         std::fs::read_dir(ws.path(dir))
             .unwrap()
@@ -567,19 +563,33 @@ fn held_out_users_make_the_test_split() {
     assert_eq!(sessions("d/x.jsonl"), names("clean"));
     let card: Value = serde_json::from_str(&ws.read("d/x.card.json")).unwrap();
     assert_eq!(card["sessions"]["test"], 4);
+    assert_eq!(card["params"]["testFraction"], 0.0);
     let held_out_sources = card["sources"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|s| s.as_str().unwrap().starts_with("held-out/"));
     assert_eq!(held_out_sources.count(), 4);
-    // The held-out users are other users: none of their sessions is one of
-    // the training users'.
-    assert!(names("clean").is_disjoint(&names("clean-held-out")));
     // Without them, a test fraction of 0 leaves the test split empty.
-    build("e/x.jsonl", None);
+    assert_eq!(build("e/x.jsonl", None, Some("0")).code, 0);
     assert!(ws.read("e/x-test.jsonl").is_empty());
     assert_eq!(ws.read("e/x.jsonl"), ws.read("d/x.jsonl"));
+    // A test fraction given besides holds out a share of the input too.
+    assert_eq!(build("f/x.jsonl", Some("clean-held-out"), Some("0.5")).code, 0);
+    let test = sessions("f/x-test.jsonl");
+    assert!(test.is_superset(&names("clean-held-out")) && test.len() > 4, "{test:?}");
+    assert!(test.is_disjoint(&sessions("f/x.jsonl")));
+    // A session on both sides, or no held-out session at all, is refused.
+    let twice = build("g/x.jsonl", Some("clean"), None);
+    assert_ne!(twice.code, 0);
+    assert!(twice.stderr.contains("is in both clean and clean"), "{}", twice.stderr);
+    std::fs::create_dir_all(ws.path("empty")).unwrap();
+    let empty = build("g/x.jsonl", Some("empty"), None);
+    assert!(
+        empty.stderr.contains("no sanitized *.jsonl session files in empty"),
+        "{}",
+        empty.stderr
+    );
 }
 
 #[test]

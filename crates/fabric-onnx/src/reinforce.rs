@@ -300,6 +300,13 @@ pub fn reinforce(
                 "`validation_fraction` leaves train sessions out to decide on, but validation users are given (the 4th dep): remove one of them"
             );
             anyhow::ensure!(!users.is_empty(), "the validation users' dataset holds no examples");
+            let trained: std::collections::HashSet<&str> = train.iter().map(|e| e.session.as_str()).collect();
+            if let Some(shared) = users.iter().find(|e| trained.contains(e.session.as_str())) {
+                anyhow::bail!(
+                    "session {} is in the train split and among the validation users' (the 4th dep): the decision must be made on sessions the model never learned from; give the validation users' own dataset",
+                    shared.session
+                );
+            }
             (train.to_vec(), users.to_vec(), "validation users")
         }
         Validation::Sessions => {
@@ -568,6 +575,18 @@ mod tests {
         };
         let error = run(&both).unwrap_err();
         assert!(error.to_string().contains("remove one of them"), "{error}");
+        // Training users as validation users are refused.
+        let error = reinforce(
+            workspace(),
+            &nagging,
+            &train,
+            Validation::Users(&train[..60]),
+            &test,
+            &options,
+            &|| false,
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("never learned from"), "{error}");
     }
 
     /// The validation sessions are whole sessions of the train split, none

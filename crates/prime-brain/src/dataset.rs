@@ -45,9 +45,11 @@ pub struct DatasetOptions {
     /// Snapshots per window.
     #[arg(long, default_value_t = DatasetOptions::default().window_size)]
     pub window_size: usize,
-    /// Share of sessions held out for testing.
-    #[arg(long, default_value_t = DatasetOptions::default().test_fraction)]
-    pub test_fraction: f64,
+    /// Share of the input's sessions in the test split, drawn by a seeded
+    /// hash of each session's name [default: 0.25, or 0 when held-out users
+    /// make the test split].
+    #[arg(long)]
+    pub test_fraction: Option<f64>,
     /// Seed of the split.
     #[arg(long, default_value_t = DatasetOptions::default().seed)]
     pub seed: u64,
@@ -60,12 +62,16 @@ impl Default for DatasetOptions {
     fn default() -> Self {
         DatasetOptions {
             window_size: 10,
-            test_fraction: 0.25,
+            test_fraction: None,
             seed: 57,
             augment_mode: false,
         }
     }
 }
+
+/// The share of the input's sessions in the test split when no held-out
+/// users are given and `test_fraction` is unset.
+pub const DEFAULT_TEST_FRACTION: f64 = 0.25;
 
 impl DatasetOptions {
     /// Checks the values serde and clap cannot.
@@ -73,10 +79,21 @@ impl DatasetOptions {
         if self.window_size == 0 {
             return Err(BadOption::new("window_size", "must be at least 1"));
         }
-        if !(0.0..1.0).contains(&self.test_fraction) {
+        if self.test_fraction.is_some_and(|f| !(0.0..1.0).contains(&f)) {
             return Err(BadOption::new("test_fraction", "must be within 0–1"));
         }
         Ok(())
+    }
+
+    /// The options with `test_fraction` settled: as given; else 0 when
+    /// held-out users make the test split (their sessions alone), else
+    /// [`DEFAULT_TEST_FRACTION`].
+    fn settled(&self, held_out_users: bool) -> DatasetOptions {
+        let fallback = if held_out_users { 0.0 } else { DEFAULT_TEST_FRACTION };
+        DatasetOptions {
+            test_fraction: Some(self.test_fraction.unwrap_or(fallback)),
+            ..self.clone()
+        }
     }
 }
 
@@ -592,7 +609,8 @@ pub fn session_draw(purpose: &str, seed: u64, session: &str) -> f64 {
 /// True when the session belongs to the test split: every session of a
 /// held-out user, and the share `test_fraction` of the others.
 fn is_test(session: &str, held_out_user: bool, options: &DatasetOptions) -> bool {
-    held_out_user || session_draw("fabric-split-v1", options.seed, session) < options.test_fraction
+    let fraction = options.test_fraction.unwrap_or(DEFAULT_TEST_FRACTION);
+    held_out_user || session_draw("fabric-split-v1", options.seed, session) < fraction
 }
 
 /// The name a session file goes by in the card and the memo: its file name,
@@ -807,9 +825,20 @@ pub fn build(
     memo: Option<&Memo>,
 ) -> anyhow::Result<DatasetCard> {
     anyhow::ensure!(options.window_size >= 1, "window size must be at least 1");
+    let options = &options.settled(held_out_users.is_some());
     let mut files: Vec<(PathBuf, bool)> = session_files(input)?.into_iter().map(|f| (f, false)).collect();
     if let Some(dir) = held_out_users {
-        files.extend(session_files(dir)?.into_iter().map(|f| (f, true)));
+        let names: std::collections::HashSet<String> = files.iter().map(|(f, _)| file_name(f)).collect();
+        let held_out = session_files(dir)?;
+        if let Some(both) = held_out.iter().find(|f| names.contains(&file_name(f))) {
+            anyhow::bail!(
+                "session {} is in both {} and {} (the held-out users): a session belongs to one side of the split; remove it from one of them",
+                file_name(both),
+                input.display(),
+                dir.display()
+            );
+        }
+        files.extend(held_out.into_iter().map(|f| (f, true)));
     }
     // The memo reads its entries back in path order.
     files.sort_by_cached_key(|(file, held_out_user)| PathBuf::from(source_name(file, *held_out_user)));

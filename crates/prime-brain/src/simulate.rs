@@ -84,9 +84,19 @@ impl SimulateOptions {
         {
             return Err(BadOption::new("group", "use letters, digits, `-` and `_`"));
         }
+        if self.group.len() > MAX_GROUP_LEN {
+            return Err(BadOption::new(
+                "group",
+                format!("must be at most {MAX_GROUP_LEN} characters (session ids start with it)"),
+            ));
+        }
         Ok(())
     }
 }
+
+/// The longest group name: session ids (`GROUP-u00-s00`) stay well within
+/// the schema's 64 characters.
+pub const MAX_GROUP_LEN: usize = 32;
 
 /// Counts of what was written.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
@@ -643,7 +653,7 @@ mod tests {
     }
 
     #[test]
-    fn a_group_of_users_is_its_own_stream_and_shares_nothing_with_the_default_one() {
+    fn a_group_of_users_is_its_own_stream_and_shares_no_snapshot_with_the_default_one() {
         let options = SimulateOptions {
             users: 3,
             sessions_per_user: 2,
@@ -679,8 +689,13 @@ mod tests {
         assert!(test.check().is_ok());
         let bad = SimulateOptions {
             group: "../x".into(),
-            ..options
+            ..options.clone()
         };
         assert!(bad.check().is_err());
+        let long = SimulateOptions {
+            group: "g".repeat(MAX_GROUP_LEN + 1),
+            ..options
+        };
+        assert!(long.check().unwrap_err().to_string().contains("at most 32"));
     }
 }

@@ -102,7 +102,7 @@ impl Step for Dataset {
         "prime.dataset"
     }
     fn version(&self) -> u32 {
-        10
+        11
     }
     fn summary(&self) -> &'static str {
         "sanitized sessions (dep 1) [and held-out users' sanitized sessions, all in the test split (dep 2)] → train JSONL, test JSONL, card, [instruction-tuning train and test JSONL, its card] (outs 1–3 or 1–6); with: window_size, test_fraction, seed, augment_mode"
