@@ -129,6 +129,14 @@ impl From<Diagnostic> for UsageError {
     }
 }
 
+/// A flag's value a direct command refuses (`--window-size 0`) is a usage
+/// error, as a bad value in a manifest is.
+impl From<fabric_core::steps::BadOption> for UsageError {
+    fn from(bad: fabric_core::steps::BadOption) -> Self {
+        UsageError::from(Diagnostic::new(bad.as_flag()))
+    }
+}
+
 /// Parses arguments, runs the command, prints errors, returns the exit code.
 pub fn main() -> ExitCode {
     restore_sigpipe();

@@ -37,7 +37,7 @@ pub fn train(args: TrainArgs, given: &ArgMatches) -> anyhow::Result<ExitCode> {
         return prepare_hosted_tuning(&args, given("epochs"), given("learning_rate"));
     }
     let options = args.options;
-    options.check().map_err(|e| anyhow::anyhow!(e.as_flag()))?;
+    options.check().map_err(super::UsageError::from)?;
     std::fs::create_dir_all(&args.output_dir)?;
     let outputs = TrainOutputs {
         model: args.output_dir.join("model.onnx"),

@@ -72,7 +72,7 @@ pub struct DatasetArgs {
 }
 
 pub fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
-    args.options.check().map_err(|e| anyhow::anyhow!(e.as_flag()))?;
+    args.options.check().map_err(super::UsageError::from)?;
     let summary = replace_dir(&args.output_dir, |dir| Ok(simulate::simulate(&args.options, dir)?))?;
     eprintln!(
         "wrote {} records ({} deliberately bad) in {} sessions to {}",
@@ -135,7 +135,7 @@ pub fn sanitize(args: SanitizeArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn dataset(args: DatasetArgs) -> anyhow::Result<ExitCode> {
-    args.options.check().map_err(|e| anyhow::anyhow!(e.as_flag()))?;
+    args.options.check().map_err(super::UsageError::from)?;
     if let Some(parent) = args.output_file.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;
     }

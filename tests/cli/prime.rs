@@ -582,7 +582,22 @@ fn held_out_users_make_the_test_split() {
     // A session on both sides, or no held-out session at all, is refused.
     let twice = build("g/x.jsonl", Some("clean"), None);
     assert_ne!(twice.code, 0);
-    assert!(twice.stderr.contains("is in both clean and clean"), "{}", twice.stderr);
+    assert!(twice.stderr.contains("is the input directory"), "{}", twice.stderr);
+    std::fs::create_dir_all(ws.path("overlap")).unwrap();
+    let shared = names("clean").into_iter().next().unwrap();
+    std::fs::copy(
+        ws.path(&format!("clean/{shared}.jsonl")),
+        ws.path(&format!("overlap/{shared}.jsonl")),
+    )
+    .unwrap();
+    let overlap = build("g/x.jsonl", Some("overlap"), None);
+    assert!(
+        overlap
+            .stderr
+            .contains(&format!("session {shared}.jsonl is in both clean and overlap")),
+        "{}",
+        overlap.stderr
+    );
     std::fs::create_dir_all(ws.path("empty")).unwrap();
     let empty = build("g/x.jsonl", Some("empty"), None);
     assert!(
@@ -1292,7 +1307,7 @@ fn direct_commands_check_options_as_the_steps_do() {
                 "--test-fraction",
                 "1",
             ][..],
-            "--test-fraction must be within 0–1",
+            "--test-fraction must be at least 0 and below 1",
         ),
         (
             &[
@@ -1312,7 +1327,7 @@ fn direct_commands_check_options_as_the_steps_do() {
         ),
     ] {
         let outcome = ws.fabric(args);
-        assert_eq!(outcome.code, 1, "{args:?}: {}", outcome.stderr);
+        assert_eq!(outcome.code, 2, "{args:?}: {}", outcome.stderr);
         assert!(outcome.stderr.contains(said), "{args:?}: {}", outcome.stderr);
         assert!(!ws.path("raw").exists() && !ws.path("d").exists(), "nothing is written");
     }

@@ -80,7 +80,7 @@ impl DatasetOptions {
             return Err(BadOption::new("window_size", "must be at least 1"));
         }
         if self.test_fraction.is_some_and(|f| !(0.0..1.0).contains(&f)) {
-            return Err(BadOption::new("test_fraction", "must be within 0–1"));
+            return Err(BadOption::new("test_fraction", "must be at least 0 and below 1"));
         }
         Ok(())
     }
@@ -828,6 +828,14 @@ pub fn build(
     let options = &options.settled(held_out_users.is_some());
     let mut files: Vec<(PathBuf, bool)> = session_files(input)?.into_iter().map(|f| (f, false)).collect();
     if let Some(dir) = held_out_users {
+        anyhow::ensure!(
+            !matches!(
+                (std::fs::canonicalize(dir), std::fs::canonicalize(input)),
+                (Ok(a), Ok(b)) if a == b
+            ),
+            "the held-out users' directory {} is the input directory: give the sanitized sessions of other users (e.g. `fabric simulate --group test`, then `fabric sanitize`)",
+            dir.display()
+        );
         let names: std::collections::HashSet<String> = files.iter().map(|(f, _)| file_name(f)).collect();
         let held_out = session_files(dir)?;
         if let Some(both) = held_out.iter().find(|f| names.contains(&file_name(f))) {

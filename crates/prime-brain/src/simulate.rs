@@ -82,7 +82,7 @@ impl SimulateOptions {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
-            return Err(BadOption::new("group", "use letters, digits, `-` and `_`"));
+            return Err(BadOption::new("group", "must be letters, digits, `-` and `_` only"));
         }
         if self.group.len() > MAX_GROUP_LEN {
             return Err(BadOption::new(
