@@ -470,6 +470,14 @@ fn a_hand_computed_session_pins_windows_features_targets_and_split() {
     assert_eq!(card["datasetHash"].as_str().unwrap().len(), 64);
 }
 
+/// The sessions the examples come from.
+fn sessions_of(examples: &[Value]) -> std::collections::BTreeSet<String> {
+    examples
+        .iter()
+        .map(|e| e["session"].as_str().unwrap().to_string())
+        .collect()
+}
+
 #[test]
 fn the_split_keeps_each_session_on_one_side_and_augmentation_obeys_the_doctrine() {
     let ws = Workspace::new();
@@ -486,10 +494,7 @@ fn the_split_keeps_each_session_on_one_side_and_augmentation_obeys_the_doctrine(
     let train = ws.jsonl("d/x.jsonl");
     let test = ws.jsonl("d/x-test.jsonl");
     assert!(!train.is_empty() && !test.is_empty());
-    let sessions = |v: &[Value]| -> std::collections::BTreeSet<String> {
-        v.iter().map(|e| e["session"].as_str().unwrap().to_string()).collect()
-    };
-    assert!(sessions(&train).is_disjoint(&sessions(&test)));
+    assert!(sessions_of(&train).is_disjoint(&sessions_of(&test)));
     assert!(
         test.iter().all(|e| e.get("augmented").is_none()),
         "only train is augmented"
@@ -553,12 +558,7 @@ fn held_out_users_make_the_test_split() {
             .map(|e| e.unwrap().path().file_stem().unwrap().to_string_lossy().into_owned())
             .collect()
     };
-    let sessions = |file: &str| -> std::collections::BTreeSet<String> {
-        ws.jsonl(file)
-            .iter()
-            .map(|e| e["session"].as_str().unwrap().to_string())
-            .collect()
-    };
+    let sessions = |file: &str| sessions_of(&ws.jsonl(file));
     assert_eq!(sessions("d/x-test.jsonl"), names("clean-held-out"));
     assert_eq!(sessions("d/x.jsonl"), names("clean"));
     let card: Value = serde_json::from_str(&ws.read("d/x.card.json")).unwrap();
@@ -960,12 +960,7 @@ fn a_session_moved_to_the_held_out_users_changes_sides_on_a_memoized_rerun() {
         std::fs::create_dir_all(ws.path("held")).unwrap();
         std::fs::rename(ws.path(&format!("clean/{name}")), ws.path(&format!("held/{name}"))).unwrap();
     };
-    let sessions = |file: &str| -> std::collections::BTreeSet<String> {
-        ws.jsonl(file)
-            .iter()
-            .map(|e| e["session"].as_str().unwrap().to_string())
-            .collect()
-    };
+    let sessions = |file: &str| sessions_of(&ws.jsonl(file));
     move_to_held(&names[1]);
     ws.ok(&["run"]);
     let session = names[0].trim_end_matches(".jsonl");

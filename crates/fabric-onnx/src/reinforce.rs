@@ -27,6 +27,8 @@
 //! gives both comparisons, the gain on the test sessions being the one to
 //! quote (the evaluation reports on that split as well).
 
+use std::borrow::Cow;
+
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -307,15 +309,15 @@ pub fn reinforce(
                     shared.session
                 );
             }
-            (train.to_vec(), users.to_vec(), "validation users")
+            (Cow::Borrowed(train), Cow::Borrowed(users), "validation users")
         }
         Validation::Sessions => {
             let fraction = options.validation_fraction.unwrap_or(DEFAULT_VALIDATION_FRACTION);
             let (train, validation) = validation_split(train, fraction, options.seed)?;
-            (train, validation, "train sessions left out")
+            (Cow::Owned(train), Cow::Owned(validation), "train sessions left out")
         }
     };
-    let train = train.as_slice();
+    let train = &*train;
     let supervised = ModelProto::decode(model).map_err(|e| anyhow::anyhow!("not an ONNX model: {e}"))?;
     let (arch, initial) = parameters(&supervised)?;
     let heads = heads();
